@@ -83,23 +83,28 @@ impl TlsSettings {
 }
 
 fn build_client(tls: &TlsSettings) -> Result<Client, String> {
+    // reqwest uses the process-wide rustls provider; ring is the one this build carries.
+    // Installing fails harmlessly when it is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = Client::builder()
-        .use_rustls_tls()
+        .tls_backend_rustls()
         // A redirect could lead outside the allowed hosts; Azure does not need them.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
-        .timeout(MAX_REQUEST_TIMEOUT);
+        .timeout(MAX_REQUEST_TIMEOUT)
+        .dns_resolver(Arc::new(LoopbackAwareResolver));
     if let Some(pem) = &tls.ca_pem {
         let certs = Certificate::from_pem_bundle(pem.as_bytes())
             .map_err(|e| format!("the custom CA is not valid PEM: {e}"))?;
         if certs.is_empty() {
             return Err("the custom CA PEM holds no certificate".into());
         }
-        b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        b = b.tls_certs_only(certs);
+    } else if !tls.validate_hostname {
+        return Err(
+            "hostname validation can only be switched off together with a custom CA".into(),
+        );
     }
     match (&tls.client_cert_pem, &tls.client_key_pem) {
         (Some(cert), Some(key)) => {
@@ -120,6 +125,29 @@ fn build_client(tls: &TlsSettings) -> Result<Client, String> {
     }
     b.build()
         .map_err(|e| format!("cannot set up TLS: {}", error_chain(&e)))
+}
+
+/// Resolves `localhost` and every `*.localhost` name to the loopback addresses, as RFC 6761
+/// asks (browsers do the same; glibc does not), and everything else through the system
+/// resolver. An Azure emulator on this machine serves its HSMs as `{name}.localhost`.
+struct LoopbackAwareResolver;
+
+impl reqwest::dns::Resolve for LoopbackAwareResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            if host == "localhost" || host.ends_with(".localhost") {
+                let loopback: Vec<std::net::SocketAddr> = vec![
+                    (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+                    (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                ];
+                return Ok(Box::new(loopback.into_iter()) as reqwest::dns::Addrs);
+            }
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// One pooled client per distinct TLS configuration.
