@@ -17,7 +17,8 @@ pub mod admin;
 pub mod arm;
 pub mod clock;
 pub mod config;
-pub mod crypto;
+/// Key material and algorithms, shared with Keyward.
+pub use keyward_crypto as crypto;
 pub mod error;
 pub mod faults;
 pub mod jwt;

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{EmulatorConfig, HsmConfig, RoleAssignment};
-use crate::crypto::{Curve, Kty, Material, b64url, decode_b64};
+use crate::crypto::Material;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct World {
@@ -345,35 +345,5 @@ impl Hsm {
             (false, false) => "CustomizedRecoverable+Purgeable",
             (false, true) => "CustomizedRecoverable",
         }
-    }
-}
-
-/// How key material is written in persisted state and sealed backups.
-#[derive(Serialize, Deserialize)]
-struct MaterialRepr {
-    kty: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    crv: Option<Curve>,
-    der: String,
-}
-
-impl Serialize for Material {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        MaterialRepr {
-            kty: self.kty().to_string(),
-            crv: self.curve(),
-            der: b64url(&self.to_der()),
-        }
-        .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Material {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Material, D::Error> {
-        use serde::de::Error;
-        let repr = MaterialRepr::deserialize(d)?;
-        let kty = Kty::parse_hsm(&repr.kty).map_err(D::Error::custom)?;
-        let der = decode_b64("der", &repr.der).map_err(D::Error::custom)?;
-        Material::from_der(kty, repr.crv, &der).map_err(D::Error::custom)
     }
 }

@@ -1,6 +1,7 @@
-//! The emulated HSM's cryptography: key material, JSON Web Keys, the algorithms Managed HSM
-//! offers per key type, BYOK transfer blobs and sealed backups. All of it is real, with the
-//! RustCrypto crates.
+//! Key material and the cryptographic primitives that Keyward and its Azure Managed HSM
+//! emulator share, on the RustCrypto crates: key generation (AES, RSA, EC), PKCS#8 and JSON
+//! Web Key encodings, the JOSE-named algorithms (RSA-OAEP, A256GCM, A256KW, PS256, ES256, ...),
+//! AES key wrap (RFC 3394 and 5649), and BYOK transfer blobs (CKM_RSA_AES_KEY_WRAP).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
@@ -10,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BoxedUint, Generate, PrivateKey};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -828,4 +829,34 @@ pub fn rsa_private_jwk(k: &PrivateKey) -> serde_json::Value {
         "dq": k.dq().map(trimmed).unwrap_or_default(),
         "qi": k.crt_coefficient().map(|c| trimmed(&c)).unwrap_or_default(),
     })
+}
+
+/// How key material is serialized (persisted state, sealed backups): type, curve and DER.
+#[derive(Serialize, Deserialize)]
+struct MaterialRepr {
+    kty: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crv: Option<Curve>,
+    der: String,
+}
+
+impl Serialize for Material {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MaterialRepr {
+            kty: self.kty().to_string(),
+            crv: self.curve(),
+            der: b64url(&self.to_der()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Material {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Material, D::Error> {
+        use serde::de::Error;
+        let repr = MaterialRepr::deserialize(d)?;
+        let kty = Kty::parse_hsm(&repr.kty).map_err(D::Error::custom)?;
+        let der = decode_b64("der", &repr.der).map_err(D::Error::custom)?;
+        Material::from_der(kty, repr.crv, &der).map_err(D::Error::custom)
+    }
 }
