@@ -860,3 +860,139 @@ impl<'de> Deserialize<'de> for Material {
         Material::from_der(kty, repr.crv, &der).map_err(D::Error::custom)
     }
 }
+
+/// Digest of `data` with SHA-256, SHA-384 or SHA-512 (by output length in bits).
+pub fn sha2_digest(bits: u32, data: &[u8]) -> Option<Vec<u8>> {
+    match bits {
+        256 => Some(Sha256::digest(data).to_vec()),
+        384 => Some(Sha384::digest(data).to_vec()),
+        512 => Some(Sha512::digest(data).to_vec()),
+        _ => None,
+    }
+}
+
+impl Material {
+    /// Private key material in any of the usual DER encodings: PKCS#8 for every type, PKCS#1
+    /// for RSA, SEC1 for EC (the curve is found from the key).
+    pub fn from_private_der(kty: Kty, der: &[u8]) -> Result<Material, CryptoError> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        match kty {
+            Kty::Rsa => {
+                let key = PrivateKey::from_pkcs8_der(der)
+                    .or_else(|_| PrivateKey::from_pkcs1_der(der))
+                    .map_err(|_| bad("The value is not an RSA private key in PKCS#8 or PKCS#1 DER."))?;
+                if ![2048, 3072, 4096].contains(&(key.size() * 8)) {
+                    return Err(bad(format!("RSA key size {} is not supported (2048, 3072 or 4096).", key.size() * 8)));
+                }
+                Ok(Material::Rsa(Box::new(key)))
+            }
+            Kty::Ec => p256::SecretKey::from_pkcs8_der(der)
+                .or_else(|_| p256::SecretKey::from_sec1_der(der))
+                .map(Material::P256)
+                .or_else(|_| p384::SecretKey::from_pkcs8_der(der).or_else(|_| p384::SecretKey::from_sec1_der(der)).map(Material::P384))
+                .or_else(|_| p521::SecretKey::from_pkcs8_der(der).or_else(|_| p521::SecretKey::from_sec1_der(der)).map(Material::P521))
+                .map_err(|_| bad("The value is not an EC private key (P-256, P-384 or P-521) in PKCS#8 or SEC1 DER.")),
+            Kty::Oct => Material::from_der(Kty::Oct, None, der),
+        }
+    }
+
+    /// The public key as SubjectPublicKeyInfo DER (RSA and EC).
+    pub fn public_key_der(&self) -> Option<Vec<u8>> {
+        use rsa::pkcs8::EncodePublicKey;
+        let der = match self {
+            Material::Rsa(k) => k.to_public_key().to_public_key_der().ok()?,
+            Material::P256(k) => k.public_key().to_public_key_der().ok()?,
+            Material::P384(k) => k.public_key().to_public_key_der().ok()?,
+            Material::P521(k) => k.public_key().to_public_key_der().ok()?,
+            Material::Oct(_) => return None,
+        };
+        Some(der.as_bytes().to_vec())
+    }
+
+    /// Key check value of an AES key: the first 3 bytes of AES-ECB of a zero block, in hex.
+    pub fn kcv(&self) -> Option<String> {
+        use aes::cipher::{BlockCipherEncrypt, KeyInit as _};
+        let Material::Oct(k) = self else { return None };
+        let mut block = aes::Block::default();
+        match k.len() {
+            16 => aes::Aes128::new_from_slice(k)
+                .ok()?
+                .encrypt_block(&mut block),
+            24 => aes::Aes192::new_from_slice(k)
+                .ok()?
+                .encrypt_block(&mut block),
+            32 => aes::Aes256::new_from_slice(k)
+                .ok()?
+                .encrypt_block(&mut block),
+            _ => return None,
+        }
+        Some(block[..3].iter().map(|b| format!("{b:02X}")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NIST SP 800-38D, GCM test case 3 (AES-128) and 15 (AES-256, no AAD).
+    #[test]
+    fn aes_gcm_known_answers() {
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let key = hex("feffe9928665731c6d6a8f9467308308");
+        let iv = hex("cafebabefacedbaddecaf888");
+        let pt = hex(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+        );
+        let ct = hex(
+            "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+        );
+        let tag = hex("4d5c2af327cd64a62cf35abd2ba6fab4");
+        let sealed = gcm_seal(&key, &iv, &pt, &[]).unwrap();
+        assert_eq!(&sealed[..pt.len()], &ct[..]);
+        assert_eq!(&sealed[pt.len()..], &tag[..]);
+        assert_eq!(gcm_open(&key, &iv, &sealed, &[]).unwrap(), pt);
+
+        let key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
+        let ct = hex(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+        );
+        let tag = hex("b094dac5d93471bdec1a502270e3cc6c");
+        let sealed = gcm_seal(&key, &iv, &pt, &[]).unwrap();
+        assert_eq!(&sealed[..pt.len()], &ct[..]);
+        assert_eq!(&sealed[pt.len()..], &tag[..]);
+    }
+
+    /// RFC 3394 section 4.6 (256-bit KEK, 256-bit key) and RFC 5649 section 6 (192-bit KEK, 20 octets).
+    #[test]
+    fn aes_key_wrap_known_answers() {
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let kek = hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F");
+        let key = hex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
+        let wrapped =
+            hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
+        assert_eq!(aes_kw_wrap(&kek, &key, false).unwrap(), wrapped);
+        assert_eq!(aes_kw_unwrap(&kek, &wrapped, false).unwrap(), key);
+
+        let kek = hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8");
+        let key = hex("c37b7e6492584340bed12207808941155068f738");
+        let wrapped = hex("138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a");
+        assert_eq!(aes_kw_wrap(&kek, &key, true).unwrap(), wrapped);
+        assert_eq!(aes_kw_unwrap(&kek, &wrapped, true).unwrap(), key);
+    }
+
+    #[test]
+    fn aes_kcv() {
+        // AES-128 of a zero block under a zero key starts 66 E9 4B.
+        assert_eq!(Material::Oct(vec![0; 16]).kcv().unwrap(), "66E94B");
+    }
+}

@@ -1,21 +1,36 @@
-//! Wiring the daemon together and running it until shut down.
+//! Wiring the daemon together: the data directory (master key, catalog, plugin cache), the
+//! plugin runtime, and the REST API, running until shut down.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::catalog::seal::SealError;
+use crate::catalog::{Catalog, CatalogError, MasterKey};
 use crate::plugins::{PluginError, PluginRuntime, RuntimeConfig};
+use crate::time::Clock;
 
 /// Everything the daemon needs to start. Defaults keep all state under one data directory.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// Holds the catalog, the master key, the compiled-plugin cache and, by default, the
-    /// plugin directory.
+    /// Holds the catalog (`catalog.db`), the master key (`master.key`), the compiled-plugin
+    /// cache and, by default, the plugin directory.
     pub data_dir: PathBuf,
     /// Extra plugins (`<name>.toml` + `<name>.wasm`). Default: `<data_dir>/plugins`.
     pub plugin_dir: Option<PathBuf>,
     /// How often the plugin directory is rescanned for new or changed plugins.
     pub plugin_scan_interval: Duration,
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
+    /// Idle lifetime of a session.
+    pub session_lifetime_secs: i64,
+    /// The clock every date decision uses (tests move it).
+    pub clock: Clock,
 }
 
 impl DaemonConfig {
@@ -24,6 +39,9 @@ impl DaemonConfig {
             data_dir: data_dir.into(),
             plugin_dir: None,
             plugin_scan_interval: Duration::from_secs(2),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            session_lifetime_secs: 3600,
+            clock: Clock::system(),
         }
     }
 
@@ -51,6 +69,17 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Plugins(#[from] PluginError),
+    #[error(transparent)]
+    MasterKey(#[from] SealError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API server failed: {0}")]
+    Serve(std::io::Error),
 }
 
 /// Starts the plugin runtime (shipped plugins plus the plugin directory, watched for
@@ -71,21 +100,89 @@ pub async fn start_plugins(config: &DaemonConfig) -> Result<PluginRuntime, Daemo
     Ok(runtime)
 }
 
+/// Opens the catalog with the master key (file or `KEYWARD_MASTER_KEY`). A wrong master key
+/// is refused here, before anything is served.
+pub async fn open_catalog(config: &DaemonConfig) -> Result<Catalog, DaemonError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let master = MasterKey::load_or_create(&config.data_dir.join("master.key"))?;
+    Ok(Catalog::open(&config.data_dir.join("catalog.db"), master).await?)
+}
+
+/// A started daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the daemon has shut down (after the shutdown signal given to [`start`]).
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        let served = self
+            .server
+            .await
+            .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
+        let _ = self.watcher.await;
+        self.state.catalog.close().await;
+        served.map_err(DaemonError::Serve)
+    }
+}
+
+/// Starts the daemon: catalog, plugins and the API on `config.listen` (port 0 picks one).
+pub async fn start(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, DaemonError> {
+    let catalog = open_catalog(&config).await?;
+    let plugins = start_plugins(&config).await?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let state = Arc::new(AppState::new(
+        catalog,
+        plugins.clone(),
+        config.clock.clone(),
+        config.session_lifetime_secs,
+    ));
+
+    // One shutdown signal, fanned out to the watcher and the server.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let watcher = plugins.watch(config.plugin_scan_interval, wait(stopped.clone()));
+    let server = tokio::spawn(api::serve(listener, state.clone(), wait(stopped)));
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward is serving");
+    Ok(Running {
+        addr,
+        state,
+        server,
+        watcher,
+    })
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(
     config: DaemonConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let runtime = start_plugins(&config).await?;
-    tracing::info!(plugin_dir = %config.plugin_dir().display(), "watching the plugin directory");
-    runtime
-        .watch(config.plugin_scan_interval, shutdown)
-        .await
-        .ok();
-    tracing::info!("shut down");
-    Ok(())
+    start(config, shutdown).await?.wait().await
 }

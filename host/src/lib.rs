@@ -10,5 +10,15 @@
 //!   plugins.
 //! - [`daemon`]: wiring the pieces together and running until shut down.
 
+pub mod api;
+pub mod audit;
+
+pub mod auth;
+pub mod catalog;
+pub mod crypto;
+
 pub mod daemon;
 pub mod plugins;
+pub mod policy;
+
+pub mod time;

@@ -1,5 +1,6 @@
 //! The `keyward` command: the daemon and its command-line tools.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use keyward::daemon::{self, DaemonConfig};
     about = "Keyward key-management control plane"
 )]
 struct Cli {
-    /// Directory for the catalog, keys and caches.
+    /// Directory for the catalog, the master key and caches.
     #[arg(
         long,
         global = true,
@@ -32,13 +33,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Serve {
-        /// Seconds between rescans of the plugin directory.
-        #[arg(long, default_value_t = 2)]
-        plugin_scan_secs: u64,
-    },
+    Serve(ServeArgs),
     /// List the plugins the daemon would load, and the ones it would skip with the reason.
     Plugins,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Seconds between rescans of the plugin directory.
+    #[arg(long, default_value_t = 2)]
+    plugin_scan_secs: u64,
 }
 
 #[tokio::main]
@@ -46,18 +53,20 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let mut config = DaemonConfig::new(cli.data_dir);
     config.plugin_dir = cli.plugin_dir;
-    match cli.command.unwrap_or(Command::Serve {
-        plugin_scan_secs: 2,
-    }) {
-        Command::Serve { plugin_scan_secs } => {
-            config.plugin_scan_interval = Duration::from_secs(plugin_scan_secs.max(1));
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeArgs::parse_from(["serve"])));
+    match command {
+        Command::Serve(args) => {
+            config.plugin_scan_interval = Duration::from_secs(args.plugin_scan_secs.max(1));
+            config.listen = args.listen;
             let shutdown = async {
                 tokio::signal::ctrl_c().await.ok();
             };
@@ -87,4 +96,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl ServeArgs {
+    fn parse_from<const N: usize>(args: [&str; N]) -> ServeArgs {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Wrapper::parse_from(args).serve
+    }
 }

@@ -1,0 +1,316 @@
+//! Applications: API-key principals that belong to groups and perform cryptographic
+//! operations with their keys. The API key is shown once, at creation and at reset.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::auth::{ApiKey, Principal};
+use crate::catalog::apps::{self, App};
+use crate::catalog::sobjects::Creator;
+use crate::catalog::{Conn, groups, new_id};
+
+use super::extract::{Body, Caller, id};
+use super::model::{AppOut, AppWithKey, time};
+use super::{ApiError, ApiResult, AppState};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// The groups the application may use keys of (replaces the list on update).
+    pub groups: Option<Vec<String>>,
+    /// Where keys go when the application creates one without naming a group.
+    pub default_group: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+pub fn out(a: &App) -> AppOut {
+    AppOut {
+        app_id: a.id.clone(),
+        acct_id: a.account_id.clone(),
+        name: a.name.clone(),
+        description: a.description.clone(),
+        created_at: time(a.created_at),
+        creator: (&Creator::User(a.created_by.clone())).into(),
+        enabled: a.enabled,
+        groups: a.groups.clone(),
+        default_group: a.default_group.clone(),
+    }
+}
+
+fn user_only(caller: &Caller) -> ApiResult<()> {
+    match caller.principal() {
+        Principal::User { .. } => Ok(()),
+        Principal::App { .. } => Err(ApiError::Forbidden(
+            "applications do not manage applications".into(),
+        )),
+    }
+}
+
+/// Account administrators manage every application; group administrators those whose
+/// groups they all administer.
+fn may_manage(caller: &Caller, groups: &[String]) -> ApiResult<()> {
+    if caller.access.is_account_admin()
+        || (!groups.is_empty() && groups.iter().all(|g| caller.access.can_manage_group(g)))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("only account administrators, or administrators of all the application's groups, manage it".into()))
+    }
+}
+
+async fn check_groups(
+    c: &mut Conn,
+    account: &str,
+    groups: &[String],
+    default: &Option<String>,
+) -> ApiResult<()> {
+    for g in groups {
+        id("group", g)?;
+        if !groups::belongs(c, g, account).await? {
+            return Err(ApiError::field(
+                "groups",
+                format!("group {g} is not in this account"),
+            ));
+        }
+    }
+    if let Some(d) = default
+        && !groups.contains(d)
+    {
+        return Err(ApiError::field(
+            "default_group",
+            "must be one of the application's groups",
+        ));
+    }
+    Ok(())
+}
+
+fn app_name(n: &str) -> ApiResult<String> {
+    let n = n.trim();
+    if n.is_empty() || n.len() > 256 {
+        return Err(ApiError::field("name", "must be 1 to 256 characters"));
+    }
+    Ok(n.to_string())
+}
+
+#[utoipa::path(get, path = "/sys/v1/apps", tag = "apps", responses((status = 200, body = [AppOut])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<AppOut>>> {
+    let mut conn = state.catalog.conn().await?;
+    let all = apps::in_account(&mut conn, caller.account()).await?;
+    let visible = all.iter().filter(|a| match caller.principal() {
+        Principal::App { app_id, .. } => &a.id == app_id,
+        Principal::User { .. } => {
+            caller.access.reads_whole_account()
+                || a.groups.iter().any(|g| caller.access.can_read_group(g))
+        }
+    });
+    Ok(Json(visible.map(out).collect()))
+}
+
+#[utoipa::path(post, path = "/sys/v1/apps", tag = "apps", request_body = AppRequest,
+    responses((status = 201, body = AppWithKey), (status = 403, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Body(req): Body<AppRequest>,
+) -> ApiResult<(StatusCode, Json<AppWithKey>)> {
+    user_only(&caller)?;
+    let name = app_name(
+        req.name
+            .as_deref()
+            .ok_or_else(|| ApiError::field("name", "is required"))?,
+    )?;
+    let groups = req.groups.clone().unwrap_or_default();
+    may_manage(&caller, &groups)?;
+    let account = caller.account().to_string();
+    let now = state.now();
+    let app_id = new_id();
+    let key = ApiKey::generate(&app_id);
+    let app = App {
+        id: app_id,
+        account_id: account.clone(),
+        name,
+        description: req.description,
+        created_at: now,
+        created_by: caller.principal().id().to_string(),
+        api_key_hash: key.hash(),
+        enabled: req.enabled.unwrap_or(true),
+        default_group: req.default_group.clone(),
+        groups,
+    };
+    let mut tx = state.catalog.begin().await?;
+    check_groups(&mut tx, &account, &app.groups, &app.default_group).await?;
+    apps::insert(&mut tx, &app).await.map_err(|e| {
+        if e.is_unique_violation() {
+            ApiError::Conflict(format!("an application named '{}' exists", app.name))
+        } else {
+            e.into()
+        }
+    })?;
+    Event::new(Some(&account), caller.principal(), "app.create", now)
+        .object("app", &app.id)
+        .details(serde_json::json!({"groups": app.groups}))
+        .write(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AppWithKey {
+            app: out(&app),
+            api_key: key.encoded(),
+        }),
+    ))
+}
+
+async fn load(c: &mut Conn, account: &str, app_id: &str) -> ApiResult<App> {
+    id("app", app_id)?;
+    match apps::get(c, app_id).await? {
+        Some(a) if a.account_id == account => Ok(a),
+        Some(_) => Err(ApiError::Forbidden(
+            "that application belongs to another account".into(),
+        )),
+        None => Err(ApiError::NotFound(format!("no application {app_id}"))),
+    }
+}
+
+#[utoipa::path(get, path = "/sys/v1/apps/{id}", tag = "apps", responses((status = 200, body = AppOut), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<AppOut>> {
+    let mut conn = state.catalog.conn().await?;
+    let app = load(&mut conn, caller.account(), &app_id).await?;
+    let visible = match caller.principal() {
+        Principal::App { app_id: me, .. } => *me == app.id,
+        Principal::User { .. } => {
+            caller.access.reads_whole_account()
+                || app.groups.iter().any(|g| caller.access.can_read_group(g))
+        }
+    };
+    if !visible {
+        return Err(ApiError::Forbidden(
+            "you cannot see that application".into(),
+        ));
+    }
+    Ok(Json(out(&app)))
+}
+
+#[utoipa::path(patch, path = "/sys/v1/apps/{id}", tag = "apps", request_body = AppRequest,
+    responses((status = 200, body = AppOut), (status = 403, body = super::error::ErrorBody)))]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    Body(req): Body<AppRequest>,
+) -> ApiResult<Json<AppOut>> {
+    user_only(&caller)?;
+    let account = caller.account().to_string();
+    let now = state.now();
+    let mut tx = state.catalog.begin().await?;
+    let mut app = load(&mut tx, &account, &app_id).await?;
+    may_manage(&caller, &app.groups)?;
+    if let Some(n) = &req.name {
+        app.name = app_name(n)?;
+    }
+    if let Some(d) = req.description {
+        app.description = Some(d);
+    }
+    if let Some(g) = req.groups.clone() {
+        may_manage(&caller, &g)?;
+        app.groups = g;
+        if app
+            .default_group
+            .as_ref()
+            .is_some_and(|d| !app.groups.contains(d))
+        {
+            app.default_group = None;
+        }
+    }
+    if req.default_group.is_some() {
+        app.default_group = req.default_group.clone();
+    }
+    if let Some(e) = req.enabled {
+        app.enabled = e;
+    }
+    check_groups(&mut tx, &account, &app.groups, &app.default_group).await?;
+    apps::update(&mut tx, &app).await.map_err(|e| {
+        if e.is_unique_violation() {
+            ApiError::Conflict(format!("an application named '{}' exists", app.name))
+        } else {
+            e.into()
+        }
+    })?;
+    Event::new(Some(&account), caller.principal(), "app.update", now)
+        .object("app", &app.id)
+        .details(serde_json::json!({"groups": app.groups, "enabled": app.enabled}))
+        .write(&mut tx)
+        .await?;
+    tx.commit().await?;
+    if app.enabled {
+        state.sessions.update_app_groups(&app.id, &app.groups);
+    } else {
+        state.sessions.end_all_of(&app.id);
+    }
+    Ok(Json(out(&app)))
+}
+
+#[utoipa::path(delete, path = "/sys/v1/apps/{id}", tag = "apps", responses((status = 204)))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    user_only(&caller)?;
+    let account = caller.account().to_string();
+    let now = state.now();
+    let mut tx = state.catalog.begin().await?;
+    let app = load(&mut tx, &account, &app_id).await?;
+    may_manage(&caller, &app.groups)?;
+    apps::delete(&mut tx, &app.id).await?;
+    Event::new(Some(&account), caller.principal(), "app.delete", now)
+        .object("app", &app.id)
+        .write(&mut tx)
+        .await?;
+    tx.commit().await?;
+    state.sessions.end_all_of(&app.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new API key; the old one stops working and the application's sessions end.
+#[utoipa::path(post, path = "/sys/v1/apps/{id}/reset_secret", tag = "apps", responses((status = 200, body = AppWithKey)))]
+pub async fn reset_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<AppWithKey>> {
+    user_only(&caller)?;
+    let account = caller.account().to_string();
+    let now = state.now();
+    let mut tx = state.catalog.begin().await?;
+    let mut app = load(&mut tx, &account, &app_id).await?;
+    may_manage(&caller, &app.groups)?;
+    let key = ApiKey::generate(&app.id);
+    app.api_key_hash = key.hash();
+    apps::update(&mut tx, &app).await?;
+    Event::new(Some(&account), caller.principal(), "app.reset_secret", now)
+        .object("app", &app.id)
+        .write(&mut tx)
+        .await?;
+    tx.commit().await?;
+    state.sessions.end_all_of(&app.id);
+    Ok(Json(AppWithKey {
+        app: out(&app),
+        api_key: key.encoded(),
+    }))
+}

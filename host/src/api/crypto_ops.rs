@@ -1,0 +1,578 @@
+//! Cryptographic operations (DSM `/crypto/v1/keys/{kid}/encrypt` and `/crypto/v1/encrypt`
+//! with a key descriptor): encrypt, decrypt, sign, verify, wrap and unwrap. Only applications
+//! of the key's group perform them; the key must be enabled, in a usable state and permit the
+//! operation; the policies are consulted.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::catalog::sobjects::{self, KeyState, ObjType};
+use crate::crypto::{self, HashAlg, RsaEncryptionMode, RsaSignatureMode};
+use crate::plugins::policy::{Action, KeyOp};
+use crate::policy::key_op;
+
+use super::extract::{Body, Caller, id};
+use super::keys::enforce;
+use super::model::{KeyDescriptor, SobjectOut, b64, from_b64};
+use super::state::UsableKey;
+use super::{ApiError, ApiResult, AppState};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The key, for `/crypto/v1/encrypt` (the per-key endpoint takes it from the path).
+    pub key: Option<KeyDescriptor>,
+    /// `AES` or `RSA`: the type of the key.
+    pub alg: String,
+    pub plain: String,
+    /// AES: `GCM` (default). RSA: `{"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}` or
+    /// `{"PKCS1_V15": {}}` (default OAEP with SHA-1).
+    #[schema(value_type = Option<Object>)]
+    pub mode: Option<Value>,
+    pub iv: Option<String>,
+    pub ad: Option<String>,
+    /// 128 (the only supported tag length).
+    pub tag_len: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EncryptResponse {
+    pub kid: String,
+    pub cipher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    pub key: Option<KeyDescriptor>,
+    pub alg: String,
+    pub cipher: String,
+    #[schema(value_type = Option<Object>)]
+    pub mode: Option<Value>,
+    pub iv: Option<String>,
+    pub ad: Option<String>,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecryptResponse {
+    pub kid: String,
+    pub plain: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    pub key: Option<KeyDescriptor>,
+    pub hash_alg: HashAlg,
+    /// The digest to sign; or give `data` to have it hashed.
+    pub hash: Option<String>,
+    pub data: Option<String>,
+    /// RSA: `{"PKCS1_V15": {}}` (default) or `{"PSS": {...}}`. EC: absent.
+    pub mode: Option<RsaSignatureMode>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignResponse {
+    pub kid: String,
+    /// RSA: the signature; ECDSA: `r || s`.
+    pub signature: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub key: Option<KeyDescriptor>,
+    pub hash_alg: HashAlg,
+    pub hash: Option<String>,
+    pub data: Option<String>,
+    pub signature: String,
+    pub mode: Option<RsaSignatureMode>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub kid: String,
+    pub result: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WrapRequest {
+    pub key: Option<KeyDescriptor>,
+    pub alg: String,
+    /// The key to wrap; it must permit EXPORT.
+    pub subject: KeyDescriptor,
+    /// AES: `KW` or `KWP` (default). RSA: an OAEP mode.
+    #[schema(value_type = Option<Object>)]
+    pub mode: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WrapResponse {
+    pub kid: String,
+    pub wrapped_key: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnwrapRequest {
+    pub key: Option<KeyDescriptor>,
+    pub alg: String,
+    pub wrapped_key: String,
+    #[schema(value_type = Option<Object>)]
+    pub mode: Option<Value>,
+    /// The unwrapped key becomes a new key of the catalog with these attributes.
+    pub obj_type: String,
+    pub name: String,
+    pub group_id: Option<String>,
+    pub key_ops: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+/// Parses `mode` for the key's type.
+fn modes(
+    key: &UsableKey,
+    alg: &str,
+    mode: &Option<Value>,
+) -> ApiResult<(Option<String>, Option<RsaEncryptionMode>)> {
+    let t = key.object.obj_type;
+    if !alg.eq_ignore_ascii_case(t.as_str()) {
+        return Err(ApiError::field(
+            "alg",
+            format!("'{alg}' does not match the key, which is {}", t.as_str()),
+        ));
+    }
+    match (t, mode) {
+        (_, None) => Ok((None, None)),
+        (ObjType::Aes, Some(Value::String(m))) => Ok((Some(m.clone()), None)),
+        (ObjType::Rsa, Some(m)) => {
+            let m: RsaEncryptionMode = serde_json::from_value(m.clone())
+                .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}")))?;
+            Ok((None, Some(m)))
+        }
+        _ => Err(ApiError::field("mode", "does not fit the key type")),
+    }
+}
+
+fn opt_b64(field: &str, v: &Option<String>) -> ApiResult<Option<Vec<u8>>> {
+    v.as_deref().map(|x| from_b64(field, x)).transpose()
+}
+
+/// Resolves the key of a crypto operation and checks everything before it may be used.
+async fn usable(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    descriptor: &Option<KeyDescriptor>,
+    dsm_op: &str,
+) -> ApiResult<Arc<UsableKey>> {
+    let kid = match (path_kid, descriptor) {
+        (Some(kid), None) => kid.to_string(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "key",
+                "the key is already named in the path",
+            ));
+        }
+        (
+            None,
+            Some(KeyDescriptor {
+                kid: Some(kid),
+                name: None,
+            }),
+        ) => kid.clone(),
+        (
+            None,
+            Some(KeyDescriptor {
+                kid: None,
+                name: Some(name),
+            }),
+        ) => {
+            let mut conn = state.catalog.conn().await?;
+            sobjects::get_by_name(&mut conn, caller.account(), name)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no key named '{name}'")))?
+                .kid
+        }
+        (None, _) => {
+            return Err(ApiError::field(
+                "key",
+                "give the key as {\"kid\": ...} or {\"name\": ...}",
+            ));
+        }
+    };
+    id("key", &kid)?;
+    let key = state
+        .usable_key(&kid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no key {kid}")))?;
+    let o = &key.object;
+    if o.account_id != caller.account() {
+        return Err(ApiError::Forbidden(
+            "that key belongs to another account".into(),
+        ));
+    }
+    if !caller.access.is_app() {
+        return Err(ApiError::Forbidden(
+            "users do not perform cryptographic operations; applications do".into(),
+        ));
+    }
+    if !caller.access.can_use_keys(&o.group_id) {
+        return Err(ApiError::Forbidden(
+            "the application is not a member of the key's group".into(),
+        ));
+    }
+    if !o.enabled {
+        return Err(ApiError::Forbidden("the key is disabled".into()));
+    }
+    let unprotect = matches!(dsm_op, "DECRYPT" | "VERIFY" | "UNWRAPKEY");
+    match o.state(state.now()) {
+        KeyState::Active => {}
+        KeyState::Deactivated | KeyState::Compromised if unprotect => {}
+        s => {
+            return Err(ApiError::Forbidden(format!(
+                "a {} key cannot be used for {dsm_op}",
+                s.as_str()
+            )));
+        }
+    }
+    if !o.has_op(dsm_op) {
+        return Err(ApiError::Forbidden(format!(
+            "the key does not permit {dsm_op}"
+        )));
+    }
+    if key.material.is_none() {
+        return Err(ApiError::Conflict(
+            "the key has no material here (destroyed, or held by an external KMS)".into(),
+        ));
+    }
+    let group = state
+        .group(&o.group_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("group vanished".into()))?;
+    let op: KeyOp = key_op(dsm_op).expect("known operation");
+    enforce(
+        state,
+        caller,
+        &group,
+        Action::Crypto(op),
+        &format!("key.{}", dsm_op.to_ascii_lowercase()),
+        o,
+        None,
+    )
+    .await?;
+    Ok(key)
+}
+
+async fn record(state: &AppState, caller: &Caller, key: &UsableKey, dsm_op: &str, details: Value) {
+    let now = state.now();
+    state
+        .audit
+        .later(
+            Event::new(
+                Some(caller.account()),
+                caller.principal(),
+                &format!("key.{}", dsm_op.to_ascii_lowercase()),
+                now,
+            )
+            .object("sobject", &key.object.kid)
+            .details(details),
+        )
+        .await;
+    state.audit.key_used(&key.object.kid, now).await;
+}
+
+async fn do_encrypt(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    req: EncryptRequest,
+) -> ApiResult<Json<EncryptResponse>> {
+    let key = usable(state, caller, path_kid, &req.key, "ENCRYPT").await?;
+    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    if req.tag_len.is_some_and(|t| t != 128) {
+        return Err(ApiError::field("tag_len", "only 128 is supported"));
+    }
+    let plain = from_b64("plain", &req.plain)?;
+    let material = key.material.as_ref().expect("checked");
+    let e = crypto::encrypt(
+        material,
+        aes_mode.as_deref(),
+        &rsa_mode,
+        &plain,
+        opt_b64("iv", &req.iv)?.as_deref(),
+        opt_b64("ad", &req.ad)?.as_deref(),
+    )?;
+    record(
+        state,
+        caller,
+        &key,
+        "ENCRYPT",
+        serde_json::json!({"alg": req.alg}),
+    )
+    .await;
+    Ok(Json(EncryptResponse {
+        kid: key.object.kid.clone(),
+        cipher: b64(&e.cipher),
+        iv: e.iv.as_deref().map(b64),
+        tag: e.tag.as_deref().map(b64),
+    }))
+}
+
+async fn do_decrypt(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    req: DecryptRequest,
+) -> ApiResult<Json<DecryptResponse>> {
+    let key = usable(state, caller, path_kid, &req.key, "DECRYPT").await?;
+    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let cipher = from_b64("cipher", &req.cipher)?;
+    let material = key.material.as_ref().expect("checked");
+    let plain = crypto::decrypt(
+        material,
+        aes_mode.as_deref(),
+        &rsa_mode,
+        &cipher,
+        opt_b64("iv", &req.iv)?.as_deref(),
+        opt_b64("ad", &req.ad)?.as_deref(),
+        opt_b64("tag", &req.tag)?.as_deref(),
+    )?;
+    record(
+        state,
+        caller,
+        &key,
+        "DECRYPT",
+        serde_json::json!({"alg": req.alg}),
+    )
+    .await;
+    Ok(Json(DecryptResponse {
+        kid: key.object.kid.clone(),
+        plain: b64(&plain),
+    }))
+}
+
+fn digest(hash_alg: HashAlg, hash: &Option<String>, data: &Option<String>) -> ApiResult<Vec<u8>> {
+    match (hash, data) {
+        (Some(h), None) => from_b64("hash", h),
+        (None, Some(d)) => Ok(hash_alg.digest(&from_b64("data", d)?)),
+        _ => Err(ApiError::bad("give exactly one of 'hash' and 'data'")),
+    }
+}
+
+async fn do_sign(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    req: SignRequest,
+) -> ApiResult<Json<SignResponse>> {
+    let key = usable(state, caller, path_kid, &req.key, "SIGN").await?;
+    let d = digest(req.hash_alg, &req.hash, &req.data)?;
+    let sig = crypto::sign(
+        key.material.as_ref().expect("checked"),
+        req.hash_alg,
+        &req.mode,
+        &d,
+    )?;
+    record(
+        state,
+        caller,
+        &key,
+        "SIGN",
+        serde_json::json!({"hash_alg": req.hash_alg}),
+    )
+    .await;
+    Ok(Json(SignResponse {
+        kid: key.object.kid.clone(),
+        signature: b64(&sig),
+    }))
+}
+
+async fn do_verify(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    req: VerifyRequest,
+) -> ApiResult<Json<VerifyResponse>> {
+    let key = usable(state, caller, path_kid, &req.key, "VERIFY").await?;
+    let d = digest(req.hash_alg, &req.hash, &req.data)?;
+    let sig = from_b64("signature", &req.signature)?;
+    let result = crypto::verify(
+        key.material.as_ref().expect("checked"),
+        req.hash_alg,
+        &req.mode,
+        &d,
+        &sig,
+    )?;
+    record(
+        state,
+        caller,
+        &key,
+        "VERIFY",
+        serde_json::json!({"hash_alg": req.hash_alg, "result": result}),
+    )
+    .await;
+    Ok(Json(VerifyResponse {
+        kid: key.object.kid.clone(),
+        result,
+    }))
+}
+
+async fn do_wrap(
+    state: &AppState,
+    caller: &Caller,
+    path_kid: Option<&str>,
+    req: WrapRequest,
+) -> ApiResult<Json<WrapResponse>> {
+    let key = usable(state, caller, path_kid, &req.key, "WRAPKEY").await?;
+    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let mut conn = state.catalog.conn().await?;
+    let subject = match (&req.subject.kid, &req.subject.name) {
+        (Some(kid), None) => super::keys::load(&mut conn, caller, kid).await?,
+        (None, Some(name)) => {
+            let o = sobjects::get_by_name(&mut conn, caller.account(), name)
+                .await?
+                .ok_or_else(|| ApiError::field("subject", format!("no key named '{name}'")))?;
+            super::keys::load(&mut conn, caller, &o.kid).await?
+        }
+        _ => {
+            return Err(ApiError::field(
+                "subject",
+                "give exactly one of 'kid' and 'name'",
+            ));
+        }
+    };
+    drop(conn);
+    if !subject.has_op("EXPORT") {
+        return Err(ApiError::Forbidden(
+            "the key to wrap does not permit EXPORT".into(),
+        ));
+    }
+    let subject_key = state
+        .usable_key(&subject.kid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("subject".into()))?;
+    let subject_material = subject_key
+        .material
+        .as_ref()
+        .ok_or_else(|| ApiError::Conflict("the key to wrap has no material here".into()))?;
+    let wrapped = crypto::wrap(
+        key.material.as_ref().expect("checked"),
+        aes_mode.as_deref(),
+        &rsa_mode,
+        &subject_material.to_der(),
+    )?;
+    record(
+        state,
+        caller,
+        &key,
+        "WRAPKEY",
+        serde_json::json!({"alg": req.alg, "subject": subject.kid}),
+    )
+    .await;
+    Ok(Json(WrapResponse {
+        kid: key.object.kid.clone(),
+        wrapped_key: b64(&wrapped),
+    }))
+}
+
+/// Unwraps a key with a wrapping key and imports it as a new key.
+async fn do_unwrap(
+    state: Arc<AppState>,
+    caller: Caller,
+    path_kid: Option<&str>,
+    req: UnwrapRequest,
+) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
+    let key = usable(&state, &caller, path_kid, &req.key, "UNWRAPKEY").await?;
+    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
+    let plain = crypto::unwrap(
+        key.material.as_ref().expect("checked"),
+        aes_mode.as_deref(),
+        &rsa_mode,
+        &wrapped,
+    )?;
+    record(
+        &state,
+        &caller,
+        &key,
+        "UNWRAPKEY",
+        serde_json::json!({"alg": req.alg}),
+    )
+    .await;
+    let import = super::keys::KeyRequest {
+        name: Some(req.name),
+        group_id: req.group_id.or_else(|| Some(key.object.group_id.clone())),
+        obj_type: Some(req.obj_type),
+        key_size: None,
+        elliptic_curve: None,
+        key_ops: req.key_ops,
+        description: req.description,
+        enabled: None,
+        activation_date: None,
+        deactivation_date: None,
+        custom_metadata: None,
+        value: Some(b64(&plain)),
+        value_format: None,
+        wrapped_by: None,
+        wrapping_mode: None,
+    };
+    super::keys::import(State(state), caller, Body(import)).await
+}
+
+macro_rules! endpoints {
+    ($($with:ident, $global:ident, $do:ident, $req:ty, $resp:ty, $path:literal, $gpath:literal;)*) => {$(
+        #[utoipa::path(post, path = $path, tag = "crypto", request_body = $req,
+            responses((status = 200, body = $resp), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+        pub async fn $with(State(state): State<Arc<AppState>>, caller: Caller, Path(kid): Path<String>, Body(req): Body<$req>) -> ApiResult<Json<$resp>> {
+            $do(&state, &caller, Some(&kid), req).await
+        }
+
+        #[utoipa::path(post, path = $gpath, tag = "crypto", request_body = $req,
+            responses((status = 200, body = $resp), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+        pub async fn $global(State(state): State<Arc<AppState>>, caller: Caller, Body(req): Body<$req>) -> ApiResult<Json<$resp>> {
+            $do(&state, &caller, None, req).await
+        }
+    )*};
+}
+
+endpoints! {
+    encrypt_with, encrypt, do_encrypt, EncryptRequest, EncryptResponse, "/crypto/v1/keys/{kid}/encrypt", "/crypto/v1/encrypt";
+    decrypt_with, decrypt, do_decrypt, DecryptRequest, DecryptResponse, "/crypto/v1/keys/{kid}/decrypt", "/crypto/v1/decrypt";
+    sign_with, sign, do_sign, SignRequest, SignResponse, "/crypto/v1/keys/{kid}/sign", "/crypto/v1/sign";
+    verify_with, verify, do_verify, VerifyRequest, VerifyResponse, "/crypto/v1/keys/{kid}/verify", "/crypto/v1/verify";
+    wrap_with, wrap, do_wrap, WrapRequest, WrapResponse, "/crypto/v1/keys/{kid}/wrapkey", "/crypto/v1/wrapkey";
+}
+
+#[utoipa::path(post, path = "/crypto/v1/keys/{kid}/unwrapkey", tag = "crypto", request_body = UnwrapRequest,
+    responses((status = 201, body = SobjectOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn unwrap_with(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(kid): Path<String>,
+    Body(req): Body<UnwrapRequest>,
+) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
+    do_unwrap(state, caller, Some(&kid), req).await
+}
+
+#[utoipa::path(post, path = "/crypto/v1/unwrapkey", tag = "crypto", request_body = UnwrapRequest,
+    responses((status = 201, body = SobjectOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn unwrap(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Body(req): Body<UnwrapRequest>,
+) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
+    do_unwrap(state, caller, None, req).await
+}

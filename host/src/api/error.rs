@@ -1,0 +1,149 @@
+//! API errors: each maps to one HTTP status and a JSON body that names the problem.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::catalog::CatalogError;
+use crate::policy::{PolicyFinding, PolicyUnavailable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a value is invalid.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
+    /// 401: no or invalid credentials, or an expired session.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403: a policy denied the operation.
+    #[error("denied by policy: {}", .0.iter().map(|v| format!("{} ({})", v.message, v.rule)).collect::<Vec<_>>().join("; "))]
+    PolicyDenied(Vec<PolicyFinding>),
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: conflicts with the current state (name taken, wrong key state).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 503: a dependency (policy plugin) could not answer; nothing was done.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a fault on our side; details are in the log, not in the response.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable error code: `InvalidInput`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
+    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `Unavailable`, `InternalError`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every violated policy rule, for `PolicyViolation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<PolicyFinding>>,
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: format!("{field}: {}", message.into()),
+            field: Some(field.to_string()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "InvalidInput",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::PolicyDenied(_) => "PolicyViolation",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::TooLarge(_) => "PayloadTooLarge",
+            ApiError::Unavailable(_) => "Unavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!("internal error: {detail}");
+        }
+        let body = ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            field: match &self {
+                ApiError::BadRequest { field, .. } => field.clone(),
+                _ => None,
+            },
+            violations: match &self {
+                ApiError::PolicyDenied(v) => Some(v.clone()),
+                _ => None,
+            },
+        };
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        if e.is_unique_violation() {
+            return ApiError::Conflict("the name is already taken".into());
+        }
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::from(CatalogError::from(e))
+    }
+}
+
+impl From<PolicyUnavailable> for ApiError {
+    fn from(e: PolicyUnavailable) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        ApiError::bad(e.0)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,134 @@
+//! Request extractors: the authenticated caller, JSON bodies with errors that name the field,
+//! and path ids.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{Access, Principal};
+use crate::catalog::{self, accounts, groups};
+
+use super::{ApiError, AppState, MAX_BODY};
+
+/// The caller of a request that needs a session: `Authorization: Bearer <token>`.
+pub struct Caller {
+    pub access: Access,
+    pub token: String,
+}
+
+impl Caller {
+    pub fn principal(&self) -> &Principal {
+        &self.access.principal
+    }
+
+    pub fn account(&self) -> &str {
+        &self.access.account_id
+    }
+}
+
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized("a bearer token is required (POST /sys/v1/session/auth)".into())
+        })?;
+        let session = state.sessions.get(&token).ok_or_else(|| {
+            ApiError::Unauthorized("the session is unknown or has expired".into())
+        })?;
+        let account_id = session.account_id.clone().ok_or_else(|| {
+            ApiError::Forbidden(
+                "select an account first (POST /sys/v1/session/select_account)".into(),
+            )
+        })?;
+        let access = match &session.principal {
+            Principal::User { user_id, .. } => {
+                let mut conn = state.catalog.conn().await?;
+                let role = accounts::member_role(&mut conn, &account_id, user_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::Forbidden("you are no longer a member of this account".into())
+                    })?;
+                let group_roles = groups::roles_of_user(&mut conn, &account_id, user_id).await?;
+                Access {
+                    principal: session.principal.clone(),
+                    account_id,
+                    account_role: Some(role),
+                    group_roles,
+                    app_groups: vec![],
+                }
+            }
+            Principal::App { .. } => Access {
+                principal: session.principal.clone(),
+                account_id,
+                account_role: None,
+                group_roles: Default::default(),
+                app_groups: session.app_groups.as_ref().clone(),
+            },
+        };
+        Ok(Caller { access, token })
+    }
+}
+
+/// A JSON body. Malformed JSON, wrong types, unknown or missing fields and oversized bodies
+/// are 4xx errors that say what is wrong.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(MAX_BODY)
+                } else {
+                    ApiError::bad(format!("the request body could not be read: {e}"))
+                }
+            })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad("a JSON request body is required"));
+        }
+        parse_json(&bytes).map(Body)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's messages name the field for unknown, missing and mistyped fields; keep them.
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad(format!("malformed JSON: {e}"))
+        } else {
+            ApiError::bad(format!("invalid request: {e}"))
+        }
+    })
+}
+
+/// Checks that a path segment is an id (so `/keys/not-an-id` is a clear 400, not a 404).
+pub fn id(kind: &str, value: &str) -> Result<(), ApiError> {
+    if catalog::is_id(value) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!("'{value}' is not a valid {kind} id")))
+    }
+}

@@ -1,0 +1,137 @@
+//! The REST API, in the style of Fortanix DSM: `/sys/v1/...` for accounts, users,
+//! applications, groups, sessions and the audit log; `/crypto/v1/...` for keys and
+//! cryptographic operations. Times are `YYYYMMDDTHHMMSSZ`, binary values standard base64.
+//!
+//! Handlers live in one module per resource; [`state::AppState`] holds what they share;
+//! [`extract`] authenticates callers and parses bodies; [`error::ApiError`] maps every failure
+//! to one status and a JSON body naming the problem.
+
+pub mod accounts;
+pub mod apps;
+pub mod audit;
+pub mod crypto_ops;
+pub mod error;
+pub mod extract;
+pub mod groups;
+pub mod keys;
+pub mod model;
+pub mod openapi;
+pub mod session;
+pub mod state;
+pub mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/sys/v1/health", get(session::health))
+        .route("/sys/v1/openapi.json", get(openapi::document))
+        .route("/sys/v1/session/auth", post(session::auth))
+        .route("/sys/v1/session/terminate", post(session::terminate))
+        .route("/sys/v1/session/refresh", post(session::refresh))
+        .route(
+            "/sys/v1/session/select_account",
+            post(session::select_account),
+        )
+        .route("/sys/v1/users", get(users::list).post(users::signup))
+        .route("/sys/v1/users/invite", post(users::invite))
+        .route(
+            "/sys/v1/users/{id}",
+            get(users::get).patch(users::update).delete(users::remove),
+        )
+        .route(
+            "/sys/v1/accounts",
+            get(accounts::list).post(accounts::create),
+        )
+        .route(
+            "/sys/v1/accounts/{id}",
+            get(accounts::get)
+                .patch(accounts::update)
+                .delete(accounts::delete),
+        )
+        .route("/sys/v1/apps", get(apps::list).post(apps::create))
+        .route(
+            "/sys/v1/apps/{id}",
+            get(apps::get).patch(apps::update).delete(apps::delete),
+        )
+        .route("/sys/v1/apps/{id}/reset_secret", post(apps::reset_secret))
+        .route("/sys/v1/groups", get(groups::list).post(groups::create))
+        .route(
+            "/sys/v1/groups/{id}",
+            get(groups::get)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route("/sys/v1/logs", get(audit::query))
+        .route(
+            "/crypto/v1/keys",
+            get(keys::list).post(keys::create).put(keys::import),
+        )
+        .route("/crypto/v1/keys/info", post(keys::info))
+        .route("/crypto/v1/keys/export", post(keys::export))
+        .route(
+            "/crypto/v1/keys/{kid}",
+            get(keys::get).patch(keys::update).delete(keys::delete),
+        )
+        .route("/crypto/v1/keys/{kid}/activate", post(keys::activate))
+        .route("/crypto/v1/keys/{kid}/deactivate", post(keys::deactivate))
+        .route("/crypto/v1/keys/{kid}/revoke", post(keys::revoke))
+        .route("/crypto/v1/keys/{kid}/destroy", post(keys::destroy))
+        .route(
+            "/crypto/v1/keys/{kid}/encrypt",
+            post(crypto_ops::encrypt_with),
+        )
+        .route(
+            "/crypto/v1/keys/{kid}/decrypt",
+            post(crypto_ops::decrypt_with),
+        )
+        .route("/crypto/v1/keys/{kid}/sign", post(crypto_ops::sign_with))
+        .route(
+            "/crypto/v1/keys/{kid}/verify",
+            post(crypto_ops::verify_with),
+        )
+        .route("/crypto/v1/keys/{kid}/wrapkey", post(crypto_ops::wrap_with))
+        .route(
+            "/crypto/v1/keys/{kid}/unwrapkey",
+            post(crypto_ops::unwrap_with),
+        )
+        .route("/crypto/v1/encrypt", post(crypto_ops::encrypt))
+        .route("/crypto/v1/decrypt", post(crypto_ops::decrypt))
+        .route("/crypto/v1/sign", post(crypto_ops::sign))
+        .route("/crypto/v1/verify", post(crypto_ops::verify))
+        .route("/crypto/v1/wrapkey", post(crypto_ops::wrap))
+        .route("/crypto/v1/unwrapkey", post(crypto_ops::unwrap))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest {
+                message: "method not allowed on this endpoint".into(),
+                field: None,
+            }
+        })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then flushes the audit log.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let audit = state.audit.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    audit.flush().await;
+    Ok(())
+}

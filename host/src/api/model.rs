@@ -1,0 +1,299 @@
+//! The JSON shapes of the API (Fortanix DSM field names), shared by handlers and the OpenAPI
+//! document.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::catalog::sobjects::{Creator, Link, LinkKind, SObject};
+use crate::policy::PolicyFinding;
+use crate::time::{format_dsm, parse_dsm};
+
+use super::ApiError;
+
+/// DSM time `YYYYMMDDTHHMMSSZ`.
+pub type Time = String;
+
+pub fn time(t: i64) -> Time {
+    format_dsm(t)
+}
+
+pub fn opt_time(t: Option<i64>) -> Option<Time> {
+    t.map(format_dsm)
+}
+
+pub fn parse_time(field: &str, t: &str) -> Result<i64, ApiError> {
+    parse_dsm(t).map_err(|e| ApiError::field(field, e))
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn from_b64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    STANDARD
+        .decode(text.trim())
+        .map_err(|_| ApiError::field(field, "not valid (standard) base64"))
+}
+
+pub fn from_hex(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    let t = text.trim();
+    if !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::field(field, "not valid hex"));
+    }
+    Ok((0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).expect("hex digits"))
+        .collect())
+}
+
+/// A field that may be set, or removed with the string `"remove"` (DSM's convention).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removable<T> {
+    Set(T),
+    Remove,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Removable<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        if v.as_str() == Some("remove") {
+            return Ok(Removable::Remove);
+        }
+        T::deserialize(v)
+            .map(Removable::Set)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountOut {
+    pub acct_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: Time,
+    /// The crypto policy applying to every group of the account.
+    pub cryptographic_policy: Option<Value>,
+    /// The caller's role in the account.
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserOut {
+    pub user_id: String,
+    pub user_email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub created_at: Time,
+    pub last_logged_in_at: Option<Time>,
+    /// Role in the caller's account.
+    pub account_role: String,
+    /// Group id → `administrator` or `auditor`.
+    pub groups: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppOut {
+    pub app_id: String,
+    pub acct_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: Time,
+    pub creator: CreatorOut,
+    pub enabled: bool,
+    pub groups: Vec<String>,
+    pub default_group: Option<String>,
+}
+
+/// An application with its API key, returned once, when it is created or reset.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppWithKey {
+    #[serde(flatten)]
+    pub app: AppOut,
+    /// `base64(app_id:secret)`. Keyward keeps only a hash; this is the only time it is shown.
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatorOut {
+    User(String),
+    App(String),
+    System(String),
+}
+
+impl From<&Creator> for CreatorOut {
+    fn from(c: &Creator) -> Self {
+        match c {
+            Creator::User(u) => CreatorOut::User(u.clone()),
+            Creator::App(a) => CreatorOut::App(a.clone()),
+            Creator::System(s) => CreatorOut::System(s.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupOut {
+    pub group_id: String,
+    pub acct_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: Time,
+    pub creator: CreatorOut,
+    pub cryptographic_policy: Option<Value>,
+    pub key_metadata_policy: Option<Value>,
+    pub custom_policies: Vec<CustomPolicyIo>,
+    /// The link to an external key manager (secrets are never returned).
+    pub external_kms: Option<Value>,
+    /// The caller's role in the group, if it has one.
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPolicyIo {
+    /// Name of a loaded policy plugin.
+    pub plugin: String,
+    /// Its configuration.
+    pub config: Value,
+}
+
+/// Links between keys (camelCase, as DSM).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct LinksOut {
+    #[serde(rename = "copiedFrom", skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<String>,
+    #[serde(rename = "copiedTo", skip_serializing_if = "Vec::is_empty")]
+    pub copied_to: Vec<CopyOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopyOut {
+    pub kid: String,
+    pub copied_by: String,
+    pub copied_at: Time,
+    pub group_id: Option<String>,
+}
+
+impl LinksOut {
+    pub fn from_links(kid: &str, links: &[Link]) -> LinksOut {
+        let mut out = LinksOut::default();
+        for l in links {
+            match l.kind {
+                LinkKind::Copy if l.target == kid => out.copied_from = Some(l.source.clone()),
+                LinkKind::Copy => out.copied_to.push(CopyOut {
+                    kid: l.target.clone(),
+                    copied_by: l.created_by.clone(),
+                    copied_at: time(l.created_at),
+                    group_id: l.target_group.clone(),
+                }),
+                LinkKind::Replacement if l.target == kid => out.replaced = Some(l.source.clone()),
+                LinkKind::Replacement => out.replacement = Some(l.target.clone()),
+            }
+        }
+        out
+    }
+}
+
+/// A security object (DSM `Sobject`). Never carries key material, except in an export.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SobjectOut {
+    pub kid: String,
+    pub acct_id: String,
+    pub group_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub obj_type: String,
+    pub key_size: Option<u32>,
+    pub elliptic_curve: Option<String>,
+    pub key_ops: Vec<String>,
+    pub enabled: bool,
+    /// PreActive, Active, Deactivated, Compromised or Destroyed, from the dates.
+    pub state: String,
+    pub activation_date: Option<Time>,
+    pub deactivation_date: Option<Time>,
+    pub compromise_date: Option<Time>,
+    pub destruction_date: Option<Time>,
+    pub revocation_reason: Option<String>,
+    pub created_at: Time,
+    pub lastused_at: Time,
+    pub creator: CreatorOut,
+    /// `Keyward` (generated here) or `External` (imported, or held by an external KMS).
+    pub origin: String,
+    pub public_only: bool,
+    pub never_exportable: bool,
+    /// Public key, SubjectPublicKeyInfo DER, base64.
+    pub pub_key: Option<String>,
+    pub kcv: Option<String>,
+    pub custom_metadata: BTreeMap<String, String>,
+    pub links: LinksOut,
+    /// For virtual keys: where the key lives.
+    pub external: Option<Value>,
+    /// Violations of `warn` policies for the operation that returned this object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_warnings: Vec<PolicyFinding>,
+    /// Key material (export only): PKCS#8 DER for RSA and EC, raw bytes for AES; base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl SobjectOut {
+    pub fn new(o: &SObject, links: &[Link], now: i64) -> SobjectOut {
+        SobjectOut {
+            kid: o.kid.clone(),
+            acct_id: o.account_id.clone(),
+            group_id: o.group_id.clone(),
+            name: o.name.clone(),
+            description: o.description.clone(),
+            obj_type: o.obj_type.as_str().to_string(),
+            key_size: o.key_size,
+            elliptic_curve: o.elliptic_curve.clone(),
+            key_ops: o.key_ops.clone(),
+            enabled: o.enabled,
+            state: o.state(now).as_str().to_string(),
+            activation_date: opt_time(o.activation_date),
+            deactivation_date: opt_time(o.deactivation_date),
+            compromise_date: opt_time(o.compromise_date),
+            destruction_date: opt_time(o.destruction_date),
+            revocation_reason: o.revocation_reason.clone(),
+            created_at: time(o.created_at),
+            // DSM clients require the field; a never-used key reports its creation time.
+            lastused_at: time(o.lastused_at.unwrap_or(o.created_at)),
+            creator: (&o.creator).into(),
+            origin: o.origin.clone(),
+            public_only: false,
+            never_exportable: !o.has_op("EXPORT"),
+            pub_key: o.pub_key.as_deref().map(b64),
+            kcv: o.kcv.clone(),
+            custom_metadata: o.tags.clone(),
+            links: LinksOut::from_links(&o.kid, links),
+            external: o.external.clone(),
+            policy_warnings: vec![],
+            value: None,
+        }
+    }
+}
+
+/// Identifies a key by id or name (DSM `SobjectDescriptor`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDescriptor {
+    pub kid: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListOut<T: ToSchema> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub limit: u32,
+    pub offset: u32,
+}

@@ -1,0 +1,39 @@
+//! The OpenAPI document, generated from the handlers' annotations, at
+//! `/sys/v1/openapi.json`.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{accounts, apps, audit, crypto_ops, error, groups, keys, model, session, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups, keys, cryptographic operations and the audit log, in the style of the Fortanix DSM REST API."),
+    paths(
+        session::health, session::auth, session::terminate, session::refresh, session::select_account,
+        users::signup, users::invite, users::list, users::get, users::update, users::remove,
+        accounts::list, accounts::create, accounts::get, accounts::update, accounts::delete,
+        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret,
+        groups::list, groups::create, groups::get, groups::update, groups::delete,
+        keys::create, keys::import, keys::list, keys::get, keys::info, keys::update, keys::delete,
+        keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export,
+        crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
+        crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
+        crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
+        audit::query,
+    ),
+    components(schemas(error::ErrorBody, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
+    tags(
+        (name = "session", description = "Authentication and sessions"),
+        (name = "users"), (name = "accounts"), (name = "apps"), (name = "groups"),
+        (name = "keys", description = "Security objects"),
+        (name = "crypto", description = "Cryptographic operations (applications only)"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/sys/v1/openapi.json", tag = "session", responses((status = 200, description = "This document")))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

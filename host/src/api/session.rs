@@ -1,0 +1,245 @@
+//! Sessions: authenticate (a user's email and password, or an application's API key, with
+//! HTTP Basic), refresh, select the account to act in, terminate.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::auth::{ApiKey, Principal, Session, verify_password};
+use crate::catalog::{accounts, apps, users};
+
+use super::extract::{Body, Caller};
+use super::{ApiError, ApiResult, AppState};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthResponse {
+    pub token_type: &'static str,
+    /// Seconds until the session expires unless refreshed.
+    pub expires_in: u32,
+    pub access_token: String,
+    /// The user or application id.
+    pub entity_id: String,
+    /// The account the session acts in.
+    pub acct_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectAccount {
+    pub acct_id: String,
+}
+
+#[utoipa::path(get, path = "/sys/v1/health", tag = "session", responses((status = 200, description = "The daemon is up")))]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+fn response(state: &AppState, token: String, s: &Session) -> AuthResponse {
+    AuthResponse {
+        token_type: "Bearer",
+        expires_in: (s.expires_at - state.now()).max(0) as u32,
+        access_token: token,
+        entity_id: s.principal.id().to_string(),
+        acct_id: s.account_id.clone(),
+    }
+}
+
+fn invalid() -> ApiError {
+    ApiError::Unauthorized("invalid credentials".into())
+}
+
+/// `Authorization: Basic base64(email:password)` for users, `Authorization: Basic <api key>`
+/// for applications.
+#[utoipa::path(post, path = "/sys/v1/session/auth", tag = "session",
+    responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody)))]
+pub async fn auth(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<AuthResponse>> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized("HTTP Basic credentials are required".into()))?;
+    let (scheme, credentials) = value.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(ApiError::Unauthorized(
+            "use HTTP Basic: email:password, or the application's API key".into(),
+        ));
+    }
+    let credentials = credentials.trim();
+    let decoded = STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+    let now = state.now();
+
+    if name.contains('@') {
+        let mut conn = state.catalog.conn().await?;
+        let user = users::get_by_email(&mut conn, name).await?;
+        let memberships = match &user {
+            Some(u) => accounts::for_user(&mut conn, &u.id).await?,
+            None => vec![],
+        };
+        drop(conn);
+        let (user, ok) = match user {
+            Some(u) => {
+                let (hash, pw) = (u.password_hash.clone(), secret.to_string());
+                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+                    .await
+                    .unwrap_or(false);
+                (Some(u), ok)
+            }
+            None => (None, false),
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            if let Some((account, _)) = memberships.first() {
+                let actor = Principal::User {
+                    user_id: "unknown".into(),
+                    email: String::new(),
+                };
+                state
+                    .audit
+                    .later(
+                        Event::new(Some(&account.id), &actor, "session.auth", now)
+                            .outcome("denied", "invalid credentials"),
+                    )
+                    .await;
+            }
+            return Err(invalid());
+        };
+        let principal = Principal::User {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+        };
+        let account = memberships.first().map(|(a, _)| a.id.clone());
+        let mut tx = state.catalog.begin().await?;
+        users::set_last_login(&mut tx, &user.id, now).await?;
+        for (a, _) in &memberships {
+            Event::new(Some(&a.id), &principal, "session.auth", now)
+                .object("user", &user.id)
+                .write(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let (token, session) = state.sessions.create(principal, account, vec![]);
+        return Ok(Json(response(&state, token, &session)));
+    }
+
+    let key = ApiKey::parse(credentials).ok_or_else(invalid)?;
+    if !crate::catalog::is_id(&key.app_id) {
+        return Err(invalid());
+    }
+    let mut conn = state.catalog.conn().await?;
+    let app = apps::get(&mut conn, &key.app_id)
+        .await?
+        .ok_or_else(invalid)?;
+    drop(conn);
+    let principal = Principal::App {
+        app_id: app.id.clone(),
+        name: app.name.clone(),
+    };
+    if !key.matches(&app.api_key_hash) || !app.enabled {
+        let why = if app.enabled {
+            "invalid API key"
+        } else {
+            "the application is disabled"
+        };
+        state
+            .audit
+            .later(
+                Event::new(Some(&app.account_id), &principal, "session.auth", now)
+                    .outcome("denied", why),
+            )
+            .await;
+        return Err(if app.enabled {
+            invalid()
+        } else {
+            ApiError::Unauthorized("the application is disabled".into())
+        });
+    }
+    state
+        .audit
+        .later(
+            Event::new(Some(&app.account_id), &principal, "session.auth", now)
+                .object("app", &app.id),
+        )
+        .await;
+    let (token, session) =
+        state
+            .sessions
+            .create(principal, Some(app.account_id.clone()), app.groups.clone());
+    Ok(Json(response(&state, token, &session)))
+}
+
+#[utoipa::path(post, path = "/sys/v1/session/terminate", tag = "session", responses((status = 204)))]
+pub async fn terminate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let token = super::extract::bearer(&headers)
+        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    if state.sessions.terminate(&token) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Unauthorized(
+            "the session is unknown or has expired".into(),
+        ))
+    }
+}
+
+#[utoipa::path(post, path = "/sys/v1/session/refresh", tag = "session", responses((status = 200, body = AuthResponse)))]
+pub async fn refresh(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<AuthResponse>> {
+    let session = state
+        .sessions
+        .refresh(&caller.token)
+        .ok_or_else(|| ApiError::Unauthorized("the session is unknown or has expired".into()))?;
+    Ok(Json(response(&state, caller.token, &session)))
+}
+
+/// Users with several accounts choose which one the session acts in.
+#[utoipa::path(post, path = "/sys/v1/session/select_account", tag = "session", request_body = SelectAccount,
+    responses((status = 200, body = AuthResponse), (status = 403, body = super::error::ErrorBody)))]
+pub async fn select_account(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Body(req): Body<SelectAccount>,
+) -> ApiResult<Json<AuthResponse>> {
+    let token = super::extract::bearer(&headers)
+        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    let session = state
+        .sessions
+        .get(&token)
+        .ok_or_else(|| ApiError::Unauthorized("the session is unknown or has expired".into()))?;
+    let Principal::User { user_id, .. } = &session.principal else {
+        return Err(ApiError::Forbidden(
+            "applications belong to one account".into(),
+        ));
+    };
+    super::extract::id("account", &req.acct_id)?;
+    let mut conn = state.catalog.conn().await?;
+    if accounts::member_role(&mut conn, &req.acct_id, user_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::Forbidden(
+            "you are not a member of that account".into(),
+        ));
+    }
+    let session = state
+        .sessions
+        .select_account(&token, &req.acct_id)
+        .ok_or_else(|| ApiError::Unauthorized("the session has expired".into()))?;
+    Ok(Json(response(&state, token, &session)))
+}

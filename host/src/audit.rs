@@ -1,0 +1,171 @@
+//! Writing the audit log without slowing the hot path down.
+//!
+//! Changes to the catalog write their audit event in the same transaction as the change, so a
+//! committed change always has its event. Events that change nothing (cryptographic
+//! operations, denials) go through a channel to a writer task that inserts them in batches,
+//! together with the keys' last-use times; a flush on shutdown writes what is queued.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Principal;
+use crate::catalog::audit::AuditEvent;
+use crate::catalog::{self, Catalog, Conn};
+
+const QUEUE: usize = 16_384;
+const BATCH: usize = 1_024;
+const LINGER: Duration = Duration::from_millis(20);
+
+enum Item {
+    Event(Box<AuditEvent>),
+    Used { kid: String, at: i64 },
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Auditor {
+    tx: mpsc::Sender<Item>,
+}
+
+/// Builds audit events.
+pub struct Event(AuditEvent);
+
+impl Event {
+    pub fn new(account: Option<&str>, actor: &Principal, action: &str, at: i64) -> Event {
+        Event(AuditEvent {
+            id: 0,
+            account_id: account.map(str::to_string),
+            at,
+            actor_kind: actor.kind().to_string(),
+            actor_id: actor.id().to_string(),
+            action: action.to_string(),
+            object_kind: None,
+            object_id: None,
+            outcome: "success".into(),
+            message: None,
+            details: None,
+        })
+    }
+
+    pub fn system(account: Option<&str>, actor: &str, action: &str, at: i64) -> Event {
+        let mut e = Event::new(
+            account,
+            &Principal::User {
+                user_id: actor.into(),
+                email: String::new(),
+            },
+            action,
+            at,
+        );
+        e.0.actor_kind = "system".into();
+        e
+    }
+
+    pub fn object(mut self, kind: &str, id: &str) -> Event {
+        self.0.object_kind = Some(kind.to_string());
+        self.0.object_id = Some(id.to_string());
+        self
+    }
+
+    pub fn outcome(mut self, outcome: &str, message: impl Into<String>) -> Event {
+        self.0.outcome = outcome.to_string();
+        self.0.message = Some(message.into());
+        self
+    }
+
+    pub fn details(mut self, details: Value) -> Event {
+        if !details.is_null() {
+            self.0.details = Some(details);
+        }
+        self
+    }
+
+    /// Writes the event inside the caller's transaction.
+    pub async fn write(self, tx: &mut Conn) -> catalog::Result<()> {
+        catalog::audit::insert(tx, &self.0).await
+    }
+}
+
+impl Auditor {
+    /// Starts the batching writer.
+    pub fn start(catalog: Catalog) -> Auditor {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(catalog, rx));
+        Auditor { tx }
+    }
+
+    /// Queues an event that does not belong to a transaction.
+    pub async fn later(&self, event: Event) {
+        if self.tx.send(Item::Event(Box::new(event.0))).await.is_err() {
+            tracing::error!("the audit writer is gone; an event was not recorded");
+        }
+    }
+
+    pub async fn key_used(&self, kid: &str, at: i64) {
+        let _ = self
+            .tx
+            .send(Item::Used {
+                kid: kid.to_string(),
+                at,
+            })
+            .await;
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Item::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn writer(catalog: Catalog, mut rx: mpsc::Receiver<Item>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => {
+                    let flush = matches!(item, Item::Flush(_));
+                    batch.push(item);
+                    if flush {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if let Err(e) = write_batch(&catalog, &mut batch).await {
+            tracing::error!(events = batch.len(), "could not write audit events: {e}");
+        }
+        for item in batch.drain(..) {
+            if let Item::Flush(done) = item {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn write_batch(catalog: &Catalog, batch: &mut [Item]) -> catalog::Result<()> {
+    let mut tx = catalog.begin().await?;
+    let mut used: std::collections::HashMap<&str, i64> = Default::default();
+    for item in batch.iter() {
+        match item {
+            Item::Event(e) => catalog::audit::insert(&mut tx, e).await?,
+            Item::Used { kid, at } => {
+                let t = used.entry(kid).or_default();
+                *t = (*t).max(*at);
+            }
+            Item::Flush(_) => {}
+        }
+    }
+    for (kid, at) in used {
+        catalog::sobjects::mark_used(&mut tx, kid, at).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

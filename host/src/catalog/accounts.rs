@@ -1,0 +1,164 @@
+//! Accounts (the top-level, fully isolated containers) and their members.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Conn, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub created_by: Option<String>,
+    /// JSON document for the crypto-policy plugin, applying to every group of the account.
+    pub crypto_policy: Option<String>,
+}
+
+/// A user's role in an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountRole {
+    Administrator,
+    Member,
+    Auditor,
+}
+
+impl AccountRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountRole::Administrator => "administrator",
+            AccountRole::Member => "member",
+            AccountRole::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccountRole> {
+        match s {
+            "administrator" => Some(AccountRole::Administrator),
+            "member" => Some(AccountRole::Member),
+            "auditor" => Some(AccountRole::Auditor),
+            _ => None,
+        }
+    }
+}
+
+fn from_row(r: &SqliteRow) -> Account {
+    Account {
+        id: r.get("id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        created_at: r.get("created_at"),
+        created_by: r.get("created_by"),
+        crypto_policy: r.get("crypto_policy"),
+    }
+}
+
+pub async fn insert(c: &mut Conn, a: &Account) -> Result<()> {
+    sqlx::query("INSERT INTO accounts (id, name, description, created_at, created_by, crypto_policy) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(a.created_at)
+        .bind(&a.created_by)
+        .bind(&a.crypto_policy)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Account>> {
+    Ok(sqlx::query("SELECT * FROM accounts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(from_row))
+}
+
+pub async fn update(c: &mut Conn, a: &Account) -> Result<()> {
+    sqlx::query("UPDATE accounts SET name = ?, description = ?, crypto_policy = ? WHERE id = ?")
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(&a.crypto_policy)
+        .bind(&a.id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM accounts WHERE id = ?")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The accounts a user belongs to, with the user's role in each.
+pub async fn for_user(c: &mut Conn, user_id: &str) -> Result<Vec<(Account, AccountRole)>> {
+    let rows = sqlx::query(
+        "SELECT a.*, m.role FROM accounts a JOIN account_members m ON m.account_id = a.id WHERE m.user_id = ? ORDER BY a.created_at",
+    )
+    .bind(user_id)
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((from_row(r), AccountRole::parse(r.get("role"))?)))
+        .collect())
+}
+
+pub async fn set_member(
+    c: &mut Conn,
+    account: &str,
+    user: &str,
+    role: AccountRole,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO account_members (account_id, user_id, role, added_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (account_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(account)
+    .bind(user)
+    .bind(role.as_str())
+    .bind(at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn remove_member(c: &mut Conn, account: &str, user: &str) -> Result<()> {
+    sqlx::query("DELETE FROM account_members WHERE account_id = ? AND user_id = ?")
+        .bind(account)
+        .bind(user)
+        .execute(&mut *c)
+        .await?;
+    // Group roles in the account go with the membership.
+    sqlx::query("DELETE FROM group_members WHERE user_id = ? AND group_id IN (SELECT id FROM groups WHERE account_id = ?)")
+        .bind(user)
+        .bind(account)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn member_role(c: &mut Conn, account: &str, user: &str) -> Result<Option<AccountRole>> {
+    let row = sqlx::query("SELECT role FROM account_members WHERE account_id = ? AND user_id = ?")
+        .bind(account)
+        .bind(user)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.and_then(|r| AccountRole::parse(r.get("role"))))
+}
+
+pub async fn count_administrators(c: &mut Conn, account: &str) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) FROM account_members WHERE account_id = ? AND role = 'administrator'",
+    )
+    .bind(account)
+    .fetch_one(c)
+    .await?
+    .get(0))
+}

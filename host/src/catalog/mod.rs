@@ -1,0 +1,194 @@
+//! The catalog: accounts, users, applications, groups, security objects, links, escrow,
+//! rotation policies, workflow runs and the audit log, in SQLite through sqlx.
+//!
+//! Everything SQL lives in this module, behind functions that take a connection (a pooled
+//! one or a transaction), so a PostgreSQL backend can be added here without touching callers.
+//! Each API call that changes state runs in one transaction ([`Catalog::begin`]), audit event
+//! included. Secrets are sealed under the master key ([`seal`]).
+
+pub mod accounts;
+pub mod apps;
+pub mod audit;
+pub mod groups;
+pub mod seal;
+pub mod sobjects;
+pub mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool};
+
+pub use seal::MasterKey;
+
+/// A connection to run catalog queries on: pooled or inside a transaction.
+pub type Conn = sqlx::SqliteConnection;
+/// A catalog transaction. Dropped without commit, it rolls back.
+pub type Tx = sqlx::Transaction<'static, Sqlite>;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_catalog.sql"))];
+const CHECK_CONTEXT: &str = "catalog:master-key-check";
+const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog storage error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(
+        "the master key does not open this catalog: it was created with a different key. Start with the original \
+         master key file or KEYWARD_MASTER_KEY; without it the sealed secrets (key material, client secrets) cannot be recovered"
+    )]
+    WrongMasterKey,
+    #[error("catalog migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    #[error("a sealed secret could not be opened: {0}")]
+    Seal(#[from] seal::SealError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl CatalogError {
+    /// True when the error is a uniqueness violation (a name already taken).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, CatalogError::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+    master: MasterKey,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path`, applies migrations and checks that
+    /// `master` is the key the catalog was created with.
+    pub async fn open(path: &Path, master: MasterKey) -> Result<Catalog> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let catalog = Catalog { pool, master };
+        catalog.migrate().await?;
+        catalog.check_master_key().await?;
+        Ok(catalog)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(conn);
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let run = async {
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            };
+            run.await.map_err(|source| CatalogError::Migration {
+                version: *version,
+                source,
+            })?;
+            tx.commit().await?;
+            tracing::info!(version, "catalog migrated");
+        }
+        Ok(())
+    }
+
+    async fn check_master_key(&self) -> Result<()> {
+        let row = sqlx::query("SELECT value FROM catalog_meta WHERE name = 'master_key_check'")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let sealed: Vec<u8> = row.get(0);
+                match self.master.open(CHECK_CONTEXT, &sealed) {
+                    Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),
+                    _ => Err(CatalogError::WrongMasterKey),
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO catalog_meta (name, value) VALUES ('master_key_check', ?)",
+                )
+                .bind(self.master.seal(CHECK_CONTEXT, CHECK_PLAINTEXT))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A pooled connection for reads.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8> {
+        self.master.seal(context, plain)
+    }
+
+    pub fn open_sealed(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.master.open(context, sealed)?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A fresh random id (UUID v4 form).
+pub fn new_id() -> String {
+    let mut b = keyward_crypto::random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Whether `s` looks like an id this catalog hands out (so malformed ids get a clear 400).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}

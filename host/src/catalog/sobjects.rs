@@ -1,0 +1,524 @@
+//! Security objects (keys): metadata, sealed material for keys Keyward holds, the external
+//! reference of virtual keys, custom metadata (tags), links between keys and escrowed
+//! backups.
+
+use std::collections::BTreeMap;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{CatalogError, Conn, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjType {
+    Aes,
+    Rsa,
+    Ec,
+}
+
+impl ObjType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjType::Aes => "AES",
+            ObjType::Rsa => "RSA",
+            ObjType::Ec => "EC",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ObjType> {
+        match s {
+            "AES" => Some(ObjType::Aes),
+            "RSA" => Some(ObjType::Rsa),
+            "EC" => Some(ObjType::Ec),
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle state, derived from the dates (DSM `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    PreActive,
+    Active,
+    Deactivated,
+    Compromised,
+    Destroyed,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::PreActive => "PreActive",
+            KeyState::Active => "Active",
+            KeyState::Deactivated => "Deactivated",
+            KeyState::Compromised => "Compromised",
+            KeyState::Destroyed => "Destroyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyState> {
+        [
+            KeyState::PreActive,
+            KeyState::Active,
+            KeyState::Deactivated,
+            KeyState::Compromised,
+            KeyState::Destroyed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Who created an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creator {
+    User(String),
+    App(String),
+    System(String),
+}
+
+impl Creator {
+    fn kind(&self) -> &'static str {
+        match self {
+            Creator::User(_) => "user",
+            Creator::App(_) => "app",
+            Creator::System(_) => "system",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Creator::User(i) | Creator::App(i) | Creator::System(i) => i,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SObject {
+    pub kid: String,
+    pub account_id: String,
+    pub group_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub obj_type: ObjType,
+    pub key_size: Option<u32>,
+    pub elliptic_curve: Option<String>,
+    /// DSM operation names (ENCRYPT, SIGN, EXPORT, ...).
+    pub key_ops: Vec<String>,
+    pub enabled: bool,
+    pub activation_date: Option<i64>,
+    pub deactivation_date: Option<i64>,
+    pub compromise_date: Option<i64>,
+    pub destruction_date: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub created_at: i64,
+    pub lastused_at: Option<i64>,
+    pub creator: Creator,
+    /// `Keyward` (generated here) or `External` (imported, or living in an external KMS).
+    pub origin: String,
+    /// Sealed key material; `None` for virtual keys and destroyed keys.
+    pub material: Option<Vec<u8>>,
+    /// Public key (SubjectPublicKeyInfo DER) of RSA and EC keys.
+    pub pub_key: Option<Vec<u8>>,
+    pub kcv: Option<String>,
+    /// Where a virtual key lives (external KMS reference), as JSON.
+    pub external: Option<serde_json::Value>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl SObject {
+    pub fn state(&self, now: i64) -> KeyState {
+        if self.destruction_date.is_some() {
+            KeyState::Destroyed
+        } else if self.compromise_date.is_some() {
+            KeyState::Compromised
+        } else if self.deactivation_date.is_some_and(|d| d <= now) {
+            KeyState::Deactivated
+        } else if self.activation_date.is_some_and(|a| a > now) {
+            KeyState::PreActive
+        } else {
+            KeyState::Active
+        }
+    }
+
+    pub fn has_op(&self, op: &str) -> bool {
+        self.key_ops.iter().any(|o| o == op)
+    }
+}
+
+/// The sealing context of a key's material.
+pub fn material_context(kid: &str) -> String {
+    format!("sobject:{kid}:material")
+}
+
+/// The sealing context of a key's escrowed backup.
+pub fn escrow_context(kid: &str) -> String {
+    format!("sobject:{kid}:escrow")
+}
+
+fn from_row(r: &SqliteRow) -> Result<SObject> {
+    let corrupt = |what: &str| {
+        CatalogError::Corrupt(format!("sobject {}: {what}", r.get::<String, _>("kid")))
+    };
+    let creator_id: String = r.get("creator_id");
+    let creator = match r.get::<&str, _>("creator_kind") {
+        "user" => Creator::User(creator_id),
+        "app" => Creator::App(creator_id),
+        _ => Creator::System(creator_id),
+    };
+    let ops: String = r.get("key_ops");
+    let external: Option<String> = r.get("external");
+    Ok(SObject {
+        kid: r.get("kid"),
+        account_id: r.get("account_id"),
+        group_id: r.get("group_id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        obj_type: ObjType::parse(r.get("obj_type")).ok_or_else(|| corrupt("obj_type"))?,
+        key_size: r.get::<Option<i64>, _>("key_size").map(|s| s as u32),
+        elliptic_curve: r.get("elliptic_curve"),
+        key_ops: serde_json::from_str(&ops).map_err(|_| corrupt("key_ops"))?,
+        enabled: r.get("enabled"),
+        activation_date: r.get("activation_date"),
+        deactivation_date: r.get("deactivation_date"),
+        compromise_date: r.get("compromise_date"),
+        destruction_date: r.get("destruction_date"),
+        revocation_reason: r.get("revocation_reason"),
+        created_at: r.get("created_at"),
+        lastused_at: r.get("lastused_at"),
+        creator,
+        origin: r.get("origin"),
+        material: r.get("material"),
+        pub_key: r.get("pub_key"),
+        kcv: r.get("kcv"),
+        external: external
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|_| corrupt("external"))?,
+        tags: BTreeMap::new(),
+    })
+}
+
+async fn load_tags(c: &mut Conn, objects: &mut [SObject]) -> Result<()> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let mut q: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT kid, name, value FROM sobject_tags WHERE kid IN (");
+    let mut sep = q.separated(", ");
+    for o in objects.iter() {
+        sep.push_bind(o.kid.clone());
+    }
+    q.push(")");
+    for r in q.build().fetch_all(c).await? {
+        let kid: String = r.get("kid");
+        if let Some(o) = objects.iter_mut().find(|o| o.kid == kid) {
+            o.tags.insert(r.get("name"), r.get("value"));
+        }
+    }
+    Ok(())
+}
+
+async fn save_tags(c: &mut Conn, o: &SObject) -> Result<()> {
+    sqlx::query("DELETE FROM sobject_tags WHERE kid = ?")
+        .bind(&o.kid)
+        .execute(&mut *c)
+        .await?;
+    for (k, v) in &o.tags {
+        sqlx::query("INSERT INTO sobject_tags (kid, name, value) VALUES (?, ?, ?)")
+            .bind(&o.kid)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sobjects (kid, account_id, group_id, name, description, obj_type, key_size, elliptic_curve, key_ops,
+            enabled, activation_date, deactivation_date, compromise_date, destruction_date, revocation_reason, created_at,
+            lastused_at, creator_kind, creator_id, origin, material, pub_key, kcv, external)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&o.kid)
+    .bind(&o.account_id)
+    .bind(&o.group_id)
+    .bind(&o.name)
+    .bind(&o.description)
+    .bind(o.obj_type.as_str())
+    .bind(o.key_size.map(i64::from))
+    .bind(&o.elliptic_curve)
+    .bind(serde_json::to_string(&o.key_ops).expect("serialize"))
+    .bind(o.enabled)
+    .bind(o.activation_date)
+    .bind(o.deactivation_date)
+    .bind(o.compromise_date)
+    .bind(o.destruction_date)
+    .bind(&o.revocation_reason)
+    .bind(o.created_at)
+    .bind(o.lastused_at)
+    .bind(o.creator.kind())
+    .bind(o.creator.id())
+    .bind(&o.origin)
+    .bind(&o.material)
+    .bind(&o.pub_key)
+    .bind(&o.kcv)
+    .bind(o.external.as_ref().map(|e| e.to_string()))
+    .execute(&mut *c)
+    .await?;
+    save_tags(c, o).await
+}
+
+/// Writes every mutable field (and the tags) of `o`.
+pub async fn update(c: &mut Conn, o: &SObject) -> Result<()> {
+    sqlx::query(
+        "UPDATE sobjects SET group_id = ?, name = ?, description = ?, key_ops = ?, enabled = ?, activation_date = ?,
+            deactivation_date = ?, compromise_date = ?, destruction_date = ?, revocation_reason = ?, material = ?,
+            pub_key = ?, kcv = ?, external = ?, origin = ?, key_size = ?, elliptic_curve = ?
+         WHERE kid = ?",
+    )
+    .bind(&o.group_id)
+    .bind(&o.name)
+    .bind(&o.description)
+    .bind(serde_json::to_string(&o.key_ops).expect("serialize"))
+    .bind(o.enabled)
+    .bind(o.activation_date)
+    .bind(o.deactivation_date)
+    .bind(o.compromise_date)
+    .bind(o.destruction_date)
+    .bind(&o.revocation_reason)
+    .bind(&o.material)
+    .bind(&o.pub_key)
+    .bind(&o.kcv)
+    .bind(o.external.as_ref().map(|e| e.to_string()))
+    .bind(&o.origin)
+    .bind(o.key_size.map(i64::from))
+    .bind(&o.elliptic_curve)
+    .bind(&o.kid)
+    .execute(&mut *c)
+    .await?;
+    save_tags(c, o).await
+}
+
+pub async fn get(c: &mut Conn, kid: &str) -> Result<Option<SObject>> {
+    let Some(row) = sqlx::query("SELECT * FROM sobjects WHERE kid = ?")
+        .bind(kid)
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut objs = [from_row(&row)?];
+    load_tags(c, &mut objs).await?;
+    let [o] = objs;
+    Ok(Some(o))
+}
+
+pub async fn get_by_name(c: &mut Conn, account: &str, name: &str) -> Result<Option<SObject>> {
+    let kid: Option<String> =
+        sqlx::query("SELECT kid FROM sobjects WHERE account_id = ? AND name = ?")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(&mut *c)
+            .await?
+            .map(|r| r.get(0));
+    match kid {
+        Some(kid) => get(c, &kid).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn delete(c: &mut Conn, kid: &str) -> Result<()> {
+    sqlx::query("DELETE FROM sobjects WHERE kid = ?")
+        .bind(kid)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    NameAsc,
+    NameDesc,
+    CreatedAsc,
+    CreatedDesc,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub account_id: String,
+    /// Only objects in these groups (the caller's visible groups); `None`: every group.
+    pub visible_groups: Option<Vec<String>>,
+    pub group_id: Option<String>,
+    /// Exact name.
+    pub name: Option<String>,
+    pub state: Option<KeyState>,
+    pub now: i64,
+    pub limit: u32,
+    pub offset: u32,
+    pub sort: SortBy,
+}
+
+fn push_filter(q: &mut QueryBuilder<Sqlite>, f: &ListFilter) {
+    q.push(" WHERE account_id = ")
+        .push_bind(f.account_id.clone());
+    if let Some(groups) = &f.visible_groups {
+        if groups.is_empty() {
+            q.push(" AND 0");
+        } else {
+            q.push(" AND group_id IN (");
+            let mut sep = q.separated(", ");
+            for g in groups {
+                sep.push_bind(g.clone());
+            }
+            q.push(")");
+        }
+    }
+    if let Some(g) = &f.group_id {
+        q.push(" AND group_id = ").push_bind(g.clone());
+    }
+    if let Some(n) = &f.name {
+        q.push(" AND name = ").push_bind(n.clone());
+    }
+    let now = f.now;
+    match f.state {
+        None => {}
+        Some(KeyState::Destroyed) => {
+            q.push(" AND destruction_date IS NOT NULL");
+        }
+        Some(KeyState::Compromised) => {
+            q.push(" AND destruction_date IS NULL AND compromise_date IS NOT NULL");
+        }
+        Some(KeyState::Deactivated) => {
+            q.push(" AND destruction_date IS NULL AND compromise_date IS NULL AND deactivation_date <= ").push_bind(now);
+        }
+        Some(KeyState::PreActive) => {
+            q.push(" AND destruction_date IS NULL AND compromise_date IS NULL AND (deactivation_date IS NULL OR deactivation_date > ")
+                .push_bind(now)
+                .push(") AND activation_date > ")
+                .push_bind(now);
+        }
+        Some(KeyState::Active) => {
+            q.push(" AND destruction_date IS NULL AND compromise_date IS NULL AND (deactivation_date IS NULL OR deactivation_date > ")
+                .push_bind(now)
+                .push(") AND (activation_date IS NULL OR activation_date <= ")
+                .push_bind(now)
+                .push(")");
+        }
+    }
+}
+
+pub async fn list(c: &mut Conn, f: &ListFilter) -> Result<Vec<SObject>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM sobjects");
+    push_filter(&mut q, f);
+    q.push(match f.sort {
+        SortBy::NameAsc => " ORDER BY name ASC",
+        SortBy::NameDesc => " ORDER BY name DESC",
+        SortBy::CreatedAsc => " ORDER BY created_at ASC, name ASC",
+        SortBy::CreatedDesc => " ORDER BY created_at DESC, name ASC",
+    });
+    q.push(" LIMIT ")
+        .push_bind(i64::from(f.limit))
+        .push(" OFFSET ")
+        .push_bind(i64::from(f.offset));
+    let rows = q.build().fetch_all(&mut *c).await?;
+    let mut objs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    load_tags(c, &mut objs).await?;
+    Ok(objs)
+}
+
+pub async fn count(c: &mut Conn, f: &ListFilter) -> Result<i64> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM sobjects");
+    push_filter(&mut q, f);
+    Ok(q.build().fetch_one(c).await?.get(0))
+}
+
+/// Records last use of keys (batched by the audit writer).
+pub async fn mark_used(c: &mut Conn, kid: &str, at: i64) -> Result<()> {
+    sqlx::query("UPDATE sobjects SET lastused_at = MAX(COALESCE(lastused_at, 0), ?) WHERE kid = ?")
+        .bind(at)
+        .bind(kid)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// The target is a copy of the source.
+    Copy,
+    /// The target replaced the source (rotation).
+    Replacement,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub kind: LinkKind,
+    pub source: String,
+    pub target: String,
+    pub target_group: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+pub async fn add_link(c: &mut Conn, l: &Link) -> Result<()> {
+    sqlx::query("INSERT INTO key_links (kind, source_kid, target_kid, target_group, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(match l.kind {
+            LinkKind::Copy => "copy",
+            LinkKind::Replacement => "replacement",
+        })
+        .bind(&l.source)
+        .bind(&l.target)
+        .bind(&l.target_group)
+        .bind(&l.created_by)
+        .bind(l.created_at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Every link where `kid` is the source or the target, oldest first.
+pub async fn links_of(c: &mut Conn, kid: &str) -> Result<Vec<Link>> {
+    let rows =
+        sqlx::query("SELECT * FROM key_links WHERE source_kid = ? OR target_kid = ? ORDER BY id")
+            .bind(kid)
+            .bind(kid)
+            .fetch_all(c)
+            .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Link {
+            kind: if r.get::<&str, _>("kind") == "copy" {
+                LinkKind::Copy
+            } else {
+                LinkKind::Replacement
+            },
+            source: r.get("source_kid"),
+            target: r.get("target_kid"),
+            target_group: r.get("target_group"),
+            created_by: r.get("created_by"),
+            created_at: r.get("created_at"),
+        })
+        .collect())
+}
+
+pub async fn put_escrow(c: &mut Conn, kid: &str, sealed: &[u8], at: i64) -> Result<()> {
+    sqlx::query("INSERT INTO escrow_blobs (kid, blob, created_at) VALUES (?, ?, ?) ON CONFLICT (kid) DO UPDATE SET blob = excluded.blob, created_at = excluded.created_at")
+        .bind(kid)
+        .bind(sealed)
+        .bind(at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn get_escrow(c: &mut Conn, kid: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query("SELECT blob FROM escrow_blobs WHERE kid = ?")
+        .bind(kid)
+        .fetch_optional(c)
+        .await?
+        .map(|r| r.get(0)))
+}

@@ -1,0 +1,358 @@
+//! Cryptography on catalog keys, in Fortanix DSM's terms: object types and sizes, operation
+//! names, and the request shapes of encrypt, decrypt, sign, verify, wrap and unwrap, mapped
+//! onto the primitives in `keyward-crypto`.
+
+use serde::{Deserialize, Serialize};
+
+use keyward_crypto::{CryptoError as Primitive, Kty};
+pub use keyward_crypto::{Curve, Material};
+
+use crate::catalog::sobjects::ObjType;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CryptoError(pub String);
+
+impl From<Primitive> for CryptoError {
+    fn from(e: Primitive) -> Self {
+        CryptoError(e.to_string())
+    }
+}
+
+fn err(msg: impl Into<String>) -> CryptoError {
+    CryptoError(msg.into())
+}
+
+/// DSM curve names.
+pub fn curve_from_dsm(name: &str) -> Result<Curve, CryptoError> {
+    match name {
+        "NistP256" => Ok(Curve::P256),
+        "NistP384" => Ok(Curve::P384),
+        "NistP521" => Ok(Curve::P521),
+        other => Err(err(format!(
+            "unsupported elliptic_curve '{other}' (NistP256, NistP384 or NistP521)"
+        ))),
+    }
+}
+
+pub fn curve_to_dsm(c: Curve) -> &'static str {
+    match c {
+        Curve::P256 => "NistP256",
+        Curve::P384 => "NistP384",
+        Curve::P521 => "NistP521",
+    }
+}
+
+/// The key sizes Keyward supports per type.
+pub fn check_size(obj_type: ObjType, size: Option<u32>) -> Result<u32, CryptoError> {
+    match (obj_type, size) {
+        (ObjType::Aes, Some(s @ (128 | 192 | 256))) => Ok(s),
+        (ObjType::Rsa, Some(s @ (2048 | 3072 | 4096))) => Ok(s),
+        (ObjType::Aes, Some(s)) => Err(err(format!(
+            "AES key_size {s} is not supported (128, 192 or 256)"
+        ))),
+        (ObjType::Rsa, Some(s)) => Err(err(format!(
+            "RSA key_size {s} is not supported (2048, 3072 or 4096)"
+        ))),
+        (ObjType::Aes | ObjType::Rsa, None) => {
+            Err(err(format!("{} keys need a key_size", obj_type.as_str())))
+        }
+        (ObjType::Ec, _) => Err(err("EC keys take an elliptic_curve, not a key_size")),
+    }
+}
+
+pub fn generate(
+    obj_type: ObjType,
+    key_size: Option<u32>,
+    curve: Option<Curve>,
+) -> Result<Material, CryptoError> {
+    match obj_type {
+        ObjType::Aes => Ok(Material::generate_oct(check_size(obj_type, key_size)?)?),
+        ObjType::Rsa => Ok(Material::generate_rsa(
+            check_size(obj_type, key_size)?,
+            None,
+        )?),
+        ObjType::Ec => {
+            if key_size.is_some() {
+                return Err(err("EC keys take an elliptic_curve, not a key_size"));
+            }
+            Ok(Material::generate_ec(
+                curve.ok_or_else(|| err("EC keys need an elliptic_curve"))?,
+            ))
+        }
+    }
+}
+
+/// Material from imported bytes: raw AES keys; RSA in PKCS#8 or PKCS#1 DER; EC in PKCS#8 or
+/// SEC1 DER.
+pub fn import(obj_type: ObjType, bytes: &[u8]) -> Result<Material, CryptoError> {
+    let kty = match obj_type {
+        ObjType::Aes => Kty::Oct,
+        ObjType::Rsa => Kty::Rsa,
+        ObjType::Ec => Kty::Ec,
+    };
+    Ok(Material::from_private_der(kty, bytes)?)
+}
+
+pub fn obj_type_of(m: &Material) -> ObjType {
+    match m.family() {
+        Kty::Oct => ObjType::Aes,
+        Kty::Rsa => ObjType::Rsa,
+        Kty::Ec => ObjType::Ec,
+    }
+}
+
+/// Hash algorithms DSM names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum HashAlg {
+    #[serde(rename = "SHA256")]
+    Sha256,
+    #[serde(rename = "SHA384")]
+    Sha384,
+    #[serde(rename = "SHA512")]
+    Sha512,
+}
+
+impl HashAlg {
+    fn bits(self) -> u32 {
+        match self {
+            HashAlg::Sha256 => 256,
+            HashAlg::Sha384 => 384,
+            HashAlg::Sha512 => 512,
+        }
+    }
+
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        keyward_crypto::sha2_digest(self.bits(), data).expect("supported size")
+    }
+}
+
+/// RSA encryption padding (DSM `mode` for RSA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum RsaEncryptionMode {
+    /// OAEP with MGF1; the hash defaults to SHA-1 (as DSM and Azure's RSA-OAEP do).
+    #[serde(rename = "OAEP")]
+    Oaep {
+        #[serde(default)]
+        mgf: Option<Mgf>,
+    },
+    #[serde(rename = "PKCS1_V15")]
+    Pkcs1V15 {},
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Mgf {
+    pub mgf1: Mgf1,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Mgf1 {
+    pub hash: String,
+}
+
+/// RSA signature padding (DSM `mode` for RSA signatures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum RsaSignatureMode {
+    #[serde(rename = "PKCS1_V15")]
+    Pkcs1V15 {},
+    /// PSS with MGF1 on the signature hash and a salt as long as the hash.
+    #[serde(rename = "PSS")]
+    Pss {
+        #[serde(default)]
+        mgf: Option<Mgf>,
+    },
+}
+
+/// Which JOSE algorithm an RSA encryption mode is.
+fn rsa_alg(mode: &Option<RsaEncryptionMode>) -> Result<&'static str, CryptoError> {
+    match mode {
+        None | Some(RsaEncryptionMode::Oaep { mgf: None }) => Ok("RSA-OAEP"),
+        Some(RsaEncryptionMode::Oaep { mgf: Some(m) }) => match m.mgf1.hash.as_str() {
+            "SHA1" => Ok("RSA-OAEP"),
+            "SHA256" => Ok("RSA-OAEP-256"),
+            other => Err(err(format!(
+                "OAEP with MGF1 {other} is not supported (SHA1 or SHA256)"
+            ))),
+        },
+        Some(RsaEncryptionMode::Pkcs1V15 {}) => Ok("RSA1_5"),
+    }
+}
+
+fn aes_gcm_alg(m: &Material) -> Result<&'static str, CryptoError> {
+    Ok(match m.size() {
+        Some(128) => "A128GCM",
+        Some(192) => "A192GCM",
+        Some(256) => "A256GCM",
+        _ => return Err(err("AES-GCM needs an AES key")),
+    })
+}
+
+/// Encryption result.
+pub struct Encrypted {
+    pub cipher: Vec<u8>,
+    pub iv: Option<Vec<u8>>,
+    pub tag: Option<Vec<u8>>,
+}
+
+/// AES-GCM or RSA encryption. AES takes mode `GCM` (the default), an optional 12-byte IV
+/// (random when absent) and optional associated data; RSA takes an OAEP or PKCS#1 v1.5 mode.
+pub fn encrypt(
+    m: &Material,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+    plain: &[u8],
+    iv: Option<&[u8]>,
+    ad: Option<&[u8]>,
+) -> Result<Encrypted, CryptoError> {
+    match obj_type_of(m) {
+        ObjType::Aes => {
+            if aes_mode.is_some_and(|x| x != "GCM") {
+                return Err(err(format!(
+                    "AES mode '{}' is not supported (GCM)",
+                    aes_mode.unwrap_or_default()
+                )));
+            }
+            let s = m.encrypt(aes_gcm_alg(m)?, plain, iv, ad)?;
+            Ok(Encrypted {
+                cipher: s.value,
+                iv: s.iv,
+                tag: s.tag,
+            })
+        }
+        ObjType::Rsa => {
+            if iv.is_some() || ad.is_some() {
+                return Err(err("RSA encryption takes no iv or ad"));
+            }
+            let s = m.encrypt(rsa_alg(rsa_mode)?, plain, None, None)?;
+            Ok(Encrypted {
+                cipher: s.value,
+                iv: None,
+                tag: None,
+            })
+        }
+        ObjType::Ec => Err(err("EC keys cannot encrypt")),
+    }
+}
+
+pub fn decrypt(
+    m: &Material,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+    cipher: &[u8],
+    iv: Option<&[u8]>,
+    ad: Option<&[u8]>,
+    tag: Option<&[u8]>,
+) -> Result<Vec<u8>, CryptoError> {
+    match obj_type_of(m) {
+        ObjType::Aes => {
+            if aes_mode.is_some_and(|x| x != "GCM") {
+                return Err(err(format!(
+                    "AES mode '{}' is not supported (GCM)",
+                    aes_mode.unwrap_or_default()
+                )));
+            }
+            Ok(m.decrypt(aes_gcm_alg(m)?, cipher, iv, ad, tag)?)
+        }
+        ObjType::Rsa => Ok(m.decrypt(rsa_alg(rsa_mode)?, cipher, None, None, None)?),
+        ObjType::Ec => Err(err("EC keys cannot decrypt")),
+    }
+}
+
+fn signature_alg(
+    m: &Material,
+    hash: HashAlg,
+    mode: &Option<RsaSignatureMode>,
+) -> Result<&'static str, CryptoError> {
+    use HashAlg::*;
+    match (obj_type_of(m), mode, hash) {
+        (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha256) => Ok("RS256"),
+        (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha384) => Ok("RS384"),
+        (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha512) => Ok("RS512"),
+        (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha256) => Ok("PS256"),
+        (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha384) => Ok("PS384"),
+        (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha512) => Ok("PS512"),
+        (ObjType::Ec, None, _) => match (m.curve(), hash) {
+            (Some(Curve::P256), Sha256) => Ok("ES256"),
+            (Some(Curve::P384), Sha384) => Ok("ES384"),
+            (Some(Curve::P521), Sha512) => Ok("ES512"),
+            (Some(c), h) => Err(err(format!(
+                "{} keys sign {:?} digests only",
+                curve_to_dsm(c),
+                ec_hash(c).unwrap_or(h)
+            ))),
+            (None, _) => Err(err("EC key without a curve")),
+        },
+        (ObjType::Ec, Some(_), _) => Err(err("EC signatures take no mode")),
+        (ObjType::Aes, _, _) => Err(err("AES keys cannot sign")),
+    }
+}
+
+fn ec_hash(c: Curve) -> Option<HashAlg> {
+    Some(match c {
+        Curve::P256 => HashAlg::Sha256,
+        Curve::P384 => HashAlg::Sha384,
+        Curve::P521 => HashAlg::Sha512,
+    })
+}
+
+/// Signs a digest. ECDSA signatures are `r || s` (as in JWS).
+pub fn sign(
+    m: &Material,
+    hash: HashAlg,
+    mode: &Option<RsaSignatureMode>,
+    digest: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    Ok(m.sign(signature_alg(m, hash, mode)?, digest)?)
+}
+
+pub fn verify(
+    m: &Material,
+    hash: HashAlg,
+    mode: &Option<RsaSignatureMode>,
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<bool, CryptoError> {
+    Ok(m.verify(signature_alg(m, hash, mode)?, digest, sig)?)
+}
+
+/// Wraps `subject` (another key's exportable material) with `wrapper`: AES key wrap (`KW`,
+/// RFC 3394, or `KWP`, RFC 5649) for AES wrappers, RSA-OAEP for RSA wrappers.
+pub fn wrap(
+    wrapper: &Material,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+    subject: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    match obj_type_of(wrapper) {
+        ObjType::Aes => Ok(wrapper
+            .encrypt(aes_wrap_alg(aes_mode)?, subject, None, None)?
+            .value),
+        ObjType::Rsa => Ok(wrapper
+            .encrypt(rsa_alg(rsa_mode)?, subject, None, None)?
+            .value),
+        ObjType::Ec => Err(err("EC keys cannot wrap")),
+    }
+}
+
+pub fn unwrap(
+    wrapper: &Material,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+    wrapped: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    match obj_type_of(wrapper) {
+        ObjType::Aes => Ok(wrapper.decrypt(aes_wrap_alg(aes_mode)?, wrapped, None, None, None)?),
+        ObjType::Rsa => Ok(wrapper.decrypt(rsa_alg(rsa_mode)?, wrapped, None, None, None)?),
+        ObjType::Ec => Err(err("EC keys cannot unwrap")),
+    }
+}
+
+fn aes_wrap_alg(mode: Option<&str>) -> Result<&'static str, CryptoError> {
+    match mode.unwrap_or("KWP") {
+        "KW" => Ok("CKM_AES_KEY_WRAP"),
+        "KWP" => Ok("CKM_AES_KEY_WRAP_PAD"),
+        other => Err(err(format!(
+            "AES wrapping mode '{other}' is not supported (KW or KWP)"
+        ))),
+    }
+}
