@@ -31,6 +31,8 @@ pub struct DaemonConfig {
     pub session_lifetime_secs: i64,
     /// The clock every date decision uses (tests move it).
     pub clock: Clock,
+    /// Compiled-plugin cache. Default: `<data_dir>/cache/plugins`.
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -42,6 +44,7 @@ impl DaemonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             session_lifetime_secs: 3600,
             clock: Clock::system(),
+            plugin_cache_dir: None,
         }
     }
 
@@ -54,7 +57,12 @@ impl DaemonConfig {
     pub fn runtime_config(&self) -> RuntimeConfig {
         RuntimeConfig {
             plugin_dir: Some(self.plugin_dir()),
-            cache_dir: Some(self.data_dir.join("cache").join("plugins")),
+            cache_dir: Some(
+                self.plugin_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("cache").join("plugins")),
+            ),
+
             without_builtins: false,
         }
     }

@@ -1,6 +1,7 @@
 //! Helpers shared by Keyward's end-to-end tests: fixture plugins, plugin directories,
 //! policy requests, and a local HTTPS server with its own CA.
 
+pub mod api;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use crate::audit::Event;
 use crate::auth::{ApiKey, Principal};
 use crate::catalog::apps::{self, App};
 use crate::catalog::sobjects::Creator;
-use crate::catalog::{Conn, groups, new_id};
+use crate::catalog::{Conn, new_id};
 
 use super::extract::{Body, Caller, id};
 use super::model::{AppOut, AppWithKey, time};
@@ -74,12 +74,7 @@ async fn check_groups(
 ) -> ApiResult<()> {
     for g in groups {
         id("group", g)?;
-        if !groups::belongs(c, g, account).await? {
-            return Err(ApiError::field(
-                "groups",
-                format!("group {g} is not in this account"),
-            ));
-        }
+        super::groups::require_in_account(c, "groups", g, account).await?;
     }
     if let Some(d) = default
         && !groups.contains(d)

@@ -83,6 +83,23 @@ fn group_name(n: &str) -> ApiResult<String> {
     Ok(n.to_string())
 }
 
+/// Checks that `group` is one of `account`'s: an unknown id is a 404, another account's group
+/// a 403.
+pub async fn require_in_account(
+    c: &mut crate::catalog::Conn,
+    field: &str,
+    group: &str,
+    account: &str,
+) -> ApiResult<()> {
+    match groups::get(c, group).await? {
+        Some(g) if g.account_id == account => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "{field}: group {group} belongs to another account"
+        ))),
+        None => Err(ApiError::NotFound(format!("{field}: no group {group}"))),
+    }
+}
+
 /// The caller's view of a group: secrets replaced by `has_*` flags.
 pub fn out(g: &Group, role: Option<GroupRole>) -> GroupOut {
     let parse = |p: &Option<String>| p.as_deref().and_then(|t| serde_json::from_str(t).ok());

@@ -119,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 field: None,
             }
         })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 

@@ -227,11 +227,7 @@ pub async fn invite(
     let account = caller.account().to_string();
     let mut tx = state.catalog.begin().await?;
     for (g, _) in &group_roles {
-        if !groups::belongs(&mut tx, g, &account).await? {
-            return Err(ApiError::NotFound(format!(
-                "group {g} is not in this account"
-            )));
-        }
+        super::groups::require_in_account(&mut tx, "groups", g, &account).await?;
     }
     let user = match users::get_by_email(&mut tx, req.user_email.trim()).await? {
         Some(u) => {
@@ -409,11 +405,7 @@ pub async fn update(
         role = r;
     }
     for (g, r) in &add {
-        if !groups::belongs(&mut tx, g, &account).await? {
-            return Err(ApiError::NotFound(format!(
-                "group {g} is not in this account"
-            )));
-        }
+        super::groups::require_in_account(&mut tx, "groups", g, &account).await?;
         groups::set_member(&mut tx, g, &user.id, *r).await?;
     }
     for g in &req.del_groups {

@@ -151,18 +151,6 @@ pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Group>> {
         .transpose()
 }
 
-/// Whether `group` exists and belongs to `account`.
-pub async fn belongs(c: &mut Conn, group: &str, account: &str) -> Result<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM groups WHERE id = ? AND account_id = ?")
-            .bind(group)
-            .bind(account)
-            .fetch_optional(c)
-            .await?
-            .is_some(),
-    )
-}
-
 pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<Group>> {
     sqlx::query("SELECT * FROM groups WHERE account_id = ? ORDER BY name")
         .bind(account)

@@ -143,8 +143,11 @@ impl Catalog {
         }
     }
 
+    /// A write transaction. It takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// transaction that reads first and upgrades later can fail with SQLITE_BUSY when another
+    /// writer commits in between, whereas waiting for the lock (busy timeout) always works.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// A pooled connection for reads.

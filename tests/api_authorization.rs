@@ -1,0 +1,450 @@
+//! The authorization matrix: each role and principal kind against each endpoint family,
+//! allowed versus 401/403, including attempts across accounts (FLOWS F1 to F4).
+
+use std::collections::BTreeMap;
+
+use keyward_tests::api::{Api, TestDaemon, b64};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PW: &str = "long enough password";
+
+struct World {
+    d: TestDaemon,
+    p: BTreeMap<&'static str, Api>,
+    g1: String,
+    g2: String,
+    k1: String,
+    k_export: String,
+    k2: String,
+    gb: String,
+    kb: String,
+}
+
+async fn invite(admin: &Api, email: &str, role: &str, groups: Value) {
+    admin.ok(Method::POST, "/sys/v1/users/invite", Some(json!({"user_email": email, "user_password": PW, "account_role": role, "groups": groups}))).await;
+}
+
+/// Account A with every kind of principal, and account B with its own admin, app and key.
+async fn world() -> World {
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let g1 = admin.create_group("g1", json!({})).await;
+    let g2 = admin.create_group("g2", json!({})).await;
+    invite(&admin, "member@example.com", "member", json!({})).await;
+    invite(&admin, "auditor@example.com", "auditor", json!({})).await;
+    invite(
+        &admin,
+        "gadmin@example.com",
+        "member",
+        json!({&g1: "administrator"}),
+    )
+    .await;
+    invite(
+        &admin,
+        "gauditor@example.com",
+        "member",
+        json!({&g1: "auditor"}),
+    )
+    .await;
+    let (_, key1) = admin.create_app("app1", &[&g1]).await;
+    let (_, key2) = admin.create_app("app2", &[&g2]).await;
+    let app1 = d.login_app(&key1).await;
+    let app2 = d.login_app(&key2).await;
+    let k1 = app1
+        .create_key(json!({"name": "k1", "obj_type": "AES", "key_size": 256}))
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k_export = app1.create_key(json!({"name": "k-export", "obj_type": "AES", "key_size": 256, "key_ops": ["ENCRYPT", "DECRYPT", "EXPORT"]})).await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k2 = app2
+        .create_key(json!({"name": "k2", "obj_type": "AES", "key_size": 256}))
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Account B: made by the admin, handed to bob, who builds his own group, app and key.
+    let acct_b = admin
+        .ok(Method::POST, "/sys/v1/accounts", Some(json!({"name": "B"})))
+        .await["acct_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin
+        .ok(
+            Method::POST,
+            "/sys/v1/session/select_account",
+            Some(json!({"acct_id": acct_b})),
+        )
+        .await;
+    invite(&admin, "bob@example.com", "administrator", json!({})).await;
+    let acct_a = admin
+        .ok(Method::GET, "/sys/v1/accounts", None)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] != "B")
+        .unwrap()["acct_id"]
+        .clone();
+    admin
+        .ok(
+            Method::POST,
+            "/sys/v1/session/select_account",
+            Some(json!({"acct_id": acct_a})),
+        )
+        .await;
+    let bob = d.login("bob@example.com", PW).await;
+    // Bob's default account is B (his only one).
+    let gb = bob.create_group("gb", json!({})).await;
+    let (_, keyb) = bob.create_app("appb", &[&gb]).await;
+    let appb = d.login_app(&keyb).await;
+    let kb = appb
+        .create_key(json!({"name": "kb", "obj_type": "AES", "key_size": 256}))
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut p = BTreeMap::new();
+    p.insert("none", d.anonymous());
+    p.insert("admin", admin);
+    p.insert("member", d.login("member@example.com", PW).await);
+    p.insert("auditor", d.login("auditor@example.com", PW).await);
+    p.insert("gadmin", d.login("gadmin@example.com", PW).await);
+    p.insert("gauditor", d.login("gauditor@example.com", PW).await);
+    p.insert("app1", app1);
+    p.insert("app2", app2);
+    p.insert("bob", bob);
+    p.insert("appb", appb);
+    World {
+        d,
+        p,
+        g1,
+        g2,
+        k1,
+        k_export,
+        k2,
+        gb,
+        kb,
+    }
+}
+
+/// Expected outcome: `ok` (2xx), `401` or `403`.
+fn expect(allowed: &[&str], principal: &str) -> &'static str {
+    if principal == "none" {
+        "401"
+    } else if allowed.contains(&principal) {
+        "ok"
+    } else {
+        "403"
+    }
+}
+
+const ALL: &[&str] = &[
+    "none", "admin", "member", "auditor", "gadmin", "gauditor", "app1", "app2", "bob", "appb",
+];
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let w = world().await;
+    let (g1, k1, k2, kx) = (w.g1.clone(), w.k1.clone(), w.k2.clone(), w.k_export.clone());
+    let enc = json!({"alg": "AES", "plain": b64(b"secret data"), "mode": "GCM"});
+    // (family, method, path, body, principals allowed)
+    type Row<'a> = (&'a str, Method, String, Option<Value>, Vec<&'a str>);
+    let rows: Vec<Row> = vec![
+        (
+            "list users",
+            Method::GET,
+            "/sys/v1/users".into(),
+            None,
+            vec!["admin", "member", "auditor", "gadmin", "gauditor", "bob"],
+        ),
+        (
+            "invite a user",
+            Method::POST,
+            "/sys/v1/users/invite".into(),
+            Some(
+                json!({"user_email": "new-{p}@example.com", "user_password": PW, "account_role": "member"}),
+            ),
+            vec!["admin", "bob"],
+        ),
+        (
+            "list groups",
+            Method::GET,
+            "/sys/v1/groups".into(),
+            None,
+            vec![
+                "admin", "member", "auditor", "gadmin", "gauditor", "app1", "app2", "bob", "appb",
+            ],
+        ),
+        (
+            "create a group",
+            Method::POST,
+            "/sys/v1/groups".into(),
+            Some(json!({"name": "group-by-{p}"})),
+            vec!["admin", "member", "gadmin", "gauditor", "bob"],
+        ),
+        (
+            "read a group",
+            Method::GET,
+            format!("/sys/v1/groups/{g1}"),
+            None,
+            vec!["admin", "auditor", "gadmin", "gauditor", "app1"],
+        ),
+        (
+            "change a group",
+            Method::PATCH,
+            format!("/sys/v1/groups/{g1}"),
+            Some(json!({"description": "changed by {p}"})),
+            vec!["admin", "gadmin"],
+        ),
+        (
+            "create an app",
+            Method::POST,
+            "/sys/v1/apps".into(),
+            Some(json!({"name": "app-by-{p}", "groups": [g1]})),
+            vec!["admin", "gadmin"],
+        ),
+        (
+            "create a key",
+            Method::POST,
+            "/crypto/v1/keys".into(),
+            Some(json!({"name": "key-by-{p}", "group_id": g1, "obj_type": "AES", "key_size": 128})),
+            vec!["admin", "gadmin", "app1"],
+        ),
+        (
+            "read a key",
+            Method::GET,
+            format!("/crypto/v1/keys/{k1}"),
+            None,
+            vec!["admin", "auditor", "gadmin", "gauditor", "app1"],
+        ),
+        (
+            "change a key",
+            Method::PATCH,
+            format!("/crypto/v1/keys/{k1}"),
+            Some(json!({"description": "by {p}"})),
+            vec!["admin", "gadmin", "app1"],
+        ),
+        (
+            "encrypt",
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/encrypt"),
+            Some(enc.clone()),
+            vec!["app1"],
+        ),
+        (
+            "encrypt (global form)",
+            Method::POST,
+            "/crypto/v1/encrypt".into(),
+            Some(json!({"key": {"kid": k1}, "alg": "AES", "plain": b64(b"x")})),
+            vec!["app1"],
+        ),
+        (
+            "export an exportable key",
+            Method::POST,
+            "/crypto/v1/keys/export".into(),
+            Some(json!({"kid": kx})),
+            vec!["admin", "gadmin", "app1"],
+        ),
+        (
+            "export a non-exportable key",
+            Method::POST,
+            "/crypto/v1/keys/export".into(),
+            Some(json!({"kid": k1})),
+            vec![],
+        ),
+        (
+            "read the audit log",
+            Method::GET,
+            "/sys/v1/logs".into(),
+            None,
+            vec!["admin", "auditor", "bob"],
+        ),
+        (
+            "change the account",
+            Method::PATCH,
+            "/sys/v1/accounts/{acct}".into(),
+            Some(json!({"description": "by {p}"})),
+            vec!["admin", "bob"],
+        ),
+        (
+            "read another group of the account",
+            Method::GET,
+            format!("/sys/v1/groups/{}", w.g2),
+            None,
+            vec!["admin", "auditor", "app2"],
+        ),
+        (
+            "use another group's key",
+            Method::POST,
+            format!("/crypto/v1/keys/{k2}/encrypt"),
+            Some(enc.clone()),
+            vec!["app2"],
+        ),
+        (
+            "read account B's group",
+            Method::GET,
+            format!("/sys/v1/groups/{}", w.gb),
+            None,
+            vec!["bob", "appb"],
+        ),
+        (
+            "read account B's key",
+            Method::GET,
+            format!("/crypto/v1/keys/{}", w.kb),
+            None,
+            vec!["bob", "appb"],
+        ),
+        (
+            "use account B's key",
+            Method::POST,
+            format!("/crypto/v1/keys/{}/encrypt", w.kb),
+            Some(enc.clone()),
+            vec!["appb"],
+        ),
+    ];
+
+    let mut accounts = BTreeMap::new();
+    for who in ALL.iter().filter(|p| **p != "none") {
+        let a = w.p[who].ok(Method::GET, "/sys/v1/accounts", None).await;
+        accounts.insert(*who, a[0]["acct_id"].as_str().unwrap().to_string());
+    }
+    let mut failures = Vec::new();
+    for (family, method, path, body, allowed) in &rows {
+        for who in ALL {
+            let path = path.replace(
+                "{acct}",
+                accounts
+                    .get(who)
+                    .map(String::as_str)
+                    .unwrap_or("00000000-0000-4000-8000-000000000000"),
+            );
+            let body = body.as_ref().map(|b| {
+                serde_json::from_str::<Value>(&b.to_string().replace("{p}", who)).unwrap()
+            });
+            let (status, reply) = w.p[who].call(method.clone(), &path, body).await;
+            let got = match status {
+                200..=299 => "ok",
+                401 => "401",
+                403 => "403",
+                _ => "other",
+            };
+            let want = expect(allowed, who);
+            if got != want {
+                failures.push(format!(
+                    "{family}: {who} got {status} ({reply}), want {want}"
+                ));
+            }
+            if matches!(status, 401 | 403) {
+                assert!(
+                    reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{family}/{who}: denials explain themselves: {reply}"
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn listings_show_only_what_the_caller_may_see() {
+    let w = world().await;
+    let names = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let keys = |who: &'static str| {
+        let api = w.p[who].clone();
+        async move { names(api.ok(Method::GET, "/crypto/v1/keys", None).await) }
+    };
+    assert_eq!(keys("admin").await, ["k-export", "k1", "k2"]);
+    assert_eq!(keys("auditor").await, ["k-export", "k1", "k2"]);
+    assert_eq!(keys("gadmin").await, ["k-export", "k1"]);
+    assert_eq!(keys("app2").await, ["k2"]);
+    assert!(keys("member").await.is_empty());
+    assert_eq!(keys("bob").await, ["kb"]);
+    let groups = names(w.p["app1"].ok(Method::GET, "/sys/v1/groups", None).await);
+    assert_eq!(groups, ["g1"]);
+    let _ = (&w.d, &w.g2, &w.k2);
+}
+
+#[tokio::test]
+async fn bad_and_expired_credentials_are_401() {
+    let w = world().await;
+    let d = &w.d;
+    let resp = keyward_tests::api::http_client()
+        .post(format!("{}/sys/v1/session/auth", d.url))
+        .basic_auth("admin@example.com", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = keyward_tests::api::http_client()
+        .post(format!("{}/sys/v1/session/auth", d.url))
+        .header("authorization", "Basic bm90LWEta2V5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let forged = keyward_tests::api::Api::clone(&w.p["admin"]);
+    let mut forged = forged;
+    forged.token = Some("forged-token".into());
+    assert_eq!(forged.call(Method::GET, "/sys/v1/users", None).await.0, 401);
+
+    // Sessions expire with the daemon's clock; refresh keeps them alive.
+    let admin = &w.p["admin"];
+    d.clock.advance(3000);
+    admin
+        .ok(Method::POST, "/sys/v1/session/refresh", None)
+        .await;
+    d.clock.advance(3000);
+    assert_eq!(
+        admin.call(Method::GET, "/sys/v1/users", None).await.0,
+        200,
+        "refreshed"
+    );
+    d.clock.advance(3700);
+    assert_eq!(
+        admin.call(Method::GET, "/sys/v1/users", None).await.0,
+        401,
+        "expired"
+    );
+
+    // Terminated sessions are gone.
+    let app = &w.p["app1"];
+    let (s, _) = app
+        .call(Method::POST, "/sys/v1/session/terminate", None)
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(app.call(Method::GET, "/crypto/v1/keys", None).await.0, 401);
+}
+
+#[tokio::test]
+async fn sign_up_is_closed_after_the_first_user() {
+    let d = TestDaemon::start().await;
+    d.bootstrap().await;
+    let (s, body) = d
+        .anonymous()
+        .call(
+            Method::POST,
+            "/sys/v1/users",
+            Some(json!({"user_email": "second@example.com", "user_password": PW})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+}

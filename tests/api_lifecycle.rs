@@ -1,0 +1,364 @@
+//! Key lifecycle and policies through the API: states follow the dates, activate, deactivate,
+//! revoke, destroy, delete; listing filters; policy enforcement with its modes visible in
+//! responses and in the audit log (FLOWS F5, F6, F27, F28).
+
+use keyward_tests::api::{Api, TestDaemon, b64};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DAY: i64 = 86_400;
+
+async fn setup(group_extra: Value) -> (TestDaemon, Api, Api, String) {
+    let (d, admin, app, g, _) = setup_with_key(group_extra).await;
+    (d, admin, app, g)
+}
+
+/// Also returns the application's API key, to log in again after moving the clock.
+async fn setup_with_key(group_extra: Value) -> (TestDaemon, Api, Api, String, String) {
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let g = admin.create_group("life", group_extra).await;
+    let (_, key) = admin.create_app("life-app", &[&g]).await;
+    let app = d.login_app(&key).await;
+    (d, admin, app, g, key)
+}
+
+fn dsm_time(secs: i64) -> String {
+    keyward::time::format_dsm(secs)
+}
+
+#[tokio::test]
+async fn states_follow_dates_and_lifecycle_calls() {
+    let (d, _admin, app, _, api_key) = setup_with_key(json!({})).await;
+    let now = d.clock.now();
+    let key = app
+        .create_key(json!({"name": "dated", "obj_type": "AES", "key_size": 256, "activation_date": dsm_time(now + DAY), "deactivation_date": dsm_time(now + 10 * DAY)}))
+        .await;
+    let kid = key["kid"].as_str().unwrap().to_string();
+    let path = format!("/crypto/v1/keys/{kid}");
+    let enc = json!({"alg": "AES", "plain": b64(b"data")});
+    assert_eq!(key["state"], "PreActive");
+    let (s, body) = app
+        .call(Method::POST, &format!("{path}/encrypt"), Some(enc.clone()))
+        .await;
+    assert_eq!(s, 403, "a pre-active key cannot encrypt: {body}");
+
+    d.clock.advance(2 * DAY);
+    let app = d.login_app(&api_key).await;
+    assert_eq!(app.ok(Method::GET, &path, None).await["state"], "Active");
+    let ct = app
+        .ok(Method::POST, &format!("{path}/encrypt"), Some(enc.clone()))
+        .await;
+
+    d.clock.advance(9 * DAY);
+    let app = d.login_app(&api_key).await;
+    assert_eq!(
+        app.ok(Method::GET, &path, None).await["state"],
+        "Deactivated"
+    );
+    assert_eq!(
+        app.call(Method::POST, &format!("{path}/encrypt"), Some(enc.clone()))
+            .await
+            .0,
+        403,
+        "deactivated keys do not protect"
+    );
+    let back = json!({"alg": "AES", "cipher": ct["cipher"], "iv": ct["iv"], "tag": ct["tag"]});
+    app.ok(Method::POST, &format!("{path}/decrypt"), Some(back.clone()))
+        .await;
+
+    // Activate refuses a deactivated key; destroy takes its material; the object stays.
+    assert_eq!(
+        app.call(Method::POST, &format!("{path}/activate"), None)
+            .await
+            .0,
+        409
+    );
+    let destroyed = app.ok(Method::POST, &format!("{path}/destroy"), None).await;
+    assert_eq!(destroyed["state"], "Destroyed");
+    assert_eq!(
+        app.call(Method::POST, &format!("{path}/decrypt"), Some(back))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        app.call(Method::PATCH, &path, Some(json!({"description": "x"})))
+            .await
+            .0,
+        409
+    );
+
+    // Revoke for compromise; destroy only after deactivation or revocation; delete.
+    let k2 = app
+        .create_key(json!({"name": "revoked", "obj_type": "AES", "key_size": 128}))
+        .await;
+    let p2 = format!("/crypto/v1/keys/{}", k2["kid"].as_str().unwrap());
+    assert_eq!(
+        app.call(Method::POST, &format!("{p2}/destroy"), None)
+            .await
+            .0,
+        409,
+        "an active key is not destroyed"
+    );
+    let r = app
+        .ok(
+            Method::POST,
+            &format!("{p2}/revoke"),
+            Some(json!({"code": "KeyCompromise", "message": "laptop stolen"})),
+        )
+        .await;
+    assert_eq!(r["state"], "Compromised");
+    assert_eq!(r["revocation_reason"], "KeyCompromise: laptop stolen");
+    assert_eq!(
+        app.call(
+            Method::POST,
+            &format!("{p2}/revoke"),
+            Some(json!({"code": "Whatever"}))
+        )
+        .await
+        .0,
+        400
+    );
+    let (s, _) = app.call(Method::DELETE, &p2, None).await;
+    assert_eq!(s, 204);
+    assert_eq!(app.call(Method::GET, &p2, None).await.0, 404);
+
+    // Deactivate now; a disabled key is refused.
+    let k3 = app
+        .create_key(json!({"name": "third", "obj_type": "AES", "key_size": 128}))
+        .await;
+    let p3 = format!("/crypto/v1/keys/{}", k3["kid"].as_str().unwrap());
+    app.ok(Method::PATCH, &p3, Some(json!({"enabled": false})))
+        .await;
+    let (s, body) = app
+        .call(Method::POST, &format!("{p3}/encrypt"), Some(enc.clone()))
+        .await;
+    assert_eq!(s, 403);
+    assert!(body["message"].as_str().unwrap().contains("disabled"));
+    assert_eq!(
+        app.ok(Method::POST, &format!("{p3}/deactivate"), None)
+            .await["state"],
+        "Deactivated"
+    );
+}
+
+#[tokio::test]
+async fn listing_filters_pages_and_sorts() {
+    let (_d, admin, app, g) = setup(json!({})).await;
+    for i in 0..7 {
+        app.create_key(json!({"name": format!("key-{i}"), "obj_type": "AES", "key_size": 128}))
+            .await;
+    }
+    let other = admin.create_group("other", json!({})).await;
+    admin.create_key(json!({"name": "elsewhere", "group_id": other, "obj_type": "EC", "elliptic_curve": "NistP256"})).await;
+    app.ok(
+        Method::POST,
+        "/crypto/v1/keys/info",
+        Some(json!({"name": "key-3"})),
+    )
+    .await;
+    let names = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let page = admin
+        .ok(
+            Method::GET,
+            &format!("/crypto/v1/keys?group_id={g}&limit=3&offset=2"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&page), ["key-2", "key-3", "key-4"]);
+    let desc = admin
+        .ok(
+            Method::GET,
+            &format!("/crypto/v1/keys?group_id={g}&sort=name:desc&limit=2"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&desc), ["key-6", "key-5"]);
+    let by_name = admin
+        .ok(Method::GET, "/crypto/v1/keys?name=elsewhere", None)
+        .await;
+    assert_eq!(names(&by_name), ["elsewhere"]);
+    let kid = admin
+        .ok(Method::GET, "/crypto/v1/keys?name=key-5", None)
+        .await[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/deactivate"),
+            None,
+        )
+        .await;
+    let deactivated = admin
+        .ok(Method::GET, "/crypto/v1/keys?state=Deactivated", None)
+        .await;
+    assert_eq!(names(&deactivated), ["key-5"]);
+    let active = admin
+        .ok(Method::GET, "/crypto/v1/keys?state=Active", None)
+        .await;
+    assert_eq!(active.as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn policies_deny_warn_and_dry_run_visibly() {
+    let crypto = json!({"mode": "enforce", "aes": {"key_sizes": [256]}, "rsa": {"minimum_key_length": 3072}});
+    let metadata =
+        json!({"mode": "warn", "base": {"custom_metadata": {"owner": {"required": {}}}}});
+    let (d, admin, app, g) =
+        setup(json!({"cryptographic_policy": crypto, "key_metadata_policy": metadata})).await;
+
+    // Enforced crypto policy: denied with the rule.
+    let (s, body) = app
+        .call(
+            Method::POST,
+            "/crypto/v1/keys",
+            Some(json!({"name": "small", "obj_type": "AES", "key_size": 128})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert_eq!(body["code"], "PolicyViolation");
+    assert_eq!(body["violations"][0]["rule"], "aes.key-size");
+    assert_eq!(body["violations"][0]["policy"], "group crypto policy");
+
+    // Warn-mode metadata policy: allowed, with the warning in the response.
+    let key = app
+        .create_key(json!({"name": "no-owner", "obj_type": "AES", "key_size": 256}))
+        .await;
+    assert_eq!(
+        key["policy_warnings"][0]["rule"],
+        "custom-metadata.owner.required"
+    );
+    let clean = app.create_key(json!({"name": "owned", "obj_type": "AES", "key_size": 256, "custom_metadata": {"owner": "payments"}})).await;
+    assert!(clean.get("policy_warnings").is_none());
+
+    // Updates are checked too: removing the owner warns, adding EXPORT to RSA... not RSA here.
+    let kid = clean["kid"].as_str().unwrap();
+    let upd = app
+        .ok(
+            Method::PATCH,
+            &format!("/crypto/v1/keys/{kid}"),
+            Some(json!({"custom_metadata": {}})),
+        )
+        .await;
+    assert_eq!(
+        upd["policy_warnings"][0]["rule"],
+        "custom-metadata.owner.required"
+    );
+
+    // An account-wide dry-run policy records without denying.
+    let accounts = admin.ok(Method::GET, "/sys/v1/accounts", None).await;
+    let acct = accounts[0]["acct_id"].as_str().unwrap();
+    admin.ok(Method::PATCH, &format!("/sys/v1/accounts/{acct}"), Some(json!({"cryptographic_policy": {"mode": "dry_run", "aes": {"key_sizes": [192]}, "rsa": {}, "ec": {}}}))).await;
+    let key = app.create_key(json!({"name": "dry", "obj_type": "AES", "key_size": 256, "custom_metadata": {"owner": "x"}})).await;
+    assert!(
+        key.get("policy_warnings").is_none(),
+        "dry-run findings are not shown: {key}"
+    );
+
+    // Crypto operations consult the policy: a key made before the policy tightened is a legacy key.
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/accounts/{acct}"),
+            Some(json!({"cryptographic_policy": "remove"})),
+        )
+        .await;
+    admin.ok(Method::PATCH, &format!("/sys/v1/groups/{g}"), Some(json!({"cryptographic_policy": {"aes": {"key_sizes": [256]}, "key_ops": ["DECRYPT"], "legacy_policy": "unprotect_only"}}))).await;
+    let (s, body) = app
+        .call(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/encrypt"),
+            Some(json!({"alg": "AES", "plain": b64(b"x")})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["code"], "PolicyViolation");
+
+    // Invalid policy documents are refused when attached, naming the problem.
+    let (s, body) = admin
+        .call(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(json!({"cryptographic_policy": {"aes": {"key_sizes": [100]}}})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(body["field"], "cryptographic_policy");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 is not an AES key size")
+    );
+    let (s, _) = admin
+        .call(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(json!({"custom_policies": [{"plugin": "no-such-plugin", "config": {}}]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // The audit log shows the denial, the warnings and the dry-run findings.
+    let log = admin
+        .ok(Method::GET, "/sys/v1/logs?action=key.*&limit=1000", None)
+        .await;
+    let events = log.as_array().unwrap();
+    let denied: Vec<&Value> = events.iter().filter(|e| e["outcome"] == "denied").collect();
+    assert!(denied.iter().any(|e| e["action"] == "key.create"
+        && e["details"]["policy"]["violations"][0]["rule"] == "aes.key-size"));
+    assert!(denied.iter().any(|e| e["action"] == "key.encrypt"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["details"]["policy"]["warnings"][0]["rule"]
+                == "custom-metadata.owner.required")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["details"]["policy"]["dry_run"][0]["rule"] == "aes.key-size"),
+        "dry-run recorded: {log}"
+    );
+    let only_denied = admin
+        .ok(Method::GET, "/sys/v1/logs?outcome=denied", None)
+        .await;
+    assert!(
+        only_denied
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["outcome"] == "denied")
+    );
+    let _ = d;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_api() {
+    let d = TestDaemon::start().await;
+    let doc = d
+        .anonymous()
+        .ok(Method::GET, "/sys/v1/openapi.json", None)
+        .await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/sys/v1/session/auth",
+        "/crypto/v1/keys",
+        "/crypto/v1/keys/{kid}/encrypt",
+        "/sys/v1/groups/{id}",
+        "/sys/v1/logs",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    assert!(doc["components"]["schemas"]["SobjectOut"].is_object());
+}
