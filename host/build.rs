@@ -15,6 +15,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
         "key_metadata_policy.wasm",
         "plugins/key-metadata-policy",
     ),
+    ("azure-mhsm", "azure_mhsm.wasm", "plugins/azure-mhsm"),
 ];
 
 fn main() {

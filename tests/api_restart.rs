@@ -18,7 +18,8 @@ async fn data_and_sealed_secrets_survive_a_restart() {
             json!({"external_kms": {"kind": "AzureManagedHsm", "tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-client-value", "subscription_id": "sub"}}),
         )
         .await;
-    let (_, api_key) = admin.create_app("app", &[&g]).await;
+    let plain = admin.create_group("plain", json!({})).await;
+    let (_, api_key) = admin.create_app("app", &[&plain, &g]).await;
     let app = d.login_app(&api_key).await;
     let key = app
         .create_key(json!({"name": "survivor", "obj_type": "AES", "key_size": 256}))

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use keyward_tests::api::{Api, TestDaemon, b64, unb64};
+use keyward_tests::azure;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -62,12 +63,16 @@ async fn secrets_never_leak() {
         .with_writer(move || sink.clone())
         .init();
 
+    let em = azure::emulator().await;
     let tmp = tempfile::tempdir().unwrap();
-    let d = TestDaemon::start_in(tmp.path()).await.unwrap();
+    let d = TestDaemon::start_configured(tmp.path(), azure::allow_local)
+        .await
+        .unwrap();
     let mut seen = Responses::default();
     let admin_password = "admin-password-f7d1c2";
     let user_password = "user-password-93ab1e";
-    let client_secret = "client-secret-0c5e7a9b";
+    // The emulator's application secret: the connector really authenticates with it.
+    let client_secret = azure::SECRET;
     let client_key = keyward_tests::tls::TestCa::new("mTLS").issue(&["client"]);
     let client_key_body: String = client_key
         .key_pem
@@ -95,8 +100,9 @@ async fn secrets_never_leak() {
     assert_eq!(bad.status(), 401);
     seen.0.push(bad.text().await.unwrap());
 
-    let link = json!({"kind": "AzureManagedHsm", "tenant_id": "tenant", "client_id": "client", "client_secret": client_secret, "subscription_id": "sub",
-        "tls": {"client_cert": client_key.cert_pem, "client_key": client_key.key_pem}});
+    let mut link = azure::link(&em, client_secret, Some(azure::HSM));
+    link["tls"]["client_cert"] = json!(client_key.cert_pem);
+    link["tls"]["client_key"] = json!(client_key.key_pem);
     let g = seen
         .call(
             &admin,
@@ -108,13 +114,30 @@ async fn secrets_never_leak() {
         .as_str()
         .unwrap()
         .to_string();
-    seen.call(&admin, Method::PATCH, &format!("/sys/v1/groups/{g}"), Some(json!({"external_kms": {"kind": "AzureManagedHsm", "client_secret": format!("{client_secret}-2")}}))).await;
+    seen.call(
+        &admin,
+        Method::PATCH,
+        &format!("/sys/v1/groups/{g}"),
+        Some(json!({"external_kms": {"kind": "AzureManagedHsm", "client_secret": client_secret}})),
+    )
+    .await;
+    let plain = seen
+        .call(
+            &admin,
+            Method::POST,
+            "/sys/v1/groups",
+            Some(json!({"name": "plain"})),
+        )
+        .await["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The API key is handed out in this response only.
     let created = admin
         .ok(
             Method::POST,
             "/sys/v1/apps",
-            Some(json!({"name": "app", "groups": [g], "default_group": g})),
+            Some(json!({"name": "app", "groups": [plain, g], "default_group": plain})),
         )
         .await;
     let api_key = created["api_key"].as_str().unwrap().to_string();
@@ -166,6 +189,42 @@ async fn secrets_never_leak() {
         )
         .await["value"],
     );
+    // Into the HSM: connection test, generate, import (BYOK), sync, use.
+    seen.call(
+        &admin,
+        Method::POST,
+        &format!("/sys/v1/groups/{g}/hmg/check"),
+        None,
+    )
+    .await;
+    seen.call(
+        &app,
+        Method::POST,
+        "/crypto/v1/keys",
+        Some(json!({"name": "in-hsm", "group_id": g, "obj_type": "RSA", "key_size": 2048})),
+    )
+    .await;
+    let aes_hsm = keyward_crypto::random_bytes(32);
+    let in_hsm = seen.call(&app, Method::PUT, "/crypto/v1/keys", Some(json!({"name": "imported-into-hsm", "group_id": g, "obj_type": "AES", "value": b64(&aes_hsm)}))).await;
+    seen.call(
+        &admin,
+        Method::POST,
+        &format!("/sys/v1/groups/{g}/hmg/scan"),
+        None,
+    )
+    .await;
+    seen.call(
+        &app,
+        Method::POST,
+        &format!(
+            "/crypto/v1/keys/{}/encrypt",
+            in_hsm["kid"].as_str().unwrap()
+        ),
+        Some(json!({"alg": "AES", "plain": b64(b"payload")})),
+    )
+    .await;
+    seen.call(&admin, Method::GET, "/sys/v1/workflow_runs?limit=200", None)
+        .await;
     seen.call(&app, Method::GET, "/crypto/v1/keys", None).await;
     seen.call(&admin, Method::GET, "/sys/v1/groups", None).await;
     seen.call(&admin, Method::GET, &format!("/sys/v1/apps/{app_id}"), None)
@@ -193,6 +252,7 @@ async fn secrets_never_leak() {
     );
     let data_dir = d.data_dir.clone();
     d.stop().await;
+    em.stop().await;
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
     assert!(logs.contains("keyward is serving"), "logs were captured");
@@ -213,6 +273,7 @@ async fn secrets_never_leak() {
         ("reset API key secret", new_secret.into_bytes()),
         ("imported AES key", aes.clone()),
         ("imported RSA key", rsa_der.clone()),
+        ("key imported into the HSM", aes_hsm.clone()),
         ("exported key", exported.clone()),
     ];
     let responses = seen.0.join("\n");

@@ -799,6 +799,59 @@ pub fn byok_wrap(kek_public: &rsa::PublicKey, target: &[u8]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// A BYOK transfer document (the `.byok` JSON an HSM vendor tool writes) carrying `target`
+/// (PKCS#8 DER or raw AES bytes) wrapped for the key-exchange key `kek_id`, whose RSA public
+/// key is `kek_public`. Importing it (`key_hsm`) is how material reaches a Managed HSM without
+/// ever being readable outside the HSM on the way.
+pub fn byok_transfer_document(
+    kek_id: &str,
+    kek_public: &rsa::PublicKey,
+    target: &[u8],
+    generator: &str,
+) -> Result<Vec<u8>, CryptoError> {
+    let ciphertext = byok_wrap(kek_public, target)?;
+    let doc = serde_json::json!({
+        "schema_version": "1.0.0",
+        "header": {"kid": kek_id, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+        "ciphertext": b64url(&ciphertext),
+        "generator": generator,
+    });
+    Ok(doc.to_string().into_bytes())
+}
+
+/// SubjectPublicKeyInfo DER of an RSA public key given as JWK `n` and `e`.
+pub fn rsa_public_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use rsa::pkcs8::EncodePublicKey;
+    Ok(rsa_public(n, e)?
+        .to_public_key_der()
+        .map_err(|e| bad(format!("cannot encode the RSA public key: {e}")))?
+        .as_bytes()
+        .to_vec())
+}
+
+/// SubjectPublicKeyInfo DER of an EC public key given as JWK `crv`, `x` and `y`.
+pub fn ec_public_der(curve: Curve, x: &[u8], y: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use rsa::pkcs8::EncodePublicKey;
+    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+    point.push(4);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    let invalid = |_| bad("the EC public point is not on the curve");
+    let der = match curve {
+        Curve::P256 => p256::PublicKey::from_sec1_bytes(&point)
+            .map_err(invalid)?
+            .to_public_key_der(),
+        Curve::P384 => p384::PublicKey::from_sec1_bytes(&point)
+            .map_err(invalid)?
+            .to_public_key_der(),
+        Curve::P521 => p521::PublicKey::from_sec1_bytes(&point)
+            .map_err(invalid)?
+            .to_public_key_der(),
+    }
+    .map_err(|e| bad(format!("cannot encode the EC public key: {e}")))?;
+    Ok(der.as_bytes().to_vec())
+}
+
 /// SHA-256 digest, for callers preparing signatures.
 pub fn sha256(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
@@ -935,6 +988,48 @@ mod tests {
     use super::*;
 
     /// NIST SP 800-38D, GCM test case 3 (AES-128) and 15 (AES-256, no AAD).
+    #[test]
+    fn public_keys_from_jwk_members_match_the_private_keys() {
+        let ec = Material::generate_ec(Curve::P384);
+        let mut jwk = serde_json::Map::new();
+        ec.public_jwk(&mut jwk);
+        let x = decode_b64("x", jwk["x"].as_str().unwrap()).unwrap();
+        let y = decode_b64("y", jwk["y"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            ec_public_der(Curve::P384, &x, &y).unwrap(),
+            ec.public_key_der().unwrap()
+        );
+        assert!(ec_public_der(Curve::P256, &x[..32], &y[..32]).is_err());
+
+        let rsa = Material::generate_rsa(2048, None).unwrap();
+        let Material::Rsa(k) = &rsa else {
+            unreachable!()
+        };
+        assert_eq!(
+            rsa_public_der(&k.n_bytes(), &k.e_bytes()).unwrap(),
+            rsa.public_key_der().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_byok_transfer_document_opens_with_the_key_exchange_key_only() {
+        let kek = Material::generate_rsa(2048, None).unwrap();
+        let Material::Rsa(k) = &kek else {
+            unreachable!()
+        };
+        let target = Material::generate_oct(256).unwrap().to_der();
+        let doc =
+            byok_transfer_document("https://h/keys/kek/1", &k.to_public_key(), &target, "test")
+                .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(v["header"]["enc"], "CKM_RSA_AES_KEY_WRAP");
+        assert_eq!(v["header"]["kid"], "https://h/keys/kek/1");
+        let ct = decode_b64("ciphertext", v["ciphertext"].as_str().unwrap()).unwrap();
+        assert_eq!(byok_unwrap(&kek, &ct).unwrap(), target);
+        let other = Material::generate_rsa(2048, None).unwrap();
+        assert!(byok_unwrap(&other, &ct).is_err());
+    }
+
     #[test]
     fn aes_gcm_known_answers() {
         let hex = |s: &str| {

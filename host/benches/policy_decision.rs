@@ -125,6 +125,7 @@ async fn main() {
         plugin_dir: Some(dir.path().to_path_buf()),
         cache_dir: Some(dir.path().join("cache")),
         without_builtins: false,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use keyward_crypto::{CryptoError as Primitive, Kty};
 pub use keyward_crypto::{Curve, Material};
 
-use crate::catalog::sobjects::ObjType;
+use crate::catalog::sobjects::{ObjType, SObject};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -178,13 +178,80 @@ fn rsa_alg(mode: &Option<RsaEncryptionMode>) -> Result<&'static str, CryptoError
     }
 }
 
-fn aes_gcm_alg(m: &Material) -> Result<&'static str, CryptoError> {
-    Ok(match m.size() {
+/// What picks the algorithm of an operation: type, size and curve, of material in the
+/// catalog or of a key in an external key manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub obj_type: ObjType,
+    pub size: Option<u32>,
+    pub curve: Option<Curve>,
+}
+
+impl Shape {
+    pub fn of(m: &Material) -> Shape {
+        Shape {
+            obj_type: obj_type_of(m),
+            size: m.size(),
+            curve: m.curve(),
+        }
+    }
+
+    pub fn of_object(o: &SObject) -> Shape {
+        Shape {
+            obj_type: o.obj_type,
+            size: o.key_size,
+            curve: o
+                .elliptic_curve
+                .as_deref()
+                .and_then(|c| curve_from_dsm(c).ok()),
+        }
+    }
+}
+
+fn aes_gcm_alg(shape: Shape) -> Result<&'static str, CryptoError> {
+    // An external key manager may not report the size of its AES keys; 256 is what
+    // Keyward creates there.
+    Ok(match shape.size {
         Some(128) => "A128GCM",
         Some(192) => "A192GCM",
-        Some(256) => "A256GCM",
-        _ => return Err(err("AES-GCM needs an AES key")),
+        Some(256) | None => "A256GCM",
+        Some(other) => return Err(err(format!("AES-GCM does not take {other}-bit keys"))),
     })
+}
+
+/// The JOSE algorithm of an encryption (or decryption): AES-GCM (mode `GCM`, the default)
+/// or an RSA padding.
+pub fn encryption_alg(
+    shape: Shape,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+) -> Result<&'static str, CryptoError> {
+    match shape.obj_type {
+        ObjType::Aes => {
+            if aes_mode.is_some_and(|x| x != "GCM") {
+                return Err(err(format!(
+                    "AES mode '{}' is not supported (GCM)",
+                    aes_mode.unwrap_or_default()
+                )));
+            }
+            aes_gcm_alg(shape)
+        }
+        ObjType::Rsa => rsa_alg(rsa_mode),
+        ObjType::Ec => Err(err("EC keys cannot encrypt or decrypt")),
+    }
+}
+
+/// The JOSE algorithm of a key wrap: AES key wrap (`KW` or `KWP`) or RSA-OAEP.
+pub fn wrapping_alg(
+    shape: Shape,
+    aes_mode: Option<&str>,
+    rsa_mode: &Option<RsaEncryptionMode>,
+) -> Result<&'static str, CryptoError> {
+    match shape.obj_type {
+        ObjType::Aes => aes_wrap_alg(aes_mode),
+        ObjType::Rsa => rsa_alg(rsa_mode),
+        ObjType::Ec => Err(err("EC keys cannot wrap or unwrap")),
+    }
 }
 
 /// Encryption result.
@@ -204,34 +271,16 @@ pub fn encrypt(
     iv: Option<&[u8]>,
     ad: Option<&[u8]>,
 ) -> Result<Encrypted, CryptoError> {
-    match obj_type_of(m) {
-        ObjType::Aes => {
-            if aes_mode.is_some_and(|x| x != "GCM") {
-                return Err(err(format!(
-                    "AES mode '{}' is not supported (GCM)",
-                    aes_mode.unwrap_or_default()
-                )));
-            }
-            let s = m.encrypt(aes_gcm_alg(m)?, plain, iv, ad)?;
-            Ok(Encrypted {
-                cipher: s.value,
-                iv: s.iv,
-                tag: s.tag,
-            })
-        }
-        ObjType::Rsa => {
-            if iv.is_some() || ad.is_some() {
-                return Err(err("RSA encryption takes no iv or ad"));
-            }
-            let s = m.encrypt(rsa_alg(rsa_mode)?, plain, None, None)?;
-            Ok(Encrypted {
-                cipher: s.value,
-                iv: None,
-                tag: None,
-            })
-        }
-        ObjType::Ec => Err(err("EC keys cannot encrypt")),
+    let alg = encryption_alg(Shape::of(m), aes_mode, rsa_mode)?;
+    if obj_type_of(m) == ObjType::Rsa && (iv.is_some() || ad.is_some()) {
+        return Err(err("RSA encryption takes no iv or ad"));
     }
+    let s = m.encrypt(alg, plain, iv, ad)?;
+    Ok(Encrypted {
+        cipher: s.value,
+        iv: s.iv,
+        tag: s.tag,
+    })
 }
 
 pub fn decrypt(
@@ -243,35 +292,29 @@ pub fn decrypt(
     ad: Option<&[u8]>,
     tag: Option<&[u8]>,
 ) -> Result<Vec<u8>, CryptoError> {
+    let alg = encryption_alg(Shape::of(m), aes_mode, rsa_mode)?;
     match obj_type_of(m) {
-        ObjType::Aes => {
-            if aes_mode.is_some_and(|x| x != "GCM") {
-                return Err(err(format!(
-                    "AES mode '{}' is not supported (GCM)",
-                    aes_mode.unwrap_or_default()
-                )));
-            }
-            Ok(m.decrypt(aes_gcm_alg(m)?, cipher, iv, ad, tag)?)
-        }
-        ObjType::Rsa => Ok(m.decrypt(rsa_alg(rsa_mode)?, cipher, None, None, None)?),
-        ObjType::Ec => Err(err("EC keys cannot decrypt")),
+        ObjType::Rsa => Ok(m.decrypt(alg, cipher, None, None, None)?),
+        _ => Ok(m.decrypt(alg, cipher, iv, ad, tag)?),
     }
 }
 
-fn signature_alg(
-    m: &Material,
+/// The JOSE algorithm of a signature: RS*/PS* for RSA by padding and hash, ES* for EC by
+/// curve (whose hash is fixed).
+pub fn signature_alg(
+    shape: Shape,
     hash: HashAlg,
     mode: &Option<RsaSignatureMode>,
 ) -> Result<&'static str, CryptoError> {
     use HashAlg::*;
-    match (obj_type_of(m), mode, hash) {
+    match (shape.obj_type, mode, hash) {
         (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha256) => Ok("RS256"),
         (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha384) => Ok("RS384"),
         (ObjType::Rsa, None | Some(RsaSignatureMode::Pkcs1V15 {}), Sha512) => Ok("RS512"),
         (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha256) => Ok("PS256"),
         (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha384) => Ok("PS384"),
         (ObjType::Rsa, Some(RsaSignatureMode::Pss { .. }), Sha512) => Ok("PS512"),
-        (ObjType::Ec, None, _) => match (m.curve(), hash) {
+        (ObjType::Ec, None, _) => match (shape.curve, hash) {
             (Some(Curve::P256), Sha256) => Ok("ES256"),
             (Some(Curve::P384), Sha384) => Ok("ES384"),
             (Some(Curve::P521), Sha512) => Ok("ES512"),
@@ -302,7 +345,7 @@ pub fn sign(
     mode: &Option<RsaSignatureMode>,
     digest: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    Ok(m.sign(signature_alg(m, hash, mode)?, digest)?)
+    Ok(m.sign(signature_alg(Shape::of(m), hash, mode)?, digest)?)
 }
 
 pub fn verify(
@@ -312,7 +355,7 @@ pub fn verify(
     digest: &[u8],
     sig: &[u8],
 ) -> Result<bool, CryptoError> {
-    Ok(m.verify(signature_alg(m, hash, mode)?, digest, sig)?)
+    Ok(m.verify(signature_alg(Shape::of(m), hash, mode)?, digest, sig)?)
 }
 
 /// Wraps `subject` (another key's exportable material) with `wrapper`: AES key wrap (`KW`,
@@ -323,15 +366,8 @@ pub fn wrap(
     rsa_mode: &Option<RsaEncryptionMode>,
     subject: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    match obj_type_of(wrapper) {
-        ObjType::Aes => Ok(wrapper
-            .encrypt(aes_wrap_alg(aes_mode)?, subject, None, None)?
-            .value),
-        ObjType::Rsa => Ok(wrapper
-            .encrypt(rsa_alg(rsa_mode)?, subject, None, None)?
-            .value),
-        ObjType::Ec => Err(err("EC keys cannot wrap")),
-    }
+    let alg = wrapping_alg(Shape::of(wrapper), aes_mode, rsa_mode)?;
+    Ok(wrapper.encrypt(alg, subject, None, None)?.value)
 }
 
 pub fn unwrap(
@@ -340,11 +376,8 @@ pub fn unwrap(
     rsa_mode: &Option<RsaEncryptionMode>,
     wrapped: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    match obj_type_of(wrapper) {
-        ObjType::Aes => Ok(wrapper.decrypt(aes_wrap_alg(aes_mode)?, wrapped, None, None, None)?),
-        ObjType::Rsa => Ok(wrapper.decrypt(rsa_alg(rsa_mode)?, wrapped, None, None, None)?),
-        ObjType::Ec => Err(err("EC keys cannot unwrap")),
-    }
+    let alg = wrapping_alg(Shape::of(wrapper), aes_mode, rsa_mode)?;
+    Ok(wrapper.decrypt(alg, wrapped, None, None, None)?)
 }
 
 fn aes_wrap_alg(mode: Option<&str>) -> Result<&'static str, CryptoError> {

@@ -1,6 +1,7 @@
 //! Wiring the daemon together: the data directory (master key, catalog, plugin cache), the
 //! plugin runtime, and the REST API, running until shut down.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::catalog::seal::SealError;
 use crate::catalog::{Catalog, CatalogError, MasterKey};
-use crate::plugins::{PluginError, PluginRuntime, RuntimeConfig};
+use crate::plugins::{HostPattern, PluginError, PluginRuntime, RuntimeConfig};
 use crate::time::Clock;
+use crate::workflows::WorkflowLimits;
 
 /// Everything the daemon needs to start. Defaults keep all state under one data directory.
 #[derive(Debug, Clone)]
@@ -33,6 +35,11 @@ pub struct DaemonConfig {
     pub clock: Clock,
     /// Compiled-plugin cache. Default: `<data_dir>/cache/plugins`.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Hosts a connector plugin may reach beyond its manifest, by plugin name.
+    pub extra_outbound_hosts: HashMap<String, Vec<HostPattern>>,
+    /// Workflow scripts that override the shipped ones. Default: `<data_dir>/workflows`.
+    pub workflow_dir: Option<PathBuf>,
+    pub workflow_limits: WorkflowLimits,
 }
 
 impl DaemonConfig {
@@ -45,7 +52,16 @@ impl DaemonConfig {
             session_lifetime_secs: 3600,
             clock: Clock::system(),
             plugin_cache_dir: None,
+            extra_outbound_hosts: HashMap::new(),
+            workflow_dir: None,
+            workflow_limits: WorkflowLimits::default(),
         }
+    }
+
+    pub fn workflow_dir(&self) -> PathBuf {
+        self.workflow_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("workflows"))
     }
 
     pub fn plugin_dir(&self) -> PathBuf {
@@ -64,6 +80,7 @@ impl DaemonConfig {
             ),
 
             without_builtins: false,
+            extra_outbound_hosts: self.extra_outbound_hosts.clone(),
         }
     }
 }
@@ -160,12 +177,20 @@ pub async fn start(
             addr: config.listen,
             source,
         })?;
+    let workflow_dir = config.workflow_dir();
+    std::fs::create_dir_all(&workflow_dir).map_err(|source| DaemonError::DataDir {
+        path: workflow_dir.clone(),
+        source,
+    })?;
     let state = Arc::new(AppState::new(
         catalog,
         plugins.clone(),
         config.clock.clone(),
         config.session_lifetime_secs,
+        Some(workflow_dir),
+        config.workflow_limits.clone(),
     ));
+    state.workflows.recover_interrupted().await?;
 
     // One shutdown signal, fanned out to the watcher and the server.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -18,7 +18,10 @@ pub mod catalog;
 pub mod crypto;
 
 pub mod daemon;
+pub mod demo;
+pub mod kms;
 pub mod plugins;
 pub mod policy;
 
 pub mod time;
+pub mod workflows;

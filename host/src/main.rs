@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyward::daemon::{self, DaemonConfig};
+use keyward::plugins::HostPattern;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,23 @@ struct ServeArgs {
     /// Seconds between rescans of the plugin directory.
     #[arg(long, default_value_t = 2)]
     plugin_scan_secs: u64,
+    /// Start the Azure Managed HSM emulator in-process and set up a demo account linked to
+    /// it (the default). `--demo false` for a deployment against Azure.
+    #[arg(long, env = "KEYWARD_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    demo: bool,
+    /// HTTPS port of the demo's emulator.
+    #[arg(long, default_value_t = keyward::demo::DEFAULT_EMULATOR_PORT)]
+    demo_emulator_port: u16,
+    /// Workflow scripts overriding the shipped ones. Default: <data-dir>/workflows.
+    #[arg(long, env = "KEYWARD_WORKFLOW_DIR")]
+    workflow_dir: Option<PathBuf>,
+    /// Wall-clock limit of one workflow run, in seconds.
+    #[arg(long, default_value_t = 900)]
+    workflow_timeout_secs: u64,
+    /// Let a connector plugin reach another host, e.g. a private endpoint or sovereign cloud:
+    /// `azure-mhsm=https://*.managedhsm.usgovcloudapi.net`. Repeatable.
+    #[arg(long = "allow-outbound", value_name = "PLUGIN=HOST")]
+    allow_outbound: Vec<String>,
 }
 
 #[tokio::main]
@@ -67,12 +85,31 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             config.plugin_scan_interval = Duration::from_secs(args.plugin_scan_secs.max(1));
             config.listen = args.listen;
+            config.workflow_dir = args.workflow_dir;
+            config.workflow_limits.timeout = Duration::from_secs(args.workflow_timeout_secs.max(1));
+            for entry in &args.allow_outbound {
+                let (plugin, host) = entry
+                    .split_once('=')
+                    .context("--allow-outbound takes PLUGIN=HOST")?;
+                let pattern = HostPattern::parse(host).map_err(anyhow::Error::msg)?;
+                config
+                    .extra_outbound_hosts
+                    .entry(plugin.to_string())
+                    .or_default()
+                    .push(pattern);
+            }
             let shutdown = async {
                 tokio::signal::ctrl_c().await.ok();
             };
-            daemon::run(config, shutdown)
-                .await
-                .context("keyward stopped")?;
+            if args.demo {
+                keyward::demo::run(config, args.demo_emulator_port, shutdown)
+                    .await
+                    .context("keyward stopped")?;
+            } else {
+                daemon::run(config, shutdown)
+                    .await
+                    .context("keyward stopped")?;
+            }
         }
         Command::Plugins => {
             let runtime = daemon::start_plugins(&config).await?;

@@ -36,11 +36,29 @@ impl TestDaemon {
         d
     }
 
+    /// A daemon with a fresh data directory and settings changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut DaemonConfig)) -> TestDaemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut d = TestDaemon::start_configured(tmp.path(), adjust)
+            .await
+            .expect("the daemon starts");
+        d._tmp = Some(tmp);
+        d
+    }
+
     /// A daemon on `dir` (kept by the caller, e.g. across a restart).
     pub async fn start_in(dir: &Path) -> Result<TestDaemon, daemon::DaemonError> {
+        TestDaemon::start_configured(dir, |_| {}).await
+    }
+
+    pub async fn start_configured(
+        dir: &Path,
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Result<TestDaemon, daemon::DaemonError> {
         let mut config = DaemonConfig::new(dir);
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.plugin_cache_dir = Some(crate::cache_dir());
+        adjust(&mut config);
         let clock = config.clock.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = daemon::start(config, async {

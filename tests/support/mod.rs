@@ -2,6 +2,7 @@
 //! policy requests, and a local HTTPS server with its own CA.
 
 pub mod api;
+pub mod azure;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub async fn runtime(plugin_dir: Option<&Path>) -> PluginRuntime {
         plugin_dir: plugin_dir.map(Path::to_path_buf),
         cache_dir: Some(cache_dir()),
         without_builtins: false,
+        ..Default::default()
     })
     .await
     .expect("plugin runtime starts")

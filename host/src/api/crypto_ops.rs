@@ -14,10 +14,13 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::catalog::sobjects::{self, KeyState, ObjType};
-use crate::crypto::{self, HashAlg, RsaEncryptionMode, RsaSignatureMode};
+use crate::crypto::{self, HashAlg, RsaEncryptionMode, RsaSignatureMode, Shape};
+use crate::kms::Link;
+use crate::plugins::kms::{CryptRequest, KeyRef};
 use crate::plugins::policy::{Action, KeyOp};
 use crate::policy::key_op;
 
+use super::external_keys::{external_name, external_state, link_for};
 use super::extract::{Body, Caller, id};
 use super::keys::enforce;
 use super::model::{KeyDescriptor, SobjectOut, b64, from_b64};
@@ -254,9 +257,24 @@ async fn usable(
         )));
     }
     if key.material.is_none() {
-        return Err(ApiError::Conflict(
-            "the key has no material here (destroyed, or held by an external KMS)".into(),
-        ));
+        match external_state(o) {
+            None => {
+                return Err(ApiError::Conflict(
+                    "the key has no material (it was destroyed)".into(),
+                ));
+            }
+            Some("Active") => {}
+            Some("Disabled") => {
+                return Err(ApiError::Forbidden(
+                    "the key is disabled in the external key manager".into(),
+                ));
+            }
+            Some(s) => {
+                return Err(ApiError::Conflict(format!(
+                    "the key is {s} in the external key manager"
+                )));
+            }
+        }
     }
     let group = state
         .group(&o.group_id)
@@ -274,6 +292,25 @@ async fn usable(
     )
     .await?;
     Ok(key)
+}
+
+/// Where a virtual key's operations go: its group's link and its name in the HSM.
+async fn remote(state: &AppState, key: &UsableKey) -> ApiResult<(Link, KeyRef)> {
+    let o = &key.object;
+    let group = state
+        .group(&o.group_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("group vanished".into()))?;
+    let link = link_for(state, &group)?;
+    let name = external_name(o)
+        .ok_or_else(|| ApiError::Internal("virtual key without an external name".into()))?;
+    Ok((
+        link,
+        KeyRef {
+            name: name.to_string(),
+            version: None,
+        },
+    ))
 }
 
 async fn record(state: &AppState, caller: &Caller, key: &UsableKey, dsm_op: &str, details: Value) {
@@ -306,15 +343,45 @@ async fn do_encrypt(
         return Err(ApiError::field("tag_len", "only 128 is supported"));
     }
     let plain = from_b64("plain", &req.plain)?;
-    let material = key.material.as_ref().expect("checked");
-    let e = crypto::encrypt(
-        material,
-        aes_mode.as_deref(),
-        &rsa_mode,
-        &plain,
-        opt_b64("iv", &req.iv)?.as_deref(),
-        opt_b64("ad", &req.ad)?.as_deref(),
-    )?;
+    let iv = opt_b64("iv", &req.iv)?;
+    let ad = opt_b64("ad", &req.ad)?;
+    let e = match &key.material {
+        Some(m) => crypto::encrypt(
+            m,
+            aes_mode.as_deref(),
+            &rsa_mode,
+            &plain,
+            iv.as_deref(),
+            ad.as_deref(),
+        )?,
+        None => {
+            let alg = crypto::encryption_alg(
+                Shape::of_object(&key.object),
+                aes_mode.as_deref(),
+                &rsa_mode,
+            )?;
+            let (link, kref) = remote(state, &key).await?;
+            let r = state
+                .kms
+                .encrypt(
+                    &link,
+                    &kref,
+                    &CryptRequest {
+                        algorithm: alg.into(),
+                        value: plain,
+                        iv,
+                        aad: ad,
+                        tag: None,
+                    },
+                )
+                .await?;
+            crypto::Encrypted {
+                cipher: r.value,
+                iv: r.iv,
+                tag: r.tag,
+            }
+        }
+    };
     record(
         state,
         caller,
@@ -340,16 +407,43 @@ async fn do_decrypt(
     let key = usable(state, caller, path_kid, &req.key, "DECRYPT").await?;
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
     let cipher = from_b64("cipher", &req.cipher)?;
-    let material = key.material.as_ref().expect("checked");
-    let plain = crypto::decrypt(
-        material,
-        aes_mode.as_deref(),
-        &rsa_mode,
-        &cipher,
-        opt_b64("iv", &req.iv)?.as_deref(),
-        opt_b64("ad", &req.ad)?.as_deref(),
-        opt_b64("tag", &req.tag)?.as_deref(),
-    )?;
+    let iv = opt_b64("iv", &req.iv)?;
+    let ad = opt_b64("ad", &req.ad)?;
+    let tag = opt_b64("tag", &req.tag)?;
+    let plain = match &key.material {
+        Some(m) => crypto::decrypt(
+            m,
+            aes_mode.as_deref(),
+            &rsa_mode,
+            &cipher,
+            iv.as_deref(),
+            ad.as_deref(),
+            tag.as_deref(),
+        )?,
+        None => {
+            let alg = crypto::encryption_alg(
+                Shape::of_object(&key.object),
+                aes_mode.as_deref(),
+                &rsa_mode,
+            )?;
+            let (link, kref) = remote(state, &key).await?;
+            state
+                .kms
+                .decrypt(
+                    &link,
+                    &kref,
+                    &CryptRequest {
+                        algorithm: alg.into(),
+                        value: cipher,
+                        iv,
+                        aad: ad,
+                        tag,
+                    },
+                )
+                .await?
+                .value
+        }
+    };
     record(
         state,
         caller,
@@ -380,12 +474,26 @@ async fn do_sign(
 ) -> ApiResult<Json<SignResponse>> {
     let key = usable(state, caller, path_kid, &req.key, "SIGN").await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
-    let sig = crypto::sign(
-        key.material.as_ref().expect("checked"),
-        req.hash_alg,
-        &req.mode,
-        &d,
-    )?;
+    let sig = match &key.material {
+        Some(m) => crypto::sign(m, req.hash_alg, &req.mode, &d)?,
+        None => {
+            let alg =
+                crypto::signature_alg(Shape::of_object(&key.object), req.hash_alg, &req.mode)?;
+            let (link, kref) = remote(state, &key).await?;
+            state
+                .kms
+                .sign(
+                    &link,
+                    &kref,
+                    &crate::plugins::kms::SignRequest {
+                        algorithm: alg.into(),
+                        digest: d,
+                    },
+                )
+                .await?
+                .signature
+        }
+    };
     record(
         state,
         caller,
@@ -409,13 +517,26 @@ async fn do_verify(
     let key = usable(state, caller, path_kid, &req.key, "VERIFY").await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
     let sig = from_b64("signature", &req.signature)?;
-    let result = crypto::verify(
-        key.material.as_ref().expect("checked"),
-        req.hash_alg,
-        &req.mode,
-        &d,
-        &sig,
-    )?;
+    let result = match &key.material {
+        Some(m) => crypto::verify(m, req.hash_alg, &req.mode, &d, &sig)?,
+        None => {
+            let alg =
+                crypto::signature_alg(Shape::of_object(&key.object), req.hash_alg, &req.mode)?;
+            let (link, kref) = remote(state, &key).await?;
+            state
+                .kms
+                .verify(
+                    &link,
+                    &kref,
+                    &crate::plugins::kms::VerifyRequest {
+                        algorithm: alg.into(),
+                        digest: d,
+                        signature: sig,
+                    },
+                )
+                .await?
+        }
+    };
     record(
         state,
         caller,
@@ -468,12 +589,37 @@ async fn do_wrap(
         .material
         .as_ref()
         .ok_or_else(|| ApiError::Conflict("the key to wrap has no material here".into()))?;
-    let wrapped = crypto::wrap(
-        key.material.as_ref().expect("checked"),
-        aes_mode.as_deref(),
-        &rsa_mode,
-        &subject_material.to_der(),
-    )?;
+    let wrapped = match &key.material {
+        Some(m) => crypto::wrap(
+            m,
+            aes_mode.as_deref(),
+            &rsa_mode,
+            &subject_material.to_der(),
+        )?,
+        None => {
+            let alg = crypto::wrapping_alg(
+                Shape::of_object(&key.object),
+                aes_mode.as_deref(),
+                &rsa_mode,
+            )?;
+            let (link, kref) = remote(state, &key).await?;
+            state
+                .kms
+                .wrap_key(
+                    &link,
+                    &kref,
+                    &CryptRequest {
+                        algorithm: alg.into(),
+                        value: subject_material.to_der(),
+                        iv: None,
+                        aad: None,
+                        tag: None,
+                    },
+                )
+                .await?
+                .value
+        }
+    };
     record(
         state,
         caller,
@@ -498,12 +644,32 @@ async fn do_unwrap(
     let key = usable(&state, &caller, path_kid, &req.key, "UNWRAPKEY").await?;
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
     let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
-    let plain = crypto::unwrap(
-        key.material.as_ref().expect("checked"),
-        aes_mode.as_deref(),
-        &rsa_mode,
-        &wrapped,
-    )?;
+    let plain = match &key.material {
+        Some(m) => crypto::unwrap(m, aes_mode.as_deref(), &rsa_mode, &wrapped)?,
+        None => {
+            let alg = crypto::wrapping_alg(
+                Shape::of_object(&key.object),
+                aes_mode.as_deref(),
+                &rsa_mode,
+            )?;
+            let (link, kref) = remote(&state, &key).await?;
+            state
+                .kms
+                .unwrap_key(
+                    &link,
+                    &kref,
+                    &CryptRequest {
+                        algorithm: alg.into(),
+                        value: wrapped,
+                        iv: None,
+                        aad: None,
+                        tag: None,
+                    },
+                )
+                .await?
+                .value
+        }
+    };
     record(
         &state,
         &caller,

@@ -5,7 +5,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
+use crate::kms::KmsError;
 use crate::policy::{PolicyFinding, PolicyUnavailable};
+use crate::workflows::{HostError, WorkflowError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,12 +41,22 @@ pub enum ApiError {
     /// 500: a fault on our side; details are in the log, not in the response.
     #[error("internal error")]
     Internal(String),
+    /// 500: a workflow script failed (its message is shown: scripts are the user's to fix).
+    #[error("{0}")]
+    Workflow(String),
+    /// 502: the external key manager refused Keyward (credentials, permissions) or failed.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 504: a workflow ran out of time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable error code: `InvalidInput`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
-    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `Unavailable`, `InternalError`.
+    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `Unavailable`, `InternalError`,
+    /// `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
     pub code: &'static str,
     pub message: String,
     /// The request field at fault, when there is one.
@@ -79,7 +91,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Workflow(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -94,6 +108,9 @@ impl ApiError {
             ApiError::TooLarge(_) => "PayloadTooLarge",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Workflow(_) => "WorkflowFailed",
+            ApiError::BadGateway(_) => "ExternalKmsError",
+            ApiError::Timeout(_) => "Timeout",
         }
     }
 }
@@ -147,3 +164,47 @@ impl From<crate::crypto::CryptoError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<KmsError> for ApiError {
+    fn from(e: KmsError) -> Self {
+        match e {
+            KmsError::Remote { .. } => ApiError::from(HostError::from(e)),
+            KmsError::NotLinked | KmsError::Incomplete(_) | KmsError::UnknownKind(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            KmsError::Plugin(_) => ApiError::Unavailable(e.to_string()),
+            KmsError::Secrets(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// What a host function or script raised, by its kind.
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        let m = e.message;
+        match e.kind.as_str() {
+            "not_found" => ApiError::NotFound(m),
+            "conflict" => ApiError::Conflict(m),
+            "bad_request" | "invalid" => ApiError::bad(m),
+            "forbidden" | "unauthorized" | "other" => ApiError::BadGateway(m),
+            "throttled" | "unavailable" => ApiError::Unavailable(m),
+            "internal" => ApiError::Internal(m),
+            _ => ApiError::Workflow(m),
+        }
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            WorkflowError::Busy { .. } => ApiError::Conflict(e.to_string()),
+            WorkflowError::Host { error, .. } => ApiError::from(error),
+            WorkflowError::TimedOut { .. } => ApiError::Timeout(e.to_string()),
+            WorkflowError::Catalog(c) => ApiError::from(c),
+            WorkflowError::Compile(_)
+            | WorkflowError::Failed { .. }
+            | WorkflowError::TooManyOperations { .. } => ApiError::Workflow(e.to_string()),
+        }
+    }
+}

@@ -16,6 +16,7 @@ use crate::catalog::{self, accounts, groups};
 use super::{ApiError, AppState, MAX_BODY};
 
 /// The caller of a request that needs a session: `Authorization: Bearer <token>`.
+#[derive(Clone)]
 pub struct Caller {
     pub access: Access,
     pub token: String,

@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::catalog::groups::{self, CustomPolicy, ExternalLink, Group, GroupRole, secrets_context};
 use crate::catalog::new_id;
 use crate::catalog::sobjects::Creator;
-use crate::plugins::TlsSettings;
+use crate::kms;
 use crate::policy::{CRYPTO_POLICY_PLUGIN, METADATA_POLICY_PLUGIN};
 
 use super::accounts::validate_policy;
@@ -73,7 +73,7 @@ pub struct TlsIn {
     pub validate_hostname: Option<bool>,
 }
 
-pub const AZURE_MANAGED_HSM: &str = "AzureManagedHsm";
+pub use crate::kms::AZURE_MANAGED_HSM;
 
 fn group_name(n: &str) -> ApiResult<String> {
     let n = n.trim();
@@ -125,6 +125,13 @@ pub fn out(g: &Group, role: Option<GroupRole>) -> GroupOut {
             v["kind"] = json!(l.kind);
             v
         }),
+        is_external: g.link.is_some(),
+        connection_status: g.link.as_ref().map(|l| {
+            l.config["connection"]["status"]
+                .as_str()
+                .unwrap_or("Unknown")
+                .to_string()
+        }),
         role: role.map(|r| r.as_str().to_string()),
     }
 }
@@ -137,22 +144,48 @@ fn merge_link(
     old: Option<&ExternalLink>,
     new: ExternalKmsIn,
 ) -> ApiResult<ExternalLink> {
+    let secrets = match old {
+        Some(l) => kms::unseal(&state.catalog, group_id, l)?,
+        None => HashMap::new(),
+    };
+    let kind = new.kind.clone();
+    let (config, secrets) = link_settings(old.map(|l| &l.config), secrets, new)?;
+    let sealed = state.catalog.seal(
+        &secrets_context(group_id),
+        &serde_json::to_vec(&secrets).expect("serialize"),
+    );
+    Ok(ExternalLink {
+        kind,
+        config,
+        secrets: Some(sealed),
+    })
+}
+
+/// An `https://` URL with a host.
+fn check_https(field: &str, url: &str) -> ApiResult<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| ApiError::field(field, "must be an https:// URL"))?;
+    if rest.split(['/', ':']).next().unwrap_or_default().is_empty() {
+        return Err(ApiError::field(field, "must name a host"));
+    }
+    Ok(())
+}
+
+/// The settings and secrets of a link after applying `new` to the current ones (none for a
+/// new link), checked but not stored.
+pub fn link_settings(
+    old_config: Option<&Value>,
+    mut secrets: HashMap<String, String>,
+    new: ExternalKmsIn,
+) -> ApiResult<(Value, HashMap<String, String>)> {
     if new.kind != AZURE_MANAGED_HSM {
         return Err(ApiError::field(
             "external_kms.kind",
             format!("'{}' is not supported (AzureManagedHsm)", new.kind),
         ));
     }
-    let mut config = old.map(|l| l.config.clone()).unwrap_or_else(|| json!({}));
-    let mut secrets: HashMap<String, String> = match old.and_then(|l| l.secrets.as_ref()) {
-        Some(sealed) => serde_json::from_slice(
-            &state
-                .catalog
-                .open_sealed(&secrets_context(group_id), sealed)?,
-        )
-        .unwrap_or_default(),
-        None => HashMap::new(),
-    };
+    let mut config = old_config.cloned().unwrap_or_else(|| json!({}));
     for (field, value) in [
         ("tenant_id", &new.tenant_id),
         ("client_id", &new.client_id),
@@ -169,6 +202,7 @@ fn merge_link(
         }
     }
     if let Some(instance) = &new.instance {
+        check_https("external_kms.instance", instance)?;
         if let Some(current) = config["instance"].as_str()
             && current != instance
         {
@@ -189,6 +223,12 @@ fn merge_link(
                     "external_kms.endpoints",
                     format!("unknown endpoint '{k}' (identity, management, instance_suffix)"),
                 ));
+            }
+            let v = e[&k].as_str().ok_or_else(|| {
+                ApiError::field(&format!("external_kms.endpoints.{k}"), "must be a string")
+            })?;
+            if k != "instance_suffix" {
+                check_https(&format!("external_kms.endpoints.{k}"), v)?;
             }
         }
         config["endpoints"] = e.clone();
@@ -222,33 +262,14 @@ fn merge_link(
         config["tls"] = t;
     }
     // Check the TLS settings can be used before storing them.
-    let tls = tls_settings(&config, &secrets);
+    let tls = kms::tls_settings(&config, &secrets);
     tls.validate()
         .map_err(|e| ApiError::field("external_kms.tls", e))?;
     config["has_client_secret"] = json!(secrets.contains_key("client_secret"));
     if config["tls"].is_object() {
         config["tls"]["has_client_key"] = json!(secrets.contains_key("client_key"));
     }
-    let sealed = state.catalog.seal(
-        &secrets_context(group_id),
-        &serde_json::to_vec(&secrets).expect("serialize"),
-    );
-    Ok(ExternalLink {
-        kind: new.kind,
-        config,
-        secrets: Some(sealed),
-    })
-}
-
-/// The TLS settings of a link, for the connector's HTTP calls.
-pub fn tls_settings(config: &Value, secrets: &HashMap<String, String>) -> TlsSettings {
-    let t = &config["tls"];
-    TlsSettings {
-        ca_pem: t["ca_pem"].as_str().map(str::to_string),
-        client_cert_pem: t["client_cert"].as_str().map(str::to_string),
-        client_key_pem: secrets.get("client_key").cloned(),
-        validate_hostname: t["validate_hostname"].as_bool().unwrap_or(true),
-    }
+    Ok((config, secrets))
 }
 
 async fn policies(
@@ -371,6 +392,9 @@ pub async fn create(
     .write(&mut tx)
     .await?;
     tx.commit().await?;
+    if group.link.is_some() {
+        super::hmg::check_later(state.clone(), caller.clone(), group.id.clone());
+    }
     Ok((
         StatusCode::CREATED,
         Json(out(&group, Some(GroupRole::Administrator))),
@@ -432,13 +456,30 @@ pub async fn update(
     if let Some(c) = custom {
         g.custom_policies = c;
     }
+    let relink = matches!(req.external_kms, Some(Removable::Set(_)));
     match req.external_kms.clone() {
-        Some(Removable::Set(l)) => g.link = Some(merge_link(&state, &g.id, g.link.as_ref(), l)?),
+        Some(Removable::Set(l)) => {
+            let mut link = merge_link(&state, &g.id, g.link.as_ref(), l)?;
+            // The last connection test no longer says anything about changed settings.
+            if let Value::Object(c) = &mut link.config {
+                c.remove("connection");
+            }
+            g.link = Some(link);
+        }
         Some(Removable::Remove) => g.link = None,
         None => {}
     }
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
+    if matches!(req.external_kms, Some(Removable::Remove)) {
+        let virtual_keys = crate::catalog::sobjects::external_refs(&mut tx, &g.id).await?;
+        if !virtual_keys.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "the group holds {} virtual keys of its external key manager; delete them before unlinking",
+                virtual_keys.len()
+            )));
+        }
+    }
     groups::update(&mut tx, &g).await.map_err(|e| {
         if e.is_unique_violation() {
             ApiError::Conflict(format!("a group named '{}' exists", g.name))
@@ -458,6 +499,9 @@ pub async fn update(
         .await?;
     tx.commit().await?;
     state.forget_group(&g.id);
+    if relink {
+        super::hmg::check_later(state.clone(), caller.clone(), g.id.clone());
+    }
     Ok(Json(out(&g, caller.access.group_roles.get(&g.id).copied())))
 }
 

@@ -126,7 +126,7 @@ pub struct Revoke {
     pub message: Option<String>,
 }
 
-fn check_name(n: &str) -> ApiResult<String> {
+pub(super) fn check_name(n: &str) -> ApiResult<String> {
     let n = n.trim();
     if n.is_empty() || n.len() > 256 {
         return Err(ApiError::field("name", "must be 1 to 256 characters"));
@@ -134,7 +134,7 @@ fn check_name(n: &str) -> ApiResult<String> {
     Ok(n.to_string())
 }
 
-fn check_ops(obj_type: ObjType, ops: &[String]) -> ApiResult<()> {
+pub(super) fn check_ops(obj_type: ObjType, ops: &[String]) -> ApiResult<()> {
     let allowed = match obj_type {
         ObjType::Aes => AES_OPS,
         ObjType::Rsa => RSA_OPS,
@@ -176,7 +176,7 @@ fn default_ops(obj_type: ObjType) -> Vec<String> {
     ops.iter().map(|s| s.to_string()).collect()
 }
 
-fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
+pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::field(
             "custom_metadata",
@@ -216,7 +216,7 @@ fn obj_type(s: &str) -> ApiResult<ObjType> {
 }
 
 /// The group a new key goes into, checked for the caller's rights.
-async fn target_group(
+pub(super) async fn target_group(
     state: &AppState,
     caller: &Caller,
     requested: Option<&str>,
@@ -304,6 +304,17 @@ pub async fn enforce(
 async fn out(c: &mut Conn, o: &SObject, now: i64) -> ApiResult<SobjectOut> {
     let links = sobjects::links_of(c, &o.kid).await?;
     Ok(SobjectOut::new(o, &links, now))
+}
+
+/// The caller's view of a key, read now.
+pub(super) async fn load_out(
+    state: &AppState,
+    caller: &Caller,
+    kid: &str,
+) -> ApiResult<SobjectOut> {
+    let mut conn = state.catalog.conn().await?;
+    let o = load(&mut conn, caller, kid).await?;
+    out(&mut conn, &o, state.now()).await
 }
 
 /// A key of the caller's account that the caller may read.
@@ -415,6 +426,7 @@ async fn store_new(
     material: &Material,
     verdict: Verdict,
     audit_action: &str,
+    copy_of: Option<&SObject>,
 ) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
     o.material = Some(
         state
@@ -432,7 +444,21 @@ async fn store_new(
             e.into()
         }
     })?;
-    let mut details = serde_json::json!({"name": o.name, "obj_type": o.obj_type.as_str(), "key_size": o.key_size, "elliptic_curve": o.elliptic_curve, "group_id": o.group_id});
+    if let Some(source) = copy_of {
+        sobjects::add_link(
+            &mut tx,
+            &sobjects::Link {
+                kind: sobjects::LinkKind::Copy,
+                source: source.kid.clone(),
+                target: o.kid.clone(),
+                target_group: Some(o.group_id.clone()),
+                created_by: caller.principal().id().to_string(),
+                created_at: now,
+            },
+        )
+        .await?;
+    }
+    let mut details = serde_json::json!({"name": o.name, "obj_type": o.obj_type.as_str(), "key_size": o.key_size, "elliptic_curve": o.elliptic_curve, "group_id": o.group_id, "copied_from": copy_of.map(|s| &s.kid)});
     if let serde_json::Value::Object(p) = verdict.audit_details() {
         details.as_object_mut().expect("object").extend(p);
     }
@@ -443,8 +469,33 @@ async fn store_new(
         .await?;
     let mut body = out(&mut tx, &o, now).await?;
     tx.commit().await?;
+    if let Some(source) = copy_of {
+        state.forget_key(&source.kid);
+    }
     body.policy_warnings = verdict.warnings;
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Stores a copy of a catalog key in a group that is not linked: same material, linked to
+/// its source.
+pub(super) async fn store_copy(
+    state: &AppState,
+    caller: &Caller,
+    o: SObject,
+    material: &Material,
+    verdict: Verdict,
+    source: &SObject,
+) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
+    store_new(
+        state,
+        caller,
+        o,
+        material,
+        verdict,
+        "key.copy",
+        Some(source),
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/crypto/v1/keys", tag = "keys", request_body = KeyRequest,
@@ -509,10 +560,14 @@ pub async fn create(
         None,
     )
     .await?;
+    if group.link.is_some() {
+        return super::external_keys::create_in_hsm(&state, &caller, group, o, verdict, None, None)
+            .await;
+    }
     let material = tokio::task::spawn_blocking(move || crypto::generate(t, key_size, curve))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    store_new(&state, &caller, o, &material, verdict, "key.create").await
+    store_new(&state, &caller, o, &material, verdict, "key.create", None).await
 }
 
 /// Imports key material (raw AES bytes or PKCS#8/PKCS#1/SEC1 DER), as base64 or hex,
@@ -570,7 +625,20 @@ pub async fn import(
         None,
     )
     .await?;
-    store_new(&state, &caller, o, &material, verdict, "key.import").await
+    if group.link.is_some() {
+        // The material goes into the HSM; the catalog keeps none of it.
+        return super::external_keys::create_in_hsm(
+            &state,
+            &caller,
+            group,
+            o,
+            verdict,
+            Some(material),
+            None,
+        )
+        .await;
+    }
+    store_new(&state, &caller, o, &material, verdict, "key.import", None).await
 }
 
 /// The plaintext key bytes of an import: decoded, and unwrapped with the KEK when wrapped.
@@ -800,6 +868,22 @@ pub async fn update(
         Some(&current),
     )
     .await?;
+    if current.external.is_some() {
+        let details = serde_json::json!({"fields": changed_fields(&req), "policy": verdict.audit_details().get("policy")});
+        if let Some(mut body) = super::external_keys::push_change(
+            &state,
+            &caller,
+            &current,
+            o.clone(),
+            "key.update",
+            details,
+        )
+        .await?
+        {
+            body.policy_warnings = verdict.warnings;
+            return Ok(Json(body));
+        }
+    }
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     sobjects::update(&mut tx, &o).await.map_err(|e| {
@@ -848,6 +932,12 @@ async fn lifecycle(
     change: impl FnOnce(&mut SObject, i64) -> ApiResult<()>,
 ) -> ApiResult<Json<SobjectOut>> {
     let now = state.now();
+    let mut conn = state.catalog.conn().await?;
+    let current = load(&mut conn, caller, kid).await?;
+    drop(conn);
+    if current.external.is_some() {
+        return virtual_lifecycle(state, caller, current, action, details, change).await;
+    }
     let mut tx = state.catalog.begin().await?;
     let mut o = load(&mut tx, caller, kid).await?;
     if !caller.access.can_manage_keys(&o.group_id) {
@@ -856,6 +946,57 @@ async fn lifecycle(
         ));
     }
     change(&mut o, now)?;
+    sobjects::update(&mut tx, &o).await?;
+    Event::new(Some(&o.account_id), caller.principal(), action, now)
+        .object("sobject", &o.kid)
+        .details(details)
+        .write(&mut tx)
+        .await?;
+    let body = out(&mut tx, &o, now).await?;
+    tx.commit().await?;
+    state.forget_key(&o.kid);
+    Ok(Json(body))
+}
+
+/// A lifecycle change of a virtual key: made in the HSM first. Deactivating or revoking it
+/// disables the HSM key (F20); its material cannot be destroyed from here (soft-delete it).
+async fn virtual_lifecycle(
+    state: &AppState,
+    caller: &Caller,
+    current: SObject,
+    action: &str,
+    details: serde_json::Value,
+    change: impl FnOnce(&mut SObject, i64) -> ApiResult<()>,
+) -> ApiResult<Json<SobjectOut>> {
+    if !caller.access.can_manage_keys(&current.group_id) {
+        return Err(ApiError::Forbidden(
+            "you may not manage keys in that group".into(),
+        ));
+    }
+    if action == "key.destroy" {
+        return Err(ApiError::Conflict(
+            "the key's material lives in the external key manager; soft-delete it there (POST /crypto/v1/keys/{kid}/schedule_deletion)".into(),
+        ));
+    }
+    let now = state.now();
+    let mut o = current.clone();
+    change(&mut o, now)?;
+    if matches!(o.state(now), KeyState::Deactivated | KeyState::Compromised) {
+        o.enabled = false;
+    }
+    if let Some(body) = super::external_keys::push_change(
+        state,
+        caller,
+        &current,
+        o.clone(),
+        action,
+        details.clone(),
+    )
+    .await?
+    {
+        return Ok(Json(body));
+    }
+    let mut tx = state.catalog.begin().await?;
     sobjects::update(&mut tx, &o).await?;
     Event::new(Some(&o.account_id), caller.principal(), action, now)
         .object("sobject", &o.kid)
@@ -1015,13 +1156,21 @@ pub async fn delete(
     Path(kid): Path<String>,
 ) -> ApiResult<StatusCode> {
     let now = state.now();
-    let mut tx = state.catalog.begin().await?;
-    let o = load(&mut tx, &caller, &kid).await?;
+    let mut conn = state.catalog.conn().await?;
+    let o = load(&mut conn, &caller, &kid).await?;
+    drop(conn);
     if !caller.access.can_manage_keys(&o.group_id) {
         return Err(ApiError::Forbidden(
             "you may not manage keys in that group".into(),
         ));
     }
+    if o.external.is_some() {
+        // Only once the HSM no longer has the key (F22); the workflow checks and removes.
+        super::external_keys::delete_virtual(&state, &caller, &o).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let mut tx = state.catalog.begin().await?;
+    let o = load(&mut tx, &caller, &kid).await?;
     sobjects::delete(&mut tx, &o.kid).await?;
     Event::new(Some(&o.account_id), caller.principal(), "key.delete", now)
         .object("sobject", &o.kid)

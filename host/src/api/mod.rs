@@ -11,14 +11,17 @@ pub mod apps;
 pub mod audit;
 pub mod crypto_ops;
 pub mod error;
+pub mod external_keys;
 pub mod extract;
 pub mod groups;
+pub mod hmg;
 pub mod keys;
 pub mod model;
 pub mod openapi;
 pub mod session;
 pub mod state;
 pub mod users;
+pub mod workflows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,6 +76,22 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(groups::update)
                 .delete(groups::delete),
         )
+        .route("/sys/v1/groups/hmg/azure_vaults", post(hmg::azure_vaults))
+        .route("/sys/v1/groups/hmg/check", post(hmg::check_config))
+        .route("/sys/v1/groups/{id}/hmg/check", post(hmg::check_group))
+        .route("/sys/v1/groups/{id}/hmg/scan", post(hmg::scan))
+        .route(
+            "/sys/v1/groups/{id}/hmg/scans",
+            get(hmg::scans).post(hmg::start_scan),
+        )
+        .route(
+            "/sys/v1/groups/{id}/hmg/scans/{scan_id}",
+            get(hmg::get_scan),
+        )
+        .route("/sys/v1/workflows", get(workflows::list))
+        .route("/sys/v1/workflows/{name}", get(workflows::get))
+        .route("/sys/v1/workflow_runs", get(workflows::runs))
+        .route("/sys/v1/workflow_runs/{id}", get(workflows::run))
         .route("/sys/v1/logs", get(audit::query))
         .route(
             "/crypto/v1/keys",
@@ -80,6 +99,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/crypto/v1/keys/info", post(keys::info))
         .route("/crypto/v1/keys/export", post(keys::export))
+        .route("/crypto/v1/keys/copy", post(external_keys::copy))
+        .route(
+            "/crypto/v1/keys/{kid}/copy_name",
+            get(external_keys::copy_name),
+        )
+        .route(
+            "/crypto/v1/keys/{kid}/schedule_deletion",
+            post(external_keys::schedule_deletion),
+        )
+        .route(
+            "/crypto/v1/keys/{kid}/recover",
+            post(external_keys::recover),
+        )
+        .route(
+            "/crypto/v1/keys/{kid}/restore",
+            post(external_keys::restore),
+        )
+        .route(
+            "/crypto/v1/keys/{kid}/delete_key_material",
+            post(external_keys::purge),
+        )
         .route(
             "/crypto/v1/keys/{kid}",
             get(keys::get).patch(keys::update).delete(keys::delete),

@@ -149,6 +149,11 @@ pub struct GroupOut {
     pub custom_policies: Vec<CustomPolicyIo>,
     /// The link to an external key manager (secrets are never returned).
     pub external_kms: Option<Value>,
+    /// Whether the group's keys live in an external key manager.
+    pub is_external: bool,
+    /// For linked groups: `Connected`, `Not Connected` (see `external_kms.connection.reason`)
+    /// or `Unknown` before the first test.
+    pub connection_status: Option<String>,
     /// The caller's role in the group, if it has one.
     pub role: Option<String>,
 }

@@ -4,23 +4,30 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{accounts, apps, audit, crypto_ops, error, groups, keys, model, session, users};
+use super::{
+    accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, keys, model, session,
+    users, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups, keys, cryptographic operations and the audit log, in the style of the Fortanix DSM REST API."),
+    info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups (and their links to Azure Managed HSM), keys, cryptographic operations, workflows and the audit log, in the style of the Fortanix DSM REST API."),
     paths(
         session::health, session::auth, session::terminate, session::refresh, session::select_account,
         users::signup, users::invite, users::list, users::get, users::update, users::remove,
         accounts::list, accounts::create, accounts::get, accounts::update, accounts::delete,
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret,
         groups::list, groups::create, groups::get, groups::update, groups::delete,
+        hmg::azure_vaults, hmg::check_config, hmg::check_group, hmg::scan, hmg::start_scan, hmg::scans, hmg::get_scan,
         keys::create, keys::import, keys::list, keys::get, keys::info, keys::update, keys::delete,
         keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export,
+        external_keys::copy, external_keys::copy_name, external_keys::schedule_deletion, external_keys::recover,
+        external_keys::restore, external_keys::purge,
         crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
         audit::query,
+        workflows::list, workflows::get, workflows::runs, workflows::run,
     ),
     components(schemas(error::ErrorBody, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
     tags(
@@ -29,6 +36,7 @@ use super::{accounts, apps, audit, crypto_ops, error, groups, keys, model, sessi
         (name = "keys", description = "Security objects"),
         (name = "crypto", description = "Cryptographic operations (applications only)"),
         (name = "audit", description = "The audit log"),
+        (name = "workflows", description = "Workflow scripts and their runs"),
     )
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 //! material, groups, accounts), dropped whenever the catalog entry changes.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::audit::Auditor;
@@ -12,18 +13,22 @@ use crate::catalog::accounts::{self, Account};
 use crate::catalog::groups::{self, Group};
 use crate::catalog::sobjects::{self, SObject};
 use crate::crypto::Material;
+use crate::kms::Kms;
 use crate::plugins::PluginRuntime;
 use crate::time::Clock;
+use crate::workflows::{Services, WorkflowLimits, Workflows};
 
 use super::ApiError;
 
 pub struct AppState {
     pub catalog: Catalog,
     pub plugins: PluginRuntime,
+    pub kms: Kms,
+    pub workflows: Arc<Workflows>,
     pub sessions: Sessions,
     pub clock: Clock,
     pub audit: Auditor,
-    cache: Cache,
+    cache: Arc<Cache>,
 }
 
 /// A key ready for use: its metadata (without the sealed material) and the opened material.
@@ -45,15 +50,36 @@ impl AppState {
         plugins: PluginRuntime,
         clock: Clock,
         session_lifetime_secs: i64,
+        workflow_dir: Option<PathBuf>,
+        workflow_limits: WorkflowLimits,
     ) -> AppState {
         let audit = Auditor::start(catalog.clone());
+        let cache = Arc::new(Cache::default());
+        let kms = Kms::new(plugins.clone());
+        let forget = cache.clone();
+        let workflows = Workflows::new(
+            Services {
+                catalog: catalog.clone(),
+                plugins: plugins.clone(),
+                kms: kms.clone(),
+                clock: clock.clone(),
+                audit: audit.clone(),
+                forget_key: Arc::new(move |kid| {
+                    forget.keys.write().unwrap().remove(kid);
+                }),
+            },
+            workflow_dir,
+            workflow_limits,
+        );
         AppState {
             sessions: Sessions::new(clock.clone(), session_lifetime_secs),
             catalog,
             plugins,
+            kms,
+            workflows,
             clock,
             audit,
-            cache: Cache::default(),
+            cache,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod seal;
 pub mod sobjects;
 pub mod users;
+pub mod workflow_runs;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,7 +29,10 @@ pub type Conn = sqlx::SqliteConnection;
 /// A catalog transaction. Dropped without commit, it rolls back.
 pub type Tx = sqlx::Transaction<'static, Sqlite>;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_catalog.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_catalog.sql")),
+    (2, include_str!("migrations/0002_workflows.sql")),
+];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";
 

@@ -522,3 +522,73 @@ pub async fn get_escrow(c: &mut Conn, kid: &str) -> Result<Option<Vec<u8>>> {
         .await?
         .map(|r| r.get(0)))
 }
+
+/// A virtual key as its group's sync sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalRef {
+    pub kid: String,
+    pub name: String,
+    pub enabled: bool,
+    pub external: serde_json::Value,
+}
+
+/// The virtual keys of a group.
+pub async fn external_refs(c: &mut Conn, group_id: &str) -> Result<Vec<ExternalRef>> {
+    let rows = sqlx::query(
+        "SELECT kid, name, enabled, external FROM sobjects WHERE group_id = ? AND external IS NOT NULL",
+    )
+    .bind(group_id)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.get("external");
+            Ok(ExternalRef {
+                kid: r.get("kid"),
+                name: r.get("name"),
+                enabled: r.get("enabled"),
+                external: serde_json::from_str(&text)
+                    .map_err(|_| CatalogError::Corrupt("sobject external".into()))?,
+            })
+        })
+        .collect()
+}
+
+/// Which of `labels` (remote key names) already have a virtual key in the group.
+pub async fn external_labels_present(
+    c: &mut Conn,
+    group_id: &str,
+    labels: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    if labels.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT json_extract(external, '$.id.label') FROM sobjects WHERE external IS NOT NULL AND group_id = ",
+    );
+    q.push_bind(group_id.to_string())
+        .push(" AND json_extract(external, '$.id.label') IN (");
+    let mut sep = q.separated(", ");
+    for l in labels {
+        sep.push_bind(l.clone());
+    }
+    q.push(")");
+    Ok(q.build()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .filter_map(|r| r.get::<Option<String>, _>(0))
+        .collect())
+}
+
+/// Whether the account has a key of that name.
+pub async fn name_taken(c: &mut Conn, account: &str, name: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM sobjects WHERE account_id = ? AND name = ?")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(c)
+            .await?
+            .is_some(),
+    )
+}

@@ -27,6 +27,7 @@ pub mod manifest;
 mod pool;
 mod registry;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub use engine::EPOCH_TICK;
 pub use error::PluginError;
 pub use host::HostState;
 pub use http::TlsSettings;
-pub use manifest::{Limits, Manifest, World};
+pub use manifest::{HostPattern, Limits, Manifest, World};
 pub use registry::{PluginInfo, PluginOrigin, PluginProblem};
 
 use host::MemoryLimitExceeded;
@@ -58,6 +59,7 @@ pub mod policy {
 /// Types of the connector contract (newest version).
 pub mod kms {
     pub use super::bindings::v0_1_0::kms_connector::exports::keyward::plugin::kms::*;
+    pub use super::bindings::v0_1_0::kms_connector::keyward::plugin::types::KeyType;
 }
 
 /// Where the runtime finds plugins and keeps compiled code.
@@ -70,6 +72,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Leave out the plugins shipped inside the daemon (tests of the directory alone).
     pub without_builtins: bool,
+    /// Hosts allowed to a plugin in addition to its manifest's `allowed_outbound_hosts`,
+    /// by plugin name: a sovereign cloud, a private endpoint, or the emulator.
+    pub extra_outbound_hosts: HashMap<String, Vec<HostPattern>>,
 }
 
 /// Handle to the plugin runtime. Cheap to clone.
@@ -90,7 +95,12 @@ impl PluginRuntime {
     pub async fn start(config: RuntimeConfig) -> Result<PluginRuntime, PluginError> {
         let engine = Arc::new(engine::PluginEngine::new(config.cache_dir)?);
         let linkers = Arc::new(registry::Linkers::new(&engine)?);
-        let registry = Registry::new(engine.clone(), linkers, config.plugin_dir);
+        let registry = Registry::new(
+            engine.clone(),
+            linkers,
+            config.plugin_dir,
+            config.extra_outbound_hosts,
+        );
         if !config.without_builtins {
             registry.load_builtins(BUILTIN_PLUGINS).await;
         }

@@ -108,10 +108,16 @@ impl Linkers {
 fn load(
     engine: &PluginEngine,
     linkers: &Linkers,
-    manifest: Manifest,
+    mut manifest: Manifest,
     bytes: &[u8],
     origin: PluginOrigin,
+    extra_hosts: &ExtraHosts,
 ) -> Result<LoadedPlugin, String> {
+    if let Some(extra) = extra_hosts.get(&manifest.name) {
+        manifest
+            .allowed_outbound_hosts
+            .extend(extra.iter().cloned());
+    }
     let component = engine.compile(bytes)?;
     let world = manifest.world;
     let pre_for = |linker: &Linker<HostState>| -> Result<InstancePre<HostState>, String> {
@@ -163,21 +169,31 @@ struct State {
     stray: Vec<PluginProblem>,
 }
 
+/// Hosts a deployment allows a plugin beyond its manifest (plugin name → patterns).
+pub type ExtraHosts = HashMap<String, Vec<HostPattern>>;
+
 pub(crate) struct Registry {
     engine: Arc<PluginEngine>,
     linkers: Arc<Linkers>,
     dir: Option<PathBuf>,
+    extra_hosts: Arc<ExtraHosts>,
     state: RwLock<State>,
     scan_lock: tokio::sync::Mutex<()>,
     scans: watch::Sender<u64>,
 }
 
 impl Registry {
-    pub fn new(engine: Arc<PluginEngine>, linkers: Arc<Linkers>, dir: Option<PathBuf>) -> Registry {
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        linkers: Arc<Linkers>,
+        dir: Option<PathBuf>,
+        extra_hosts: ExtraHosts,
+    ) -> Registry {
         Registry {
             engine,
             linkers,
             dir,
+            extra_hosts: Arc::new(extra_hosts),
             state: RwLock::new(State::default()),
             scan_lock: tokio::sync::Mutex::new(()),
             scans: watch::channel(0).0,
@@ -242,6 +258,7 @@ impl Registry {
         for b in builtins {
             let engine = self.engine.clone();
             let linkers = self.linkers.clone();
+            let extra_hosts = self.extra_hosts.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
                 let manifest = Manifest::parse(b.manifest, "builtin")?;
                 load(
@@ -250,6 +267,7 @@ impl Registry {
                     manifest,
                     b.component,
                     PluginOrigin::Builtin,
+                    &extra_hosts,
                 )
             }));
         }
@@ -321,11 +339,13 @@ impl Registry {
             }
             let engine = self.engine.clone();
             let linkers = self.linkers.clone();
+            let extra_hosts = self.extra_hosts.clone();
             let path = manifest_path.clone();
-            let result =
-                tokio::task::spawn_blocking(move || load_from_dir(&engine, &linkers, &path))
-                    .await
-                    .expect("plugin loading does not panic");
+            let result = tokio::task::spawn_blocking(move || {
+                load_from_dir(&engine, &linkers, &path, &extra_hosts)
+            })
+            .await
+            .expect("plugin loading does not panic");
             let entry = match result {
                 Ok(p) => {
                     tracing::info!(plugin = %p.manifest.name, version = %p.manifest.version, path = %manifest_path.display(), "loaded plugin");
@@ -478,6 +498,7 @@ fn load_from_dir(
     engine: &PluginEngine,
     linkers: &Linkers,
     manifest_path: &Path,
+    extra_hosts: &ExtraHosts,
 ) -> Result<LoadedPlugin, String> {
     let text = std::fs::read_to_string(manifest_path)
         .map_err(|e| format!("cannot read the manifest: {e}"))?;
@@ -502,5 +523,6 @@ fn load_from_dir(
             manifest: manifest_path.to_path_buf(),
             component: component_path,
         },
+        extra_hosts,
     )
 }

@@ -1,0 +1,391 @@
+//! External key managers: a group's link resolved into what its connector plugin needs
+//! (endpoints, credentials, chosen instance, TLS settings), and typed calls through the
+//! plugin. Nothing here speaks Azure: the `azure-mhsm` plugin does.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::catalog::Catalog;
+use crate::catalog::groups::{ExternalLink, Group, secrets_context};
+use crate::plugins::kms::{
+    Connection, Credentials, CryptRequest, CryptResult, DeletedKey, DeletedKeyItem, Endpoints,
+    ImportRequest, Instance, KeyItem, KeyRef, KmsError as RemoteError, RemoteKey, SignRequest,
+    SignResult, UpdateRequest, VerifyRequest,
+};
+use crate::plugins::{PluginError, PluginRuntime, TlsSettings};
+
+/// The link kind of Azure Managed HSM, as stored and as given in the API.
+pub const AZURE_MANAGED_HSM: &str = "AzureManagedHsm";
+/// The connector plugin that serves it.
+pub const AZURE_PLUGIN: &str = "azure-mhsm";
+
+/// Azure public cloud endpoints, used where a link does not override them.
+pub const DEFAULT_IDENTITY: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_MANAGEMENT: &str = "https://management.azure.com";
+pub const DEFAULT_INSTANCE_SUFFIX: &str = "managedhsm.azure.net";
+
+/// How a remote refusal is classified (the contract's `kms-error` cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    NotFound,
+    Unauthorized,
+    Forbidden,
+    Conflict,
+    Throttled,
+    BadRequest,
+    Unavailable,
+    Other,
+}
+
+impl RemoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::NotFound => "not_found",
+            RemoteKind::Unauthorized => "unauthorized",
+            RemoteKind::Forbidden => "forbidden",
+            RemoteKind::Conflict => "conflict",
+            RemoteKind::Throttled => "throttled",
+            RemoteKind::BadRequest => "bad_request",
+            RemoteKind::Unavailable => "unavailable",
+            RemoteKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RemoteKind> {
+        [
+            RemoteKind::NotFound,
+            RemoteKind::Unauthorized,
+            RemoteKind::Forbidden,
+            RemoteKind::Conflict,
+            RemoteKind::Throttled,
+            RemoteKind::BadRequest,
+            RemoteKind::Unavailable,
+            RemoteKind::Other,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KmsError {
+    #[error("the group is not linked to an external key manager")]
+    NotLinked,
+    #[error("the group's link is incomplete: {0}")]
+    Incomplete(String),
+    #[error("'{0}' links are not supported")]
+    UnknownKind(String),
+    /// The key manager (or the way to it) refused or failed; what it said is kept.
+    #[error("{}", remote_message(*.kind, .code, .message))]
+    Remote {
+        kind: RemoteKind,
+        status: Option<u16>,
+        code: String,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
+    #[error("{0}")]
+    Plugin(String),
+    #[error("the link's sealed secrets cannot be opened: {0}")]
+    Secrets(String),
+}
+
+fn remote_message(kind: RemoteKind, code: &str, message: &str) -> String {
+    let what = match kind {
+        RemoteKind::NotFound => "not found in the external key manager",
+        RemoteKind::Unauthorized => "the external key manager did not accept the credentials",
+        RemoteKind::Forbidden => "the external key manager refused the operation",
+        RemoteKind::Conflict => "conflict in the external key manager",
+        RemoteKind::Throttled => "the external key manager is throttling requests",
+        RemoteKind::BadRequest => "the external key manager rejected the request",
+        RemoteKind::Unavailable => "the external key manager could not be reached",
+        RemoteKind::Other => "the external key manager failed",
+    };
+    match (code.is_empty(), message.is_empty()) {
+        (true, true) => what.to_string(),
+        (true, false) => format!("{what}: {message}"),
+        (false, true) => format!("{what} ({code})"),
+        (false, false) => format!("{what} ({code}): {message}"),
+    }
+}
+
+impl From<RemoteError> for KmsError {
+    fn from(e: RemoteError) -> Self {
+        let (kind, r, retry_after_ms) = match e {
+            RemoteError::NotFound(r) => (RemoteKind::NotFound, r, None),
+            RemoteError::Unauthorized(r) => (RemoteKind::Unauthorized, r, None),
+            RemoteError::Forbidden(r) => (RemoteKind::Forbidden, r, None),
+            RemoteError::Conflict(r) => (RemoteKind::Conflict, r, None),
+            RemoteError::Throttled(t) => (RemoteKind::Throttled, t.error, t.retry_after_ms),
+            RemoteError::BadRequest(r) => (RemoteKind::BadRequest, r, None),
+            RemoteError::Unavailable(r) => (RemoteKind::Unavailable, r, None),
+            RemoteError::Other(r) => (RemoteKind::Other, r, None),
+        };
+        KmsError::Remote {
+            kind,
+            status: r.status,
+            code: r.code,
+            message: r.message,
+            retry_after_ms,
+        }
+    }
+}
+
+impl From<PluginError> for KmsError {
+    fn from(e: PluginError) -> Self {
+        KmsError::Plugin(e.to_string())
+    }
+}
+
+impl KmsError {
+    pub fn kind(&self) -> Option<RemoteKind> {
+        match self {
+            KmsError::Remote { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == Some(RemoteKind::NotFound)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, KmsError>;
+
+/// A link ready for calls: the plugin to use, the connection it gets with every call and the
+/// TLS settings of its HTTP requests. Holds the unsealed client secret: never log it.
+#[derive(Clone)]
+pub struct Link {
+    pub plugin: String,
+    pub conn: Connection,
+    pub tls: TlsSettings,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("plugin", &self.plugin)
+            .field("tenant", &self.conn.credentials.tenant_id)
+            .field("client", &self.conn.credentials.client_id)
+            .field("instance", &self.conn.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// The link of a group, with its secrets unsealed.
+    pub fn of_group(catalog: &Catalog, group: &Group) -> Result<Link> {
+        let link = group.link.as_ref().ok_or(KmsError::NotLinked)?;
+        let secrets = unseal(catalog, &group.id, link)?;
+        Link::from_parts(&link.kind, &link.config, &secrets)
+    }
+
+    /// A link from its stored (or proposed) settings and secrets.
+    pub fn from_parts(
+        kind: &str,
+        config: &Value,
+        secrets: &HashMap<String, String>,
+    ) -> Result<Link> {
+        if kind != AZURE_MANAGED_HSM {
+            return Err(KmsError::UnknownKind(kind.to_string()));
+        }
+        let field = |name: &str| -> Result<String> {
+            config[name]
+                .as_str()
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| KmsError::Incomplete(format!("{name} is not set")))
+        };
+        let endpoint = |name: &str, default: &str| {
+            config["endpoints"][name]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let client_secret = secrets
+            .get("client_secret")
+            .cloned()
+            .ok_or_else(|| KmsError::Incomplete("client_secret is not set".into()))?;
+        Ok(Link {
+            plugin: AZURE_PLUGIN.to_string(),
+            conn: Connection {
+                endpoints: Endpoints {
+                    identity: endpoint("identity", DEFAULT_IDENTITY),
+                    management: endpoint("management", DEFAULT_MANAGEMENT),
+                    instance_suffix: endpoint("instance_suffix", DEFAULT_INSTANCE_SUFFIX),
+                },
+                credentials: Credentials {
+                    tenant_id: field("tenant_id")?,
+                    client_id: field("client_id")?,
+                    client_secret,
+                },
+                subscription_id: field("subscription_id")?,
+                instance: config["instance"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            },
+            tls: tls_settings(config, secrets),
+        })
+    }
+
+    pub fn instance(&self) -> Option<&str> {
+        self.conn.instance.as_deref()
+    }
+
+    /// The instance's short name (`contoso` of `https://contoso.managedhsm.azure.net`).
+    pub fn instance_name(&self) -> Option<String> {
+        let uri = self.instance()?;
+        let host = uri.split_once("://").map_or(uri, |(_, r)| r);
+        Some(
+            host.split(['.', '/', ':'])
+                .next()
+                .unwrap_or(host)
+                .to_string(),
+        )
+    }
+}
+
+/// The secrets of a stored link (client secret, TLS client key).
+pub fn unseal(
+    catalog: &Catalog,
+    group_id: &str,
+    link: &ExternalLink,
+) -> Result<HashMap<String, String>> {
+    match &link.secrets {
+        Some(sealed) => {
+            let plain = catalog
+                .open_sealed(&secrets_context(group_id), sealed)
+                .map_err(|e| KmsError::Secrets(e.to_string()))?;
+            serde_json::from_slice(&plain).map_err(|e| KmsError::Secrets(e.to_string()))
+        }
+        None => Ok(HashMap::new()),
+    }
+}
+
+/// The TLS settings of a link, for the connector's HTTP calls.
+pub fn tls_settings(config: &Value, secrets: &HashMap<String, String>) -> TlsSettings {
+    let t = &config["tls"];
+    TlsSettings {
+        ca_pem: t["ca_pem"].as_str().map(str::to_string),
+        client_cert_pem: t["client_cert"].as_str().map(str::to_string),
+        client_key_pem: secrets.get("client_key").cloned(),
+        validate_hostname: t["validate_hostname"].as_bool().unwrap_or(true),
+    }
+}
+
+/// Typed calls into a connector plugin.
+#[derive(Clone)]
+pub struct Kms {
+    plugins: PluginRuntime,
+}
+
+/// One connector call: `$method` of the `kms` interface with the link's connection first.
+macro_rules! connector_calls {
+    ($($(#[$doc:meta])* $name:ident => $call:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty;)*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&self, link: &Link, $($arg: $ty),*) -> Result<$ret> {
+            let answer = self
+                .plugins
+                .call_connector(&link.plugin, &link.tls, async |k, store| {
+                    k.$call(store, &link.conn, $($arg),*).await
+                })
+                .await?;
+            Ok(answer?)
+        }
+    )*};
+}
+
+impl Kms {
+    pub fn new(plugins: PluginRuntime) -> Kms {
+        Kms { plugins }
+    }
+
+    connector_calls! {
+        /// Authenticates and lists the instances of the subscription.
+        list_instances => call_list_instances() -> Vec<Instance>;
+        /// Checks data-plane access to the chosen instance.
+        check_instance => call_check_instance() -> ();
+        get_key => call_get_key(key: &KeyRef) -> RemoteKey;
+        create_key => call_create_key(req: &crate::plugins::kms::CreateRequest) -> RemoteKey;
+        import_key => call_import_key(req: &ImportRequest) -> RemoteKey;
+        update_key => call_update_key(key: &KeyRef, req: &UpdateRequest) -> RemoteKey;
+        rotate_key => call_rotate_key(name: &str) -> RemoteKey;
+        delete_key => call_delete_key(name: &str) -> DeletedKey;
+        get_deleted => call_get_deleted(name: &str) -> DeletedKey;
+        recover_key => call_recover_key(name: &str) -> RemoteKey;
+        purge_key => call_purge_key(name: &str) -> ();
+        backup_key => call_backup_key(name: &str) -> Vec<u8>;
+        restore_key => call_restore_key(backup: &[u8]) -> RemoteKey;
+        encrypt => call_encrypt(key: &KeyRef, req: &CryptRequest) -> CryptResult;
+        decrypt => call_decrypt(key: &KeyRef, req: &CryptRequest) -> CryptResult;
+        wrap_key => call_wrap_key(key: &KeyRef, req: &CryptRequest) -> CryptResult;
+        unwrap_key => call_unwrap_key(key: &KeyRef, req: &CryptRequest) -> CryptResult;
+        sign => call_sign(key: &KeyRef, req: &SignRequest) -> SignResult;
+        verify => call_verify(key: &KeyRef, req: &VerifyRequest) -> bool;
+    }
+
+    /// Every key of the instance, following the continuation links.
+    pub async fn list_all_keys(&self, link: &Link) -> Result<Vec<KeyItem>> {
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let p = self
+                .plugins
+                .call_connector(&link.plugin, &link.tls, async |k, store| {
+                    k.call_list_keys(store, &link.conn, page.as_deref()).await
+                })
+                .await??;
+            out.extend(p.items);
+            match p.next {
+                Some(next) => page = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Every soft-deleted key of the instance.
+    pub async fn list_all_deleted(&self, link: &Link) -> Result<Vec<DeletedKeyItem>> {
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let p = self
+                .plugins
+                .call_connector(&link.plugin, &link.tls, async |k, store| {
+                    k.call_list_deleted(store, &link.conn, page.as_deref())
+                        .await
+                })
+                .await??;
+            out.extend(p.items);
+            match p.next {
+                Some(next) => page = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The key, or `None` when the instance has no (live) key of that name.
+    pub async fn find_key(&self, link: &Link, name: &str) -> Result<Option<RemoteKey>> {
+        let key = KeyRef {
+            name: name.to_string(),
+            version: None,
+        };
+        match self.get_key(link, &key).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The soft-deleted key, or `None`.
+    pub async fn find_deleted(&self, link: &Link, name: &str) -> Result<Option<DeletedKey>> {
+        match self.get_deleted(link, name).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Workflows: the key flows against external key managers (test connection, sync, generate,
+//! import, BYOK copy, update, soft delete, recover, restore, purge, delete) as Rhai scripts
+//! that users can read and edit.
+//!
+//! - [`store`]: shipped scripts (the repository's `workflows/`) and the override directory,
+//!   recompiled when a file changes; a script that does not compile is reported and the
+//!   previous version keeps serving.
+//! - `host_api`: the only things a script can do — connector calls, catalog reads and
+//!   writes, escrow, policy checks, audit and logging — each with the run's group and
+//!   principal. No files, network, `eval` or modules outside the workflow store.
+//! - `values`: moving values between Rust, JSON and Rhai, with secrets kept opaque.
+//!
+//! Every run is recorded in the catalog (inputs without secrets, status, step log, output)
+//! and limited: an operation budget, a call depth, and a wall-clock deadline that stops
+//! endless loops and bounds every host call.
+
+mod host_api;
+pub mod store;
+mod values;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope};
+use serde_json::{Value, json};
+
+use crate::audit::Auditor;
+use crate::auth::Principal;
+use crate::catalog::groups::Group;
+use crate::catalog::sobjects::SObject;
+use crate::catalog::workflow_runs::{self, WorkflowRun};
+use crate::catalog::{Catalog, CatalogError, new_id};
+use crate::kms::{Kms, Link};
+use crate::plugins::PluginRuntime;
+use crate::time::Clock;
+
+pub use host_api::{HostError, Secret};
+pub use store::{CompileProblem, Origin, ScriptInfo, ScriptStore};
+
+/// Bounds of every run.
+#[derive(Debug, Clone)]
+pub struct WorkflowLimits {
+    /// Wall-clock limit of a run, host calls included.
+    pub timeout: Duration,
+    /// Script operations (expression nodes, loop iterations, calls) per run.
+    pub max_operations: u64,
+    /// Connector calls a bulk host function keeps in flight.
+    pub concurrency: usize,
+}
+
+impl Default for WorkflowLimits {
+    fn default() -> Self {
+        WorkflowLimits {
+            timeout: Duration::from_secs(15 * 60),
+            // About seven seconds of pure script work: far above what the shipped scripts
+            // need for tens of thousands of keys, far below a runaway loop's appetite.
+            max_operations: 50_000_000,
+            concurrency: 32,
+        }
+    }
+}
+
+/// What runs need from the daemon.
+#[derive(Clone)]
+pub struct Services {
+    pub catalog: Catalog,
+    pub plugins: PluginRuntime,
+    pub kms: Kms,
+    pub clock: Clock,
+    pub audit: Auditor,
+    /// Drops a key from the API's cache after a run changed it.
+    pub forget_key: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// A key the caller validated and policy-checked, to be stored by the script once the
+/// external key manager has it (`keys::record` for a new key, `keys::save` for a change).
+#[derive(Debug, Clone)]
+pub struct PendingKey {
+    pub object: SObject,
+    /// `External` when the key manager generated the material, `Keyward` when it came from
+    /// Keyward (import, copy).
+    pub source: &'static str,
+    pub audit_action: String,
+    pub audit_details: Value,
+    /// The key this one copies: the link is stored with it.
+    pub copy_of: Option<String>,
+}
+
+/// One run to start.
+pub struct RunRequest {
+    pub workflow: String,
+    /// What started it: `api`, `schedule`, `webhook`.
+    pub trigger: String,
+    pub principal: Principal,
+    pub account: String,
+    pub group: Option<Arc<Group>>,
+    pub link: Option<Link>,
+    /// The script's `input` (recorded with the run; never put secrets here).
+    pub input: Value,
+    /// Secrets added to `input` as opaque values the script can pass on but not read.
+    pub secrets: Vec<(String, Secret)>,
+    pub pending: Option<PendingKey>,
+    /// Runs with the same key never overlap: a second one is refused.
+    pub exclusive: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub output: Value,
+    /// The key stored by `keys::record` / `keys::save`.
+    pub recorded: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("no workflow named '{0}'")]
+    NotFound(String),
+    #[error("workflow script does not compile: {0}")]
+    Compile(CompileProblem),
+    #[error("workflow run {run_id} of the same kind is still running")]
+    Busy { run_id: String },
+    /// The script stopped on an error a host function raised (a refusal by the key manager,
+    /// a conflict in the catalog, ...).
+    #[error("{error} (workflow run {run_id})")]
+    Host { run_id: String, error: HostError },
+    #[error("workflow run {run_id} failed: {message}")]
+    Failed { run_id: String, message: String },
+    #[error("workflow run {run_id} was stopped after {secs} s, its time limit")]
+    TimedOut { run_id: String, secs: u64 },
+    #[error("workflow run {run_id} was stopped after {limit} operations, its limit")]
+    TooManyOperations { run_id: String, limit: u64 },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<sqlx::Error> for WorkflowError {
+    fn from(e: sqlx::Error) -> Self {
+        WorkflowError::Catalog(e.into())
+    }
+}
+
+/// Live counters of a run (seen, added, failed, ...), readable while it runs.
+#[derive(Debug, Default)]
+pub struct Progress(Mutex<BTreeMap<String, i64>>);
+
+impl Progress {
+    pub fn set(&self, name: &str, value: i64) {
+        self.0.lock().unwrap().insert(name.to_string(), value);
+    }
+
+    pub fn add(&self, name: &str, delta: i64) {
+        *self.0.lock().unwrap().entry(name.to_string()).or_insert(0) += delta;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, i64> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A started run.
+pub struct RunHandle {
+    pub run_id: String,
+    join: tokio::task::JoinHandle<Result<RunOutcome, WorkflowError>>,
+}
+
+impl RunHandle {
+    pub async fn wait(self) -> Result<RunOutcome, WorkflowError> {
+        self.join.await.unwrap_or_else(|e| {
+            Err(WorkflowError::Failed {
+                run_id: String::new(),
+                message: format!("the run task failed: {e}"),
+            })
+        })
+    }
+}
+
+pub struct Workflows {
+    store: Arc<ScriptStore>,
+    services: Services,
+    limits: WorkflowLimits,
+    /// Exclusive key → the run holding it.
+    exclusive: Mutex<HashMap<String, String>>,
+    /// Progress of runs in flight.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// Releases an exclusive key and a progress entry when a run ends, however it ends.
+struct RunGuard {
+    workflows: Arc<Workflows>,
+    run_id: String,
+    exclusive: Option<String>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Some(k) = &self.exclusive {
+            self.workflows.exclusive.lock().unwrap().remove(k);
+        }
+        self.workflows.progress.lock().unwrap().remove(&self.run_id);
+    }
+}
+
+impl Workflows {
+    pub fn new(
+        services: Services,
+        override_dir: Option<PathBuf>,
+        limits: WorkflowLimits,
+    ) -> Arc<Workflows> {
+        Arc::new(Workflows {
+            store: Arc::new(ScriptStore::new(override_dir)),
+            services,
+            limits,
+            exclusive: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> &WorkflowLimits {
+        &self.limits
+    }
+
+    /// An engine with the sandbox settings and no host API (compiling, listing).
+    fn base_engine(&self, deadline: Option<Instant>) -> Engine {
+        let mut engine = Engine::new();
+        engine
+            .set_max_operations(self.limits.max_operations)
+            .set_max_call_levels(32)
+            .set_max_expr_depths(64, 32)
+            .set_max_string_size(1 << 20)
+            .set_max_array_size(1 << 20)
+            .set_max_map_size(1 << 20)
+            .set_max_modules(32)
+            .set_max_variables(10_000)
+            .set_max_functions(1_000)
+            .set_module_resolver(store::StoreResolver(self.store.clone()));
+        engine.disable_symbol("eval");
+        if let Some(deadline) = deadline {
+            engine.on_progress(move |ops| {
+                (ops % 1024 == 0 && Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
+            });
+        }
+        host_api::register_types(&mut engine);
+        engine
+    }
+
+    pub fn list(&self) -> Vec<ScriptInfo> {
+        self.store.list(&self.base_engine(None))
+    }
+
+    pub fn source(&self, name: &str) -> Result<Arc<str>, WorkflowError> {
+        self.store.source(&self.base_engine(None), name)
+    }
+
+    pub fn override_dir(&self) -> Option<&std::path::Path> {
+        self.store.override_dir()
+    }
+
+    /// Counters of a run in flight.
+    pub fn progress(&self, run_id: &str) -> Option<BTreeMap<String, i64>> {
+        self.progress
+            .lock()
+            .unwrap()
+            .get(run_id)
+            .map(|p| p.snapshot())
+    }
+
+    /// The run holding an exclusive key, if one does.
+    pub fn holder(&self, exclusive: &str) -> Option<String> {
+        self.exclusive.lock().unwrap().get(exclusive).cloned()
+    }
+
+    /// Marks runs a previous daemon left unfinished.
+    pub async fn recover_interrupted(&self) -> Result<u64, CatalogError> {
+        let mut tx = self.services.catalog.begin().await?;
+        let n = workflow_runs::interrupt_unfinished(&mut tx, self.services.clock.now()).await?;
+        tx.commit().await?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "workflow runs were interrupted by the last shutdown"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Runs a workflow to its end.
+    pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<RunOutcome, WorkflowError> {
+        self.start(req).await?.wait().await
+    }
+
+    /// Starts a workflow; the run is recorded before this returns.
+    pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<RunHandle, WorkflowError> {
+        let script = self.store.script(&self.base_engine(None), &req.workflow)?;
+        let run_id = new_id();
+        if let Some(key) = &req.exclusive {
+            let mut held = self.exclusive.lock().unwrap();
+            if let Some(other) = held.get(key) {
+                return Err(WorkflowError::Busy {
+                    run_id: other.clone(),
+                });
+            }
+            held.insert(key.clone(), run_id.clone());
+        }
+        let guard = RunGuard {
+            workflows: self.clone(),
+            run_id: run_id.clone(),
+            exclusive: req.exclusive.clone(),
+        };
+        let now = self.services.clock.now();
+        let mut recorded_inputs = req.input.clone();
+        if let Value::Object(m) = &mut recorded_inputs {
+            for (name, _) in &req.secrets {
+                m.insert(name.clone(), json!("<secret>"));
+            }
+        }
+        let run = WorkflowRun {
+            id: run_id.clone(),
+            account_id: Some(req.account.clone()),
+            group_id: req.group.as_ref().map(|g| g.id.clone()),
+            workflow: req.workflow.clone(),
+            trigger: req.trigger.clone(),
+            principal: Some(format!("{}:{}", req.principal.kind(), req.principal.id())),
+            inputs: recorded_inputs,
+            status: "running".into(),
+            log: json!([]),
+            output: None,
+            error: None,
+            started_at: now,
+            finished_at: None,
+        };
+        let mut tx = self.services.catalog.begin().await?;
+        workflow_runs::insert(&mut tx, &run).await?;
+        tx.commit().await?;
+
+        let progress = Arc::new(Progress::default());
+        self.progress
+            .lock()
+            .unwrap()
+            .insert(run_id.clone(), progress.clone());
+        let deadline = Instant::now() + self.limits.timeout;
+        let ctx = Arc::new(host_api::RunContext::new(
+            self.services.clone(),
+            tokio::runtime::Handle::current(),
+            &run_id,
+            &req,
+            deadline,
+            self.limits.concurrency,
+            progress,
+        ));
+        let engine = {
+            let mut e = self.base_engine(Some(deadline));
+            host_api::register(&mut e, ctx.clone());
+            e
+        };
+        let input = values::input(&req.input, &req.secrets);
+        let group = values::group(req.group.as_deref(), req.link.as_ref());
+        let this = self.clone();
+        let id = run_id.clone();
+        let join = tokio::spawn(async move {
+            let _guard = guard;
+            let ctx2 = ctx.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut scope = Scope::new();
+                scope.push_constant("input", input);
+                scope.push_constant("group", group);
+                scope.push("output", Map::new());
+                let r = engine.run_ast_with_scope(&mut scope, &script.ast);
+                let output = scope
+                    .get("output")
+                    .map(values::to_json)
+                    .unwrap_or(Value::Null);
+                (r, output)
+            })
+            .await;
+            let (result, output) = match result {
+                Ok(v) => v,
+                Err(e) => (
+                    Err(Box::new(EvalAltResult::ErrorSystem(
+                        "the run panicked".into(),
+                        Box::new(std::io::Error::other(e.to_string())),
+                    ))),
+                    Value::Null,
+                ),
+            };
+            this.finish(&id, &ctx2, result, output).await
+        });
+        Ok(RunHandle { run_id, join })
+    }
+
+    async fn finish(
+        &self,
+        run_id: &str,
+        ctx: &host_api::RunContext,
+        result: Result<(), Box<EvalAltResult>>,
+        output: Value,
+    ) -> Result<RunOutcome, WorkflowError> {
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.classify(run_id, *e)),
+        };
+        let mut output = output;
+        if let (Value::Object(o), Some(p)) = (&mut output, self.progress(run_id))
+            && !p.is_empty()
+        {
+            o.entry("progress").or_insert(json!(p));
+        }
+        match &outcome {
+            Ok(()) => tracing::info!(run = run_id, "workflow run succeeded"),
+            Err(e) => {
+                ctx.log(&format!("failed: {e}"));
+                tracing::warn!(run = run_id, "workflow run failed: {e}");
+            }
+        }
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let status = if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let mut tx = self.services.catalog.begin().await?;
+        workflow_runs::finish(
+            &mut tx,
+            run_id,
+            status,
+            &ctx.log_json(),
+            Some(&output),
+            error.as_deref(),
+            self.services.clock.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        outcome.map(|()| RunOutcome {
+            run_id: run_id.to_string(),
+            output,
+            recorded: ctx.recorded(),
+        })
+    }
+
+    fn classify(&self, run_id: &str, e: EvalAltResult) -> WorkflowError {
+        let run_id = run_id.to_string();
+        match e {
+            EvalAltResult::ErrorTerminated(..) => WorkflowError::TimedOut {
+                run_id,
+                secs: self.limits.timeout.as_secs(),
+            },
+            EvalAltResult::ErrorTooManyOperations(..) => WorkflowError::TooManyOperations {
+                run_id,
+                limit: self.limits.max_operations,
+            },
+            EvalAltResult::ErrorRuntime(value, pos) => match HostError::from_dynamic(&value) {
+                Some(error) => WorkflowError::Host { run_id, error },
+                None => WorkflowError::Failed {
+                    run_id,
+                    message: format!("{} ({pos})", values::describe(&value)),
+                },
+            },
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => self.classify(&run_id, *inner),
+            other => WorkflowError::Failed {
+                run_id,
+                message: other.to_string(),
+            },
+        }
+    }
+}
