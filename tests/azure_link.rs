@@ -399,3 +399,62 @@ async fn malformed_links_are_refused_with_the_field_named() {
     d.stop().await;
     em.stop().await;
 }
+
+#[tokio::test]
+async fn the_instance_is_chosen_after_saving_and_keys_wait_for_it() {
+    let em = emulator().await;
+    let d = TestDaemon::start_with(allow_local).await;
+    let admin = d.bootstrap().await;
+    let g = admin
+        .create_group(
+            "pick-later",
+            json!({"external_kms": link(&em, SECRET, None)}),
+        )
+        .await;
+    let (s, body) = admin
+        .call(Method::POST, &format!("/sys/v1/groups/{g}/hmg/scan"), None)
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("instance"));
+    let (s, body) = admin
+        .call(
+            Method::POST,
+            "/crypto/v1/keys",
+            Some(json!({"name": "early", "group_id": g, "obj_type": "AES", "key_size": 256})),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+
+    // F9: choose from the list the connection test gave.
+    let status = admin
+        .ok(Method::POST, &format!("/sys/v1/groups/{g}/hmg/check"), None)
+        .await;
+    let uri = status["instances"][0]["uri"].as_str().unwrap().to_string();
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(json!({"external_kms": {"kind": "AzureManagedHsm", "instance": uri}})),
+        )
+        .await;
+    let synced = admin
+        .ok(Method::POST, &format!("/sys/v1/groups/{g}/hmg/scan"), None)
+        .await;
+    assert!(synced.as_array().unwrap().is_empty(), "an empty HSM");
+    let k = admin
+        .create_key(json!({"name": "now", "group_id": g, "obj_type": "AES", "key_size": 256}))
+        .await;
+    assert_eq!(k["external"]["instance"], uri.as_str());
+
+    // A group that holds virtual keys cannot be unlinked.
+    let (s, body) = admin
+        .call(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(json!({"external_kms": "remove"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    d.stop().await;
+    em.stop().await;
+}

@@ -72,7 +72,7 @@ async fn syncing_300_keys_through_throttling_and_errors_adds_each_once() {
 async fn a_second_sync_of_a_group_is_refused_while_one_runs_and_progress_shows() {
     let az = Azure::start().await;
     settle(&az.admin).await;
-    az.seed(HSM, json!({"count": 60, "prefix": "slow"})).await;
+    az.seed(HSM, json!({"count": 100, "prefix": "slow"})).await;
     az.faults(FaultConfig {
         latency_ms: 100,
         ..Default::default()
@@ -101,7 +101,7 @@ async fn a_second_sync_of_a_group_is_refused_while_one_runs_and_progress_shows()
             .admin
             .ok(Method::GET, &format!("{path}/{id}"), None)
             .await;
-        (s["status"] == "running" && s["progress"]["seen"] == 60).then_some(s)
+        (s["status"] == "running" && s["progress"]["seen"] == 100).then_some(s)
     })
     .await;
     assert!(running["scan_result"].is_null());
@@ -114,9 +114,9 @@ async fn a_second_sync_of_a_group_is_refused_while_one_runs_and_progress_shows()
     })
     .await;
     assert_eq!(done["scan_result"]["$type"], "Success", "{done}");
-    assert_eq!(done["progress"]["added"], 60);
-    assert_eq!(done["added"].as_array().unwrap().len(), 60);
-    assert_eq!(virtual_keys(&az).await, 60);
+    assert_eq!(done["progress"]["added"], 100);
+    assert_eq!(done["added"].as_array().unwrap().len(), 100);
+    assert_eq!(virtual_keys(&az).await, 100);
 
     let list = az.admin.ok(Method::GET, &path, None).await;
     assert_eq!(list[0]["scan_id"], id.as_str());

@@ -10,8 +10,8 @@ use crate::catalog::Catalog;
 use crate::catalog::groups::{ExternalLink, Group, secrets_context};
 use crate::plugins::kms::{
     Connection, Credentials, CryptRequest, CryptResult, DeletedKey, DeletedKeyItem, Endpoints,
-    ImportRequest, Instance, KeyItem, KeyRef, KmsError as RemoteError, RemoteKey, SignRequest,
-    SignResult, UpdateRequest, VerifyRequest,
+    ImportRequest, Instance, KeyItem, KeyPage, KeyRef, KmsError as RemoteError, RemoteKey,
+    SignRequest, SignResult, UpdateRequest, VerifyRequest,
 };
 use crate::plugins::{PluginError, PluginRuntime, TlsSettings};
 
@@ -328,17 +328,22 @@ impl Kms {
         verify => call_verify(key: &KeyRef, req: &VerifyRequest) -> bool;
     }
 
+    /// One page of keys: the first without a continuation token, else the one it names.
+    pub async fn list_keys(&self, link: &Link, page: Option<&str>) -> Result<KeyPage> {
+        Ok(self
+            .plugins
+            .call_connector(&link.plugin, &link.tls, async |k, store| {
+                k.call_list_keys(store, &link.conn, page).await
+            })
+            .await??)
+    }
+
     /// Every key of the instance, following the continuation links.
     pub async fn list_all_keys(&self, link: &Link) -> Result<Vec<KeyItem>> {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
-            let p = self
-                .plugins
-                .call_connector(&link.plugin, &link.tls, async |k, store| {
-                    k.call_list_keys(store, &link.conn, page.as_deref()).await
-                })
-                .await??;
+            let p = self.list_keys(link, page.as_deref()).await?;
             out.extend(p.items);
             match p.next {
                 Some(next) => page = Some(next),

@@ -60,6 +60,9 @@ struct ServeArgs {
     /// Wall-clock limit of one workflow run, in seconds.
     #[arg(long, default_value_t = 900)]
     workflow_timeout_secs: u64,
+    /// Connector calls a bulk workflow step (such as sync) keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    workflow_concurrency: usize,
     /// Let a connector plugin reach another host, e.g. a private endpoint or sovereign cloud:
     /// `azure-mhsm=https://*.managedhsm.usgovcloudapi.net`. Repeatable.
     #[arg(long = "allow-outbound", value_name = "PLUGIN=HOST")]
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             config.listen = args.listen;
             config.workflow_dir = args.workflow_dir;
             config.workflow_limits.timeout = Duration::from_secs(args.workflow_timeout_secs.max(1));
+            config.workflow_limits.concurrency = args.workflow_concurrency.clamp(1, 64);
             for entry in &args.allow_outbound {
                 let (plugin, host) = entry
                     .split_once('=')

@@ -5,7 +5,8 @@
 //!   `find_deleted`, `create_key`, `create_kek`, `import_key`, `update_key`, `delete_key`,
 //!   `recover_key`, `purge_key`, `backup_key`, `restore_key`);
 //! - `byok::wrap`: a BYOK transfer blob of a key for a key-exchange key;
-//! - `keys::*`: the group's virtual keys in the catalog (`linked`, `adopt` (bulk), `record`,
+//! - `keys::*`: the group's virtual keys in the catalog (`linked`, `adopt` and
+//!   `adopt_listed` (bulk), `record`,
 //!   `save`, `get`, `set_remote_state`, `refresh`, `escrow`, `put_escrow`, `remove`);
 //! - `policy::check`, `audit::record`, and the globals `log`, `progress` and `now`.
 //!
@@ -18,7 +19,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Position};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, Module, NativeCallContext,
+    Position,
+};
 use serde_json::{Value, json};
 
 use crate::audit::Event;
@@ -720,6 +724,11 @@ fn keys_module(ctx: &Arc<RunContext>) -> Module {
         adopt(&c, names)
     });
     let c = ctx.clone();
+    m.set_native_fn(
+        "adopt_listed",
+        move |nc: NativeCallContext, filter: FnPtr| adopt_listed(&c, &nc, filter),
+    );
+    let c = ctx.clone();
     m.set_native_fn("record", move |remote: Map, backup: Backup| {
         let remote = c.remembered(&remote)?;
         record(&c, &remote, Some(&backup))
@@ -937,66 +946,104 @@ fn adopted_object(
     })
 }
 
-/// Fetches (key and backup) every named key with bounded concurrency, and stores each as a
-/// virtual key with its escrowed backup, in batches. Keys that already have a virtual key
-/// are skipped; ones that fail are reported, not fatal.
-fn adopt(c: &Arc<RunContext>, names: Vec<String>) -> RhaiResult<Map> {
-    let link = c.link()?.clone();
-    let group = c.group()?.clone();
-    let total = names.len();
-    let fetched = c.block(async {
-        let sem = Arc::new(tokio::sync::Semaphore::new(c.concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        for name in names {
-            let sem = sem.clone();
-            let kms = c.services.kms.clone();
-            let link = link.clone();
-            tasks.spawn(async move {
-                let _slot = sem.acquire_owned().await.expect("never closed");
-                let key = KeyRef {
-                    name: name.clone(),
-                    version: None,
-                };
-                let got = async {
-                    let remote = kms.get_key(&link, &key).await?;
-                    let backup = kms.backup_key(&link, &name).await?;
-                    Ok::<_, KmsError>((remote, backup))
-                }
-                .await;
-                (name, got)
-            });
-        }
-        let mut added: Vec<String> = Vec::new();
-        let mut failed: Vec<Value> = Vec::new();
-        let mut batch = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (name, got) = joined.expect("fetch task does not panic");
-            match got {
-                Ok(v) => batch.push(v),
-                Err(e) => {
-                    c.progress.add("failed", 1);
-                    failed.push(json!({"name": name, "error": HostError::from(e)}));
-                }
+/// A key and its backup, or why they could not be fetched.
+type Fetched = Result<(RemoteKey, Vec<u8>), KmsError>;
+
+/// Fetches keys (key and backup) with bounded concurrency and stores each as a virtual key
+/// with its escrowed backup, in batches, while more are being fetched. Keys that already
+/// have a virtual key are skipped; ones that fail are reported, not fatal.
+struct Adopter<'a> {
+    c: &'a RunContext,
+    link: Link,
+    group: Arc<Group>,
+    slots: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<(String, Fetched)>,
+    batch: Vec<(RemoteKey, Vec<u8>)>,
+    added: Vec<String>,
+    failed: Vec<Value>,
+}
+
+impl<'a> Adopter<'a> {
+    fn new(c: &'a RunContext) -> RhaiResult<Adopter<'a>> {
+        Ok(Adopter {
+            link: c.link()?.clone(),
+            group: c.group()?.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(c.concurrency)),
+            tasks: tokio::task::JoinSet::new(),
+            batch: Vec::new(),
+            added: Vec::new(),
+            failed: Vec::new(),
+            c,
+        })
+    }
+
+    /// Starts fetching a key (on the runtime: it proceeds while the caller does other work).
+    fn spawn(&mut self, name: String) {
+        let slots = self.slots.clone();
+        let kms = self.c.services.kms.clone();
+        let link = self.link.clone();
+        let _guard = self.c.rt.enter();
+        self.tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            let key = KeyRef {
+                name: name.clone(),
+                version: None,
+            };
+            let got = async {
+                let remote = kms.get_key(&link, &key).await?;
+                let backup = kms.backup_key(&link, &name).await?;
+                Ok::<_, KmsError>((remote, backup))
             }
-            if batch.len() >= ADOPT_BATCH || (tasks.is_empty() && !batch.is_empty()) {
-                let stored = store_batch(c, &group, std::mem::take(&mut batch)).await;
-                match stored {
-                    Ok(kids) => {
-                        c.progress.add("added", kids.len() as i64);
-                        added.extend(kids);
-                    }
-                    Err(e) => return Err(e),
-                }
+            .await;
+            (name, got)
+        });
+    }
+
+    fn take(&mut self, (name, got): (String, Fetched)) {
+        match got {
+            Ok(v) => self.batch.push(v),
+            Err(e) => {
+                self.c.progress.add("failed", 1);
+                self.failed
+                    .push(json!({"name": name, "error": HostError::from(e)}));
             }
         }
-        Ok((added, failed))
-    })?;
-    let (added, failed) = fetched.map_err(HostError::throw)?;
-    c.log(&format!(
-        "adopted {} of {total} keys ({} failed)",
-        added.len(),
-        failed.len()
-    ));
+    }
+
+    async fn store(&mut self) -> Result<(), HostError> {
+        let kids = store_batch(self.c, &self.group, std::mem::take(&mut self.batch)).await?;
+        self.c.progress.add("added", kids.len() as i64);
+        self.added.extend(kids);
+        Ok(())
+    }
+
+    /// Collects what has been fetched so far and stores full batches.
+    async fn collect_ready(&mut self) -> Result<(), HostError> {
+        while let Some(joined) = self.tasks.try_join_next() {
+            self.take(joined.expect("fetch task does not panic"));
+        }
+        if self.batch.len() >= ADOPT_BATCH {
+            self.store().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every fetch and stores the rest.
+    async fn finish(mut self) -> Result<(Vec<String>, Vec<Value>), HostError> {
+        while let Some(joined) = self.tasks.join_next().await {
+            self.take(joined.expect("fetch task does not panic"));
+            if self.batch.len() >= ADOPT_BATCH {
+                self.store().await?;
+            }
+        }
+        if !self.batch.is_empty() {
+            self.store().await?;
+        }
+        Ok((self.added, self.failed))
+    }
+}
+
+fn adopted_map(added: Vec<String>, failed: Vec<Value>) -> Map {
     let mut out = Map::new();
     out.insert(
         "added".into(),
@@ -1006,6 +1053,67 @@ fn adopt(c: &Arc<RunContext>, names: Vec<String>) -> RhaiResult<Map> {
         "failed".into(),
         Dynamic::from_array(failed.iter().map(from_json).collect()),
     );
+    out
+}
+
+/// `keys::adopt(names)`: adopts the named keys.
+fn adopt(c: &Arc<RunContext>, names: Vec<String>) -> RhaiResult<Map> {
+    let total = names.len();
+    let mut adopter = Adopter::new(c)?;
+    for name in names {
+        adopter.spawn(name);
+    }
+    let (added, failed) = c.block(adopter.finish())?.map_err(HostError::throw)?;
+    c.log(&format!(
+        "adopted {} of {total} keys ({} failed)",
+        added.len(),
+        failed.len()
+    ));
+    Ok(adopted_map(added, failed))
+}
+
+/// `keys::adopt_listed(filter)`: lists every key of the HSM and, while the pages come in,
+/// adopts those without a virtual key that `filter` accepts, so fetching overlaps listing.
+/// Returns `#{listed, added, failed}`.
+fn adopt_listed(c: &Arc<RunContext>, nc: &NativeCallContext, filter: FnPtr) -> RhaiResult<Map> {
+    let mut adopter = Adopter::new(c)?;
+    let group = adopter.group.id.clone();
+    let known: std::collections::HashSet<String> = c
+        .catalog(async {
+            let mut conn = c.services.catalog.conn().await?;
+            sobjects::external_refs(&mut conn, &group).await
+        })?
+        .into_iter()
+        .filter_map(|r| r.external["id"]["label"].as_str().map(str::to_string))
+        .collect();
+    let mut listed = Array::new();
+    let mut page: Option<String> = None;
+    loop {
+        let p = c.kms(c.services.kms.list_keys(&adopter.link, page.as_deref()))?;
+        for item in &p.items {
+            let d = from_json(&item_json(item));
+            listed.push(d.clone());
+            if !known.contains(&item.name) && filter.call_within_context::<bool>(nc, (d,))? {
+                adopter.spawn(item.name.clone());
+            }
+        }
+        c.progress.set("seen", listed.len() as i64);
+        c.block(adopter.collect_ready())?
+            .map_err(HostError::throw)?;
+        match p.next {
+            Some(next) => page = Some(next),
+            None => break,
+        }
+    }
+    c.log(&format!("listed {} keys", listed.len()));
+    let (added, failed) = c.block(adopter.finish())?.map_err(HostError::throw)?;
+    c.log(&format!(
+        "adopted {} keys ({} failed)",
+        added.len(),
+        failed.len()
+    ));
+    let mut out = adopted_map(added, failed);
+    out.insert("listed".into(), Dynamic::from_array(listed));
     Ok(out)
 }
 
