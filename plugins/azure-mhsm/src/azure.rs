@@ -243,3 +243,117 @@ fn jitter(bound: u64) -> u64 {
 fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> http::Response {
+        http::Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn entra_id_refusals_keep_the_aadsts_code_and_first_line() {
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x","error_codes":[7000215]}"#;
+        match error_from(&response(401, &[], body)) {
+            KmsError::Unauthorized(r) => {
+                assert_eq!(r.code, "AADSTS7000215");
+                assert_eq!(r.status, Some(401));
+                assert!(
+                    r.message
+                        .starts_with("AADSTS7000215: Invalid client secret provided.")
+                );
+                assert!(!r.message.contains("Trace ID"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An unknown tenant is a 400 from Entra ID, but still a credentials problem.
+        let body = r#"{"error":"invalid_request","error_description":"AADSTS90002: Tenant not found.","error_codes":[90002]}"#;
+        assert!(
+            matches!(error_from(&response(400, &[], body)), KmsError::Unauthorized(r) if r.code == "AADSTS90002")
+        );
+    }
+
+    #[test]
+    fn key_vault_errors_map_by_status_and_keep_the_inner_code() {
+        let body = r#"{"error":{"code":"Conflict","message":"Key is deleted but recoverable","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#;
+        assert!(
+            matches!(error_from(&response(409, &[], body)), KmsError::Conflict(r) if r.code == "ObjectIsDeletedButRecoverable")
+        );
+        let body =
+            r#"{"error":{"code":"KeyNotFound","message":"A key with (name/id) x was not found"}}"#;
+        assert!(
+            matches!(error_from(&response(404, &[], body)), KmsError::NotFound(r) if r.code == "KeyNotFound")
+        );
+        assert!(matches!(
+            error_from(&response(403, &[], "{}")),
+            KmsError::Forbidden(_)
+        ));
+        assert!(matches!(
+            error_from(&response(400, &[], "{}")),
+            KmsError::BadRequest(_)
+        ));
+        assert!(
+            matches!(error_from(&response(503, &[], "busy")), KmsError::Unavailable(r) if r.message == "busy")
+        );
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_other_refusals_are_not() {
+        let (retry, wait, err) = classify(Failure::Status(response(
+            429,
+            &[("Retry-After", "3")],
+            r#"{"error":{"code":"Throttled","message":"slow down"}}"#,
+        )));
+        assert!(retry);
+        assert_eq!(wait, Some(3_000));
+        assert!(
+            matches!(err, KmsError::Throttled(t) if t.retry_after_ms == Some(3_000) && t.error.code == "Throttled")
+        );
+        // A huge Retry-After is capped.
+        let (_, wait, _) = classify(Failure::Status(response(
+            429,
+            &[("retry-after", "3600")],
+            "",
+        )));
+        assert_eq!(wait, Some(MAX_RETRY_AFTER_MS));
+        assert!(classify(Failure::Status(response(500, &[], ""))).0);
+        assert!(classify(Failure::Transport(http::Error::Connection("reset".into()))).0);
+        assert!(classify(Failure::Transport(http::Error::Timeout)).0);
+        for status in [400, 401, 403, 404, 409] {
+            assert!(
+                !classify(Failure::Status(response(status, &[], ""))).0,
+                "{status}"
+            );
+        }
+        assert!(
+            !classify(Failure::Transport(http::Error::Tls(
+                "bad certificate".into()
+            )))
+            .0
+        );
+        assert!(!classify(Failure::Transport(http::Error::Denied("no".into()))).0);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_bounded() {
+        for attempt in 1..=10 {
+            let cap = (BASE_DELAY_MS << (attempt - 1).min(10)).min(MAX_DELAY_MS);
+            let d = backoff(attempt, None);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempt}: {d} outside {}..={cap}",
+                cap / 2
+            );
+        }
+        let d = backoff(1, Some(2_000));
+        assert!((2_000..=2_201).contains(&d));
+    }
+}
