@@ -102,9 +102,7 @@ async fn main() -> anyhow::Result<()> {
                     .or_default()
                     .push(pattern);
             }
-            let shutdown = async {
-                tokio::signal::ctrl_c().await.ok();
-            };
+            let shutdown = shutdown_signal();
             if args.demo {
                 keyward::demo::run(config, args.demo_emulator_port, shutdown)
                     .await
@@ -137,6 +135,25 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from a service manager or container runtime.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGTERM: {e}"),
+        }
+    }
+    tokio::signal::ctrl_c().await.ok();
 }
 
 impl ServeArgs {
