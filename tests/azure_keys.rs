@@ -297,8 +297,9 @@ async fn imported_material_goes_into_the_hsm_by_byok_and_not_into_the_catalog() 
         .admin
         .create_key(json!({"name": "kek", "group_id": az.plain_group, "obj_type": "AES", "key_size": 256, "key_ops": ["WRAPKEY", "UNWRAPKEY", "EXPORT"]}))
         .await;
+    // Exporting and unwrapping are for applications of the key's group.
     let exported = az
-        .admin
+        .app
         .ok(
             Method::POST,
             "/crypto/v1/keys/export",
@@ -308,7 +309,7 @@ async fn imported_material_goes_into_the_hsm_by_byok_and_not_into_the_catalog() 
     let target = Material::generate_oct(256).unwrap().to_der();
     let wrapped = keyward_crypto::aes_kw_wrap(&unb64(&exported["value"]), &target, true).unwrap();
     let k4 = az
-        .admin
+        .app
         .ok(Method::PUT, "/crypto/v1/keys", Some(json!({"name": "byok-wrapped", "group_id": g, "obj_type": "AES", "value": b64(&wrapped), "wrapped_by": {"kid": kek["kid"]}})))
         .await;
     aes_roundtrip_with(&az, k4["kid"].as_str().unwrap(), &target).await;
@@ -357,7 +358,7 @@ async fn copies_carry_the_material_and_links_and_follow_the_export_rule() {
         .await;
     let src_kid = src["kid"].as_str().unwrap();
     let exported = az
-        .admin
+        .app
         .ok(
             Method::POST,
             "/crypto/v1/keys/export",

@@ -151,12 +151,12 @@ async fn main() {
         .await
         .unwrap()
         .unwrap();
-    let group = state.group(&gid).await.unwrap().unwrap();
+    let group = state.group(&account.id, &gid).await.unwrap().unwrap();
     let plain = [7u8; 64];
     let rounds = 200_000;
     let started = Instant::now();
     for _ in 0..rounds {
-        let k = state.usable_key(&kid).await.unwrap().unwrap();
+        let k = state.keys.usable_key(&account.id, &kid).await.unwrap();
         let request = PolicyRequest {
             action: Action::Crypto(KeyOp::Encrypt),
             principal: Principal::App(String::new()),

@@ -23,26 +23,6 @@ fn err(msg: impl Into<String>) -> CryptoError {
     CryptoError(msg.into())
 }
 
-/// DSM curve names.
-pub fn curve_from_dsm(name: &str) -> Result<Curve, CryptoError> {
-    match name {
-        "NistP256" => Ok(Curve::P256),
-        "NistP384" => Ok(Curve::P384),
-        "NistP521" => Ok(Curve::P521),
-        other => Err(err(format!(
-            "unsupported elliptic_curve '{other}' (NistP256, NistP384 or NistP521)"
-        ))),
-    }
-}
-
-pub fn curve_to_dsm(c: Curve) -> &'static str {
-    match c {
-        Curve::P256 => "NistP256",
-        Curve::P384 => "NistP384",
-        Curve::P521 => "NistP521",
-    }
-}
-
 /// The key sizes Keyward supports per type.
 pub fn check_size(obj_type: ObjType, size: Option<u32>) -> Result<u32, CryptoError> {
     match (obj_type, size) {
@@ -200,10 +180,7 @@ impl Shape {
         Shape {
             obj_type: o.obj_type,
             size: o.key_size,
-            curve: o
-                .elliptic_curve
-                .as_deref()
-                .and_then(|c| curve_from_dsm(c).ok()),
+            curve: o.curve,
         }
     }
 }
@@ -320,7 +297,7 @@ pub fn signature_alg(
             (Some(Curve::P521), Sha512) => Ok("ES512"),
             (Some(c), h) => Err(err(format!(
                 "{} keys sign {:?} digests only",
-                curve_to_dsm(c),
+                crate::catalog::sobjects::curve_name(c),
                 ec_hash(c).unwrap_or(h)
             ))),
             (None, _) => Err(err("EC key without a curve")),

@@ -1,5 +1,7 @@
-//! Wiring the daemon together: the data directory (master key, catalog, plugin cache), the
-//! plugin runtime, and the REST API, running until shut down.
+//! The daemon's composition root: the data directory (master key, catalog, plugin cache),
+//! the plugin runtime, the audit writer, the caches, the key service and the workflow engine
+//! wired together, and the REST API (HTTPS, or plain HTTP on loopback) running until shut
+//! down.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,12 +12,25 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use crate::api::transport::{TlsError, TlsListener};
+use crate::api::{self, ApiListener, AppState};
+use crate::audit::Auditor;
+use crate::auth::{LoginThrottle, Sessions, ThrottleLimits};
+use crate::cache::Caches;
 use crate::catalog::seal::SealError;
 use crate::catalog::{Catalog, CatalogError, MasterKey};
+use crate::keys::{self, KeyService};
+use crate::kms::Kms;
 use crate::plugins::{HostPattern, PluginError, PluginRuntime, RuntimeConfig};
 use crate::time::Clock;
-use crate::workflows::WorkflowLimits;
+use crate::workflows::{Services, WorkflowLimits, Workflows};
+
+/// The API's certificate chain and private key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Everything the daemon needs to start. Defaults keep all state under one data directory.
 #[derive(Debug, Clone)]
@@ -29,6 +44,14 @@ pub struct DaemonConfig {
     pub plugin_scan_interval: Duration,
     /// Where the REST API listens.
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// Serve plain HTTP on a non-loopback address anyway (behind a TLS-terminating proxy).
+    pub insecure_http: bool,
+    /// How long a cached key, group or account may be served without a fresh read.
+    pub cache_ttl_secs: i64,
+    /// Limits on failed logins.
+    pub login_limits: ThrottleLimits,
     /// Idle lifetime of a session.
     pub session_lifetime_secs: i64,
     /// The clock every date decision uses (tests move it).
@@ -49,6 +72,10 @@ impl DaemonConfig {
             plugin_dir: None,
             plugin_scan_interval: Duration::from_secs(2),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            insecure_http: false,
+            cache_ttl_secs: 30,
+            login_limits: ThrottleLimits::default(),
             session_lifetime_secs: 3600,
             clock: Clock::system(),
             plugin_cache_dir: None,
@@ -103,6 +130,14 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to serve plain HTTP on {0}, which is not a loopback address: give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy"
+    )]
+    InsecureListen(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -157,40 +192,103 @@ impl Running {
     }
 }
 
+/// The listener of the API: HTTPS when the config has a certificate, plain HTTP only on
+/// loopback unless `insecure_http` says otherwise.
+async fn listener(config: &DaemonConfig) -> Result<ApiListener, DaemonError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| api::transport::server_config(&t.cert, &t.key))
+        .transpose()?;
+    if tls.is_none() && !config.listen.ip().is_loopback() && !config.insecure_http {
+        return Err(DaemonError::InsecureListen(config.listen));
+    }
+    let tcp = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    Ok(match tls {
+        Some(t) => ApiListener::Tls(TlsListener::new(tcp, t)),
+        None => ApiListener::Plain(tcp),
+    })
+}
+
+/// Builds what the API serves from: the audit writer, the caches, the key service and the
+/// workflow engine, which hold each other (the engine runs the key service's HSM flows, its
+/// scripts write through the key service).
+fn app_state(
+    config: &DaemonConfig,
+    catalog: Catalog,
+    plugins: PluginRuntime,
+    workflow_dir: PathBuf,
+) -> AppState {
+    let clock = config.clock.clone();
+    let audit = Auditor::start(catalog.clone());
+    let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs));
+    let kms = Kms::new(plugins.clone());
+    let workflows = Arc::new_cyclic(|engine| {
+        let keys = KeyService::new(
+            keys::Parts {
+                catalog: catalog.clone(),
+                plugins: plugins.clone(),
+                kms: kms.clone(),
+                audit: audit.clone(),
+                clock: clock.clone(),
+                caches: caches.clone(),
+            },
+            engine.clone(),
+        );
+        Workflows::new(
+            Services {
+                catalog: catalog.clone(),
+                keys,
+                plugins: plugins.clone(),
+                kms: kms.clone(),
+                clock: clock.clone(),
+                audit: audit.clone(),
+            },
+            Some(workflow_dir),
+            config.workflow_limits.clone(),
+        )
+    });
+    AppState {
+        keys: workflows.services().keys.clone(),
+        sessions: Sessions::new(clock.clone(), config.session_lifetime_secs),
+        logins: LoginThrottle::new(clock.clone(), config.login_limits),
+        catalog,
+        plugins,
+        kms,
+        workflows,
+        clock,
+        audit,
+        caches,
+    }
+}
+
 /// Starts the daemon: catalog, plugins and the API on `config.listen` (port 0 picks one).
 pub async fn start(
     config: DaemonConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, DaemonError> {
-    let catalog = open_catalog(&config).await?;
-    let plugins = start_plugins(&config).await?;
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| DaemonError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+    let listener = listener(&config).await?;
     let addr = listener
         .local_addr()
         .map_err(|source| DaemonError::Listen {
             addr: config.listen,
             source,
         })?;
+    let catalog = open_catalog(&config).await?;
+    let plugins = start_plugins(&config).await?;
     let workflow_dir = config.workflow_dir();
     std::fs::create_dir_all(&workflow_dir).map_err(|source| DaemonError::DataDir {
         path: workflow_dir.clone(),
         source,
     })?;
-    let state = Arc::new(AppState::new(
-        catalog,
-        plugins.clone(),
-        config.clock.clone(),
-        config.session_lifetime_secs,
-        Some(workflow_dir),
-        config.workflow_limits.clone(),
-    ));
+    let state = Arc::new(app_state(&config, catalog, plugins.clone(), workflow_dir));
     state.workflows.recover_interrupted().await?;
+    state.keys.recover_interrupted().await?;
 
     // One shutdown signal, fanned out to the watcher and the server.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -203,7 +301,7 @@ pub async fn start(
     };
     let watcher = plugins.watch(config.plugin_scan_interval, wait(stopped.clone()));
     let server = tokio::spawn(api::serve(listener, state.clone(), wait(stopped)));
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward is serving");
+    tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "keyward is serving");
     Ok(Running {
         addr,
         state,

@@ -4,20 +4,18 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use crate::catalog::Catalog;
-use crate::catalog::groups::{ExternalLink, Group, secrets_context};
+use crate::catalog::groups::{ExternalLink, Group, LinkConfig, LinkKind, secrets_context};
+use crate::catalog::sobjects::{Curve, ObjType};
 use crate::plugins::kms::{
-    Connection, Credentials, CryptRequest, CryptResult, DeletedKey, DeletedKeyItem, Endpoints,
-    ImportRequest, Instance, KeyItem, KeyPage, KeyRef, KmsError as RemoteError, RemoteKey,
-    SignRequest, SignResult, UpdateRequest, VerifyRequest,
+    Connection, Credentials, CryptRequest, CryptResult, Curve as ConnectorCurve, DeletedKey,
+    DeletedKeyItem, Endpoints, ImportRequest, Instance, KeyItem, KeyPage, KeyRef, KeySpec, KeyType,
+    KmsError as RemoteError, PublicKey, RemoteKey, SignRequest, SignResult, UpdateRequest,
+    VerifyRequest,
 };
 use crate::plugins::{PluginError, PluginRuntime, TlsSettings};
 
-/// The link kind of Azure Managed HSM, as stored and as given in the API.
-pub const AZURE_MANAGED_HSM: &str = "AzureManagedHsm";
-/// The connector plugin that serves it.
+/// The connector plugin that serves Azure Managed HSM links.
 pub const AZURE_PLUGIN: &str = "azure-mhsm";
 
 /// Azure public cloud endpoints, used where a link does not override them.
@@ -74,8 +72,6 @@ pub enum KmsError {
     NotLinked,
     #[error("the group's link is incomplete: {0}")]
     Incomplete(String),
-    #[error("'{0}' links are not supported")]
-    UnknownKind(String),
     /// The key manager (or the way to it) refused or failed; what it said is kept.
     #[error("{}", remote_message(*.kind, .code, .message))]
     Remote {
@@ -178,28 +174,25 @@ impl Link {
     pub fn of_group(catalog: &Catalog, group: &Group) -> Result<Link> {
         let link = group.link.as_ref().ok_or(KmsError::NotLinked)?;
         let secrets = unseal(catalog, &group.id, link)?;
-        Link::from_parts(&link.kind, &link.config, &secrets)
+        Link::from_parts(link.kind, &link.config, &secrets)
     }
 
     /// A link from its stored (or proposed) settings and secrets.
     pub fn from_parts(
-        kind: &str,
-        config: &Value,
+        kind: LinkKind,
+        config: &LinkConfig,
         secrets: &HashMap<String, String>,
     ) -> Result<Link> {
-        if kind != AZURE_MANAGED_HSM {
-            return Err(KmsError::UnknownKind(kind.to_string()));
-        }
-        let field = |name: &str| -> Result<String> {
-            config[name]
-                .as_str()
+        let LinkKind::AzureManagedHsm = kind;
+        let field = |name: &str, v: &Option<String>| -> Result<String> {
+            v.as_deref()
                 .filter(|s| !s.trim().is_empty())
                 .map(str::to_string)
                 .ok_or_else(|| KmsError::Incomplete(format!("{name} is not set")))
         };
-        let endpoint = |name: &str, default: &str| {
-            config["endpoints"][name]
-                .as_str()
+        let endpoints = config.endpoints.clone().unwrap_or_default();
+        let endpoint = |v: &Option<String>, default: &str| {
+            v.as_deref()
                 .filter(|s| !s.is_empty())
                 .unwrap_or(default)
                 .trim_end_matches('/')
@@ -213,20 +206,17 @@ impl Link {
             plugin: AZURE_PLUGIN.to_string(),
             conn: Connection {
                 endpoints: Endpoints {
-                    identity: endpoint("identity", DEFAULT_IDENTITY),
-                    management: endpoint("management", DEFAULT_MANAGEMENT),
-                    instance_suffix: endpoint("instance_suffix", DEFAULT_INSTANCE_SUFFIX),
+                    identity: endpoint(&endpoints.identity, DEFAULT_IDENTITY),
+                    management: endpoint(&endpoints.management, DEFAULT_MANAGEMENT),
+                    instance_suffix: endpoint(&endpoints.instance_suffix, DEFAULT_INSTANCE_SUFFIX),
                 },
                 credentials: Credentials {
-                    tenant_id: field("tenant_id")?,
-                    client_id: field("client_id")?,
+                    tenant_id: field("tenant_id", &config.tenant_id)?,
+                    client_id: field("client_id", &config.client_id)?,
                     client_secret,
                 },
-                subscription_id: field("subscription_id")?,
-                instance: config["instance"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
+                subscription_id: field("subscription_id", &config.subscription_id)?,
+                instance: config.instance.clone().filter(|s| !s.is_empty()),
             },
             tls: tls_settings(config, secrets),
         })
@@ -267,13 +257,43 @@ pub fn unseal(
 }
 
 /// The TLS settings of a link, for the connector's HTTP calls.
-pub fn tls_settings(config: &Value, secrets: &HashMap<String, String>) -> TlsSettings {
-    let t = &config["tls"];
+pub fn tls_settings(config: &LinkConfig, secrets: &HashMap<String, String>) -> TlsSettings {
+    let t = config.tls.clone().unwrap_or_default();
     TlsSettings {
-        ca_pem: t["ca_pem"].as_str().map(str::to_string),
-        client_cert_pem: t["client_cert"].as_str().map(str::to_string),
+        ca_pem: t.ca_pem,
+        client_cert_pem: t.client_cert,
         client_key_pem: secrets.get("client_key").cloned(),
-        validate_hostname: t["validate_hostname"].as_bool().unwrap_or(true),
+        validate_hostname: t.validate_hostname,
+    }
+}
+
+/// The catalog's type of a key the connector describes.
+pub fn obj_type_of(spec: &KeySpec) -> ObjType {
+    match spec.key_type {
+        KeyType::Rsa => ObjType::Rsa,
+        KeyType::Ec => ObjType::Ec,
+        KeyType::Aes => ObjType::Aes,
+    }
+}
+
+/// The catalog's curve of a connector's curve (Keyward holds no secp256k1 keys).
+pub fn curve_of(c: ConnectorCurve) -> Option<Curve> {
+    match c {
+        ConnectorCurve::P256 => Some(Curve::P256),
+        ConnectorCurve::P384 => Some(Curve::P384),
+        ConnectorCurve::P521 => Some(Curve::P521),
+        ConnectorCurve::Secp256k1 => None,
+    }
+}
+
+/// The SubjectPublicKeyInfo DER of a remote key's public key.
+pub fn public_der(r: &RemoteKey) -> Option<Vec<u8>> {
+    match &r.public_key {
+        Some(PublicKey::Rsa(k)) => keyward_crypto::rsa_public_der(&k.n, &k.e).ok(),
+        Some(PublicKey::Ec(k)) => {
+            keyward_crypto::ec_public_der(curve_of(k.curve)?, &k.x, &k.y).ok()
+        }
+        None => None,
     }
 }
 

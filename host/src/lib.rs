@@ -5,27 +5,33 @@
 //! whether each operation is allowed.
 //!
 //! Where things live:
-//! - [`api`]: the REST API (Fortanix DSM style), one module per resource.
+//! - [`api`]: the REST API (Fortanix DSM style), one module per resource; handlers parse,
+//!   call the services and render.
+//! - [`keys`]: the key service, the one owner of every state change of a key, and the
+//!   integrity rules it enforces (export, copies, KMIP lifecycle, key-encryption keys).
 //! - [`catalog`]: accounts, users, applications, groups, keys, escrow, workflow runs and the
 //!   audit log in SQLite; secrets sealed under the master key.
-//! - [`auth`], [`audit`], [`policy`], [`crypto`]: sessions and roles, the audit writer, policy
-//!   enforcement, cryptography on catalog keys.
+//! - [`auth`], [`audit`], [`policy`], [`crypto`], [`cache`]: sessions, roles and the login
+//!   throttle, the audit writer, policy enforcement, cryptography on catalog keys, and the
+//!   caches of the hot path.
 //! - [`plugins`]: the sandboxed WebAssembly plugin runtime (registry, warm instance pools,
 //!   limits, the host `http` and `log` imports) and typed calls into policy and connector
 //!   plugins.
 //! - [`kms`]: a group's link to an external key manager, and typed calls to its connector.
 //! - [`workflows`]: the Rhai workflow scripts behind every flow against an external key
 //!   manager, their sandbox and host API, and their run records.
-//! - [`daemon`]: wiring the pieces together and running until shut down; [`demo`]: the
-//!   first-run demo with the emulated HSM.
+//! - [`daemon`]: the composition root, wiring the pieces together and running until shut
+//!   down; [`demo`]: the first-run demo with the emulated HSM.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod catalog;
 pub mod crypto;
 pub mod daemon;
 pub mod demo;
+pub mod keys;
 pub mod kms;
 pub mod plugins;
 pub mod policy;

@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use crate::catalog::accounts::Account;
 use crate::catalog::groups::Group;
-use crate::catalog::sobjects::{ObjType, SObject};
-use crate::crypto::{Curve, curve_from_dsm};
+use crate::catalog::sobjects::{self, Curve, ObjType, SObject};
 use crate::plugins::policy::{
     Decision, KeyAttributes, KeyOp, KeySpec, KeyState, KeyType, Mode, PolicyRequest, Principal, Tag,
 };
@@ -79,33 +78,27 @@ pub struct PolicyUnavailable {
     pub source: PluginError,
 }
 
-/// DSM operation names and the contract's operations.
-pub fn key_op(dsm: &str) -> Option<KeyOp> {
-    Some(match dsm {
-        "ENCRYPT" => KeyOp::Encrypt,
-        "DECRYPT" => KeyOp::Decrypt,
-        "SIGN" => KeyOp::Sign,
-        "VERIFY" => KeyOp::Verify,
-        "WRAPKEY" => KeyOp::WrapKey,
-        "UNWRAPKEY" => KeyOp::UnwrapKey,
-        "EXPORT" => KeyOp::Export,
-        "DERIVEKEY" => KeyOp::DeriveKey,
-        "APPMANAGEABLE" => KeyOp::AppManageable,
-        _ => return None,
-    })
+/// A catalog operation as the policy contract names it.
+pub fn key_op(op: sobjects::KeyOp) -> KeyOp {
+    match op {
+        sobjects::KeyOp::Encrypt => KeyOp::Encrypt,
+        sobjects::KeyOp::Decrypt => KeyOp::Decrypt,
+        sobjects::KeyOp::Sign => KeyOp::Sign,
+        sobjects::KeyOp::Verify => KeyOp::Verify,
+        sobjects::KeyOp::WrapKey => KeyOp::WrapKey,
+        sobjects::KeyOp::UnwrapKey => KeyOp::UnwrapKey,
+        sobjects::KeyOp::Export => KeyOp::Export,
+        sobjects::KeyOp::AppManageable => KeyOp::AppManageable,
+    }
 }
 
 /// A security object as the policy contract sees it.
 pub fn attributes(o: &SObject, now: i64) -> KeyAttributes {
-    let curve = o
-        .elliptic_curve
-        .as_deref()
-        .and_then(|c| curve_from_dsm(c).ok())
-        .map(|c| match c {
-            Curve::P256 => crate::plugins::policy::Curve::P256,
-            Curve::P384 => crate::plugins::policy::Curve::P384,
-            Curve::P521 => crate::plugins::policy::Curve::P521,
-        });
+    let curve = o.curve.map(|c| match c {
+        Curve::P256 => crate::plugins::policy::Curve::P256,
+        Curve::P384 => crate::plugins::policy::Curve::P384,
+        Curve::P521 => crate::plugins::policy::Curve::P521,
+    });
     let state = match o.state(now) {
         crate::catalog::sobjects::KeyState::PreActive => KeyState::PreActive,
         crate::catalog::sobjects::KeyState::Active => KeyState::Active,
@@ -125,7 +118,7 @@ pub fn attributes(o: &SObject, now: i64) -> KeyAttributes {
             size: o.key_size,
             curve,
         },
-        ops: o.key_ops.iter().filter_map(|op| key_op(op)).collect(),
+        ops: o.key_ops.iter().map(key_op).collect(),
         enabled: o.enabled,
         state: Some(state),
         created: Some(o.created_at),

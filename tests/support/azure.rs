@@ -124,7 +124,21 @@ impl Azure {
 
     /// The group's link, for looking at the HSM directly.
     pub async fn link(&self) -> Link {
-        let g = self.daemon.state.group(&self.group).await.unwrap().unwrap();
+        use sqlx::Row;
+        let mut conn = self.daemon.state.catalog.conn().await.unwrap();
+        let account: String = sqlx::query("SELECT account_id FROM groups WHERE id = ?")
+            .bind(&self.group)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get(0);
+        let g = self
+            .daemon
+            .state
+            .group(&account, &self.group)
+            .await
+            .unwrap()
+            .unwrap();
         Link::of_group(&self.daemon.state.catalog, &g).unwrap()
     }
 

@@ -169,13 +169,9 @@ pub async fn create(
 
 async fn load(c: &mut Conn, account: &str, app_id: &str) -> ApiResult<App> {
     id("app", app_id)?;
-    match apps::get(c, app_id).await? {
-        Some(a) if a.account_id == account => Ok(a),
-        Some(_) => Err(ApiError::Forbidden(
-            "that application belongs to another account".into(),
-        )),
-        None => Err(ApiError::NotFound(format!("no application {app_id}"))),
-    }
+    apps::get(c, account, app_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no application {app_id}")))
 }
 
 #[utoipa::path(get, path = "/sys/v1/apps/{id}", tag = "apps", responses((status = 200, body = AppOut), (status = 404, body = super::error::ErrorBody)))]
@@ -272,7 +268,7 @@ pub async fn delete(
     let mut tx = state.catalog.begin().await?;
     let app = load(&mut tx, &account, &app_id).await?;
     may_manage(&caller, &app.groups)?;
-    apps::delete(&mut tx, &app.id).await?;
+    apps::delete(&mut tx, &account, &app.id).await?;
     Event::new(Some(&account), caller.principal(), "app.delete", now)
         .object("app", &app.id)
         .write(&mut tx)

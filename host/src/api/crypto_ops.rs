@@ -13,18 +13,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::audit::Event;
-use crate::catalog::sobjects::{self, KeyState, ObjType};
+use crate::catalog::sobjects::{KeyOp, ObjType};
 use crate::crypto::{self, HashAlg, RsaEncryptionMode, RsaSignatureMode, Shape};
+use crate::keys::{ImportValue, KeyRef, NewKey, UsableKey, WrapMode};
 use crate::kms::Link;
-use crate::plugins::kms::{CryptRequest, KeyRef};
-use crate::plugins::policy::{Action, KeyOp};
-use crate::policy::key_op;
+use crate::plugins::kms::{CryptRequest, KeyRef as RemoteRef};
 
-use super::external_keys::{external_name, external_state, link_for};
 use super::extract::{Body, Caller, id};
-use super::keys::enforce;
-use super::model::{KeyDescriptor, SobjectOut, b64, from_b64};
-use super::state::UsableKey;
+use super::model::{KeyDescriptor, SobjectOut, b64, from_b64, parse_ops};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -173,147 +169,43 @@ fn opt_b64(field: &str, v: &Option<String>) -> ApiResult<Option<Vec<u8>>> {
     v.as_deref().map(|x| from_b64(field, x)).transpose()
 }
 
-/// Resolves the key of a crypto operation and checks everything before it may be used.
+/// The key of a crypto operation (from the path or the descriptor), once the key service
+/// has checked that the caller may use it for `op`.
 async fn usable(
     state: &AppState,
     caller: &Caller,
     path_kid: Option<&str>,
     descriptor: &Option<KeyDescriptor>,
-    dsm_op: &str,
+    op: KeyOp,
 ) -> ApiResult<Arc<UsableKey>> {
-    let kid = match (path_kid, descriptor) {
-        (Some(kid), None) => kid.to_string(),
+    let key = match (path_kid, descriptor) {
+        (Some(kid), None) => {
+            id("key", kid)?;
+            KeyRef::Kid(kid.to_string())
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::field(
                 "key",
                 "the key is already named in the path",
             ));
         }
-        (
-            None,
-            Some(KeyDescriptor {
-                kid: Some(kid),
-                name: None,
-            }),
-        ) => kid.clone(),
-        (
-            None,
-            Some(KeyDescriptor {
-                kid: None,
-                name: Some(name),
-            }),
-        ) => {
-            let mut conn = state.catalog.conn().await?;
-            sobjects::get_by_name(&mut conn, caller.account(), name)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no key named '{name}'")))?
-                .kid
-        }
-        (None, _) => {
+        (None, Some(d)) => d.to_ref("key")?,
+        (None, None) => {
             return Err(ApiError::field(
                 "key",
                 "give the key as {\"kid\": ...} or {\"name\": ...}",
             ));
         }
     };
-    id("key", &kid)?;
-    let key = state
-        .usable_key(&kid)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no key {kid}")))?;
-    let o = &key.object;
-    if o.account_id != caller.account() {
-        return Err(ApiError::Forbidden(
-            "that key belongs to another account".into(),
-        ));
-    }
-    if !caller.access.is_app() {
-        return Err(ApiError::Forbidden(
-            "users do not perform cryptographic operations; applications do".into(),
-        ));
-    }
-    if !caller.access.can_use_keys(&o.group_id) {
-        return Err(ApiError::Forbidden(
-            "the application is not a member of the key's group".into(),
-        ));
-    }
-    if !o.enabled {
-        return Err(ApiError::Forbidden("the key is disabled".into()));
-    }
-    let unprotect = matches!(dsm_op, "DECRYPT" | "VERIFY" | "UNWRAPKEY");
-    match o.state(state.now()) {
-        KeyState::Active => {}
-        KeyState::Deactivated | KeyState::Compromised if unprotect => {}
-        s => {
-            return Err(ApiError::Forbidden(format!(
-                "a {} key cannot be used for {dsm_op}",
-                s.as_str()
-            )));
-        }
-    }
-    if !o.has_op(dsm_op) {
-        return Err(ApiError::Forbidden(format!(
-            "the key does not permit {dsm_op}"
-        )));
-    }
-    if key.material.is_none() {
-        match external_state(o) {
-            None => {
-                return Err(ApiError::Conflict(
-                    "the key has no material (it was destroyed)".into(),
-                ));
-            }
-            Some("Active") => {}
-            Some("Disabled") => {
-                return Err(ApiError::Forbidden(
-                    "the key is disabled in the external key manager".into(),
-                ));
-            }
-            Some(s) => {
-                return Err(ApiError::Conflict(format!(
-                    "the key is {s} in the external key manager"
-                )));
-            }
-        }
-    }
-    let group = state
-        .group(&o.group_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("group vanished".into()))?;
-    let op: KeyOp = key_op(dsm_op).expect("known operation");
-    enforce(
-        state,
-        caller,
-        &group,
-        Action::Crypto(op),
-        &format!("key.{}", dsm_op.to_ascii_lowercase()),
-        o,
-        None,
-    )
-    .await?;
-    Ok(key)
+    Ok(state.keys.usable_for(&caller.access, &key, op).await?)
 }
 
 /// Where a virtual key's operations go: its group's link and its name in the HSM.
-async fn remote(state: &AppState, key: &UsableKey) -> ApiResult<(Link, KeyRef)> {
-    let o = &key.object;
-    let group = state
-        .group(&o.group_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("group vanished".into()))?;
-    let link = link_for(state, &group)?;
-    let name = external_name(o)
-        .ok_or_else(|| ApiError::Internal("virtual key without an external name".into()))?;
-    Ok((
-        link,
-        KeyRef {
-            name: name.to_string(),
-            version: None,
-        },
-    ))
+async fn remote(state: &AppState, key: &UsableKey) -> ApiResult<(Link, RemoteRef)> {
+    Ok(state.keys.remote_of(&key.object).await?)
 }
 
-async fn record(state: &AppState, caller: &Caller, key: &UsableKey, dsm_op: &str, details: Value) {
+async fn record(state: &AppState, caller: &Caller, key: &UsableKey, op: KeyOp, details: Value) {
     let now = state.now();
     state
         .audit
@@ -321,7 +213,7 @@ async fn record(state: &AppState, caller: &Caller, key: &UsableKey, dsm_op: &str
             Event::new(
                 Some(caller.account()),
                 caller.principal(),
-                &format!("key.{}", dsm_op.to_ascii_lowercase()),
+                &format!("key.{}", op.as_str().to_ascii_lowercase()),
                 now,
             )
             .object("sobject", &key.object.kid)
@@ -337,7 +229,7 @@ async fn do_encrypt(
     path_kid: Option<&str>,
     req: EncryptRequest,
 ) -> ApiResult<Json<EncryptResponse>> {
-    let key = usable(state, caller, path_kid, &req.key, "ENCRYPT").await?;
+    let key = usable(state, caller, path_kid, &req.key, KeyOp::Encrypt).await?;
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
     if req.tag_len.is_some_and(|t| t != 128) {
         return Err(ApiError::field("tag_len", "only 128 is supported"));
@@ -386,7 +278,7 @@ async fn do_encrypt(
         state,
         caller,
         &key,
-        "ENCRYPT",
+        KeyOp::Encrypt,
         serde_json::json!({"alg": req.alg}),
     )
     .await;
@@ -404,7 +296,7 @@ async fn do_decrypt(
     path_kid: Option<&str>,
     req: DecryptRequest,
 ) -> ApiResult<Json<DecryptResponse>> {
-    let key = usable(state, caller, path_kid, &req.key, "DECRYPT").await?;
+    let key = usable(state, caller, path_kid, &req.key, KeyOp::Decrypt).await?;
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
     let cipher = from_b64("cipher", &req.cipher)?;
     let iv = opt_b64("iv", &req.iv)?;
@@ -448,7 +340,7 @@ async fn do_decrypt(
         state,
         caller,
         &key,
-        "DECRYPT",
+        KeyOp::Decrypt,
         serde_json::json!({"alg": req.alg}),
     )
     .await;
@@ -472,7 +364,7 @@ async fn do_sign(
     path_kid: Option<&str>,
     req: SignRequest,
 ) -> ApiResult<Json<SignResponse>> {
-    let key = usable(state, caller, path_kid, &req.key, "SIGN").await?;
+    let key = usable(state, caller, path_kid, &req.key, KeyOp::Sign).await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
     let sig = match &key.material {
         Some(m) => crypto::sign(m, req.hash_alg, &req.mode, &d)?,
@@ -498,7 +390,7 @@ async fn do_sign(
         state,
         caller,
         &key,
-        "SIGN",
+        KeyOp::Sign,
         serde_json::json!({"hash_alg": req.hash_alg}),
     )
     .await;
@@ -514,7 +406,7 @@ async fn do_verify(
     path_kid: Option<&str>,
     req: VerifyRequest,
 ) -> ApiResult<Json<VerifyResponse>> {
-    let key = usable(state, caller, path_kid, &req.key, "VERIFY").await?;
+    let key = usable(state, caller, path_kid, &req.key, KeyOp::Verify).await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
     let sig = from_b64("signature", &req.signature)?;
     let result = match &key.material {
@@ -541,7 +433,7 @@ async fn do_verify(
         state,
         caller,
         &key,
-        "VERIFY",
+        KeyOp::Verify,
         serde_json::json!({"hash_alg": req.hash_alg, "result": result}),
     )
     .await;
@@ -557,34 +449,15 @@ async fn do_wrap(
     path_kid: Option<&str>,
     req: WrapRequest,
 ) -> ApiResult<Json<WrapResponse>> {
-    let key = usable(state, caller, path_kid, &req.key, "WRAPKEY").await?;
+    let key = usable(state, caller, path_kid, &req.key, KeyOp::WrapKey).await?;
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
-    let mut conn = state.catalog.conn().await?;
-    let subject = match (&req.subject.kid, &req.subject.name) {
-        (Some(kid), None) => super::keys::load(&mut conn, caller, kid).await?,
-        (None, Some(name)) => {
-            let o = sobjects::get_by_name(&mut conn, caller.account(), name)
-                .await?
-                .ok_or_else(|| ApiError::field("subject", format!("no key named '{name}'")))?;
-            super::keys::load(&mut conn, caller, &o.kid).await?
-        }
-        _ => {
-            return Err(ApiError::field(
-                "subject",
-                "give exactly one of 'kid' and 'name'",
-            ));
-        }
-    };
-    drop(conn);
-    if !subject.has_op("EXPORT") {
-        return Err(ApiError::Forbidden(
-            "the key to wrap does not permit EXPORT".into(),
-        ));
-    }
+    // Wrapping hands the subject's material out under another key: it is an export of the
+    // subject, with the same rules.
     let subject_key = state
-        .usable_key(&subject.kid)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("subject".into()))?;
+        .keys
+        .exportable(&caller.access, &req.subject.to_ref("subject")?)
+        .await?;
+    let subject = &subject_key.object;
     let subject_material = subject_key
         .material
         .as_ref()
@@ -624,7 +497,7 @@ async fn do_wrap(
         state,
         caller,
         &key,
-        "WRAPKEY",
+        KeyOp::WrapKey,
         serde_json::json!({"alg": req.alg, "subject": subject.kid}),
     )
     .await;
@@ -634,68 +507,85 @@ async fn do_wrap(
     }))
 }
 
-/// Unwraps a key with a wrapping key and imports it as a new key.
+/// Unwraps a key with a wrapping key and imports it as a new key: an import under a
+/// key-encryption key, which the key service handles as one.
 async fn do_unwrap(
     state: Arc<AppState>,
     caller: Caller,
     path_kid: Option<&str>,
     req: UnwrapRequest,
 ) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
-    let key = usable(&state, &caller, path_kid, &req.key, "UNWRAPKEY").await?;
-    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
-    let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
-    let plain = match &key.material {
-        Some(m) => crypto::unwrap(m, aes_mode.as_deref(), &rsa_mode, &wrapped)?,
-        None => {
-            let alg = crypto::wrapping_alg(
-                Shape::of_object(&key.object),
-                aes_mode.as_deref(),
-                &rsa_mode,
-            )?;
-            let (link, kref) = remote(&state, &key).await?;
-            state
-                .kms
-                .unwrap_key(
-                    &link,
-                    &kref,
-                    &CryptRequest {
-                        algorithm: alg.into(),
-                        value: wrapped,
-                        iv: None,
-                        aad: None,
-                        tag: None,
-                    },
-                )
-                .await?
-                .value
+    let kek = match (path_kid, &req.key) {
+        (Some(kid), None) => {
+            id("key", kid)?;
+            KeyRef::Kid(kid.to_string())
         }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "key",
+                "the key is already named in the path",
+            ));
+        }
+        (None, Some(d)) => d.to_ref("key")?,
+        (None, None) => return Err(ApiError::field("key", "is required")),
     };
-    record(
-        &state,
-        &caller,
-        &key,
-        "UNWRAPKEY",
-        serde_json::json!({"alg": req.alg}),
-    )
-    .await;
-    let import = super::keys::KeyRequest {
-        name: Some(req.name),
-        group_id: req.group_id.or_else(|| Some(key.object.group_id.clone())),
-        obj_type: Some(req.obj_type),
+    let kek_object = state.keys.resolve(&caller.access, &kek).await?;
+    if !req.alg.eq_ignore_ascii_case(kek_object.obj_type.as_str()) {
+        return Err(ApiError::field(
+            "alg",
+            format!(
+                "'{}' does not match the key, which is {}",
+                req.alg,
+                kek_object.obj_type.as_str()
+            ),
+        ));
+    }
+    let mode = match (kek_object.obj_type, &req.mode) {
+        (_, None) => None,
+        (ObjType::Aes, Some(Value::String(m))) => Some(WrapMode::Aes(m.clone())),
+        (ObjType::Rsa, Some(m)) => Some(WrapMode::Rsa(
+            serde_json::from_value(m.clone())
+                .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}")))?,
+        )),
+        _ => return Err(ApiError::field("mode", "does not fit the key type")),
+    };
+    let obj_type = ObjType::parse(&req.obj_type).ok_or_else(|| {
+        ApiError::field(
+            "obj_type",
+            format!("'{}' is not supported (AES, RSA or EC)", req.obj_type),
+        )
+    })?;
+    let spec = NewKey {
+        name: req.name,
+        group_id: req.group_id.or_else(|| Some(kek_object.group_id.clone())),
+        obj_type,
         key_size: None,
-        elliptic_curve: None,
-        key_ops: req.key_ops,
+        curve: None,
+        key_ops: req
+            .key_ops
+            .as_deref()
+            .map(|o| parse_ops("key_ops", o))
+            .transpose()?,
         description: req.description,
         enabled: None,
         activation_date: None,
         deactivation_date: None,
-        custom_metadata: None,
-        value: Some(b64(&plain)),
-        value_format: None,
-        wrapped_by: None,
-        wrapping_mode: None,
+        tags: None,
     };
-    super::keys::import(State(state), caller, Body(import)).await
+    let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
+    let v = state
+        .keys
+        .import(
+            &caller.access,
+            spec,
+            ImportValue::Wrapped {
+                kek: KeyRef::Kid(kek_object.kid),
+                mode,
+                wrapped,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(SobjectOut::of(&v, state.now()))))
 }
 
 macro_rules! endpoints {

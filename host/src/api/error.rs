@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
+use crate::keys::KeyError;
 use crate::kms::KmsError;
 use crate::policy::{PolicyFinding, PolicyUnavailable};
 use crate::workflows::{HostError, WorkflowError};
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// 413
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// 429: too many attempts; `Retry-After` says when to try again.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// 503: a dependency (policy plugin) could not answer; nothing was done.
     #[error("{0}")]
     Unavailable(String),
@@ -55,8 +59,8 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable error code: `InvalidInput`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
-    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `Unavailable`, `InternalError`,
-    /// `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
+    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `TooManyRequests`, `Unavailable`,
+    /// `InternalError`, `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
     pub code: &'static str,
     pub message: String,
     /// The request field at fault, when there is one.
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::Workflow(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -106,6 +111,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NotFound",
             ApiError::Conflict(_) => "Conflict",
             ApiError::TooLarge(_) => "PayloadTooLarge",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "InternalError",
             ApiError::Workflow(_) => "WorkflowFailed",
@@ -132,7 +138,14 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
         };
-        (self.status(), axum::Json(body)).into_response()
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after),
+            );
+        }
+        response
     }
 }
 
@@ -169,9 +182,7 @@ impl From<KmsError> for ApiError {
     fn from(e: KmsError) -> Self {
         match e {
             KmsError::Remote { .. } => ApiError::from(HostError::from(e)),
-            KmsError::NotLinked | KmsError::Incomplete(_) | KmsError::UnknownKind(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            KmsError::NotLinked | KmsError::Incomplete(_) => ApiError::Conflict(e.to_string()),
             KmsError::Plugin(_) => ApiError::Unavailable(e.to_string()),
             KmsError::Secrets(_) => ApiError::Internal(e.to_string()),
         }
@@ -186,6 +197,8 @@ impl From<HostError> for ApiError {
             "not_found" => ApiError::NotFound(m),
             "conflict" => ApiError::Conflict(m),
             "bad_request" | "invalid" => ApiError::bad(m),
+            // A refusal by the catalog's own rules, raised inside a run.
+            "denied" => ApiError::Forbidden(m),
             "forbidden" | "unauthorized" | "other" => ApiError::BadGateway(m),
             "throttled" | "unavailable" => ApiError::Unavailable(m),
             "internal" => ApiError::Internal(m),
@@ -205,6 +218,25 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Compile(_)
             | WorkflowError::Failed { .. }
             | WorkflowError::TooManyOperations { .. } => ApiError::Workflow(e.to_string()),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Invalid { field, message } => ApiError::field(&field, message),
+            KeyError::NotFound(m) => ApiError::NotFound(m),
+            KeyError::Forbidden(m) | KeyError::Rule(m) => ApiError::Forbidden(m),
+            KeyError::PolicyDenied(v) => ApiError::PolicyDenied(v),
+            KeyError::State(m) | KeyError::NameTaken(m) => ApiError::Conflict(m),
+            KeyError::Concurrent => ApiError::Conflict(e.to_string()),
+            KeyError::PolicyUnavailable(p) => ApiError::from(p),
+            KeyError::Crypto(c) => ApiError::from(c),
+            KeyError::Catalog(c) => ApiError::from(c),
+            KeyError::Workflow(w) => ApiError::from(w),
+            KeyError::Kms(k) => ApiError::from(k),
+            KeyError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Request extractors: the authenticated caller, JSON bodies with errors that name the field,
-//! and path ids.
+//! Request extractors: the authenticated caller, the client's address, JSON bodies with
+//! errors that name the field, and path ids.
 
 use std::sync::Arc;
 
@@ -87,6 +87,22 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             },
         };
         Ok(Caller { access, token })
+    }
+}
+
+/// The address a request came from, when the server knows it.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<super::transport::PeerAddr>>()
+                .map(|c| c.0.0.ip()),
+        ))
     }
 }
 

@@ -14,14 +14,14 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::catalog::groups::{self, Group};
+use crate::catalog::groups::{self, ConnectionRecord, Group};
 use crate::catalog::sobjects;
 use crate::catalog::workflow_runs::{self, RunFilter, WorkflowRun};
 use crate::kms::{self, Link};
 use crate::workflows::{RunRequest, WorkflowError};
 
 use super::extract::{Body, Caller, id, parse_json};
-use super::groups::{ExternalKmsIn, link_settings};
+use super::links::{ExternalKmsIn, link_settings};
 use super::model::{SobjectOut, Time, opt_time, time};
 use super::{ApiError, ApiResult, AppState};
 
@@ -72,6 +72,56 @@ pub struct ScanOut {
     pub warnings: Vec<Value>,
 }
 
+/// What the `test_connection` script leaves in its output.
+#[derive(Debug, Default, Deserialize)]
+struct ConnectionOutput {
+    status: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    error: Option<RemoteErrorOut>,
+    #[serde(default)]
+    instances: Vec<Value>,
+}
+
+/// A host error as scripts leave it in their output.
+#[derive(Debug, Default, Deserialize)]
+struct RemoteErrorOut {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// What the `sync` script leaves in its output.
+#[derive(Debug, Default, Deserialize)]
+struct SyncOutput {
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    failed: Vec<SyncFailure>,
+    #[serde(default)]
+    progress: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncFailure {
+    name: String,
+    #[serde(default)]
+    error: RemoteErrorOut,
+}
+
+/// A script's output as the shape the caller expects; an edited script that leaves
+/// something else there is read as leaving nothing.
+fn output_of<T: Default + serde::de::DeserializeOwned>(run: &str, v: &Value) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+        tracing::warn!(
+            run,
+            "the workflow's output is not in the expected shape: {e}"
+        );
+        T::default()
+    })
+}
+
 fn sync_key(group: &str) -> String {
     format!("sync:{group}")
 }
@@ -79,15 +129,10 @@ fn sync_key(group: &str) -> String {
 /// A group of the caller's account that has a link.
 async fn linked_group(state: &AppState, caller: &Caller, group_id: &str) -> ApiResult<Arc<Group>> {
     id("group", group_id)?;
-    let g = match state.group(group_id).await? {
-        Some(g) if g.account_id == caller.account() => g,
-        Some(_) => {
-            return Err(ApiError::Forbidden(
-                "that group belongs to another account".into(),
-            ));
-        }
-        None => return Err(ApiError::NotFound(format!("no group {group_id}"))),
-    };
+    let g = state
+        .group(caller.account(), group_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no group {group_id}")))?;
     if !caller.access.can_read_group(&g.id) {
         return Err(ApiError::Forbidden("you have no role in that group".into()));
     }
@@ -111,25 +156,22 @@ async fn test_connection(
         .run(RunRequest {
             workflow: "test_connection".into(),
             trigger: "api".into(),
-            principal: caller.principal().clone(),
-            account: caller.account().to_string(),
+            access: caller.access.clone(),
             group,
             link: Some(link),
             input: json!({}),
             secrets: vec![],
             pending: None,
             exclusive: None,
+            run_id: None,
         })
         .await?;
-    let o = &outcome.output;
+    let o: ConnectionOutput = output_of(&outcome.run_id, &outcome.output);
     Ok(ConnectionStatus {
-        status: o["status"].as_str().unwrap_or("Not Connected").to_string(),
-        reason: o["reason"].as_str().map(str::to_string),
-        error_code: o["error"]["code"]
-            .as_str()
-            .filter(|c| !c.is_empty())
-            .map(str::to_string),
-        instances: o["instances"].as_array().cloned().unwrap_or_default(),
+        status: o.status.unwrap_or_else(|| "Not Connected".into()),
+        reason: o.reason,
+        error_code: o.error.map(|e| e.code).filter(|c| !c.is_empty()),
+        instances: o.instances,
         checked_at: time(state.now()),
         run_id: outcome.run_id,
     })
@@ -137,33 +179,30 @@ async fn test_connection(
 
 /// A link from settings that are not saved.
 fn proposed_link(cfg: ExternalKmsIn) -> ApiResult<Link> {
-    let kind = cfg.kind.clone();
-    let (config, secrets) = link_settings(None, HashMap::new(), cfg)?;
-    Link::from_parts(&kind, &config, &secrets).map_err(|e| ApiError::bad(e.to_string()))
+    let (kind, config, secrets) = link_settings(None, HashMap::new(), cfg)?;
+    Link::from_parts(kind, &config, &secrets).map_err(|e| ApiError::bad(e.to_string()))
 }
 
 /// Records the outcome of a connection test on the group's link, for the group list.
 async fn record_status(
     state: &AppState,
     principal: &Principal,
+    account: &str,
     group_id: &str,
     status: &ConnectionStatus,
 ) -> ApiResult<()> {
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
-    let Some(mut g) = groups::get(&mut tx, group_id).await? else {
+    let Some(g) = groups::get(&mut tx, account, group_id).await? else {
         return Ok(());
     };
-    let Some(link) = g.link.as_mut() else {
-        return Ok(());
+    let record = ConnectionRecord {
+        status: status.status.clone(),
+        reason: status.reason.clone(),
+        error_code: status.error_code.clone(),
+        checked_at: status.checked_at.clone(),
     };
-    link.config["connection"] = json!({
-        "status": status.status,
-        "reason": status.reason,
-        "error_code": status.error_code,
-        "checked_at": status.checked_at,
-    });
-    groups::update(&mut tx, &g).await?;
+    groups::set_connection(&mut tx, account, group_id, &record).await?;
     Event::new(
         Some(&g.account_id),
         principal,
@@ -187,12 +226,19 @@ pub fn check_later(state: Arc<AppState>, caller: Caller, group_id: String) {
             // The caller just saved the group, so it may test it (its roles, read before
             // the save, may not show that yet).
             let g = state
-                .group(&group_id)
+                .group(caller.account(), &group_id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(group_id.clone()))?;
             let link = Link::of_group(&state.catalog, &g)?;
             let status = test_connection(&state, &caller, Some(g), link).await?;
-            record_status(&state, caller.principal(), &group_id, &status).await
+            record_status(
+                &state,
+                caller.principal(),
+                caller.account(),
+                &group_id,
+                &status,
+            )
+            .await
         }
         .await;
         if let Err(e) = result {
@@ -276,16 +322,15 @@ pub async fn check_group(
         None => (Link::of_group(&state.catalog, &g)?, false),
         Some(cfg) => {
             let secrets = kms::unseal(&state.catalog, &g.id, stored)?;
-            let kind = cfg.kind.clone();
-            let (config, secrets) = link_settings(Some(&stored.config), secrets, cfg)?;
-            let link = Link::from_parts(&kind, &config, &secrets)
+            let (kind, config, secrets) = link_settings(Some(&stored.config), secrets, cfg)?;
+            let link = Link::from_parts(kind, &config, &secrets)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             (link, true)
         }
     };
     let status = test_connection(&state, &caller, Some(g.clone()), link).await?;
     if !changed {
-        record_status(&state, caller.principal(), &g.id, &status).await?;
+        record_status(&state, caller.principal(), caller.account(), &g.id, &status).await?;
     }
     Ok(Json(status))
 }
@@ -294,14 +339,14 @@ fn sync_request(caller: &Caller, g: Arc<Group>, link: Link) -> RunRequest {
     RunRequest {
         workflow: "sync".into(),
         trigger: "api".into(),
-        principal: caller.principal().clone(),
-        account: caller.account().to_string(),
+        access: caller.access.clone(),
         exclusive: Some(sync_key(&g.id)),
         group: Some(g),
         link: Some(link),
         input: json!({}),
         secrets: vec![],
         pending: None,
+        run_id: None,
     }
 }
 
@@ -351,8 +396,9 @@ pub async fn scan(
     let now = state.now();
     let mut conn = state.catalog.conn().await?;
     let mut out = Vec::new();
-    for kid in outcome.output["added"].as_array().into_iter().flatten() {
-        if let Some(o) = sobjects::get(&mut conn, kid.as_str().unwrap_or_default()).await? {
+    let output: SyncOutput = output_of(&outcome.run_id, &outcome.output);
+    for kid in &output.added {
+        if let Some(o) = sobjects::get(&mut conn, caller.account(), kid).await? {
             let links = sobjects::links_of(&mut conn, &o.kid).await?;
             out.push(SobjectOut::new(&o, &links, now));
         }
@@ -380,7 +426,7 @@ pub async fn start_scan(
         let _ = handle.wait().await;
     });
     let mut conn = state.catalog.conn().await?;
-    let run = workflow_runs::get(&mut conn, &run_id)
+    let run = workflow_runs::get(&mut conn, caller.account(), &run_id)
         .await?
         .ok_or_else(|| ApiError::Internal("the scan run vanished".into()))?;
     Ok((StatusCode::ACCEPTED, Json(scan_out(&state, &run))))
@@ -420,7 +466,7 @@ pub async fn get_scan(
     let g = linked_group(&state, &caller, &group_id).await?;
     id("scan", &scan_id)?;
     let mut conn = state.catalog.conn().await?;
-    match workflow_runs::get(&mut conn, &scan_id).await? {
+    match workflow_runs::get(&mut conn, caller.account(), &scan_id).await? {
         Some(r) if r.group_id.as_deref() == Some(g.id.as_str()) && r.workflow == "sync" => {
             Ok(Json(scan_out(&state, &r)))
         }
@@ -431,17 +477,12 @@ pub async fn get_scan(
 }
 
 fn scan_out(state: &AppState, r: &WorkflowRun) -> ScanOut {
-    let output = r.output.clone().unwrap_or(Value::Null);
-    let progress: BTreeMap<String, i64> = state.workflows.progress(&r.id).unwrap_or_else(|| {
-        output["progress"]
-            .as_object()
-            .map(|p| {
-                p.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
+    let output: SyncOutput = r
+        .output
+        .as_ref()
+        .map(|o| output_of(&r.id, o))
+        .unwrap_or_default();
+    let progress = state.workflows.progress(&r.id).unwrap_or(output.progress);
     let scan_result = match r.status.as_str() {
         "succeeded" => Some(json!({"$type": "Success"})),
         "running" => None,
@@ -455,17 +496,11 @@ fn scan_out(state: &AppState, r: &WorkflowRun) -> ScanOut {
         finished_at: opt_time(r.finished_at),
         scan_result,
         progress,
-        added: output["added"]
-            .as_array()
+        added: output.added,
+        warnings: output
+            .failed
             .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        warnings: output["failed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| json!({"external_name": f["name"], "message": f["error"]["message"]}))
+            .map(|f| json!({"external_name": f.name, "message": f.error.message}))
             .collect(),
     }
 }

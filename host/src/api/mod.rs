@@ -16,10 +16,12 @@ pub mod extract;
 pub mod groups;
 pub mod hmg;
 pub mod keys;
+pub mod links;
 pub mod model;
 pub mod openapi;
 pub mod session;
 pub mod state;
+pub mod transport;
 pub mod users;
 pub mod workflows;
 
@@ -163,16 +165,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Where the API is served: plain HTTP, or HTTPS.
+pub enum ApiListener {
+    Plain(TcpListener),
+    Tls(transport::TlsListener),
+}
+
+impl ApiListener {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            ApiListener::Plain(l) => l.local_addr(),
+            ApiListener::Tls(l) => axum::serve::Listener::local_addr(l),
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then flushes the audit log.
 pub async fn serve(
-    listener: TcpListener,
+    listener: ApiListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let audit = state.audit.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = router(state).into_make_service_with_connect_info::<transport::PeerAddr>();
+    match listener {
+        ApiListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,
+        ApiListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,
+    }
     audit.flush().await;
     Ok(())
 }

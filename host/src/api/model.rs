@@ -9,7 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::catalog::sobjects::{Creator, Link, LinkKind, SObject};
+use crate::catalog::sobjects::{
+    Creator, ExternalKey, KeyOp, KeyOps, Link, LinkKind, SObject, curve_name,
+};
+use crate::keys::{KeyRef, KeyView};
 use crate::policy::PolicyFinding;
 use crate::time::{format_dsm, parse_dsm};
 
@@ -148,7 +151,7 @@ pub struct GroupOut {
     pub key_metadata_policy: Option<Value>,
     pub custom_policies: Vec<CustomPolicyIo>,
     /// The link to an external key manager (secrets are never returned).
-    pub external_kms: Option<Value>,
+    pub external_kms: Option<super::links::ExternalKmsOut>,
     /// Whether the group's keys live in an external key manager.
     pub is_external: bool,
     /// For linked groups: `Connected`, `Not Connected` (see `external_kms.connection.reason`)
@@ -156,6 +159,9 @@ pub struct GroupOut {
     pub connection_status: Option<String>,
     /// The caller's role in the group, if it has one.
     pub role: Option<String>,
+    /// Whether users who manage the group's keys may export them (applications of the group
+    /// may, for keys that permit EXPORT).
+    pub user_export: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -234,14 +240,18 @@ pub struct SobjectOut {
     /// `Keyward` (generated here) or `External` (imported, or held by an external KMS).
     pub origin: String,
     pub public_only: bool,
+    /// True when the key has never permitted EXPORT; fixed at creation (EXPORT can be
+    /// removed from a key, never added).
     pub never_exportable: bool,
     /// Public key, SubjectPublicKeyInfo DER, base64.
     pub pub_key: Option<String>,
     pub kcv: Option<String>,
     pub custom_metadata: BTreeMap<String, String>,
     pub links: LinksOut,
-    /// For virtual keys: where the key lives.
-    pub external: Option<Value>,
+    /// For virtual keys: where the key lives (DSM `external`: `id.label` is the key's name in
+    /// the key manager, `state` its state there, `source` where its material came from).
+    #[schema(value_type = Option<Object>)]
+    pub external: Option<ExternalKey>,
     /// Violations of `warn` policies for the operation that returned this object.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy_warnings: Vec<PolicyFinding>,
@@ -260,8 +270,8 @@ impl SobjectOut {
             description: o.description.clone(),
             obj_type: o.obj_type.as_str().to_string(),
             key_size: o.key_size,
-            elliptic_curve: o.elliptic_curve.clone(),
-            key_ops: o.key_ops.clone(),
+            elliptic_curve: o.curve.map(|c| curve_name(c).to_string()),
+            key_ops: o.key_ops.names().iter().map(|s| s.to_string()).collect(),
             enabled: o.enabled,
             state: o.state(now).as_str().to_string(),
             activation_date: opt_time(o.activation_date),
@@ -273,9 +283,9 @@ impl SobjectOut {
             // DSM clients require the field; a never-used key reports its creation time.
             lastused_at: time(o.lastused_at.unwrap_or(o.created_at)),
             creator: (&o.creator).into(),
-            origin: o.origin.clone(),
+            origin: o.origin.as_str().to_string(),
             public_only: false,
-            never_exportable: !o.has_op("EXPORT"),
+            never_exportable: o.never_exportable,
             pub_key: o.pub_key.as_deref().map(b64),
             kcv: o.kcv.clone(),
             custom_metadata: o.tags.clone(),
@@ -287,12 +297,54 @@ impl SobjectOut {
     }
 }
 
+impl SobjectOut {
+    /// A key as the key service returned it, with the warnings of `warn` policies.
+    pub fn of(v: &KeyView, now: i64) -> SobjectOut {
+        let mut out = SobjectOut::new(&v.object, &v.links, now);
+        out.policy_warnings = v.warnings.clone();
+        out
+    }
+}
+
 /// Identifies a key by id or name (DSM `SobjectDescriptor`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDescriptor {
     pub kid: Option<String>,
     pub name: Option<String>,
+}
+
+impl KeyDescriptor {
+    /// The key it names; `field` is where the descriptor sits in the request.
+    pub fn to_ref(&self, field: &str) -> Result<KeyRef, ApiError> {
+        match (&self.kid, &self.name) {
+            (Some(kid), None) => Ok(KeyRef::Kid(kid.clone())),
+            (None, Some(name)) => Ok(KeyRef::Name(name.clone())),
+            _ => Err(ApiError::field(
+                field,
+                "give exactly one of 'kid' and 'name'",
+            )),
+        }
+    }
+}
+
+/// DSM operation names (`["ENCRYPT", "DECRYPT"]`) as a set; unknown names are refused with
+/// the field named.
+pub fn parse_ops(field: &str, names: &[String]) -> Result<KeyOps, ApiError> {
+    names
+        .iter()
+        .map(|n| {
+            KeyOp::parse(n).ok_or_else(|| {
+                ApiError::field(
+                    field,
+                    format!(
+                        "'{n}' is not an operation ({})",
+                        KeyOp::ALL.map(KeyOp::as_str).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,5 +1,6 @@
 //! Sessions: authenticate (a user's email and password, or an application's API key, with
-//! HTTP Basic), refresh, select the account to act in, terminate.
+//! HTTP Basic; failed logins throttled per account name and source address), refresh, select
+//! the account to act in, terminate.
 
 use std::sync::Arc;
 
@@ -12,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
-use crate::auth::{ApiKey, Principal, Session, verify_password};
+use crate::auth::{ApiKey, Principal, Session, verify_password_or_dummy};
 use crate::catalog::{accounts, apps, users};
 
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, ClientAddr};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +62,7 @@ fn invalid() -> ApiError {
     responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody)))]
 pub async fn auth(
     State(state): State<Arc<AppState>>,
+    ClientAddr(address): ClientAddr,
     headers: HeaderMap,
 ) -> ApiResult<Json<AuthResponse>> {
     let value = headers
@@ -81,7 +83,35 @@ pub async fn auth(
         .ok_or_else(invalid)?;
     let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
     let now = state.now();
+    let login = if name.contains('@') {
+        name.to_string()
+    } else {
+        ApiKey::parse(credentials).map_or_else(String::new, |k| k.app_id)
+    };
+    if let Err(retry_after) = state.logins.check(&login, address) {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "too many failed logins for this account or from this address; try again in {retry_after} s"
+            ),
+            retry_after,
+        });
+    }
+    let result = authenticate(&state, credentials, name, secret, now).await;
+    match &result {
+        Ok(_) => state.logins.succeeded(&login),
+        Err(ApiError::Unauthorized(_)) => state.logins.failed(&login, address),
+        Err(_) => {}
+    }
+    result
+}
 
+async fn authenticate(
+    state: &AppState,
+    credentials: &str,
+    name: &str,
+    secret: &str,
+    now: i64,
+) -> ApiResult<Json<AuthResponse>> {
     if name.contains('@') {
         let mut conn = state.catalog.conn().await?;
         let user = users::get_by_email(&mut conn, name).await?;
@@ -90,16 +120,14 @@ pub async fn auth(
             None => vec![],
         };
         drop(conn);
-        let (user, ok) = match user {
-            Some(u) => {
-                let (hash, pw) = (u.password_hash.clone(), secret.to_string());
-                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-                    .await
-                    .unwrap_or(false);
-                (Some(u), ok)
-            }
-            None => (None, false),
-        };
+        let (hash, pw) = (
+            user.as_ref().map(|u| u.password_hash.clone()),
+            secret.to_string(),
+        );
+        let ok =
+            tokio::task::spawn_blocking(move || verify_password_or_dummy(hash.as_deref(), &pw))
+                .await
+                .unwrap_or(false);
         let Some(user) = user.filter(|_| ok) else {
             if let Some((account, _)) = memberships.first() {
                 let actor = Principal::User {
@@ -131,7 +159,7 @@ pub async fn auth(
         }
         tx.commit().await?;
         let (token, session) = state.sessions.create(principal, account, vec![]);
-        return Ok(Json(response(&state, token, &session)));
+        return Ok(Json(response(state, token, &session)));
     }
 
     let key = ApiKey::parse(credentials).ok_or_else(invalid)?;
@@ -139,7 +167,7 @@ pub async fn auth(
         return Err(invalid());
     }
     let mut conn = state.catalog.conn().await?;
-    let app = apps::get(&mut conn, &key.app_id)
+    let app = apps::get_for_login(&mut conn, &key.app_id)
         .await?
         .ok_or_else(invalid)?;
     drop(conn);
@@ -177,7 +205,7 @@ pub async fn auth(
         state
             .sessions
             .create(principal, Some(app.account_id.clone()), app.groups.clone());
-    Ok(Json(response(&state, token, &session)))
+    Ok(Json(response(state, token, &session)))
 }
 
 #[utoipa::path(post, path = "/sys/v1/session/terminate", tag = "session", responses((status = 204)))]

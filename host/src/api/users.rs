@@ -266,7 +266,7 @@ pub async fn invite(
     };
     accounts::set_member(&mut tx, &account, &user.id, role, now).await?;
     for (g, r) in &group_roles {
-        groups::set_member(&mut tx, g, &user.id, *r).await?;
+        groups::set_member(&mut tx, &account, g, &user.id, *r).await?;
     }
     Event::new(Some(&account), caller.principal(), "user.add", now)
         .object("user", &user.id)
@@ -405,11 +405,12 @@ pub async fn update(
         role = r;
     }
     for (g, r) in &add {
-        super::groups::require_in_account(&mut tx, "groups", g, &account).await?;
-        groups::set_member(&mut tx, g, &user.id, *r).await?;
+        super::groups::require_in_account(&mut tx, "add_groups", g, &account).await?;
+        groups::set_member(&mut tx, &account, g, &user.id, *r).await?;
     }
     for g in &req.del_groups {
-        groups::remove_member(&mut tx, g, &user.id).await?;
+        super::groups::require_in_account(&mut tx, "del_groups", g, &account).await?;
+        groups::remove_member(&mut tx, &account, g, &user.id).await?;
     }
     Event::new(Some(&account), caller.principal(), "user.update", now)
         .object("user", &user.id)

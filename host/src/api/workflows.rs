@@ -191,10 +191,8 @@ pub async fn run(
 ) -> ApiResult<Json<RunOut>> {
     id("workflow run", &run_id)?;
     let mut conn = state.catalog.conn().await?;
-    match workflow_runs::get(&mut conn, &run_id).await? {
-        Some(r) if r.account_id.as_deref() == Some(caller.account()) && visible(&caller, &r) => {
-            Ok(Json(run_out(&state, r)))
-        }
+    match workflow_runs::get(&mut conn, caller.account(), &run_id).await? {
+        Some(r) if visible(&caller, &r) => Ok(Json(run_out(&state, r))),
         _ => Err(ApiError::NotFound(format!("no workflow run {run_id}"))),
     }
 }

@@ -20,6 +20,21 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// Checks a password against the stored hash, or, for an unknown user, against a hash of
+/// nothing in particular: either way the check costs one argon2 verification, so the time a
+/// login takes does not tell whether the email exists.
+pub fn verify_password_or_dummy(hash: Option<&str>, password: &str) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match hash {
+        Some(h) => verify_password(h, password),
+        None => {
+            let dummy = DUMMY.get_or_init(|| hash_password("no user has this password"));
+            verify_password(dummy, password);
+            false
+        }
+    }
+}
+
 pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| {
         Argon2::default()

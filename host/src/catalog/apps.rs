@@ -56,33 +56,38 @@ pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
     .bind(&a.default_group)
     .execute(&mut *c)
     .await?;
-    set_groups(c, &a.id, &a.groups).await
+    set_groups(c, &a.account_id, &a.id, &a.groups).await
 }
 
 pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
-    sqlx::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, enabled = ?, default_group = ? WHERE id = ?")
+    sqlx::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.api_key_hash)
         .bind(a.enabled)
         .bind(&a.default_group)
         .bind(&a.id)
+        .bind(&a.account_id)
         .execute(&mut *c)
         .await?;
-    set_groups(c, &a.id, &a.groups).await
+    set_groups(c, &a.account_id, &a.id, &a.groups).await
 }
 
-async fn set_groups(c: &mut Conn, app: &str, groups: &[String]) -> Result<()> {
+/// Only groups of the application's own account are linked.
+async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &[String]) -> Result<()> {
     sqlx::query("DELETE FROM app_groups WHERE app_id = ?")
         .bind(app)
         .execute(&mut *c)
         .await?;
     for g in groups {
-        sqlx::query("INSERT INTO app_groups (app_id, group_id) VALUES (?, ?)")
-            .bind(app)
-            .bind(g)
-            .execute(&mut *c)
-            .await?;
+        sqlx::query(
+            "INSERT INTO app_groups (app_id, group_id) SELECT ?, id FROM groups WHERE id = ? AND account_id = ?",
+        )
+        .bind(app)
+        .bind(g)
+        .bind(account)
+        .execute(&mut *c)
+        .await?;
     }
     Ok(())
 }
@@ -99,7 +104,21 @@ pub async fn groups_of(c: &mut Conn, app: &str) -> Result<Vec<String>> {
     )
 }
 
-pub async fn get(c: &mut Conn, id: &str) -> Result<Option<App>> {
+/// An application of `account`.
+pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<App>> {
+    match sqlx::query("SELECT * FROM apps WHERE id = ? AND account_id = ?")
+        .bind(id)
+        .bind(account)
+        .fetch_optional(&mut *c)
+        .await?
+    {
+        Some(r) => Ok(Some(with_groups(c, from_row(&r)).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The application an API key names, whatever its account (logging in decides the account).
+pub async fn get_for_login(c: &mut Conn, id: &str) -> Result<Option<App>> {
     match sqlx::query("SELECT * FROM apps WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *c)
@@ -122,9 +141,10 @@ pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<App>> {
     Ok(out)
 }
 
-pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM apps WHERE id = ?")
+pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM apps WHERE id = ? AND account_id = ?")
         .bind(id)
+        .bind(account)
         .execute(c)
         .await?;
     Ok(())

@@ -17,12 +17,98 @@ pub struct CustomPolicy {
     pub config: serde_json::Value,
 }
 
+/// The kinds of external key manager a group can be linked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    AzureManagedHsm,
+}
+
+impl LinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::AzureManagedHsm => "AzureManagedHsm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkKind> {
+        (s == "AzureManagedHsm").then_some(LinkKind::AzureManagedHsm)
+    }
+}
+
+/// Endpoint overrides of a link (sovereign clouds, private endpoints, the emulator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEndpoints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_suffix: Option<String>,
+}
+
+/// TLS settings of a link's connections; the client key is among the sealed secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkTls {
+    /// A CA to trust instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    pub validate_hostname: bool,
+    #[serde(default)]
+    pub has_client_key: bool,
+}
+
+impl Default for LinkTls {
+    fn default() -> Self {
+        LinkTls {
+            ca_pem: None,
+            client_cert: None,
+            validate_hostname: true,
+            has_client_key: false,
+        }
+    }
+}
+
+/// The outcome of the last connection test (FLOWS F12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// `Connected` or `Not Connected`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub checked_at: String,
+}
+
+/// The non-secret settings of a link, as stored and as shown (secrets appear only as the
+/// `has_*` flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// The chosen instance (Managed HSM URI); once set it never changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<LinkEndpoints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<LinkTls>,
+    #[serde(default)]
+    pub has_client_secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionRecord>,
+}
+
 /// A group's link to an external key manager. Non-secret settings in `config`; secrets
 /// (client secret, client private key) sealed in `secrets`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExternalLink {
-    pub kind: String,
-    pub config: serde_json::Value,
+    pub kind: LinkKind,
+    pub config: LinkConfig,
     pub secrets: Option<Vec<u8>>,
 }
 
@@ -38,6 +124,9 @@ pub struct Group {
     pub key_metadata_policy: Option<String>,
     pub custom_policies: Vec<CustomPolicy>,
     pub link: Option<ExternalLink>,
+    /// Whether users who manage the group's keys may export them; applications of the
+    /// group may, for keys that permit EXPORT.
+    pub user_export: bool,
 }
 
 /// A user's role in a group.
@@ -76,7 +165,8 @@ fn from_row(r: &SqliteRow) -> Result<Group> {
         Some(kind) => {
             let config: Option<String> = r.get("hmg_config");
             Some(ExternalLink {
-                kind,
+                kind: LinkKind::parse(&kind)
+                    .ok_or_else(|| CatalogError::Corrupt(format!("group link kind {kind}")))?,
                 config: serde_json::from_str(config.as_deref().unwrap_or("{}"))
                     .map_err(|e| CatalogError::Corrupt(format!("group link config: {e}")))?,
                 secrets: r.get("hmg_secrets"),
@@ -96,14 +186,19 @@ fn from_row(r: &SqliteRow) -> Result<Group> {
         custom_policies: serde_json::from_str(&custom)
             .map_err(|e| CatalogError::Corrupt(format!("custom policies: {e}")))?,
         link,
+        user_export: r.get("user_export"),
     })
+}
+
+fn config_json(l: &ExternalLink) -> String {
+    serde_json::to_string(&l.config).expect("serialize")
 }
 
 pub async fn insert(c: &mut Conn, g: &Group) -> Result<()> {
     sqlx::query(
         "INSERT INTO groups (id, account_id, name, description, created_at, created_by, crypto_policy, key_metadata_policy,
-                             custom_policies, hmg_kind, hmg_config, hmg_secrets)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             custom_policies, hmg_kind, hmg_config, hmg_secrets, user_export)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&g.id)
     .bind(&g.account_id)
@@ -114,36 +209,91 @@ pub async fn insert(c: &mut Conn, g: &Group) -> Result<()> {
     .bind(&g.crypto_policy)
     .bind(&g.key_metadata_policy)
     .bind(serde_json::to_string(&g.custom_policies).expect("serialize"))
-    .bind(g.link.as_ref().map(|l| l.kind.clone()))
-    .bind(g.link.as_ref().map(|l| l.config.to_string()))
+    .bind(g.link.as_ref().map(|l| l.kind.as_str()))
+    .bind(g.link.as_ref().map(config_json))
     .bind(g.link.as_ref().and_then(|l| l.secrets.clone()))
+    .bind(g.user_export)
     .execute(c)
     .await?;
     Ok(())
 }
 
-pub async fn update(c: &mut Conn, g: &Group) -> Result<()> {
+/// A change to some settings of a group; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct GroupPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub crypto_policy: Option<Option<String>>,
+    pub key_metadata_policy: Option<Option<String>>,
+    pub custom_policies: Option<Vec<CustomPolicy>>,
+    pub link: Option<Option<ExternalLink>>,
+    pub user_export: Option<bool>,
+}
+
+/// Writes the settings a patch changes (callers re-read the group in the same write
+/// transaction, so nothing read before it is written back).
+pub async fn apply(c: &mut Conn, account: &str, id: &str, p: &GroupPatch) -> Result<()> {
+    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
+        sqlx::QueryBuilder::new("UPDATE groups SET id = id");
+    if let Some(v) = &p.name {
+        q.push(", name = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.description {
+        q.push(", description = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.crypto_policy {
+        q.push(", crypto_policy = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.key_metadata_policy {
+        q.push(", key_metadata_policy = ").push_bind(v.clone());
+    }
+    if let Some(v) = &p.custom_policies {
+        q.push(", custom_policies = ")
+            .push_bind(serde_json::to_string(v).expect("serialize"));
+    }
+    if let Some(l) = &p.link {
+        q.push(", hmg_kind = ")
+            .push_bind(l.as_ref().map(|l| l.kind.as_str()))
+            .push(", hmg_config = ")
+            .push_bind(l.as_ref().map(config_json))
+            .push(", hmg_secrets = ")
+            .push_bind(l.as_ref().and_then(|l| l.secrets.clone()));
+    }
+    if let Some(v) = p.user_export {
+        q.push(", user_export = ").push_bind(v);
+    }
+    q.push(" WHERE id = ")
+        .push_bind(id.to_string())
+        .push(" AND account_id = ")
+        .push_bind(account.to_string());
+    q.build().execute(c).await?;
+    Ok(())
+}
+
+/// Records the outcome of a connection test on a group's link.
+pub async fn set_connection(
+    c: &mut Conn,
+    account: &str,
+    id: &str,
+    record: &ConnectionRecord,
+) -> Result<()> {
     sqlx::query(
-        "UPDATE groups SET name = ?, description = ?, crypto_policy = ?, key_metadata_policy = ?, custom_policies = ?,
-                           hmg_kind = ?, hmg_config = ?, hmg_secrets = ? WHERE id = ?",
+        "UPDATE groups SET hmg_config = json_set(hmg_config, '$.connection', json(?))
+         WHERE id = ? AND account_id = ? AND hmg_kind IS NOT NULL",
     )
-    .bind(&g.name)
-    .bind(&g.description)
-    .bind(&g.crypto_policy)
-    .bind(&g.key_metadata_policy)
-    .bind(serde_json::to_string(&g.custom_policies).expect("serialize"))
-    .bind(g.link.as_ref().map(|l| l.kind.clone()))
-    .bind(g.link.as_ref().map(|l| l.config.to_string()))
-    .bind(g.link.as_ref().and_then(|l| l.secrets.clone()))
-    .bind(&g.id)
+    .bind(serde_json::to_string(record).expect("serialize"))
+    .bind(id)
+    .bind(account)
     .execute(c)
     .await?;
     Ok(())
 }
 
-pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Group>> {
-    sqlx::query("SELECT * FROM groups WHERE id = ?")
+/// A group of `account`.
+pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Group>> {
+    sqlx::query("SELECT * FROM groups WHERE id = ? AND account_id = ?")
         .bind(id)
+        .bind(account)
         .fetch_optional(c)
         .await?
         .as_ref()
@@ -161,15 +311,17 @@ pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<Group>> {
         .collect()
 }
 
-pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM groups WHERE id = ?")
+pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM groups WHERE id = ? AND account_id = ?")
         .bind(id)
+        .bind(account)
         .execute(c)
         .await?;
     Ok(())
 }
 
 pub async fn object_count(c: &mut Conn, id: &str) -> Result<i64> {
+    // `id` is a group the caller loaded from its own account.
     Ok(
         sqlx::query("SELECT COUNT(*) FROM sobjects WHERE group_id = ?")
             .bind(id)
@@ -179,25 +331,40 @@ pub async fn object_count(c: &mut Conn, id: &str) -> Result<i64> {
     )
 }
 
-pub async fn set_member(c: &mut Conn, group: &str, user: &str, role: GroupRole) -> Result<()> {
+/// Gives a user a role in a group of `account` (a group of another account is left alone:
+/// callers check first and report it).
+pub async fn set_member(
+    c: &mut Conn,
+    account: &str,
+    group: &str,
+    user: &str,
+    role: GroupRole,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO group_members (group_id, user_id, role) VALUES (?, ?, ?)
+        "INSERT INTO group_members (group_id, user_id, role)
+         SELECT id, ?, ? FROM groups WHERE id = ? AND account_id = ?
          ON CONFLICT (group_id, user_id) DO UPDATE SET role = excluded.role",
     )
-    .bind(group)
     .bind(user)
     .bind(role.as_str())
+    .bind(group)
+    .bind(account)
     .execute(c)
     .await?;
     Ok(())
 }
 
-pub async fn remove_member(c: &mut Conn, group: &str, user: &str) -> Result<()> {
-    sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-        .bind(group)
-        .bind(user)
-        .execute(c)
-        .await?;
+/// Takes a user's role in a group of `account` away.
+pub async fn remove_member(c: &mut Conn, account: &str, group: &str, user: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM group_members WHERE group_id = ? AND user_id = ?
+           AND group_id IN (SELECT id FROM groups WHERE account_id = ?)",
+    )
+    .bind(group)
+    .bind(user)
+    .bind(account)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -221,6 +388,7 @@ pub async fn roles_of_user(
 }
 
 pub async fn members(c: &mut Conn, group: &str) -> Result<Vec<(String, GroupRole)>> {
+    // `group` is a group the caller loaded from its own account.
     let rows =
         sqlx::query("SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY user_id")
             .bind(group)

@@ -1,5 +1,6 @@
 //! The catalog: accounts, users, applications, groups, security objects, links, escrow,
-//! rotation policies, workflow runs and the audit log, in SQLite through sqlx.
+//! rotation policies, workflow runs, the journal of changes in external key managers and the
+//! audit log, in SQLite through sqlx.
 //!
 //! Everything SQL lives in this module, behind functions that take a connection (a pooled
 //! one or a transaction), so a PostgreSQL backend can be added here without touching callers.
@@ -10,6 +11,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod groups;
+pub mod hsm_ops;
 pub mod seal;
 pub mod sobjects;
 pub mod users;
@@ -32,6 +34,7 @@ pub type Tx = sqlx::Transaction<'static, Sqlite>;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_catalog.sql")),
     (2, include_str!("migrations/0002_workflows.sql")),
+    (3, include_str!("migrations/0003_integrity.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";
@@ -57,6 +60,15 @@ impl CatalogError {
     /// True when the error is a uniqueness violation (a name already taken).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, CatalogError::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+
+    /// The rule a schema trigger refused a write for (migration 3): a code path that missed
+    /// one of the key service's checks, stopped by the schema.
+    pub fn integrity_violation(&self) -> Option<&str> {
+        match self {
+            CatalogError::Db(sqlx::Error::Database(e)) => e.message().strip_prefix("integrity: "),
+            _ => None,
+        }
     }
 }
 

@@ -101,6 +101,17 @@ pub async fn finish(
     Ok(())
 }
 
+/// Whether a run is still going (a daemon that stopped mid-run left it `interrupted`).
+pub async fn is_running(c: &mut Conn, id: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM workflow_runs WHERE id = ? AND status = 'running'")
+            .bind(id)
+            .fetch_optional(c)
+            .await?
+            .is_some(),
+    )
+}
+
 /// Runs left `running` by a daemon that stopped mid-run are marked `interrupted`.
 pub async fn interrupt_unfinished(c: &mut Conn, at: i64) -> Result<u64> {
     Ok(sqlx::query(
@@ -113,9 +124,11 @@ pub async fn interrupt_unfinished(c: &mut Conn, at: i64) -> Result<u64> {
     .rows_affected())
 }
 
-pub async fn get(c: &mut Conn, id: &str) -> Result<Option<WorkflowRun>> {
-    sqlx::query("SELECT * FROM workflow_runs WHERE id = ?")
+/// A run of `account`.
+pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<WorkflowRun>> {
+    sqlx::query("SELECT * FROM workflow_runs WHERE id = ? AND account_id = ?")
         .bind(id)
+        .bind(account)
         .fetch_optional(c)
         .await?
         .as_ref()

@@ -5,9 +5,10 @@
 //! - [`store`]: shipped scripts (the repository's `workflows/`) and the override directory,
 //!   recompiled when a file changes; a script that does not compile is reported and the
 //!   previous version keeps serving.
-//! - `host_api`: the only things a script can do — connector calls, catalog reads and
-//!   writes, escrow, policy checks, audit and logging — each with the run's group and
-//!   principal. No files, network, `eval` or modules outside the workflow store.
+//! - `host_api`: the only things a script can do — connector calls (each journaled before
+//!   and after), the key service's reads and writes, escrow, policy checks, audit and
+//!   logging — each with the run's group and caller. No files, network, `eval` or modules
+//!   outside the workflow store.
 //! - `values`: moving values between Rust, JSON and Rhai, with secrets kept opaque.
 //!
 //! Every run is recorded in the catalog (inputs without secrets, status, step log, output)
@@ -27,11 +28,11 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope};
 use serde_json::{Value, json};
 
 use crate::audit::Auditor;
-use crate::auth::Principal;
+use crate::auth::Access;
 use crate::catalog::groups::Group;
-use crate::catalog::sobjects::SObject;
 use crate::catalog::workflow_runs::{self, WorkflowRun};
 use crate::catalog::{Catalog, CatalogError, new_id};
+use crate::keys::{KeyService, Pending};
 use crate::kms::{Kms, Link};
 use crate::plugins::PluginRuntime;
 use crate::time::Clock;
@@ -66,26 +67,11 @@ impl Default for WorkflowLimits {
 #[derive(Clone)]
 pub struct Services {
     pub catalog: Catalog,
+    pub keys: KeyService,
     pub plugins: PluginRuntime,
     pub kms: Kms,
     pub clock: Clock,
     pub audit: Auditor,
-    /// Drops a key from the API's cache after a run changed it.
-    pub forget_key: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-/// A key the caller validated and policy-checked, to be stored by the script once the
-/// external key manager has it (`keys::record` for a new key, `keys::save` for a change).
-#[derive(Debug, Clone)]
-pub struct PendingKey {
-    pub object: SObject,
-    /// `External` when the key manager generated the material, `Keyward` when it came from
-    /// Keyward (import, copy).
-    pub source: &'static str,
-    pub audit_action: String,
-    pub audit_details: Value,
-    /// The key this one copies: the link is stored with it.
-    pub copy_of: Option<String>,
 }
 
 /// One run to start.
@@ -93,17 +79,21 @@ pub struct RunRequest {
     pub workflow: String,
     /// What started it: `api`, `schedule`, `webhook`.
     pub trigger: String,
-    pub principal: Principal,
-    pub account: String,
+    /// Who the run acts for: the key service checks every change the script makes against
+    /// it.
+    pub access: Access,
     pub group: Option<Arc<Group>>,
     pub link: Option<Link>,
     /// The script's `input` (recorded with the run; never put secrets here).
     pub input: Value,
     /// Secrets added to `input` as opaque values the script can pass on but not read.
     pub secrets: Vec<(String, Secret)>,
-    pub pending: Option<PendingKey>,
+    /// What the caller validated for the script to record (`keys::record`, `keys::save`).
+    pub pending: Option<Pending>,
     /// Runs with the same key never overlap: a second one is refused.
     pub exclusive: Option<String>,
+    /// The run's id, when the caller needs it before the run starts (a name reservation).
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,18 +194,24 @@ impl Drop for RunGuard {
 }
 
 impl Workflows {
+    /// The engine (the daemon builds it inside `Arc::new_cyclic`, so that the key service it
+    /// holds can reach it back).
     pub fn new(
         services: Services,
         override_dir: Option<PathBuf>,
         limits: WorkflowLimits,
-    ) -> Arc<Workflows> {
-        Arc::new(Workflows {
+    ) -> Workflows {
+        Workflows {
             store: Arc::new(ScriptStore::new(override_dir)),
             services,
             limits,
             exclusive: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
-        })
+        }
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     pub fn limits(&self) -> &WorkflowLimits {
@@ -294,7 +290,7 @@ impl Workflows {
     /// Starts a workflow; the run is recorded before this returns.
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<RunHandle, WorkflowError> {
         let script = self.store.script(&self.base_engine(None), &req.workflow)?;
-        let run_id = new_id();
+        let run_id = req.run_id.clone().unwrap_or_else(new_id);
         if let Some(key) = &req.exclusive {
             let mut held = self.exclusive.lock().unwrap();
             if let Some(other) = held.get(key) {
@@ -316,13 +312,14 @@ impl Workflows {
                 m.insert(name.clone(), json!("<secret>"));
             }
         }
+        let principal = &req.access.principal;
         let run = WorkflowRun {
             id: run_id.clone(),
-            account_id: Some(req.account.clone()),
+            account_id: Some(req.access.account_id.clone()),
             group_id: req.group.as_ref().map(|g| g.id.clone()),
             workflow: req.workflow.clone(),
             trigger: req.trigger.clone(),
-            principal: Some(format!("{}:{}", req.principal.kind(), req.principal.id())),
+            principal: Some(format!("{}:{}", principal.kind(), principal.id())),
             inputs: recorded_inputs,
             status: "running".into(),
             log: json!([]),
@@ -334,6 +331,10 @@ impl Workflows {
         let mut tx = self.services.catalog.begin().await?;
         workflow_runs::insert(&mut tx, &run).await?;
         tx.commit().await?;
+        let req = RunRequest {
+            run_id: Some(run_id.clone()),
+            ..req
+        };
 
         let progress = Arc::new(Progress::default());
         self.progress
@@ -397,10 +398,32 @@ impl Workflows {
         result: Result<(), Box<EvalAltResult>>,
         output: Value,
     ) -> Result<RunOutcome, WorkflowError> {
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(()) => Ok(()),
             Err(e) => Err(self.classify(run_id, *e)),
         };
+        // A new key the run reserved but did not record: released, or left for the next sync
+        // when the HSM has it.
+        if let Some((pending, reached_hsm)) = ctx.unrecorded() {
+            match self
+                .services
+                .keys
+                .after_run(ctx.access(), &pending, reached_hsm)
+                .await
+            {
+                Ok(Some(message)) => {
+                    ctx.log(&message);
+                    if outcome.is_ok() {
+                        outcome = Err(WorkflowError::Failed {
+                            run_id: run_id.to_string(),
+                            message,
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(run = run_id, "releasing the run's reservation: {e}"),
+            }
+        }
         let mut output = output;
         if let (Value::Object(o), Some(p)) = (&mut output, self.progress(run_id))
             && !p.is_empty()

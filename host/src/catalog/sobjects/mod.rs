@@ -1,150 +1,21 @@
 //! Security objects (keys): metadata, sealed material for keys Keyward holds, the external
 //! reference of virtual keys, custom metadata (tags), links between keys and escrowed
 //! backups.
+//!
+//! Reads that take an id from a request are scoped to an account. Writes after creation are
+//! field-level [`Patch`]es applied with compare-and-swap on the row's `version`, so a write
+//! never carries back a value it did not mean to change; the integrity rules that can be
+//! stated on one row (EXPORT is never added, a destroyed key stays destroyed, ...) are also
+//! triggers in the schema (migration 3), under the key service's own checks.
 
-use std::collections::BTreeMap;
+mod model;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{CatalogError, Conn, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ObjType {
-    Aes,
-    Rsa,
-    Ec,
-}
-
-impl ObjType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjType::Aes => "AES",
-            ObjType::Rsa => "RSA",
-            ObjType::Ec => "EC",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ObjType> {
-        match s {
-            "AES" => Some(ObjType::Aes),
-            "RSA" => Some(ObjType::Rsa),
-            "EC" => Some(ObjType::Ec),
-            _ => None,
-        }
-    }
-}
-
-/// Lifecycle state, derived from the dates (DSM `state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    PreActive,
-    Active,
-    Deactivated,
-    Compromised,
-    Destroyed,
-}
-
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::PreActive => "PreActive",
-            KeyState::Active => "Active",
-            KeyState::Deactivated => "Deactivated",
-            KeyState::Compromised => "Compromised",
-            KeyState::Destroyed => "Destroyed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<KeyState> {
-        [
-            KeyState::PreActive,
-            KeyState::Active,
-            KeyState::Deactivated,
-            KeyState::Compromised,
-            KeyState::Destroyed,
-        ]
-        .into_iter()
-        .find(|k| k.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-/// Who created an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Creator {
-    User(String),
-    App(String),
-    System(String),
-}
-
-impl Creator {
-    fn kind(&self) -> &'static str {
-        match self {
-            Creator::User(_) => "user",
-            Creator::App(_) => "app",
-            Creator::System(_) => "system",
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        match self {
-            Creator::User(i) | Creator::App(i) | Creator::System(i) => i,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SObject {
-    pub kid: String,
-    pub account_id: String,
-    pub group_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub obj_type: ObjType,
-    pub key_size: Option<u32>,
-    pub elliptic_curve: Option<String>,
-    /// DSM operation names (ENCRYPT, SIGN, EXPORT, ...).
-    pub key_ops: Vec<String>,
-    pub enabled: bool,
-    pub activation_date: Option<i64>,
-    pub deactivation_date: Option<i64>,
-    pub compromise_date: Option<i64>,
-    pub destruction_date: Option<i64>,
-    pub revocation_reason: Option<String>,
-    pub created_at: i64,
-    pub lastused_at: Option<i64>,
-    pub creator: Creator,
-    /// `Keyward` (generated here) or `External` (imported, or living in an external KMS).
-    pub origin: String,
-    /// Sealed key material; `None` for virtual keys and destroyed keys.
-    pub material: Option<Vec<u8>>,
-    /// Public key (SubjectPublicKeyInfo DER) of RSA and EC keys.
-    pub pub_key: Option<Vec<u8>>,
-    pub kcv: Option<String>,
-    /// Where a virtual key lives (external KMS reference), as JSON.
-    pub external: Option<serde_json::Value>,
-    pub tags: BTreeMap<String, String>,
-}
-
-impl SObject {
-    pub fn state(&self, now: i64) -> KeyState {
-        if self.destruction_date.is_some() {
-            KeyState::Destroyed
-        } else if self.compromise_date.is_some() {
-            KeyState::Compromised
-        } else if self.deactivation_date.is_some_and(|d| d <= now) {
-            KeyState::Deactivated
-        } else if self.activation_date.is_some_and(|a| a > now) {
-            KeyState::PreActive
-        } else {
-            KeyState::Active
-        }
-    }
-
-    pub fn has_op(&self, op: &str) -> bool {
-        self.key_ops.iter().any(|o| o == op)
-    }
-}
+pub use model::*;
 
 /// The sealing context of a key's material.
 pub fn material_context(kid: &str) -> String {
@@ -168,6 +39,7 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
     };
     let ops: String = r.get("key_ops");
     let external: Option<String> = r.get("external");
+    let curve: Option<String> = r.get("elliptic_curve");
     Ok(SObject {
         kid: r.get("kid"),
         account_id: r.get("account_id"),
@@ -176,7 +48,9 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
         description: r.get("description"),
         obj_type: ObjType::parse(r.get("obj_type")).ok_or_else(|| corrupt("obj_type"))?,
         key_size: r.get::<Option<i64>, _>("key_size").map(|s| s as u32),
-        elliptic_curve: r.get("elliptic_curve"),
+        curve: curve
+            .map(|c| parse_curve(&c).ok_or_else(|| corrupt("elliptic_curve")))
+            .transpose()?,
         key_ops: serde_json::from_str(&ops).map_err(|_| corrupt("key_ops"))?,
         enabled: r.get("enabled"),
         activation_date: r.get("activation_date"),
@@ -187,7 +61,8 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
         created_at: r.get("created_at"),
         lastused_at: r.get("lastused_at"),
         creator,
-        origin: r.get("origin"),
+        origin: Origin::parse(r.get("origin")).ok_or_else(|| corrupt("origin"))?,
+        never_exportable: r.get("never_exportable"),
         material: r.get("material"),
         pub_key: r.get("pub_key"),
         kcv: r.get("kcv"),
@@ -195,8 +70,13 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
             .map(|e| serde_json::from_str(&e))
             .transpose()
             .map_err(|_| corrupt("external"))?,
-        tags: BTreeMap::new(),
+        tags: Tags::new(),
+        version: r.get("version"),
     })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("catalog values serialize")
 }
 
 async fn load_tags(c: &mut Conn, objects: &mut [SObject]) -> Result<()> {
@@ -219,14 +99,14 @@ async fn load_tags(c: &mut Conn, objects: &mut [SObject]) -> Result<()> {
     Ok(())
 }
 
-async fn save_tags(c: &mut Conn, o: &SObject) -> Result<()> {
+async fn save_tags(c: &mut Conn, kid: &str, tags: &Tags) -> Result<()> {
     sqlx::query("DELETE FROM sobject_tags WHERE kid = ?")
-        .bind(&o.kid)
+        .bind(kid)
         .execute(&mut *c)
         .await?;
-    for (k, v) in &o.tags {
+    for (k, v) in tags {
         sqlx::query("INSERT INTO sobject_tags (kid, name, value) VALUES (?, ?, ?)")
-            .bind(&o.kid)
+            .bind(kid)
             .bind(k)
             .bind(v)
             .execute(&mut *c)
@@ -239,8 +119,8 @@ pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
     sqlx::query(
         "INSERT INTO sobjects (kid, account_id, group_id, name, description, obj_type, key_size, elliptic_curve, key_ops,
             enabled, activation_date, deactivation_date, compromise_date, destruction_date, revocation_reason, created_at,
-            lastused_at, creator_kind, creator_id, origin, material, pub_key, kcv, external)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            lastused_at, creator_kind, creator_id, origin, never_exportable, material, pub_key, kcv, external, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
     )
     .bind(&o.kid)
     .bind(&o.account_id)
@@ -249,8 +129,8 @@ pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
     .bind(&o.description)
     .bind(o.obj_type.as_str())
     .bind(o.key_size.map(i64::from))
-    .bind(&o.elliptic_curve)
-    .bind(serde_json::to_string(&o.key_ops).expect("serialize"))
+    .bind(o.curve.map(curve_name))
+    .bind(to_json(&o.key_ops))
     .bind(o.enabled)
     .bind(o.activation_date)
     .bind(o.deactivation_date)
@@ -261,50 +141,183 @@ pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
     .bind(o.lastused_at)
     .bind(o.creator.kind())
     .bind(o.creator.id())
-    .bind(&o.origin)
+    .bind(o.origin.as_str())
+    .bind(o.never_exportable)
     .bind(&o.material)
     .bind(&o.pub_key)
     .bind(&o.kcv)
-    .bind(o.external.as_ref().map(|e| e.to_string()))
+    .bind(o.external.as_ref().map(to_json))
     .execute(&mut *c)
     .await?;
-    save_tags(c, o).await
+    save_tags(c, &o.kid, &o.tags).await
 }
 
-/// Writes every mutable field (and the tags) of `o`.
-pub async fn update(c: &mut Conn, o: &SObject) -> Result<()> {
-    sqlx::query(
-        "UPDATE sobjects SET group_id = ?, name = ?, description = ?, key_ops = ?, enabled = ?, activation_date = ?,
-            deactivation_date = ?, compromise_date = ?, destruction_date = ?, revocation_reason = ?, material = ?,
-            pub_key = ?, kcv = ?, external = ?, origin = ?, key_size = ?, elliptic_curve = ?
-         WHERE kid = ?",
-    )
-    .bind(&o.group_id)
-    .bind(&o.name)
-    .bind(&o.description)
-    .bind(serde_json::to_string(&o.key_ops).expect("serialize"))
-    .bind(o.enabled)
-    .bind(o.activation_date)
-    .bind(o.deactivation_date)
-    .bind(o.compromise_date)
-    .bind(o.destruction_date)
-    .bind(&o.revocation_reason)
-    .bind(&o.material)
-    .bind(&o.pub_key)
-    .bind(&o.kcv)
-    .bind(o.external.as_ref().map(|e| e.to_string()))
-    .bind(&o.origin)
-    .bind(o.key_size.map(i64::from))
-    .bind(&o.elliptic_curve)
-    .bind(&o.kid)
-    .execute(&mut *c)
-    .await?;
-    save_tags(c, o).await
+/// A change to some fields of a key; `None` leaves a field as it is. Material is never set
+/// by a patch: it is written once, when the key is created, and erased by `destroyed`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub key_ops: Option<KeyOps>,
+    pub enabled: Option<bool>,
+    pub activation_date: Option<Option<i64>>,
+    pub deactivation_date: Option<Option<i64>>,
+    pub compromise_date: Option<i64>,
+    /// Destroys the key: sets the date and erases the material.
+    pub destroyed: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub tags: Option<Tags>,
+    pub external: Option<ExternalKey>,
+    pub pub_key: Option<Vec<u8>>,
+    pub key_size: Option<u32>,
 }
 
-pub async fn get(c: &mut Conn, kid: &str) -> Result<Option<SObject>> {
-    let Some(row) = sqlx::query("SELECT * FROM sobjects WHERE kid = ?")
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.fields().is_empty()
+    }
+
+    /// The names of the fields it changes (for the audit log).
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        let mut add = |set: bool, name: &'static str| {
+            if set {
+                f.push(name)
+            }
+        };
+        add(self.name.is_some(), "name");
+        add(self.description.is_some(), "description");
+        add(self.key_ops.is_some(), "key_ops");
+        add(self.enabled.is_some(), "enabled");
+        add(self.activation_date.is_some(), "activation_date");
+        add(self.deactivation_date.is_some(), "deactivation_date");
+        add(self.compromise_date.is_some(), "compromise_date");
+        add(self.destroyed.is_some(), "destruction_date");
+        add(self.revocation_reason.is_some(), "revocation_reason");
+        add(self.tags.is_some(), "custom_metadata");
+        add(self.external.is_some(), "external");
+        add(self.pub_key.is_some(), "pub_key");
+        add(self.key_size.is_some(), "key_size");
+        f
+    }
+
+    /// The object as it is after the patch.
+    pub fn applied_to(&self, o: &SObject) -> SObject {
+        let mut o = o.clone();
+        if let Some(v) = &self.name {
+            o.name = v.clone();
+        }
+        if let Some(v) = &self.description {
+            o.description = v.clone();
+        }
+        if let Some(v) = &self.key_ops {
+            o.key_ops = v.clone();
+        }
+        if let Some(v) = self.enabled {
+            o.enabled = v;
+        }
+        if let Some(v) = self.activation_date {
+            o.activation_date = v;
+        }
+        if let Some(v) = self.deactivation_date {
+            o.deactivation_date = v;
+        }
+        if let Some(v) = self.compromise_date {
+            o.compromise_date = Some(v);
+        }
+        if let Some(v) = self.destroyed {
+            o.destruction_date = Some(v);
+            o.material = None;
+        }
+        if let Some(v) = &self.revocation_reason {
+            o.revocation_reason = Some(v.clone());
+        }
+        if let Some(v) = &self.tags {
+            o.tags = v.clone();
+        }
+        if let Some(v) = &self.external {
+            o.external = Some(v.clone());
+        }
+        if let Some(v) = &self.pub_key {
+            o.pub_key = Some(v.clone());
+        }
+        if let Some(v) = self.key_size {
+            o.key_size = Some(v);
+        }
+        o.version += 1;
+        o
+    }
+}
+
+/// Applies `patch` to the key if it is still at `version`. `false`: the key changed (or
+/// went) since it was read; nothing was written.
+pub async fn apply(
+    c: &mut Conn,
+    account: &str,
+    kid: &str,
+    version: i64,
+    patch: &Patch,
+) -> Result<bool> {
+    let mut q: QueryBuilder<Sqlite> =
+        QueryBuilder::new("UPDATE sobjects SET version = version + 1");
+    if let Some(v) = &patch.name {
+        q.push(", name = ").push_bind(v.clone());
+    }
+    if let Some(v) = &patch.description {
+        q.push(", description = ").push_bind(v.clone());
+    }
+    if let Some(v) = &patch.key_ops {
+        q.push(", key_ops = ").push_bind(to_json(v));
+    }
+    if let Some(v) = patch.enabled {
+        q.push(", enabled = ").push_bind(v);
+    }
+    if let Some(v) = patch.activation_date {
+        q.push(", activation_date = ").push_bind(v);
+    }
+    if let Some(v) = patch.deactivation_date {
+        q.push(", deactivation_date = ").push_bind(v);
+    }
+    if let Some(v) = patch.compromise_date {
+        q.push(", compromise_date = ").push_bind(v);
+    }
+    if let Some(v) = patch.destroyed {
+        q.push(", destruction_date = ")
+            .push_bind(v)
+            .push(", material = NULL");
+    }
+    if let Some(v) = &patch.revocation_reason {
+        q.push(", revocation_reason = ").push_bind(v.clone());
+    }
+    if let Some(v) = &patch.external {
+        q.push(", external = ").push_bind(to_json(v));
+    }
+    if let Some(v) = &patch.pub_key {
+        q.push(", pub_key = ").push_bind(v.clone());
+    }
+    if let Some(v) = patch.key_size {
+        q.push(", key_size = ").push_bind(i64::from(v));
+    }
+    q.push(" WHERE kid = ")
+        .push_bind(kid.to_string())
+        .push(" AND account_id = ")
+        .push_bind(account.to_string())
+        .push(" AND version = ")
+        .push_bind(version);
+    if q.build().execute(&mut *c).await?.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if let Some(tags) = &patch.tags {
+        save_tags(c, kid, tags).await?;
+    }
+    Ok(true)
+}
+
+/// A key of `account`.
+pub async fn get(c: &mut Conn, account: &str, kid: &str) -> Result<Option<SObject>> {
+    let Some(row) = sqlx::query("SELECT * FROM sobjects WHERE kid = ? AND account_id = ?")
         .bind(kid)
+        .bind(account)
         .fetch_optional(&mut *c)
         .await?
     else {
@@ -325,17 +338,21 @@ pub async fn get_by_name(c: &mut Conn, account: &str, name: &str) -> Result<Opti
             .await?
             .map(|r| r.get(0));
     match kid {
-        Some(kid) => get(c, &kid).await,
+        Some(kid) => get(c, account, &kid).await,
         None => Ok(None),
     }
 }
 
-pub async fn delete(c: &mut Conn, kid: &str) -> Result<()> {
-    sqlx::query("DELETE FROM sobjects WHERE kid = ?")
-        .bind(kid)
-        .execute(c)
-        .await?;
-    Ok(())
+pub async fn delete(c: &mut Conn, account: &str, kid: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM sobjects WHERE kid = ? AND account_id = ?")
+            .bind(kid)
+            .bind(account)
+            .execute(c)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -529,7 +546,7 @@ pub struct ExternalRef {
     pub kid: String,
     pub name: String,
     pub enabled: bool,
-    pub external: serde_json::Value,
+    pub external: ExternalKey,
 }
 
 /// The virtual keys of a group.
@@ -554,7 +571,8 @@ pub async fn external_refs(c: &mut Conn, group_id: &str) -> Result<Vec<ExternalR
         .collect()
 }
 
-/// Which of `labels` (remote key names) already have a virtual key in the group.
+/// Which of `labels` (remote key names) already have a virtual key in the group, compared
+/// without case as the key manager compares them; the result holds them lowercased.
 pub async fn external_labels_present(
     c: &mut Conn,
     group_id: &str,
@@ -564,13 +582,13 @@ pub async fn external_labels_present(
         return Ok(Default::default());
     }
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT json_extract(external, '$.id.label') FROM sobjects WHERE external IS NOT NULL AND group_id = ",
+        "SELECT lower(json_extract(external, '$.id.label')) FROM sobjects WHERE external IS NOT NULL AND group_id = ",
     );
     q.push_bind(group_id.to_string())
-        .push(" AND json_extract(external, '$.id.label') IN (");
+        .push(" AND lower(json_extract(external, '$.id.label')) IN (");
     let mut sep = q.separated(", ");
     for l in labels {
-        sep.push_bind(l.clone());
+        sep.push_bind(l.to_lowercase());
     }
     q.push(")");
     Ok(q.build()
@@ -579,6 +597,29 @@ pub async fn external_labels_present(
         .iter()
         .filter_map(|r| r.get::<Option<String>, _>(0))
         .collect())
+}
+
+/// The virtual key of a group for a remote key name (compared without case).
+pub async fn by_external_name(
+    c: &mut Conn,
+    account: &str,
+    group_id: &str,
+    name: &str,
+) -> Result<Option<SObject>> {
+    let kid: Option<String> = sqlx::query(
+        "SELECT kid FROM sobjects WHERE account_id = ? AND group_id = ? AND external IS NOT NULL
+           AND lower(json_extract(external, '$.id.label')) = lower(?)",
+    )
+    .bind(account)
+    .bind(group_id)
+    .bind(name)
+    .fetch_optional(&mut *c)
+    .await?
+    .map(|r| r.get(0));
+    match kid {
+        Some(kid) => get(c, account, &kid).await,
+        None => Ok(None),
+    }
 }
 
 /// Whether the account has a key of that name.

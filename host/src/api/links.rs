@@ -1,0 +1,215 @@
+//! A group's link to an external key manager as requested (`external_kms`): checked field by
+//! field and merged into what is stored, the non-secret settings as a typed [`LinkConfig`],
+//! the secrets sealed.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::catalog::groups::{
+    ExternalLink, LinkConfig, LinkEndpoints, LinkKind, LinkTls, secrets_context,
+};
+use crate::kms;
+
+use super::{ApiError, ApiResult, AppState};
+
+/// The link of a group to an external key manager (Azure Managed HSM). Secrets
+/// (`client_secret`, `tls.client_key`) are write-only: stored sealed, never returned.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalKmsIn {
+    /// `AzureManagedHsm`.
+    pub kind: String,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub subscription_id: Option<String>,
+    /// The chosen instance (Managed HSM URI). Once set it cannot be changed.
+    pub instance: Option<String>,
+    /// Endpoint overrides: `identity`, `management`, `instance_suffix`.
+    #[schema(value_type = Option<Object>)]
+    pub endpoints: Option<Value>,
+    pub tls: Option<TlsIn>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsIn {
+    /// PEM of a CA to trust instead of the public roots; absent: the public roots.
+    pub ca_pem: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// Check that certificates name the host (default true).
+    pub validate_hostname: Option<bool>,
+}
+
+/// A stored link as shown: its kind and non-secret settings (secrets only as the
+/// `has_client_secret` and `tls.has_client_key` flags).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExternalKmsOut {
+    /// `AzureManagedHsm`.
+    pub kind: String,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub config: LinkConfig,
+}
+
+impl From<&ExternalLink> for ExternalKmsOut {
+    fn from(l: &ExternalLink) -> Self {
+        ExternalKmsOut {
+            kind: l.kind.as_str().to_string(),
+            config: l.config.clone(),
+        }
+    }
+}
+
+/// An `https://` URL with a host.
+fn check_https(field: &str, url: &str) -> ApiResult<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| ApiError::field(field, "must be an https:// URL"))?;
+    if rest.split(['/', ':']).next().unwrap_or_default().is_empty() {
+        return Err(ApiError::field(field, "must name a host"));
+    }
+    Ok(())
+}
+
+fn endpoints(e: &Value) -> ApiResult<LinkEndpoints> {
+    let map = e
+        .as_object()
+        .ok_or_else(|| ApiError::field("external_kms.endpoints", "must be an object"))?;
+    let mut out = LinkEndpoints::default();
+    for (k, v) in map {
+        let field = format!("external_kms.endpoints.{k}");
+        let v = v
+            .as_str()
+            .ok_or_else(|| ApiError::field(&field, "must be a string"))?
+            .to_string();
+        match k.as_str() {
+            "identity" => {
+                check_https(&field, &v)?;
+                out.identity = Some(v);
+            }
+            "management" => {
+                check_https(&field, &v)?;
+                out.management = Some(v);
+            }
+            "instance_suffix" => out.instance_suffix = Some(v),
+            other => {
+                return Err(ApiError::field(
+                    "external_kms.endpoints",
+                    format!("unknown endpoint '{other}' (identity, management, instance_suffix)"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The settings and secrets of a link after applying `new` to the current ones (none for a
+/// new link), checked but not stored.
+pub fn link_settings(
+    old_config: Option<&LinkConfig>,
+    mut secrets: HashMap<String, String>,
+    new: ExternalKmsIn,
+) -> ApiResult<(LinkKind, LinkConfig, HashMap<String, String>)> {
+    let kind = LinkKind::parse(&new.kind).ok_or_else(|| {
+        ApiError::field(
+            "external_kms.kind",
+            format!("'{}' is not supported (AzureManagedHsm)", new.kind),
+        )
+    })?;
+    let mut config = old_config.cloned().unwrap_or_default();
+    for (field, value, slot) in [
+        ("tenant_id", &new.tenant_id, &mut config.tenant_id),
+        ("client_id", &new.client_id, &mut config.client_id),
+        (
+            "subscription_id",
+            &new.subscription_id,
+            &mut config.subscription_id,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v.trim().is_empty() {
+                return Err(ApiError::field(
+                    &format!("external_kms.{field}"),
+                    "must not be empty",
+                ));
+            }
+            *slot = Some(v.trim().to_string());
+        }
+    }
+    if let Some(instance) = &new.instance {
+        check_https("external_kms.instance", instance)?;
+        if let Some(current) = &config.instance
+            && current != instance
+        {
+            return Err(ApiError::Conflict(
+                "the instance of a linked group cannot be changed".into(),
+            ));
+        }
+        config.instance = Some(instance.clone());
+    }
+    if let Some(e) = &new.endpoints {
+        config.endpoints = Some(endpoints(e)?);
+    }
+    if let Some(s) = new.client_secret {
+        if s.is_empty() {
+            return Err(ApiError::field(
+                "external_kms.client_secret",
+                "must not be empty",
+            ));
+        }
+        secrets.insert("client_secret".into(), s);
+    }
+    if let Some(tls) = new.tls {
+        if let Some(k) = tls.client_key {
+            secrets.insert("client_key".into(), k);
+        }
+        let t = config.tls.get_or_insert_with(LinkTls::default);
+        if let Some(ca) = tls.ca_pem {
+            t.ca_pem = Some(ca);
+        }
+        if let Some(c) = tls.client_cert {
+            t.client_cert = Some(c);
+        }
+        if let Some(v) = tls.validate_hostname {
+            t.validate_hostname = v;
+        }
+    }
+    // Check the TLS settings can be used before storing them.
+    kms::tls_settings(&config, &secrets)
+        .validate()
+        .map_err(|e| ApiError::field("external_kms.tls", e))?;
+    config.has_client_secret = secrets.contains_key("client_secret");
+    if let Some(t) = &mut config.tls {
+        t.has_client_key = secrets.contains_key("client_key");
+    }
+    Ok((kind, config, secrets))
+}
+
+/// Merges a link update into the stored link: non-secret fields into `config`, secrets into
+/// the sealed part.
+pub fn merge_link(
+    state: &AppState,
+    group_id: &str,
+    old: Option<&ExternalLink>,
+    new: ExternalKmsIn,
+) -> ApiResult<ExternalLink> {
+    let secrets = match old {
+        Some(l) => kms::unseal(&state.catalog, group_id, l)?,
+        None => HashMap::new(),
+    };
+    let (kind, config, secrets) = link_settings(old.map(|l| &l.config), secrets, new)?;
+    let sealed = state.catalog.seal(
+        &secrets_context(group_id),
+        &serde_json::to_vec(&secrets).expect("serialize"),
+    );
+    Ok(ExternalLink {
+        kind,
+        config,
+        secrets: Some(sealed),
+    })
+}

@@ -1,0 +1,195 @@
+//! Changes of existing keys: updates, lifecycle operations (activate, deactivate, revoke,
+//! destroy) and deletion. Each reads the key, checks the rules on what it read, and writes
+//! only the fields it changes, at the version it read; when another request got in between,
+//! it starts over on the fresh row. Changes a virtual key's HSM must know of go there first
+//! (`hsm`).
+
+use serde_json::json;
+
+use crate::auth::Access;
+use crate::catalog::sobjects::{self, KeyOps, KeyState, Patch, SObject, Tags};
+use crate::plugins::policy::Action;
+
+use super::access::may_manage;
+use super::error::{KeyError, Result};
+use super::rules::{
+    self, Transition, check_name, check_tags, date_changes, enable_change, ops_change,
+};
+use super::{CAS_ATTEMPTS, KeyService, KeyView};
+
+/// An update of a key (`None`: unchanged; for dates `Some(None)` removes the date).
+#[derive(Debug, Clone, Default)]
+pub struct KeyChange {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub key_ops: Option<KeyOps>,
+    pub enabled: Option<bool>,
+    pub activation_date: Option<Option<i64>>,
+    pub deactivation_date: Option<Option<i64>>,
+    /// Replaces the custom metadata.
+    pub tags: Option<Tags>,
+}
+
+impl KeyService {
+    pub async fn update(&self, access: &Access, kid: &str, change: KeyChange) -> Result<KeyView> {
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.get(access, kid).await?;
+            may_manage(access, &current)?;
+            let now = self.now();
+            if current.state(now) == KeyState::Destroyed {
+                return Err(KeyError::state("a destroyed key cannot be changed"));
+            }
+            let patch = update_patch(&current, &change, now)?;
+            if patch.is_empty() {
+                return self.view(access, kid).await;
+            }
+            let new = patch.applied_to(&current);
+            let group = self.group(&access.account_id, &current.group_id).await?;
+            let verdict = self
+                .enforce(
+                    access,
+                    &group,
+                    Action::Update,
+                    "key.update",
+                    &new,
+                    Some(&current),
+                )
+                .await?;
+            let details =
+                json!({"fields": patch.fields(), "policy": verdict.audit_details().get("policy")});
+            if current.is_virtual() && touches_hsm(&patch) {
+                let mut v = self
+                    .push_change(access, &current, patch, "key.update", details)
+                    .await?;
+                v.warnings = verdict.warnings;
+                return Ok(v);
+            }
+            let event = self.event(access, "key.update", kid, details);
+            if self.write_patch(access, &current, &patch, event).await? {
+                let mut v = self.view(access, kid).await?;
+                v.warnings = verdict.warnings;
+                return Ok(v);
+            }
+        }
+        Err(KeyError::Concurrent)
+    }
+
+    /// Activate, deactivate, revoke or destroy, by the KMIP lifecycle. Deactivating or
+    /// revoking a virtual key disables its HSM key (FLOWS F20); its material cannot be
+    /// destroyed from here.
+    pub async fn transition(&self, access: &Access, kid: &str, t: Transition) -> Result<KeyView> {
+        let action = t.audit_action();
+        let details = match &t {
+            Transition::Revoke { reason, .. } => json!({"reason": reason}),
+            _ => serde_json::Value::Null,
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.get(access, kid).await?;
+            may_manage(access, &current)?;
+            let now = self.now();
+            let mut patch = rules::transition(&current, &t, now)?;
+            if patch.is_empty() {
+                return self.view(access, kid).await;
+            }
+            if current.is_virtual() {
+                if t == Transition::Destroy {
+                    return Err(KeyError::state(
+                        "the key's material lives in the external key manager; soft-delete it there (POST /crypto/v1/keys/{kid}/schedule_deletion)",
+                    ));
+                }
+                if current.enabled
+                    && matches!(
+                        patch.applied_to(&current).state(now),
+                        KeyState::Deactivated | KeyState::Compromised
+                    )
+                {
+                    patch.enabled = Some(false);
+                }
+                return self
+                    .push_change(access, &current, patch, action, details)
+                    .await;
+            }
+            let event = self.event(access, action, kid, details.clone());
+            if self.write_patch(access, &current, &patch, event).await? {
+                return self.view(access, kid).await;
+            }
+        }
+        Err(KeyError::Concurrent)
+    }
+
+    /// Deletes a key: one held here once it is no longer active, a virtual key once its HSM
+    /// no longer has it (FLOWS F22).
+    pub async fn delete(&self, access: &Access, kid: &str) -> Result<()> {
+        let o = self.get(access, kid).await?;
+        may_manage(access, &o)?;
+        if o.is_virtual() {
+            return self.delete_virtual(access, &o).await;
+        }
+        if o.state(self.now()) == KeyState::Active {
+            return Err(KeyError::state(
+                "an active key cannot be deleted: deactivate or revoke it first",
+            ));
+        }
+        let mut tx = self.catalog().begin().await?;
+        // Re-read under the write lock: the key must not have become active again (it cannot)
+        // nor have been deleted meanwhile.
+        let Some(o) = sobjects::get(&mut tx, &access.account_id, kid).await? else {
+            return Err(KeyError::NotFound(format!("no key {kid}")));
+        };
+        sobjects::delete(&mut tx, &access.account_id, kid).await?;
+        self.event(access, "key.delete", kid, json!({"name": o.name}))
+            .write(&mut tx)
+            .await?;
+        tx.commit().await?;
+        self.forget(kid);
+        Ok(())
+    }
+}
+
+/// The patch of an update, checked against the key as read.
+fn update_patch(current: &SObject, c: &KeyChange, now: i64) -> Result<Patch> {
+    let mut p = Patch::default();
+    if let Some(n) = &c.name {
+        let n = check_name(n)?;
+        if n != current.name {
+            p.name = Some(n);
+        }
+    }
+    if let Some(d) = &c.description
+        && current.description.as_ref() != Some(d)
+    {
+        p.description = Some(Some(d.clone()));
+    }
+    if let Some(ops) = &c.key_ops {
+        ops_change(current, ops)?;
+        if *ops != current.key_ops {
+            p.key_ops = Some(ops.clone());
+        }
+    }
+    if let Some(e) = c.enabled {
+        enable_change(current, e, now)?;
+        if e != current.enabled {
+            p.enabled = Some(e);
+        }
+    }
+    let (activation, deactivation) =
+        date_changes(current, c.activation_date, c.deactivation_date, now)?;
+    p.activation_date = activation;
+    p.deactivation_date = deactivation;
+    if let Some(tags) = &c.tags {
+        check_tags(tags)?;
+        if *tags != current.tags {
+            p.tags = Some(tags.clone());
+        }
+    }
+    Ok(p)
+}
+
+/// Whether a change concerns what the HSM holds of a virtual key.
+fn touches_hsm(p: &Patch) -> bool {
+    p.enabled.is_some()
+        || p.key_ops.is_some()
+        || p.tags.is_some()
+        || p.activation_date.is_some()
+        || p.deactivation_date.is_some()
+}

@@ -1,0 +1,829 @@
+//! What the workflow scripts of a linked group record through their host functions: a new
+//! virtual key once the HSM has it, a change once the HSM made it, remote states and
+//! refreshes, keys found by a sync, escrowed backups, removals. Every one is a field-level
+//! write with its audit event, and only ever of virtual keys of the run's group.
+//!
+//! Also the journal of HSM-side changes (intent before the remote call, outcome and audit
+//! event after it) and the reconciliation a sync runs first: reservations whose run ended
+//! without recording them are completed from the HSM or released, and changes a crash
+//! interrupted are refreshed from what the HSM says now.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::auth::Access;
+use crate::catalog::groups::Group;
+use crate::catalog::hsm_ops::{self, HsmOp, OpOutcome, OpStatus};
+use crate::catalog::sobjects::{
+    self, ExternalId, ExternalKey, ExternalRef, KeyOp, KeyOps, KeySource, Origin, Patch,
+    RemoteState, SObject, escrow_context,
+};
+use crate::catalog::{Conn, new_id};
+use crate::kms::{KmsError, Link, curve_of, obj_type_of, public_der};
+use crate::plugins::kms::{self as remote, RemoteKey};
+
+use super::access::may_manage;
+use super::create::copy_link;
+use super::error::{KeyError, Result};
+use super::rules::date_changes;
+use super::{CAS_ATTEMPTS, KeyService, creator, integrity};
+
+/// What a workflow run acts with: who started it, for which group and link.
+#[derive(Clone, Copy)]
+pub struct RunScope<'a> {
+    pub access: &'a Access,
+    pub run_id: &'a str,
+    pub group: &'a Group,
+    pub link: &'a Link,
+}
+
+/// What the caller of a run validated and left for its script to record.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    New(PendingNew),
+    Change(PendingChange),
+}
+
+/// A new virtual key, reserved (state `Creating`), to be completed by `keys::record`.
+#[derive(Debug, Clone)]
+pub struct PendingNew {
+    pub object: SObject,
+    pub audit_action: String,
+    pub audit_details: Value,
+    /// The key this one copies: the link is stored with it.
+    pub copy_of: Option<String>,
+}
+
+impl PendingNew {
+    /// The reserved name in the HSM.
+    pub fn hsm_name(&self) -> &str {
+        self.object.external_name().unwrap_or_default()
+    }
+}
+
+/// A change of a virtual key, to be saved by `keys::save` once the HSM made it.
+#[derive(Debug, Clone)]
+pub struct PendingChange {
+    pub kid: String,
+    pub patch: Patch,
+    pub audit_action: String,
+    pub audit_details: Value,
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RemoteReport {
+    /// Reserved keys the HSM has: completed as virtual keys.
+    pub completed: Vec<String>,
+    /// Reservations the HSM never saw: released.
+    pub released: Vec<String>,
+    /// Virtual keys refreshed after an interrupted change.
+    pub refreshed: Vec<String>,
+    /// Journal entries of interrupted changes now settled.
+    pub reconciled: usize,
+}
+
+/// When a soft-deleted key was deleted and will be purged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deletion {
+    pub deleted: Option<i64>,
+    pub scheduled_purge: Option<i64>,
+    pub recovery_id: Option<String>,
+}
+
+impl KeyService {
+    /// Marks HSM-side changes a previous daemon left pending as interrupted.
+    pub async fn recover_interrupted(&self) -> Result<u64> {
+        let mut tx = self.catalog().begin().await?;
+        let n = hsm_ops::interrupt_pending(&mut tx, self.now()).await?;
+        tx.commit().await?;
+        if n > 0 {
+            tracing::warn!(
+                changes = n,
+                "changes in external key managers were interrupted by the last shutdown; the next sync of their groups reconciles them"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Writes the intent of an HSM-side change before the remote call; returns its journal
+    /// id.
+    pub async fn journal_begin(
+        &self,
+        scope: RunScope<'_>,
+        operation: &str,
+        target: Option<&str>,
+        kid: Option<&str>,
+    ) -> Result<String> {
+        let op = HsmOp {
+            id: new_id(),
+            account_id: scope.access.account_id.clone(),
+            group_id: Some(scope.group.id.clone()),
+            run_id: Some(scope.run_id.to_string()),
+            actor_kind: scope.access.principal.kind().to_string(),
+            actor_id: scope.access.principal.id().to_string(),
+            operation: operation.to_string(),
+            target: target.map(str::to_string),
+            kid: kid.map(str::to_string),
+            status: OpStatus::Pending,
+            started_at: self.now(),
+            finished_at: None,
+            outcome: None,
+        };
+        let mut tx = self.catalog().begin().await?;
+        hsm_ops::insert(&mut tx, &op).await?;
+        tx.commit().await?;
+        Ok(op.id)
+    }
+
+    /// Writes the outcome of an HSM-side change, with its one audit event.
+    pub async fn journal_end(
+        &self,
+        scope: RunScope<'_>,
+        id: &str,
+        operation: &str,
+        outcome: std::result::Result<Option<String>, &KmsError>,
+        details: Value,
+    ) -> Result<()> {
+        let (status, out) = match &outcome {
+            Ok(remote_id) => (
+                OpStatus::Succeeded,
+                OpOutcome {
+                    remote_id: remote_id.clone(),
+                    error: None,
+                },
+            ),
+            Err(e) => (
+                OpStatus::Failed,
+                OpOutcome {
+                    remote_id: None,
+                    error: Some(e.to_string()),
+                },
+            ),
+        };
+        let mut event = crate::audit::Event::new(
+            Some(&scope.access.account_id),
+            &scope.access.principal,
+            &format!("hsm.{operation}"),
+            self.now(),
+        )
+        .details(
+            json!({"workflow_run": scope.run_id, "group_id": scope.group.id, "details": details}),
+        );
+        if let Some(rid) = &out.remote_id {
+            event = event.object("external_key", rid);
+        }
+        if let Some(e) = &out.error {
+            event = event.outcome("failure", e.clone());
+        }
+        let mut tx = self.catalog().begin().await?;
+        hsm_ops::finish(&mut tx, id, OpStatus::Pending, status, &out, self.now()).await?;
+        event.write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The `external` document of a virtual key for what the HSM said.
+    fn external_of(&self, scope: RunScope<'_>, r: &RemoteKey, source: KeySource) -> ExternalKey {
+        let p = &r.properties;
+        ExternalKey {
+            kind: scope
+                .group
+                .link
+                .as_ref()
+                .map(|l| l.kind.as_str().to_string())
+                .unwrap_or_default(),
+            hsm_group_id: scope.group.id.clone(),
+            instance: scope.link.instance().map(str::to_string),
+            id: ExternalId {
+                label: r.name.clone(),
+                version: Some(r.version.clone()),
+            },
+            key_id: Some(r.id.clone()),
+            key_version: Some(r.version.clone()),
+            kty: Some(r.kty.clone()),
+            source,
+            state: if p.enabled {
+                RemoteState::Active
+            } else {
+                RemoteState::Disabled
+            },
+            managed: r.managed,
+            created: p.created,
+            updated: p.updated,
+            recovery_level: p.recovery_level.clone(),
+            synced_at: Some(self.now()),
+            deleted_date: None,
+            scheduled_purge_date: None,
+            recovery_id: None,
+            purged_seen: None,
+            run_id: None,
+        }
+    }
+
+    /// Completes the run's reserved key with what the HSM made of it, its escrowed backup,
+    /// its link to a source, and its audit event.
+    pub async fn record_new(
+        &self,
+        scope: RunScope<'_>,
+        pending: &PendingNew,
+        r: &RemoteKey,
+        backup: Option<&[u8]>,
+    ) -> Result<String> {
+        if !r.name.eq_ignore_ascii_case(pending.hsm_name()) {
+            return Err(KeyError::rule(format!(
+                "the run reserved the HSM name '{}' and cannot record the key '{}'",
+                pending.hsm_name(),
+                r.name
+            )));
+        }
+        let kid = pending.object.kid.clone();
+        let mut details = pending.audit_details.clone();
+        if let Value::Object(d) = &mut details {
+            d.insert("external_key".into(), json!(r.id));
+            d.insert("workflow_run".into(), json!(scope.run_id));
+        }
+        let source = pending
+            .object
+            .external
+            .as_ref()
+            .map_or(KeySource::External, |e| e.source);
+        self.complete(
+            scope,
+            &kid,
+            r,
+            source,
+            backup,
+            &pending.audit_action,
+            details,
+            pending.copy_of.as_deref(),
+        )
+        .await?;
+        Ok(kid)
+    }
+
+    /// Turns a reservation into a virtual key of `r`.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one catalog write")]
+    async fn complete(
+        &self,
+        scope: RunScope<'_>,
+        kid: &str,
+        r: &RemoteKey,
+        source: KeySource,
+        backup: Option<&[u8]>,
+        audit_action: &str,
+        details: Value,
+        copy_of: Option<&str>,
+    ) -> Result<()> {
+        let account = &scope.access.account_id;
+        let now = self.now();
+        let mut tx = self.catalog().begin().await?;
+        let current = sobjects::get(&mut tx, account, kid)
+            .await?
+            .filter(|o| o.remote_state() == Some(RemoteState::Creating))
+            .ok_or_else(|| KeyError::state(format!("the reservation of key {kid} is gone")))?;
+        let patch = Patch {
+            external: Some(self.external_of(scope, r, source)),
+            enabled: Some(r.properties.enabled),
+            pub_key: public_der(r),
+            key_size: current.key_size.is_none().then_some(r.spec.size).flatten(),
+            ..Patch::default()
+        };
+        if !sobjects::apply(&mut tx, account, kid, current.version, &patch)
+            .await
+            .map_err(integrity)?
+        {
+            return Err(KeyError::Concurrent);
+        }
+        if let Some(b) = backup {
+            let sealed = self.catalog().seal(&escrow_context(kid), b);
+            sobjects::put_escrow(&mut tx, kid, &sealed, now).await?;
+        }
+        if let Some(source_kid) = copy_of {
+            let copy = patch.applied_to(&current);
+            let source = sobjects::get(&mut tx, account, source_kid)
+                .await?
+                .ok_or_else(|| KeyError::state("the source key of the copy is gone"))?;
+            sobjects::add_link(&mut tx, &copy_link(scope.access, &source, &copy, now)).await?;
+        }
+        self.event(scope.access, audit_action, kid, details)
+            .write(&mut tx)
+            .await?;
+        tx.commit().await?;
+        self.forget(kid);
+        if let Some(s) = copy_of {
+            self.forget(s);
+        }
+        Ok(())
+    }
+
+    /// What becomes of a run's reservation it did not record: released when nothing reached
+    /// the HSM, kept for the next sync to complete when the HSM has the key. Returns what the
+    /// caller of the run should be told.
+    pub async fn after_run(
+        &self,
+        access: &Access,
+        pending: &PendingNew,
+        reached_hsm: bool,
+    ) -> Result<Option<String>> {
+        if reached_hsm {
+            tracing::warn!(
+                kid = %pending.object.kid,
+                "the HSM created the key but the run did not record it; the next sync completes it"
+            );
+            return Ok(Some(format!(
+                "the HSM has the key '{}', but recording it failed; the next sync of the group completes it",
+                pending.hsm_name()
+            )));
+        }
+        let mut tx = self.catalog().begin().await?;
+        release(&mut tx, &access.account_id, &pending.object.kid).await?;
+        tx.commit().await?;
+        self.forget(&pending.object.kid);
+        Ok(None)
+    }
+
+    /// Saves a run's pending change of a virtual key now that the HSM made it.
+    pub async fn save_change(
+        &self,
+        scope: RunScope<'_>,
+        pending: &PendingChange,
+        r: &RemoteKey,
+    ) -> Result<String> {
+        let mut details = pending.audit_details.clone();
+        if let Value::Object(d) = &mut details {
+            d.insert("external_key".into(), json!(r.id));
+            d.insert("workflow_run".into(), json!(scope.run_id));
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.in_group(scope, &pending.kid).await?;
+            let source = current
+                .external
+                .as_ref()
+                .map_or(KeySource::External, |e| e.source);
+            let patch = Patch {
+                external: Some(self.external_of(scope, r, source)),
+                enabled: Some(r.properties.enabled),
+                ..pending.patch.clone()
+            };
+            let event = self.event(
+                scope.access,
+                &pending.audit_action,
+                &current.kid,
+                details.clone(),
+            );
+            if self
+                .write_patch(scope.access, &current, &patch, event)
+                .await?
+            {
+                return Ok(current.kid);
+            }
+        }
+        Err(KeyError::Concurrent)
+    }
+
+    /// Records the state of a virtual key's HSM key (`Active`, `Disabled`, `SoftDeleted`,
+    /// `Purged`); returns whether anything changed.
+    pub async fn set_remote_state(
+        &self,
+        scope: RunScope<'_>,
+        kid: &str,
+        state: RemoteState,
+        deletion: &Deletion,
+    ) -> Result<bool> {
+        if state == RemoteState::Creating {
+            return Err(KeyError::invalid(
+                "state",
+                "Creating is set by the key service alone",
+            ));
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.in_group(scope, kid).await?;
+            let before = current.external.clone().expect("a virtual key");
+            let mut ext = before.clone();
+            ext.state = state;
+            match state {
+                RemoteState::SoftDeleted => {
+                    ext.deleted_date = deletion.deleted;
+                    ext.scheduled_purge_date = deletion.scheduled_purge;
+                    ext.recovery_id = deletion.recovery_id.clone();
+                }
+                RemoteState::Purged => {
+                    if ext.purged_seen.is_none() {
+                        ext.purged_seen = Some(self.now());
+                    }
+                }
+                _ => {
+                    ext.deleted_date = None;
+                    ext.scheduled_purge_date = None;
+                    ext.recovery_id = None;
+                    ext.purged_seen = None;
+                }
+            }
+            if ext == before {
+                return Ok(false);
+            }
+            let patch = Patch {
+                external: Some(ext),
+                ..Patch::default()
+            };
+            let event = self.event(
+                scope.access,
+                "key.external_state",
+                kid,
+                json!({"state": state.as_str(), "previous": before.state.as_str(), "workflow_run": scope.run_id}),
+            );
+            if self
+                .write_patch(scope.access, &current, &patch, event)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(KeyError::Concurrent)
+    }
+
+    /// Refreshes a virtual key from what its HSM says now (after a recover or restore, or an
+    /// interrupted change): where it lives, whether it is enabled, its public key, its tags
+    /// and operations, and its dates where the lifecycle allows them.
+    pub async fn refresh(&self, scope: RunScope<'_>, kid: &str, r: &RemoteKey) -> Result<()> {
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.in_group(scope, kid).await?;
+            let source = current
+                .external
+                .as_ref()
+                .map_or(KeySource::External, |e| e.source);
+            let now = self.now();
+            let tags: sobjects::Tags = r
+                .tags
+                .iter()
+                .map(|t| (t.name.clone(), t.value.clone()))
+                .collect();
+            let ops = merge_ops(&current.key_ops, &r.ops);
+            let (activation, deactivation) = date_changes(
+                &current,
+                Some(r.properties.not_before.or(current.activation_date)),
+                Some(r.properties.expires),
+                now,
+            )
+            .unwrap_or((None, None));
+            let patch = Patch {
+                external: Some(self.external_of(scope, r, source)),
+                enabled: Some(r.properties.enabled).filter(|e| *e != current.enabled),
+                pub_key: public_der(r).filter(|p| current.pub_key.as_ref() != Some(p)),
+                tags: Some(tags).filter(|t| *t != current.tags),
+                key_ops: Some(ops).filter(|o| *o != current.key_ops),
+                activation_date: activation,
+                deactivation_date: deactivation,
+                ..Patch::default()
+            };
+            let event = self.event(
+                scope.access,
+                "key.refresh",
+                kid,
+                json!({"fields": patch.fields(), "external_key": r.id, "workflow_run": scope.run_id}),
+            );
+            if self
+                .write_patch(scope.access, &current, &patch, event)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(KeyError::Concurrent)
+    }
+
+    /// Stores keys found in the HSM as virtual keys of the group, each with its escrowed
+    /// backup, in one transaction; keys that already have one (compared without case) are
+    /// skipped.
+    pub async fn adopt(
+        &self,
+        scope: RunScope<'_>,
+        batch: Vec<(RemoteKey, Vec<u8>)>,
+    ) -> Result<Vec<String>> {
+        let account = &scope.access.account_id;
+        let now = self.now();
+        let labels: Vec<String> = batch.iter().map(|(r, _)| r.name.clone()).collect();
+        let instance = scope.link.instance_name().unwrap_or_default();
+        let mut tx = self.catalog().begin().await?;
+        let mut present =
+            sobjects::external_labels_present(&mut tx, &scope.group.id, &labels).await?;
+        let mut kids = Vec::new();
+        for (r, backup) in batch {
+            if !present.insert(r.name.to_lowercase()) {
+                continue;
+            }
+            // The key's own name when free in the account, else qualified by the instance.
+            let mut name = r.name.clone();
+            let mut n = 1;
+            while sobjects::name_taken(&mut tx, account, &name).await? {
+                n += 1;
+                name = if n == 2 {
+                    format!("{} ({instance})", r.name)
+                } else {
+                    format!("{} ({instance}) {n}", r.name)
+                };
+            }
+            let o = self.adopted_object(scope, &r, name);
+            sobjects::insert(&mut tx, &o).await?;
+            let sealed = self.catalog().seal(&escrow_context(&o.kid), &backup);
+            sobjects::put_escrow(&mut tx, &o.kid, &sealed, now).await?;
+            self.event(
+                scope.access,
+                "key.sync",
+                &o.kid,
+                json!({"name": o.name, "external_name": r.name, "group_id": scope.group.id, "workflow_run": scope.run_id}),
+            )
+            .write(&mut tx)
+            .await?;
+            kids.push(o.kid);
+        }
+        tx.commit().await?;
+        Ok(kids)
+    }
+
+    fn adopted_object(&self, scope: RunScope<'_>, r: &RemoteKey, name: String) -> SObject {
+        let now = self.now();
+        let p = &r.properties;
+        let key_ops = merge_ops(&KeyOps::default(), &r.ops);
+        SObject {
+            kid: new_id(),
+            account_id: scope.access.account_id.clone(),
+            group_id: scope.group.id.clone(),
+            name,
+            description: None,
+            obj_type: obj_type_of(&r.spec),
+            key_size: r.spec.size,
+            curve: r.spec.curve.and_then(curve_of),
+            never_exportable: !key_ops.contains(KeyOp::Export),
+            key_ops,
+            enabled: p.enabled,
+            activation_date: p.not_before.or(p.created).or(Some(now)),
+            deactivation_date: p.expires,
+            compromise_date: None,
+            destruction_date: None,
+            revocation_reason: None,
+            created_at: now,
+            lastused_at: None,
+            creator: creator(&scope.access.principal),
+            origin: Origin::External,
+            material: None,
+            pub_key: public_der(r),
+            kcv: None,
+            external: Some(self.external_of(scope, r, KeySource::External)),
+            tags: r
+                .tags
+                .iter()
+                .map(|t| (t.name.clone(), t.value.clone()))
+                .collect(),
+            version: 0,
+        }
+    }
+
+    /// Removes a virtual key and its escrowed backup (FLOWS F22; the script has checked the
+    /// HSM no longer has the key).
+    pub async fn remove_virtual(&self, scope: RunScope<'_>, kid: &str) -> Result<()> {
+        let o = self.in_group(scope, kid).await?;
+        may_manage(scope.access, &o)?;
+        let mut tx = self.catalog().begin().await?;
+        if !sobjects::delete(&mut tx, &scope.access.account_id, kid).await? {
+            return Err(KeyError::NotFound(format!("no key {kid}")));
+        }
+        self.event(
+            scope.access,
+            "key.delete",
+            kid,
+            json!({"name": o.name, "workflow_run": scope.run_id, "escrow_removed": true}),
+        )
+        .write(&mut tx)
+        .await?;
+        tx.commit().await?;
+        self.forget(kid);
+        Ok(())
+    }
+
+    /// The escrowed backup of a virtual key, opened.
+    pub async fn escrow(&self, scope: RunScope<'_>, kid: &str) -> Result<Vec<u8>> {
+        let o = self.in_group(scope, kid).await?;
+        let mut conn = self.catalog().conn().await?;
+        let sealed = sobjects::get_escrow(&mut conn, &o.kid)
+            .await?
+            .ok_or_else(|| KeyError::NotFound(format!("no escrowed backup of key {}", o.kid)))?;
+        Ok(self
+            .catalog()
+            .open_sealed(&escrow_context(&o.kid), &sealed)?)
+    }
+
+    /// Replaces the escrowed backup of a virtual key.
+    pub async fn put_escrow(&self, scope: RunScope<'_>, kid: &str, backup: &[u8]) -> Result<()> {
+        let o = self.in_group(scope, kid).await?;
+        let sealed = self.catalog().seal(&escrow_context(&o.kid), backup);
+        let mut tx = self.catalog().begin().await?;
+        sobjects::put_escrow(&mut tx, &o.kid, &sealed, self.now()).await?;
+        self.event(
+            scope.access,
+            "key.escrow",
+            kid,
+            json!({"workflow_run": scope.run_id}),
+        )
+        .write(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The group's virtual keys, without reservations in progress.
+    pub async fn linked(&self, scope: RunScope<'_>) -> Result<Vec<ExternalRef>> {
+        let mut conn = self.catalog().conn().await?;
+        Ok(sobjects::external_refs(&mut conn, &scope.group.id)
+            .await?
+            .into_iter()
+            .filter(|r| r.external.state != RemoteState::Creating)
+            .collect())
+    }
+
+    /// The HSM names the group's virtual keys and reservations use, lowercased.
+    pub async fn known_names(&self, scope: RunScope<'_>) -> Result<HashSet<String>> {
+        let mut conn = self.catalog().conn().await?;
+        Ok(sobjects::external_refs(&mut conn, &scope.group.id)
+            .await?
+            .into_iter()
+            .map(|r| r.external.name().to_lowercase())
+            .collect())
+    }
+
+    /// A virtual key of the run's group.
+    pub async fn in_group(&self, scope: RunScope<'_>, kid: &str) -> Result<SObject> {
+        let mut conn = self.catalog().conn().await?;
+        match sobjects::get(&mut conn, &scope.access.account_id, kid).await? {
+            Some(o) if o.group_id == scope.group.id && o.is_virtual() => Ok(o),
+            _ => Err(KeyError::NotFound(format!(
+                "no virtual key {kid} in this group"
+            ))),
+        }
+    }
+
+    /// The virtual key of the run's group for a name in its HSM, if there is one.
+    pub async fn virtual_named(&self, scope: RunScope<'_>, name: &str) -> Result<Option<String>> {
+        let mut conn = self.catalog().conn().await?;
+        Ok(
+            sobjects::by_external_name(&mut conn, &scope.access.account_id, &scope.group.id, name)
+                .await?
+                .map(|o| o.kid),
+        )
+    }
+
+    /// Settles what ended or crashed half-way in the group's HSM: reservations whose run is
+    /// over are completed from the HSM or released, and keys whose change was interrupted
+    /// are refreshed from the HSM.
+    pub async fn reconcile(&self, scope: RunScope<'_>) -> Result<RemoteReport> {
+        let mut report = RemoteReport::default();
+        let kms = &self.inner.kms;
+        let reservations: Vec<ExternalRef> = {
+            let mut conn = self.catalog().conn().await?;
+            sobjects::external_refs(&mut conn, &scope.group.id)
+                .await?
+                .into_iter()
+                .filter(|r| r.external.state == RemoteState::Creating)
+                .collect()
+        };
+        for res in reservations {
+            let o = self.in_group(scope, &res.kid).await?;
+            if !self.reservation_is_stale(&o).await? {
+                continue;
+            }
+            let name = res.external.name().to_string();
+            match kms.find_key(scope.link, &name).await? {
+                Some(r) => {
+                    let backup = kms.backup_key(scope.link, &name).await?;
+                    let details = json!({"name": o.name, "external_key": r.id, "reconciled": true, "workflow_run": scope.run_id});
+                    let action = match res.external.source {
+                        KeySource::External => "key.create",
+                        KeySource::Keyward => "key.import",
+                    };
+                    self.complete(
+                        scope,
+                        &o.kid,
+                        &r,
+                        res.external.source,
+                        Some(&backup),
+                        action,
+                        details,
+                        None,
+                    )
+                    .await?;
+                    report.completed.push(o.kid);
+                }
+                None => {
+                    let mut tx = self.catalog().begin().await?;
+                    release(&mut tx, &scope.access.account_id, &o.kid).await?;
+                    tx.commit().await?;
+                    self.forget(&o.kid);
+                    report.released.push(name);
+                }
+            }
+        }
+        let interrupted = {
+            let mut conn = self.catalog().conn().await?;
+            hsm_ops::interrupted_in_group(&mut conn, &scope.group.id).await?
+        };
+        let mut refreshed = HashSet::new();
+        for op in interrupted {
+            let mut remote_id = None;
+            if let (Some(kid), Some(target)) = (&op.kid, &op.target)
+                && self.in_group(scope, kid).await.is_ok()
+                && let Some(r) = kms.find_key(scope.link, target).await?
+            {
+                if refreshed.insert(kid.clone()) {
+                    self.refresh(scope, kid, &r).await?;
+                    report.refreshed.push(kid.clone());
+                }
+                remote_id = Some(r.id);
+            }
+            let out = OpOutcome {
+                remote_id,
+                error: Some("interrupted; settled from what the key manager says now".into()),
+            };
+            let event = crate::audit::Event::new(
+                Some(&scope.access.account_id),
+                &scope.access.principal,
+                &format!("hsm.{}", op.operation),
+                self.now(),
+            )
+            .outcome("reconciled", "interrupted by a shutdown; settled from what the key manager says now")
+            .details(json!({"journal": op.id, "target": op.target, "interrupted_run": op.run_id, "workflow_run": scope.run_id}));
+            let mut tx = self.catalog().begin().await?;
+            if hsm_ops::finish(
+                &mut tx,
+                &op.id,
+                OpStatus::Interrupted,
+                OpStatus::Reconciled,
+                &out,
+                self.now(),
+            )
+            .await?
+            {
+                event.write(&mut tx).await?;
+                report.reconciled += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(report)
+    }
+}
+
+/// Removes a reservation that never became a key.
+async fn release(c: &mut Conn, account: &str, kid: &str) -> Result<()> {
+    if let Some(o) = sobjects::get(c, account, kid).await?
+        && o.remote_state() == Some(RemoteState::Creating)
+    {
+        sobjects::delete(c, account, kid).await?;
+    }
+    Ok(())
+}
+
+/// A virtual key's operations from its HSM's, keeping what only the catalog knows: EXPORT
+/// (which the HSM list never adds) and APPMANAGEABLE.
+fn merge_ops(catalog: &KeyOps, remote: &[remote::KeyOp]) -> KeyOps {
+    let mut ops: KeyOps = remote
+        .iter()
+        .filter_map(|o| {
+            Some(match o {
+                remote::KeyOp::Encrypt => KeyOp::Encrypt,
+                remote::KeyOp::Decrypt => KeyOp::Decrypt,
+                remote::KeyOp::Sign => KeyOp::Sign,
+                remote::KeyOp::Verify => KeyOp::Verify,
+                remote::KeyOp::WrapKey => KeyOp::WrapKey,
+                remote::KeyOp::UnwrapKey => KeyOp::UnwrapKey,
+                _ => return None,
+            })
+        })
+        .collect();
+    for keep in [KeyOp::Export, KeyOp::AppManageable] {
+        if catalog.contains(keep) {
+            ops.insert(keep);
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_never_adds_export() {
+        let remote_ops = [remote::KeyOp::Encrypt, remote::KeyOp::Export];
+        let merged = merge_ops(&KeyOps::of(&[KeyOp::Encrypt]), &remote_ops);
+        assert_eq!(merged, KeyOps::of(&[KeyOp::Encrypt]));
+        let kept = merge_ops(
+            &KeyOps::of(&[KeyOp::Export, KeyOp::AppManageable]),
+            &remote_ops,
+        );
+        assert_eq!(
+            kept,
+            KeyOps::of(&[KeyOp::Encrypt, KeyOp::Export, KeyOp::AppManageable])
+        );
+    }
+}
