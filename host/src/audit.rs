@@ -1,9 +1,13 @@
 //! Writing the audit log without slowing the hot path down.
 //!
 //! Changes to the catalog write their audit event in the same transaction as the change, so a
-//! committed change always has its event. Events that change nothing (cryptographic
-//! operations, denials) go through a channel to a writer task that inserts them in batches,
-//! together with the keys' last-use times; a flush on shutdown writes what is queued.
+//! committed change always has its event; so do changes in external key managers and
+//! exports of key material, before their outcome is reported. Events that change nothing
+//! (cryptographic operations, denials) go through a channel to a writer task that inserts
+//! them in batches, together with the keys' last-use times. A batch that cannot be written is
+//! retried, with backoff, until it is: none is dropped. While it waits the channel fills, and
+//! then the operations that would add to it wait too, so nothing goes unrecorded. A flush on
+//! shutdown writes what is queued.
 
 use std::time::Duration;
 
@@ -17,6 +21,9 @@ use crate::catalog::{self, Catalog, Conn};
 const QUEUE: usize = 16_384;
 const BATCH: usize = 1_024;
 const LINGER: Duration = Duration::from_millis(20);
+/// Retries of a batch that failed start after this and double up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 enum Item {
     Event(Box<AuditEvent>),
@@ -120,6 +127,16 @@ impl Auditor {
             let _ = wait.await;
         }
     }
+
+    /// Flushes, but gives up after `limit` (at shutdown, with a catalog that cannot be
+    /// written); says so in the log.
+    pub async fn flush_within(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.flush()).await.is_err() {
+            tracing::error!(
+                "the audit log could not be written within {limit:?} at shutdown; the queued events are lost"
+            );
+        }
+    }
 }
 
 async fn writer(catalog: Catalog, mut rx: mpsc::Receiver<Item>) {
@@ -139,8 +156,14 @@ async fn writer(catalog: Catalog, mut rx: mpsc::Receiver<Item>) {
                 _ => break,
             }
         }
-        if let Err(e) = write_batch(&catalog, &mut batch).await {
-            tracing::error!(events = batch.len(), "could not write audit events: {e}");
+        let mut delay = RETRY_FIRST;
+        while let Err(e) = write_batch(&catalog, &mut batch).await {
+            tracing::error!(
+                events = batch.len(),
+                "could not write audit events, retrying in {delay:?}: {e}"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
         }
         for item in batch.drain(..) {
             if let Item::Flush(done) = item {

@@ -29,6 +29,14 @@ pub enum DemoError {
     Daemon(#[from] DaemonError),
     #[error("setting up the demo failed: {0}")]
     Setup(String),
+    #[error(
+        "the demo listens on loopback only (its administrator password is printed in the clear); {0} is not a loopback address. Run `keyward serve --demo false` to serve elsewhere"
+    )]
+    NotLoopback(std::net::SocketAddr),
+    #[error(
+        "the demo serves plain HTTP on loopback; run `keyward serve --demo false --tls-cert ... --tls-key ...` for HTTPS"
+    )]
+    Tls,
 }
 
 /// The emulator, with its state (keys, CA) under `<data_dir>/emulator`.
@@ -297,6 +305,12 @@ pub async fn run(
     emulator_port: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoError> {
+    if !config.listen.ip().is_loopback() {
+        return Err(DemoError::NotLoopback(config.listen));
+    }
+    if config.tls.is_some() || config.insecure_http {
+        return Err(DemoError::Tls);
+    }
     let em = start_emulator(&config.data_dir, emulator_port).await?;
     allow_emulator(&mut config, &em);
     let data_dir = config.data_dir.clone();

@@ -41,9 +41,19 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address of the REST API.
+    /// Address of the REST API. Plain HTTP is served on a loopback address only, unless
+    /// --insecure-http; elsewhere give --tls-cert and --tls-key.
     #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// PEM certificate chain of the API's HTTPS listener (with --tls-key).
+    #[arg(long, env = "KEYWARD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the API's HTTPS listener (with --tls-cert).
+    #[arg(long, env = "KEYWARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a proxy that terminates TLS).
+    #[arg(long, env = "KEYWARD_INSECURE_HTTP")]
+    insecure_http: bool,
     /// Seconds between rescans of the plugin directory.
     #[arg(long, default_value_t = 2)]
     plugin_scan_secs: u64,
@@ -88,6 +98,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             config.plugin_scan_interval = Duration::from_secs(args.plugin_scan_secs.max(1));
             config.listen = args.listen;
+            config.tls = args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| daemon::TlsFiles { cert, key });
+            config.insecure_http = args.insecure_http;
             config.workflow_dir = args.workflow_dir;
             config.workflow_limits.timeout = Duration::from_secs(args.workflow_timeout_secs.max(1));
             config.workflow_limits.concurrency = args.workflow_concurrency.clamp(1, 64);

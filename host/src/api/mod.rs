@@ -192,6 +192,6 @@ pub async fn serve(
         ApiListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,
         ApiListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,
     }
-    audit.flush().await;
+    audit.flush_within(std::time::Duration::from_secs(30)).await;
     Ok(())
 }

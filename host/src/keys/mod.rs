@@ -16,7 +16,9 @@
 //! - `hsm`: flows against a linked HSM, run as workflow scripts (reserving the HSM name
 //!   first, serializing changes of one key).
 //! - `remote`: what those scripts record: new virtual keys, their changes and remote state,
-//!   syncs, escrow, and the journal of HSM-side changes with its reconciliation.
+//!   syncs, escrow.
+//! - `journal`: the journal of HSM-side changes (intent before the remote call, outcome and
+//!   audit event after), and the reconciliation of what a crash left half-way.
 //!
 //! Writes after creation are field-level patches applied with compare-and-swap on the row
 //! version: a request that read an older row retries on the fresh one, so concurrent
@@ -27,6 +29,7 @@ mod change;
 mod create;
 mod error;
 mod hsm;
+mod journal;
 mod remote;
 pub mod rules;
 mod usage;
@@ -54,7 +57,8 @@ pub use change::KeyChange;
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};
 pub use hsm::{KeyFlow, azure_name};
-pub use remote::{Deletion, Pending, PendingChange, PendingNew, RemoteReport, RunScope};
+pub use journal::RemoteReport;
+pub use remote::{Deletion, Pending, PendingChange, PendingNew, RunScope};
 pub use rules::Transition;
 pub use usage::{UsableKey, WrapMode};
 

@@ -14,18 +14,18 @@ use serde_json::{Value, json};
 
 use crate::auth::Access;
 use crate::catalog::groups::Group;
-use crate::catalog::hsm_ops::{self, HsmOp, OpOutcome, OpStatus};
+use crate::catalog::new_id;
 use crate::catalog::sobjects::{
     self, ExternalId, ExternalKey, ExternalRef, KeyOp, KeyOps, KeySource, Origin, Patch,
     RemoteState, SObject, escrow_context,
 };
-use crate::catalog::{Conn, new_id};
-use crate::kms::{KmsError, Link, curve_of, obj_type_of, public_der};
+use crate::kms::{Link, curve_of, obj_type_of, public_der};
 use crate::plugins::kms::{self as remote, RemoteKey};
 
 use super::access::may_manage;
 use super::create::copy_link;
 use super::error::{KeyError, Result};
+use super::journal::release;
 use super::rules::date_changes;
 use super::{CAS_ATTEMPTS, KeyService, creator, integrity};
 
@@ -71,19 +71,6 @@ pub struct PendingChange {
     pub audit_details: Value,
 }
 
-/// What a reconciliation did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RemoteReport {
-    /// Reserved keys the HSM has: completed as virtual keys.
-    pub completed: Vec<String>,
-    /// Reservations the HSM never saw: released.
-    pub released: Vec<String>,
-    /// Virtual keys refreshed after an interrupted change.
-    pub refreshed: Vec<String>,
-    /// Journal entries of interrupted changes now settled.
-    pub reconciled: usize,
-}
-
 /// When a soft-deleted key was deleted and will be purged.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Deletion {
@@ -93,97 +80,6 @@ pub struct Deletion {
 }
 
 impl KeyService {
-    /// Marks HSM-side changes a previous daemon left pending as interrupted.
-    pub async fn recover_interrupted(&self) -> Result<u64> {
-        let mut tx = self.catalog().begin().await?;
-        let n = hsm_ops::interrupt_pending(&mut tx, self.now()).await?;
-        tx.commit().await?;
-        if n > 0 {
-            tracing::warn!(
-                changes = n,
-                "changes in external key managers were interrupted by the last shutdown; the next sync of their groups reconciles them"
-            );
-        }
-        Ok(n)
-    }
-
-    /// Writes the intent of an HSM-side change before the remote call; returns its journal
-    /// id.
-    pub async fn journal_begin(
-        &self,
-        scope: RunScope<'_>,
-        operation: &str,
-        target: Option<&str>,
-        kid: Option<&str>,
-    ) -> Result<String> {
-        let op = HsmOp {
-            id: new_id(),
-            account_id: scope.access.account_id.clone(),
-            group_id: Some(scope.group.id.clone()),
-            run_id: Some(scope.run_id.to_string()),
-            actor_kind: scope.access.principal.kind().to_string(),
-            actor_id: scope.access.principal.id().to_string(),
-            operation: operation.to_string(),
-            target: target.map(str::to_string),
-            kid: kid.map(str::to_string),
-            status: OpStatus::Pending,
-            started_at: self.now(),
-            finished_at: None,
-            outcome: None,
-        };
-        let mut tx = self.catalog().begin().await?;
-        hsm_ops::insert(&mut tx, &op).await?;
-        tx.commit().await?;
-        Ok(op.id)
-    }
-
-    /// Writes the outcome of an HSM-side change, with its one audit event.
-    pub async fn journal_end(
-        &self,
-        scope: RunScope<'_>,
-        id: &str,
-        operation: &str,
-        outcome: std::result::Result<Option<String>, &KmsError>,
-        details: Value,
-    ) -> Result<()> {
-        let (status, out) = match &outcome {
-            Ok(remote_id) => (
-                OpStatus::Succeeded,
-                OpOutcome {
-                    remote_id: remote_id.clone(),
-                    error: None,
-                },
-            ),
-            Err(e) => (
-                OpStatus::Failed,
-                OpOutcome {
-                    remote_id: None,
-                    error: Some(e.to_string()),
-                },
-            ),
-        };
-        let mut event = crate::audit::Event::new(
-            Some(&scope.access.account_id),
-            &scope.access.principal,
-            &format!("hsm.{operation}"),
-            self.now(),
-        )
-        .details(
-            json!({"workflow_run": scope.run_id, "group_id": scope.group.id, "details": details}),
-        );
-        if let Some(rid) = &out.remote_id {
-            event = event.object("external_key", rid);
-        }
-        if let Some(e) = &out.error {
-            event = event.outcome("failure", e.clone());
-        }
-        let mut tx = self.catalog().begin().await?;
-        hsm_ops::finish(&mut tx, id, OpStatus::Pending, status, &out, self.now()).await?;
-        event.write(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The `external` document of a virtual key for what the HSM said.
     fn external_of(&self, scope: RunScope<'_>, r: &RemoteKey, source: KeySource) -> ExternalKey {
         let p = &r.properties;
@@ -265,7 +161,7 @@ impl KeyService {
 
     /// Turns a reservation into a virtual key of `r`.
     #[allow(clippy::too_many_arguments, reason = "the parts of one catalog write")]
-    async fn complete(
+    pub(super) async fn complete(
         &self,
         scope: RunScope<'_>,
         kid: &str,
@@ -673,114 +569,6 @@ impl KeyService {
                 .map(|o| o.kid),
         )
     }
-
-    /// Settles what ended or crashed half-way in the group's HSM: reservations whose run is
-    /// over are completed from the HSM or released, and keys whose change was interrupted
-    /// are refreshed from the HSM.
-    pub async fn reconcile(&self, scope: RunScope<'_>) -> Result<RemoteReport> {
-        let mut report = RemoteReport::default();
-        let kms = &self.inner.kms;
-        let reservations: Vec<ExternalRef> = {
-            let mut conn = self.catalog().conn().await?;
-            sobjects::external_refs(&mut conn, &scope.group.id)
-                .await?
-                .into_iter()
-                .filter(|r| r.external.state == RemoteState::Creating)
-                .collect()
-        };
-        for res in reservations {
-            let o = self.in_group(scope, &res.kid).await?;
-            if !self.reservation_is_stale(&o).await? {
-                continue;
-            }
-            let name = res.external.name().to_string();
-            match kms.find_key(scope.link, &name).await? {
-                Some(r) => {
-                    let backup = kms.backup_key(scope.link, &name).await?;
-                    let details = json!({"name": o.name, "external_key": r.id, "reconciled": true, "workflow_run": scope.run_id});
-                    let action = match res.external.source {
-                        KeySource::External => "key.create",
-                        KeySource::Keyward => "key.import",
-                    };
-                    self.complete(
-                        scope,
-                        &o.kid,
-                        &r,
-                        res.external.source,
-                        Some(&backup),
-                        action,
-                        details,
-                        None,
-                    )
-                    .await?;
-                    report.completed.push(o.kid);
-                }
-                None => {
-                    let mut tx = self.catalog().begin().await?;
-                    release(&mut tx, &scope.access.account_id, &o.kid).await?;
-                    tx.commit().await?;
-                    self.forget(&o.kid);
-                    report.released.push(name);
-                }
-            }
-        }
-        let interrupted = {
-            let mut conn = self.catalog().conn().await?;
-            hsm_ops::interrupted_in_group(&mut conn, &scope.group.id).await?
-        };
-        let mut refreshed = HashSet::new();
-        for op in interrupted {
-            let mut remote_id = None;
-            if let (Some(kid), Some(target)) = (&op.kid, &op.target)
-                && self.in_group(scope, kid).await.is_ok()
-                && let Some(r) = kms.find_key(scope.link, target).await?
-            {
-                if refreshed.insert(kid.clone()) {
-                    self.refresh(scope, kid, &r).await?;
-                    report.refreshed.push(kid.clone());
-                }
-                remote_id = Some(r.id);
-            }
-            let out = OpOutcome {
-                remote_id,
-                error: Some("interrupted; settled from what the key manager says now".into()),
-            };
-            let event = crate::audit::Event::new(
-                Some(&scope.access.account_id),
-                &scope.access.principal,
-                &format!("hsm.{}", op.operation),
-                self.now(),
-            )
-            .outcome("reconciled", "interrupted by a shutdown; settled from what the key manager says now")
-            .details(json!({"journal": op.id, "target": op.target, "interrupted_run": op.run_id, "workflow_run": scope.run_id}));
-            let mut tx = self.catalog().begin().await?;
-            if hsm_ops::finish(
-                &mut tx,
-                &op.id,
-                OpStatus::Interrupted,
-                OpStatus::Reconciled,
-                &out,
-                self.now(),
-            )
-            .await?
-            {
-                event.write(&mut tx).await?;
-                report.reconciled += 1;
-            }
-            tx.commit().await?;
-        }
-        Ok(report)
-    }
-}
-
-/// Removes a reservation that never became a key.
-async fn release(c: &mut Conn, account: &str, kid: &str) -> Result<()> {
-    if let Some(o) = sobjects::get(c, account, kid).await?
-        && o.remote_state() == Some(RemoteState::Creating)
-    {
-        sobjects::delete(c, account, kid).await?;
-    }
-    Ok(())
 }
 
 /// A virtual key's operations from its HSM's, keeping what only the catalog knows: EXPORT

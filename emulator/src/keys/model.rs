@@ -1,0 +1,274 @@
+//! Request bodies of the keys data plane, their checks, and the shapes of responses.
+
+use super::*;
+
+#[derive(Deserialize, Default)]
+pub(super) struct AttributesIn {
+    pub(super) enabled: Option<bool>,
+    pub(super) nbf: Option<i64>,
+    pub(super) exp: Option<i64>,
+    pub(super) exportable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct CreateIn {
+    pub(super) kty: String,
+    pub(super) key_size: Option<u32>,
+    pub(super) public_exponent: Option<u32>,
+    pub(super) key_ops: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) attributes: AttributesIn,
+    pub(super) tags: Option<BTreeMap<String, String>>,
+    pub(super) crv: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ImportIn {
+    pub(super) key: Value,
+    #[serde(rename = "Hsm")]
+    #[allow(
+        dead_code,
+        reason = "Managed HSM keys are always HSM-protected; the flag is accepted and ignored"
+    )]
+    pub(super) hsm: Option<bool>,
+    #[serde(default)]
+    pub(super) attributes: AttributesIn,
+    pub(super) tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct UpdateIn {
+    pub(super) key_ops: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) attributes: AttributesIn,
+    pub(super) tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct CryptIn {
+    pub(super) alg: String,
+    pub(super) value: String,
+    pub(super) iv: Option<String>,
+    pub(super) aad: Option<String>,
+    pub(super) tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct SignIn {
+    pub(super) alg: String,
+    pub(super) value: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct VerifyIn {
+    pub(super) alg: String,
+    pub(super) digest: String,
+    pub(super) value: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct BlobIn {
+    pub(super) value: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RngIn {
+    pub(super) count: i64,
+}
+
+pub(super) const ALL_OPS: &[&str] = &[
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "wrapKey",
+    "unwrapKey",
+    "import",
+    "export",
+];
+
+pub(super) fn default_ops(kty: Kty) -> Vec<String> {
+    let ops: &[&str] = match kty {
+        Kty::Rsa => &[
+            "encrypt",
+            "decrypt",
+            "sign",
+            "verify",
+            "wrapKey",
+            "unwrapKey",
+        ],
+        Kty::Ec => &["sign", "verify"],
+        Kty::Oct => &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+    };
+    ops.iter().map(|s| s.to_string()).collect()
+}
+
+pub(super) fn check_ops(kty: Kty, ops: &[String]) -> Result<(), AzureError> {
+    for op in ops {
+        if !ALL_OPS.contains(&op.as_str()) {
+            return Err(AzureError::bad_parameter(format!(
+                "Invalid key operation: {op}. Valid operations: {}.",
+                ALL_OPS.join(", ")
+            )));
+        }
+        let fits = match kty {
+            Kty::Rsa => true,
+            Kty::Ec => ["sign", "verify", "export"].contains(&op.as_str()),
+            Kty::Oct => {
+                ["encrypt", "decrypt", "wrapKey", "unwrapKey", "export"].contains(&op.as_str())
+            }
+        };
+        if !fits {
+            return Err(AzureError::bad_parameter(format!(
+                "Key operation '{op}' is not supported for {} keys.",
+                kty.name()
+            )));
+        }
+    }
+    if ops.iter().any(|o| o == "import") && ops.len() != 1 {
+        return Err(AzureError::bad_parameter(
+            "A key exchange key must have 'import' as its only key operation.",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), AzureError> {
+    if tags.len() > MAX_TAGS {
+        return Err(AzureError::bad_parameter(format!(
+            "A key may have at most {MAX_TAGS} tags."
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > 512 || v.len() > 256 {
+            return Err(AzureError::bad_parameter(
+                "Tag names must be 1-512 characters and values at most 256.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_attributes(a: &AttributesIn) -> Result<(), AzureError> {
+    if a.exportable == Some(true) {
+        return Err(AzureError::bad_parameter(
+            "Exportable keys need a release policy; key release is not supported by this emulator.",
+        ));
+    }
+    if let (Some(nbf), Some(exp)) = (a.nbf, a.exp)
+        && nbf >= exp
+    {
+        return Err(AzureError::bad_parameter(
+            "The key's 'nbf' must be before its 'exp'.",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn attributes(hsm: &Hsm, v: &KeyVersion) -> Value {
+    let mut a = json!({
+        "enabled": v.enabled,
+        "created": v.created,
+        "updated": v.updated,
+        "recoveryLevel": hsm.recovery_level(),
+        "recoverableDays": hsm.retention_days,
+        "exportable": v.exportable,
+    });
+    if let Some(nbf) = v.nbf {
+        a["nbf"] = json!(nbf);
+    }
+    if let Some(exp) = v.exp {
+        a["exp"] = json!(exp);
+    }
+    a
+}
+
+pub(super) fn key_bundle(base: &str, hsm: &Hsm, name: &str, v: &KeyVersion) -> Value {
+    let mut jwk = Map::new();
+    jwk.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", v.id)));
+    jwk.insert("kty".into(), json!(v.material.kty()));
+    jwk.insert("key_ops".into(), json!(v.ops));
+    v.material.public_jwk(&mut jwk);
+    let mut bundle = json!({"key": jwk, "attributes": attributes(hsm, v)});
+    if !v.tags.is_empty() {
+        bundle["tags"] = json!(v.tags);
+    }
+    bundle
+}
+
+pub(super) fn key_item(
+    base: &str,
+    hsm: &Hsm,
+    name: &str,
+    v: &KeyVersion,
+    with_version: bool,
+) -> Value {
+    let kid = if with_version {
+        format!("{base}/keys/{name}/{}", v.id)
+    } else {
+        format!("{base}/keys/{name}")
+    };
+    let mut item = json!({"kid": kid, "attributes": attributes(hsm, v)});
+    if !v.tags.is_empty() {
+        item["tags"] = json!(v.tags);
+    }
+    item
+}
+
+pub(super) fn deleted_fields(base: &str, name: &str, d: &DeletedKey, into: &mut Value) {
+    into["recoveryId"] = json!(format!("{base}/deletedkeys/{name}"));
+    into["deletedDate"] = json!(d.deleted);
+    into["scheduledPurgeDate"] = json!(d.scheduled_purge);
+}
+
+/// A page of a list (`maxresults` 1..=25, continuation in `$skiptoken`).
+pub(super) fn paged(
+    q: &HashMap<String, String>,
+    base: &str,
+    path: &str,
+    api: &str,
+    items: Vec<(String, Value)>,
+) -> Result<Value, AzureError> {
+    let max = match q.get("maxresults") {
+        None => 25,
+        Some(m) => match m.parse::<usize>() {
+            Ok(n) if (1..=25).contains(&n) => n,
+            _ => {
+                return Err(AzureError::bad_parameter(format!(
+                    "Invalid maxresults '{m}'. It must be between 1 and 25."
+                )));
+            }
+        },
+    };
+    let after = match q.get("$skiptoken") {
+        None => None,
+        Some(t) => Some(
+            URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| AzureError::bad_parameter("The $skiptoken is not valid."))?,
+        ),
+    };
+    let mut rest = items
+        .into_iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        .peekable();
+    let mut value = Vec::new();
+    let mut last = None;
+    while value.len() < max {
+        let Some((k, v)) = rest.next() else { break };
+        last = Some(k);
+        value.push(v);
+    }
+    let mut body = json!({"value": value, "nextLink": null});
+    if rest.peek().is_some()
+        && let Some(last) = last
+    {
+        let token = URL_SAFE_NO_PAD.encode(last);
+        body["nextLink"] = json!(format!(
+            "{base}{path}?api-version={api}&$skiptoken={token}&maxresults={max}"
+        ));
+    }
+    Ok(body)
+}
