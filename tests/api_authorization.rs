@@ -449,3 +449,398 @@ async fn sign_up_is_closed_after_the_first_user() {
         .await;
     assert_eq!(s, 403, "{body}");
 }
+
+/// A workflow run in the caller's account: a connection test of a link that cannot connect.
+async fn a_run(api: &Api) -> String {
+    let link = json!({"kind": "AzureManagedHsm", "tenant_id": "t", "client_id": "c", "client_secret": "s",
+        "subscription_id": "sub", "endpoints": {"identity": "https://localhost:1", "management": "https://localhost:1", "instance_suffix": "localhost"}});
+    api.ok(Method::POST, "/sys/v1/groups/hmg/check", Some(link))
+        .await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_id_from_another_account_is_refused_and_changes_nothing() {
+    use keyward_tests::api::catalog_snapshot_without;
+    let w = world().await;
+    let (admin, app1) = (&w.p["admin"], &w.p["app1"]);
+    let me = |api: &Api| {
+        let api = api.clone();
+        async move {
+            api.ok(Method::GET, "/sys/v1/accounts", None).await[0]["acct_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let acct_a = me(admin).await;
+    let users = admin.ok(Method::GET, "/sys/v1/users", None).await;
+    let user_id = |email: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user_email"] == email)
+            .unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let admin_id = user_id("admin@example.com");
+    let member_id = user_id("member@example.com");
+    let app1_id = admin
+        .ok(Method::GET, "/sys/v1/apps", None)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "app1")
+        .unwrap()["app_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run_a = a_run(admin).await;
+    let (g1, k1, kx) = (w.g1.clone(), w.k1.clone(), w.k_export.clone());
+    // The attackers: account B's administrator and application, with account A's ids.
+    let (bob, appb) = (&w.p["bob"], &w.p["appb"]);
+    let (gb, kb) = (w.gb.clone(), w.kb.clone());
+    let linked_b = bob
+        .create_group(
+            "linked-b",
+            // Incomplete, so no background connection test runs while we compare snapshots.
+            json!({"external_kms": {"kind": "AzureManagedHsm", "instance": "https://h.localhost"}}),
+        )
+        .await;
+    let enc = json!({"alg": "AES", "plain": b64(b"x")});
+    let before = catalog_snapshot_without(&w.d, &["audit_events"]).await;
+    type Try<'a> = (&'a Api, Method, String, Option<Value>);
+    let tries: Vec<Try> = vec![
+        // users
+        (bob, Method::GET, format!("/sys/v1/users/{member_id}"), None),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/users/{member_id}"),
+            Some(json!({"account_role": "auditor"})),
+        ),
+        (
+            bob,
+            Method::DELETE,
+            format!("/sys/v1/users/{member_id}"),
+            None,
+        ),
+        // The admin is a member of both accounts: B's administrator reaches their group
+        // roles in A through neither field.
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/users/{admin_id}"),
+            Some(json!({"del_groups": [g1]})),
+        ),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/users/{admin_id}"),
+            Some(json!({"add_groups": {&g1: "auditor"}})),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/sys/v1/users/invite".into(),
+            Some(
+                json!({"user_email": "x@example.com", "user_password": PW, "account_role": "member", "groups": {&g1: "auditor"}}),
+            ),
+        ),
+        // accounts
+        (bob, Method::GET, format!("/sys/v1/accounts/{acct_a}"), None),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/accounts/{acct_a}"),
+            Some(json!({"description": "mine"})),
+        ),
+        (
+            bob,
+            Method::DELETE,
+            format!("/sys/v1/accounts/{acct_a}"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            "/sys/v1/session/select_account".into(),
+            Some(json!({"acct_id": acct_a})),
+        ),
+        // groups
+        (bob, Method::GET, format!("/sys/v1/groups/{g1}"), None),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/groups/{g1}"),
+            Some(json!({"description": "mine"})),
+        ),
+        (bob, Method::DELETE, format!("/sys/v1/groups/{g1}"), None),
+        (
+            bob,
+            Method::POST,
+            format!("/sys/v1/groups/{g1}/hmg/check"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/sys/v1/groups/{g1}/hmg/scan"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/sys/v1/groups/{g1}/hmg/scans"),
+            None,
+        ),
+        (
+            bob,
+            Method::GET,
+            format!("/sys/v1/groups/{g1}/hmg/scans"),
+            None,
+        ),
+        (
+            bob,
+            Method::GET,
+            format!("/sys/v1/groups/{linked_b}/hmg/scans/{run_a}"),
+            None,
+        ),
+        // apps
+        (bob, Method::GET, format!("/sys/v1/apps/{app1_id}"), None),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/apps/{app1_id}"),
+            Some(json!({"enabled": false})),
+        ),
+        (bob, Method::DELETE, format!("/sys/v1/apps/{app1_id}"), None),
+        (
+            bob,
+            Method::POST,
+            format!("/sys/v1/apps/{app1_id}/reset_secret"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            "/sys/v1/apps".into(),
+            Some(json!({"name": "intruder", "groups": [g1]})),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/sys/v1/apps".into(),
+            Some(json!({"name": "intruder2", "groups": [gb, g1], "default_group": g1})),
+        ),
+        // runs
+        (
+            bob,
+            Method::GET,
+            format!("/sys/v1/workflow_runs/{run_a}"),
+            None,
+        ),
+        // keys, by id and by name
+        (bob, Method::GET, format!("/crypto/v1/keys/{k1}"), None),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys/info".into(),
+            Some(json!({"kid": k1})),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys/info".into(),
+            Some(json!({"name": "k1"})),
+        ),
+        (
+            bob,
+            Method::PATCH,
+            format!("/crypto/v1/keys/{k1}"),
+            Some(json!({"description": "mine"})),
+        ),
+        (bob, Method::DELETE, format!("/crypto/v1/keys/{k1}"), None),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/deactivate"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/revoke"),
+            Some(json!({"code": "KeyCompromise"})),
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/destroy"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/activate"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/schedule_deletion"),
+            Some(json!({"confirm": true})),
+        ),
+        (
+            bob,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/recover"),
+            None,
+        ),
+        (
+            bob,
+            Method::GET,
+            format!("/crypto/v1/keys/{k1}/copy_name"),
+            None,
+        ),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys".into(),
+            Some(json!({"name": "planted", "group_id": g1, "obj_type": "AES", "key_size": 256})),
+        ),
+        (
+            bob,
+            Method::PUT,
+            "/crypto/v1/keys".into(),
+            Some(
+                json!({"name": "planted", "group_id": g1, "obj_type": "AES", "value": b64(&[1u8; 32])}),
+            ),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys/copy".into(),
+            Some(json!({"key": {"kid": kx}, "group_id": gb})),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys/copy".into(),
+            Some(json!({"key": {"kid": kb}, "group_id": g1})),
+        ),
+        (
+            bob,
+            Method::POST,
+            "/crypto/v1/keys/export".into(),
+            Some(json!({"kid": kx})),
+        ),
+        (
+            appb,
+            Method::POST,
+            "/crypto/v1/keys/export".into(),
+            Some(json!({"kid": kx})),
+        ),
+        (
+            appb,
+            Method::POST,
+            "/crypto/v1/keys/export".into(),
+            Some(json!({"name": "k-export"})),
+        ),
+        (
+            appb,
+            Method::PATCH,
+            format!("/crypto/v1/keys/{k1}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            appb,
+            Method::POST,
+            "/crypto/v1/keys".into(),
+            Some(json!({"name": "planted", "group_id": g1, "obj_type": "AES", "key_size": 256})),
+        ),
+        (
+            appb,
+            Method::PUT,
+            "/crypto/v1/keys".into(),
+            Some(
+                json!({"name": "unwrapped", "obj_type": "AES", "value": b64(&[1u8; 40]), "wrapped_by": {"kid": k1}}),
+            ),
+        ),
+        // cryptography
+        (
+            appb,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/encrypt"),
+            Some(enc.clone()),
+        ),
+        (
+            appb,
+            Method::POST,
+            "/crypto/v1/encrypt".into(),
+            Some(json!({"key": {"name": "k1"}, "alg": "AES", "plain": b64(b"x")})),
+        ),
+        (
+            appb,
+            Method::POST,
+            format!("/crypto/v1/keys/{kb}/wrapkey"),
+            Some(json!({"alg": "AES", "subject": {"kid": kx}})),
+        ),
+        (
+            appb,
+            Method::POST,
+            format!("/crypto/v1/keys/{k1}/unwrapkey"),
+            Some(
+                json!({"alg": "AES", "wrapped_key": b64(&[1u8; 40]), "obj_type": "AES", "name": "u"}),
+            ),
+        ),
+        (
+            appb,
+            Method::POST,
+            format!("/crypto/v1/keys/{kb}/unwrapkey"),
+            Some(
+                json!({"alg": "AES", "wrapped_key": b64(&[1u8; 40]), "obj_type": "AES", "name": "u", "group_id": g1}),
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (who, method, path, body) in tries {
+        let (s, reply) = who.call(method.clone(), &path, body.clone()).await;
+        if !matches!(s, 403 | 404) {
+            failures.push(format!("{method} {path} {body:?}: {s} {reply}"));
+        }
+    }
+    // Listings filtered by another account's ids are empty.
+    for path in [
+        format!("/crypto/v1/keys?group_id={g1}"),
+        format!("/sys/v1/workflow_runs?group_id={g1}"),
+    ] {
+        let list = bob.ok(Method::GET, &path, None).await;
+        if !list.as_array().unwrap().is_empty() {
+            failures.push(format!("{path}: {list}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        before,
+        catalog_snapshot_without(&w.d, &["audit_events"]).await,
+        "neither account changed"
+    );
+    // Account A still works as before.
+    app1.ok(
+        Method::POST,
+        &format!("/crypto/v1/keys/{k1}/encrypt"),
+        Some(enc),
+    )
+    .await;
+    let roles = admin
+        .ok(Method::GET, &format!("/sys/v1/users/{admin_id}"), None)
+        .await;
+    assert_eq!(roles["groups"][&g1], "administrator");
+}

@@ -46,6 +46,16 @@ impl TestDaemon {
         d
     }
 
+    /// A daemon with a fresh data directory, or why it did not start.
+    pub async fn start_with_result(
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Result<TestDaemon, daemon::DaemonError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut d = TestDaemon::start_configured(tmp.path(), adjust).await?;
+        d._tmp = Some(tmp);
+        Ok(d)
+    }
+
     /// A daemon on `dir` (kept by the caller, e.g. across a restart).
     pub async fn start_in(dir: &Path) -> Result<TestDaemon, daemon::DaemonError> {
         TestDaemon::start_configured(dir, |_| {}).await
@@ -242,6 +252,11 @@ pub fn unb64(v: &Value) -> Vec<u8> {
 
 /// Every row of every catalog table, for asserting that a refused request changed nothing.
 pub async fn catalog_snapshot(d: &TestDaemon) -> String {
+    catalog_snapshot_without(d, &[]).await
+}
+
+/// Every row of every catalog table but `skip` (say, the audit log, which records refusals).
+pub async fn catalog_snapshot_without(d: &TestDaemon, skip: &[&str]) -> String {
     use sqlx::Row;
     d.state.audit.flush().await;
     let mut conn = d.state.catalog.conn().await.unwrap();
@@ -253,7 +268,7 @@ pub async fn catalog_snapshot(d: &TestDaemon) -> String {
         .map(|r| r.get(0))
         .collect();
     let mut out = String::new();
-    for t in tables {
+    for t in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
         let cols: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT name FROM pragma_table_info('{t}')"
         )))

@@ -291,9 +291,12 @@ pub fn date_changes(
             ));
         }
     }
-    let new_activation = activation.unwrap_or(o.activation_date);
-    let new_deactivation = deactivation.unwrap_or(o.deactivation_date);
-    check_dates(new_activation, new_deactivation)?;
+    if activation.is_some() || deactivation.is_some() {
+        check_dates(
+            activation.unwrap_or(o.activation_date),
+            deactivation.unwrap_or(o.deactivation_date),
+        )?;
+    }
     Ok((activation, deactivation))
 }
 
@@ -454,9 +457,16 @@ mod tests {
         assert!(date_changes(&pre, Some(Some(NOW + 2 * DAY)), None, NOW).is_ok());
         assert!(date_changes(&pre, Some(Some(NOW - DAY)), None, NOW).is_err());
         assert!(date_changes(&pre, Some(None), None, NOW).is_err());
-        // Unchanged values are no change.
+        // Unchanged values are no change, even for a key deactivated the second it became
+        // active.
         assert_eq!(
             date_changes(&key(Destroyed), None, Some(Some(NOW - 2)), NOW).unwrap(),
+            (None, None)
+        );
+        let mut at_once = key(Deactivated);
+        at_once.activation_date = at_once.deactivation_date;
+        assert_eq!(
+            date_changes(&at_once, None, None, NOW).unwrap(),
             (None, None)
         );
     }
