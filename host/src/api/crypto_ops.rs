@@ -169,8 +169,27 @@ fn opt_b64(field: &str, v: &Option<String>) -> ApiResult<Option<Vec<u8>>> {
     v.as_deref().map(|x| from_b64(field, x)).transpose()
 }
 
-/// The key of a crypto operation (from the path or the descriptor), once the key service
-/// has checked that the caller may use it for `op`.
+/// The key of an operation: named in the path or, for the global endpoints, in the body.
+fn key_of(path_kid: Option<&str>, descriptor: &Option<KeyDescriptor>) -> ApiResult<KeyRef> {
+    match (path_kid, descriptor) {
+        (Some(kid), None) => {
+            id("key", kid)?;
+            Ok(KeyRef::Kid(kid.to_string()))
+        }
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "key",
+            "the key is already named in the path",
+        )),
+        (None, Some(d)) => d.to_ref("key"),
+        (None, None) => Err(ApiError::field(
+            "key",
+            "give the key as {\"kid\": ...} or {\"name\": ...}",
+        )),
+    }
+}
+
+/// The key of a crypto operation, once the key service has checked that the caller may use
+/// it for `op`.
 async fn usable(
     state: &AppState,
     caller: &Caller,
@@ -178,25 +197,7 @@ async fn usable(
     descriptor: &Option<KeyDescriptor>,
     op: KeyOp,
 ) -> ApiResult<Arc<UsableKey>> {
-    let key = match (path_kid, descriptor) {
-        (Some(kid), None) => {
-            id("key", kid)?;
-            KeyRef::Kid(kid.to_string())
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                "key",
-                "the key is already named in the path",
-            ));
-        }
-        (None, Some(d)) => d.to_ref("key")?,
-        (None, None) => {
-            return Err(ApiError::field(
-                "key",
-                "give the key as {\"kid\": ...} or {\"name\": ...}",
-            ));
-        }
-    };
+    let key = key_of(path_kid, descriptor)?;
     Ok(state.keys.usable_for(&caller.access, &key, op).await?)
 }
 
@@ -515,20 +516,7 @@ async fn do_unwrap(
     path_kid: Option<&str>,
     req: UnwrapRequest,
 ) -> ApiResult<(StatusCode, Json<SobjectOut>)> {
-    let kek = match (path_kid, &req.key) {
-        (Some(kid), None) => {
-            id("key", kid)?;
-            KeyRef::Kid(kid.to_string())
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                "key",
-                "the key is already named in the path",
-            ));
-        }
-        (None, Some(d)) => d.to_ref("key")?,
-        (None, None) => return Err(ApiError::field("key", "is required")),
-    };
+    let kek = key_of(path_kid, &req.key)?;
     let kek_object = state.keys.resolve(&caller.access, &kek).await?;
     if !req.alg.eq_ignore_ascii_case(kek_object.obj_type.as_str()) {
         return Err(ApiError::field(

@@ -19,6 +19,14 @@ use crate::workflows::values::{from_json, to_json};
 
 const ADOPT_BATCH: usize = 100;
 
+/// What `keys::set_remote_state` reads of a soft-deleted key's map.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DeletedIn {
+    deleted: Option<i64>,
+    scheduled_purge: Option<i64>,
+    recovery_id: Option<String>,
+}
+
 pub fn module(ctx: &Arc<RunContext>) -> Module {
     let mut m = Module::new();
     let c = ctx.clone();
@@ -75,11 +83,17 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
                     "'{state}' is not a remote state (Active, Disabled, SoftDeleted, Purged)"
                 ))
             })?;
-            let d = to_json(&Dynamic::from_map(details));
+            // The map `hsm::delete_key` and `hsm::list_deleted` return, or an empty one.
+            let d: DeletedIn = serde_json::from_value(to_json(&Dynamic::from_map(details)))
+                .map_err(|e| {
+                    invalid(format!(
+                        "the soft-deletion details are not as hsm:: returns them: {e}"
+                    ))
+                })?;
             let deletion = Deletion {
-                deleted: d["deleted"].as_i64(),
-                scheduled_purge: d["scheduled_purge"].as_i64(),
-                recovery_id: d["recovery_id"].as_str().map(str::to_string),
+                deleted: d.deleted,
+                scheduled_purge: d.scheduled_purge,
+                recovery_id: d.recovery_id,
             };
             let changed = c.keys(c.services.keys.set_remote_state(
                 c.scope()?,
