@@ -46,23 +46,27 @@ impl WrapMode {
 impl KeyService {
     /// A key with its material opened, from the cache or the catalog.
     pub async fn usable_key(&self, account: &str, kid: &str) -> Result<Arc<UsableKey>> {
-        let catalog = self.catalog().clone();
-        let key = self
-            .inner
-            .caches
-            .keys
-            .get_or_load(kid, async {
-                let mut conn = catalog.conn().await?;
+        let cache = &self.inner.caches.keys;
+        let key = match cache.get(kid) {
+            Some(k) => k,
+            None => {
+                let ticket = cache.ticket();
+                let mut conn = self.catalog().conn().await?;
                 let Some(mut object) = sobjects::get(&mut conn, account, kid).await? else {
-                    return Ok(None);
+                    return Err(KeyError::NotFound(format!("no key {kid}")));
                 };
-                let material = open_material(&catalog, &object)?.map(Arc::new);
+                drop(conn);
+                let material = open_material(self.catalog(), &object)?.map(Arc::new);
                 object.material = None;
-                Ok::<_, KeyError>(Some(UsableKey { object, material }))
-            })
-            .await?;
-        key.filter(|k| k.object.account_id == account)
-            .ok_or_else(|| KeyError::NotFound(format!("no key {kid}")))
+                let k = Arc::new(UsableKey { object, material });
+                cache.put(kid, k.clone(), ticket);
+                k
+            }
+        };
+        if key.object.account_id != account {
+            return Err(KeyError::NotFound(format!("no key {kid}")));
+        }
+        Ok(key)
     }
 
     /// The key of a cryptographic operation, after everything that decides whether it may be
