@@ -6,7 +6,8 @@
 //! scripts' host functions alike. Each takes the caller's [`Access`] and a typed request, and
 //! runs, in this order: authorization, the integrity rules ([`rules`]), the policy plugins,
 //! the catalog write with its audit event in the same transaction, and the cache
-//! invalidation after the commit. Nothing else writes the `sobjects` table.
+//! invalidation after the commit. Nothing else writes the `sobjects` table (but the audit
+//! writer, which records when keys were last used).
 //!
 //! - [`rules`]: the integrity rules as pure functions (KMIP lifecycle, EXPORT, copies).
 //! - `access`: who may manage, export and use a key.
@@ -56,7 +57,7 @@ use crate::workflows::Workflows;
 pub use change::KeyChange;
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};
-pub use hsm::{KeyFlow, azure_name};
+pub use hsm::KeyFlow;
 pub use journal::RemoteReport;
 pub use remote::{Deletion, Pending, PendingChange, PendingNew, RunScope};
 pub use rules::Transition;
