@@ -29,11 +29,14 @@ async fn syncing_300_keys_through_throttling_and_errors_adds_each_once() {
     settle(&az.admin).await;
     az.seed(HSM, json!({"count": 300, "prefix": "bulk"})).await;
     let before = az.em.counts();
+    // Faults on the keys data plane only, so that the token count below measures token reuse
+    // rather than retried token requests.
     az.faults(FaultConfig {
         throttle_rate: 0.10,
         retry_after_secs: 1,
         error_rate: 0.05,
         error_statuses: vec![503],
+        targets: vec![keyward_emulator::faults::Target::Data],
         seed: Some(7),
         ..Default::default()
     });
