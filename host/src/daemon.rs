@@ -1,7 +1,7 @@
 //! The daemon's composition root: the data directory (master key, catalog, plugin cache),
-//! the plugin runtime, the audit writer, the caches, the key service and the workflow engine
-//! wired together, and the REST API (HTTPS, or plain HTTP on loopback) running until shut
-//! down.
+//! the plugin runtime, the audit writer, the caches, the key service, the workflow engine
+//! and the scheduler wired together, and the REST API (HTTPS, or plain HTTP on loopback)
+//! running until shut down.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +22,8 @@ use crate::catalog::{Catalog, CatalogError, MasterKey};
 use crate::keys::{self, KeyService};
 use crate::kms::Kms;
 use crate::plugins::{HostPattern, PluginError, PluginRuntime, RuntimeConfig};
+use crate::scheduler::jobs::Jobs;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::time::Clock;
 use crate::workflows::{Services, WorkflowLimits, Workflows};
 
@@ -63,6 +65,8 @@ pub struct DaemonConfig {
     /// Workflow scripts that override the shipped ones. Default: `<data_dir>/workflows`.
     pub workflow_dir: Option<PathBuf>,
     pub workflow_limits: WorkflowLimits,
+    /// Scheduled rotations, cron jobs and the resumption of interrupted rotations.
+    pub scheduler: SchedulerConfig,
 }
 
 impl DaemonConfig {
@@ -82,6 +86,7 @@ impl DaemonConfig {
             extra_outbound_hosts: HashMap::new(),
             workflow_dir: None,
             workflow_limits: WorkflowLimits::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 
@@ -228,6 +233,7 @@ fn app_state(
     let audit = Auditor::start(catalog.clone());
     let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs));
     let kms = Kms::new(plugins.clone());
+    let worker = crate::catalog::new_id();
     let workflows = Arc::new_cyclic(|engine| {
         let keys = KeyService::new(
             keys::Parts {
@@ -237,6 +243,10 @@ fn app_state(
                 audit: audit.clone(),
                 clock: clock.clone(),
                 caches: caches.clone(),
+                lease: keys::Lease {
+                    worker: worker.clone(),
+                    secs: config.scheduler.lease_secs,
+                },
             },
             engine.clone(),
         );
@@ -253,8 +263,19 @@ fn app_state(
             config.workflow_limits.clone(),
         )
     });
+    let keys = workflows.services().keys.clone();
+    let scheduler = Arc::new(Scheduler::new(
+        catalog.clone(),
+        keys.clone(),
+        workflows.clone(),
+        clock.clone(),
+        config.scheduler.clone(),
+        worker,
+    ));
     AppState {
-        keys: workflows.services().keys.clone(),
+        jobs: Jobs::new(catalog.clone(), workflows.clone(), clock.clone()),
+        scheduler,
+        keys,
         sessions: Sessions::new(clock.clone(), config.session_lifetime_secs),
         logins: LoginThrottle::new(clock.clone(), config.login_limits),
         catalog,
@@ -300,6 +321,9 @@ pub async fn start(
         let _ = rx.wait_for(|s| *s).await;
     };
     let watcher = plugins.watch(config.plugin_scan_interval, wait(stopped.clone()));
+    if config.scheduler.enabled {
+        tokio::spawn(state.scheduler.clone().run(stopped.clone()));
+    }
     let server = tokio::spawn(api::serve(listener, state.clone(), wait(stopped)));
     tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "keyward is serving");
     Ok(Running {

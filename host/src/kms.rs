@@ -330,6 +330,8 @@ impl Kms {
         /// Checks data-plane access to the chosen instance.
         check_instance => call_check_instance() -> ();
         get_key => call_get_key(key: &KeyRef) -> RemoteKey;
+        /// One page of a key's versions.
+        list_versions => call_list_versions(name: &str, page: Option<&str>) -> KeyPage;
         create_key => call_create_key(req: &crate::plugins::kms::CreateRequest) -> RemoteKey;
         import_key => call_import_key(req: &ImportRequest) -> RemoteKey;
         update_key => call_update_key(key: &KeyRef, req: &UpdateRequest) -> RemoteKey;

@@ -8,7 +8,8 @@
 //! - [`api`]: the REST API (Fortanix DSM style), one module per resource; handlers parse,
 //!   call the services and render.
 //! - [`keys`]: the key service, the one owner of every state change of a key, and the
-//!   integrity rules it enforces (export, copies, KMIP lifecycle, key-encryption keys).
+//!   integrity rules it enforces (export, copies, KMIP lifecycle, key-encryption keys),
+//!   rotation included.
 //! - [`catalog`]: accounts, users, applications, groups, keys, escrow, workflow runs and the
 //!   audit log in SQLite; secrets sealed under the master key.
 //! - [`auth`], [`audit`], [`policy`], [`crypto`], [`cache`]: sessions, roles and the login
@@ -20,6 +21,9 @@
 //! - [`kms`]: a group's link to an external key manager, and typed calls to its connector.
 //! - [`workflows`]: the Rhai workflow scripts behind every flow against an external key
 //!   manager, their sandbox and host API, and their run records.
+//! - [`scheduler`]: scheduled rotations, cron jobs, the resumption of interrupted rotations
+//!   and expiry warnings; [`cadence`]: when recurring things fall due (intervals, cron in a
+//!   time zone).
 //! - [`daemon`]: the composition root, wiring the pieces together and running until shut
 //!   down; [`demo`]: the first-run demo with the emulated HSM.
 
@@ -27,6 +31,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod cadence;
 pub mod catalog;
 pub mod crypto;
 pub mod daemon;
@@ -35,5 +40,6 @@ pub mod keys;
 pub mod kms;
 pub mod plugins;
 pub mod policy;
+pub mod scheduler;
 pub mod time;
 pub mod workflows;

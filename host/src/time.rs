@@ -43,8 +43,17 @@ impl Clock {
 
 /// `20260101T000000Z` for a Unix time.
 pub fn format_dsm(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    utc(secs).format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// `2026-01-01T00:00:00Z` (RFC 3339, as Standard Webhooks payloads carry it).
+pub fn format_rfc3339(secs: i64) -> String {
+    utc(secs).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn utc(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    // Clamped like DSM's times (which stop at the year 9999) rather than failing.
+    chrono::DateTime::from_timestamp(secs.clamp(0, 253_402_300_799), 0).expect("in range")
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` (DSM's format). The error says what is wrong.
@@ -59,46 +68,9 @@ pub fn parse_dsm(text: &str) -> Result<i64, String> {
             "'{text}' is not a time in the form YYYYMMDDTHHMMSSZ"
         ));
     }
-    let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().expect("digits");
-    let (y, mo, d, h, mi, s) = (n(0..4), n(4..6), n(6..8), n(9..11), n(11..13), n(13..15));
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
-        return Err(format!("'{text}' is not a valid date and time"));
-    }
-    Ok(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+    chrono::NaiveDateTime::parse_from_str(text, "%Y%m%dT%H%M%SZ")
+        .map(|t| t.and_utc().timestamp())
+        .map_err(|_| format!("'{text}' is not a valid date and time"))
 }
 
 /// Serde for times stored or sent as DSM strings (`#[serde(with = "crate::time::dsm_opt")]`).

@@ -95,18 +95,35 @@ pub(super) fn find<'a>(
     }
 }
 
-/// Adds a version to `name` (creating the key), refusing names held by deleted keys.
+/// Managed HSM keeps at most this many versions of a key; rotations count towards it.
+pub const MAX_VERSIONS: usize = 100;
+
+/// Adds a version to `name` (creating the key), refusing names held by deleted keys and keys
+/// that have all the versions Managed HSM allows.
 pub(super) fn add_version(h: &mut Hsm, name: &str, v: KeyVersion) -> Result<(), AzureError> {
     not_deleted(h, name)?;
-    h.keys
-        .entry(name.to_string())
-        .or_insert_with(|| KeyRecord {
-            versions: vec![],
-            rotation_policy: None,
-        })
-        .versions
-        .push(v);
+    let record = h.keys.entry(name.to_string()).or_insert_with(|| KeyRecord {
+        versions: vec![],
+        rotation_policy: None,
+    });
+    if record.versions.len() >= MAX_VERSIONS {
+        return Err(too_many_versions(name));
+    }
+    record.versions.push(v);
     Ok(())
+}
+
+/// The answer to a new version beyond the limit. Azure documents the limit but not the error
+/// body; this one follows its conflict errors.
+pub(super) fn too_many_versions(name: &str) -> AzureError {
+    AzureError::kv(
+        axum::http::StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Key {name} has {MAX_VERSIONS} versions, the most a Managed HSM key can have; no version can be added."
+        ),
+    )
+    .with_inner("KeyVersionLimitReached")
 }
 
 pub(super) async fn create(

@@ -44,22 +44,25 @@ pub(super) async fn rotate(
     };
     let now = s.clock.now();
     s.with_hsm_mut(&hsm, |h| {
-        let record = h
-            .keys
-            .get_mut(&name)
-            .ok_or_else(|| AzureError::key_not_found(&name))?;
-        record.versions.push(KeyVersion {
-            id: new_version_id(),
-            material,
-            ops,
-            enabled: true,
-            nbf: None,
-            exp: expiry.map(|e| now + e),
-            created: now,
-            updated: now,
-            tags,
-            exportable: false,
-        });
+        if !h.keys.contains_key(&name) {
+            return Err(AzureError::key_not_found(&name));
+        }
+        add_version(
+            h,
+            &name,
+            KeyVersion {
+                id: new_version_id(),
+                material,
+                ops,
+                enabled: true,
+                nbf: None,
+                exp: expiry.map(|e| now + e),
+                created: now,
+                updated: now,
+                tags,
+                exportable: false,
+            },
+        )?;
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))
     })
 }

@@ -559,6 +559,7 @@ async fn do_unwrap(
         activation_date: None,
         deactivation_date: None,
         tags: None,
+        rotation_policy: None,
     };
     let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
     let v = state

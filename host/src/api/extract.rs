@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Access, Principal};
-use crate::catalog::{self, accounts, groups};
+use crate::catalog;
 
 use super::{ApiError, AppState, MAX_BODY};
 
@@ -62,21 +62,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             )
         })?;
         let access = match &session.principal {
-            Principal::User { user_id, .. } => {
+            Principal::User { .. } => {
                 let mut conn = state.catalog.conn().await?;
-                let role = accounts::member_role(&mut conn, &account_id, user_id)
+                crate::auth::access::of_user(&mut conn, &account_id, session.principal.clone())
                     .await?
                     .ok_or_else(|| {
                         ApiError::Forbidden("you are no longer a member of this account".into())
-                    })?;
-                let group_roles = groups::roles_of_user(&mut conn, &account_id, user_id).await?;
-                Access {
-                    principal: session.principal.clone(),
-                    account_id,
-                    account_role: Some(role),
-                    group_roles,
-                    app_groups: vec![],
-                }
+                    })?
             }
             Principal::App { .. } => Access {
                 principal: session.principal.clone(),

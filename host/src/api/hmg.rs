@@ -123,7 +123,7 @@ fn output_of<T: Default + serde::de::DeserializeOwned>(run: &str, v: &Value) -> 
 }
 
 fn sync_key(group: &str) -> String {
-    format!("sync:{group}")
+    crate::workflows::exclusive_for("sync", Some(group)).expect("syncs are exclusive")
 }
 
 /// A group of the caller's account that has a link.
@@ -155,7 +155,7 @@ async fn test_connection(
         .workflows
         .run(RunRequest {
             workflow: "test_connection".into(),
-            trigger: "api".into(),
+            trigger: crate::workflows::Trigger::Api,
             access: caller.access.clone(),
             group,
             link: Some(link),
@@ -338,7 +338,7 @@ pub async fn check_group(
 fn sync_request(caller: &Caller, g: Arc<Group>, link: Link) -> RunRequest {
     RunRequest {
         workflow: "sync".into(),
-        trigger: "api".into(),
+        trigger: crate::workflows::Trigger::Api,
         access: caller.access.clone(),
         exclusive: Some(sync_key(&g.id)),
         group: Some(g),
@@ -400,7 +400,7 @@ pub async fn scan(
     for kid in &output.added {
         if let Some(o) = sobjects::get(&mut conn, caller.account(), kid).await? {
             let links = sobjects::links_of(&mut conn, &o.kid).await?;
-            out.push(SobjectOut::new(&o, &links, now));
+            out.push(SobjectOut::new(&o, &links, None, now));
         }
     }
     Ok(Json(out))

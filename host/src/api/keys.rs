@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::catalog::rotation::{self, RotationPolicy};
 use crate::catalog::sobjects::{self, KeyState, ListFilter, ObjType, SortBy, parse_curve};
 use crate::crypto::RsaEncryptionMode;
 use crate::keys::{ImportValue, KeyChange, KeyRef, NewKey, Transition, WrapMode};
@@ -53,6 +54,11 @@ pub struct KeyRequest {
     /// an RSA KEK.
     #[schema(value_type = Option<Object>)]
     pub wrapping_mode: Option<WrappingMode>,
+    /// Rotate on a schedule: `interval_days` or `interval_months` (or Keyward's `cron` with
+    /// `time_zone`), `effective_at`, `deactivate_rotated_key`, `rotate_copied_keys`
+    /// (`"all_external"` or `{"select": [kid, ...]}`).
+    #[schema(value_type = Option<Object>)]
+    pub rotation_policy: Option<RotationPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -87,6 +93,9 @@ pub struct KeyUpdate {
     pub deactivation_date: Option<Removable<String>>,
     /// Replaces the custom metadata.
     pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// A rotation policy (as at creation), or `"remove"`.
+    #[schema(value_type = Option<Object>)]
+    pub rotation_policy: Option<Removable<RotationPolicy>>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -169,6 +178,7 @@ fn new_key(req: &KeyRequest) -> ApiResult<NewKey> {
         activation_date: time_field("activation_date", &req.activation_date)?,
         deactivation_date: time_field("deactivation_date", &req.deactivation_date)?,
         tags: req.custom_metadata.clone(),
+        rotation_policy: req.rotation_policy.clone(),
     })
 }
 
@@ -311,10 +321,14 @@ pub async fn list(
     };
     let mut conn = state.catalog.conn().await?;
     let total = sobjects::count(&mut conn, &filter).await?;
+    let objects = sobjects::list(&mut conn, &filter).await?;
+    let kids: Vec<String> = objects.iter().map(|o| o.kid.clone()).collect();
+    let policies = rotation::policies_of(&mut conn, &kids).await?;
     let mut items = Vec::new();
-    for o in sobjects::list(&mut conn, &filter).await? {
+    for o in objects {
         let links = sobjects::links_of(&mut conn, &o.kid).await?;
-        items.push(SobjectOut::new(&o, &links, now));
+        let policy = policies.iter().find(|p| p.kid == o.kid);
+        items.push(SobjectOut::new(&o, &links, policy, now));
     }
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(total));
@@ -343,6 +357,10 @@ pub async fn update(
         activation_date: removable_time("activation_date", &req.activation_date)?,
         deactivation_date: removable_time("deactivation_date", &req.deactivation_date)?,
         tags: req.custom_metadata,
+        rotation_policy: req.rotation_policy.map(|p| match p {
+            Removable::Set(p) => Some(p),
+            Removable::Remove => None,
+        }),
     };
     let v = state.keys.update(&caller.access, &kid, change).await?;
     Ok(Json(SobjectOut::of(&v, state.now())))

@@ -15,10 +15,12 @@ pub mod external_keys;
 pub mod extract;
 pub mod groups;
 pub mod hmg;
+pub mod jobs;
 pub mod keys;
 pub mod links;
 pub mod model;
 pub mod openapi;
+pub mod rotation;
 pub mod session;
 pub mod state;
 pub mod transport;
@@ -95,6 +97,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sys/v1/workflow_runs", get(workflows::runs))
         .route("/sys/v1/workflow_runs/{id}", get(workflows::run))
         .route("/sys/v1/logs", get(audit::query))
+        .route("/sys/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/sys/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/sys/v1/jobs/{id}/pause", post(jobs::pause))
+        .route("/sys/v1/jobs/{id}/resume", post(jobs::resume))
+        .route("/sys/v1/jobs/{id}/fires", get(jobs::fires))
         .route(
             "/crypto/v1/keys",
             get(keys::list).post(keys::create).put(keys::import),
@@ -102,6 +109,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crypto/v1/keys/info", post(keys::info))
         .route("/crypto/v1/keys/export", post(keys::export))
         .route("/crypto/v1/keys/copy", post(external_keys::copy))
+        .route("/crypto/v1/keys/rekey", post(rotation::rekey))
+        .route("/crypto/v1/keys/{kid}/rekey", post(rotation::rekey_kid))
+        .route("/crypto/v1/keys/{kid}/rotations", get(rotation::history))
         .route(
             "/crypto/v1/keys/{kid}/copy_name",
             get(external_keys::copy_name),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::catalog::rotation::{PolicyRow, PolicyStatus, RotationPolicy};
 use crate::catalog::sobjects::{
     Creator, ExternalKey, KeyOp, KeyOps, Link, LinkKind, SObject, curve_name,
 };
@@ -258,10 +259,32 @@ pub struct SobjectOut {
     /// Key material (export only): PKCS#8 DER for RSA and EC, raw bytes for AES; base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The key's rotation policy (DSM `rotation_policy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub rotation_policy: Option<RotationPolicy>,
+    /// When the policy rotates the key next (DSM `scheduled_rotation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_rotation: Option<Time>,
+    /// How scheduled rotations have gone: `active`, or `failed` after repeated failures (set
+    /// the policy again to restart it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_status: Option<RotationStatusOut>,
+    /// When a rotation replaced the key (its replacement is `links.replacement`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Time>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotationStatusOut {
+    pub status: String,
+    pub failures: i64,
+    pub last_error: Option<String>,
+    pub last_rotated_at: Option<Time>,
 }
 
 impl SobjectOut {
-    pub fn new(o: &SObject, links: &[Link], now: i64) -> SobjectOut {
+    pub fn new(o: &SObject, links: &[Link], rotation: Option<&PolicyRow>, now: i64) -> SobjectOut {
         SobjectOut {
             kid: o.kid.clone(),
             acct_id: o.account_id.clone(),
@@ -293,6 +316,21 @@ impl SobjectOut {
             external: o.external.clone(),
             policy_warnings: vec![],
             value: None,
+            rotation_policy: rotation.map(|r| r.policy.clone()),
+            scheduled_rotation: rotation
+                .filter(|r| r.status == PolicyStatus::Active)
+                .and_then(|r| r.next_due)
+                .map(time),
+            rotation_status: rotation.map(|r| RotationStatusOut {
+                status: match r.status {
+                    PolicyStatus::Active => "active".into(),
+                    PolicyStatus::Failed => "failed".into(),
+                },
+                failures: r.failures,
+                last_error: r.last_error.clone(),
+                last_rotated_at: opt_time(r.last_rotated_at),
+            }),
+            rotated_at: opt_time(o.rotated_at),
         }
     }
 }
@@ -300,7 +338,7 @@ impl SobjectOut {
 impl SobjectOut {
     /// A key as the key service returned it, with the warnings of `warn` policies.
     pub fn of(v: &KeyView, now: i64) -> SobjectOut {
-        let mut out = SobjectOut::new(&v.object, &v.links, now);
+        let mut out = SobjectOut::new(&v.object, &v.links, v.rotation.as_ref(), now);
         out.policy_warnings = v.warnings.clone();
         out
     }

@@ -5,13 +5,13 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, keys, model, session,
-    users, workflows,
+    accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
+    rotation, session, users, workflows,
 };
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups (and their links to Azure Managed HSM), keys, cryptographic operations, workflows and the audit log, in the style of the Fortanix DSM REST API."),
+    info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups (and their links to Azure Managed HSM), keys and their rotation, cryptographic operations, workflows, cron jobs, webhooks and the audit log, in the style of the Fortanix DSM REST API."),
     paths(
         session::health, session::auth, session::terminate, session::refresh, session::select_account,
         users::signup, users::invite, users::list, users::get, users::update, users::remove,
@@ -23,6 +23,8 @@ use super::{
         keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export,
         external_keys::copy, external_keys::copy_name, external_keys::schedule_deletion, external_keys::recover,
         external_keys::restore, external_keys::purge,
+        rotation::rekey, rotation::rekey_kid, rotation::history,
+        jobs::create, jobs::list, jobs::get, jobs::pause, jobs::resume, jobs::delete, jobs::fires,
         crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
@@ -37,6 +39,7 @@ use super::{
         (name = "crypto", description = "Cryptographic operations (applications only)"),
         (name = "audit", description = "The audit log"),
         (name = "workflows", description = "Workflow scripts and their runs"),
+        (name = "jobs", description = "Cron jobs: workflows on a schedule"),
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,6 @@
-//! What every handler shares: the catalog, the key service, the plugin runtime, the workflow
-//! engine, sessions and the login throttle, the clock, the audit writer and the caches. The
+//! What every handler shares: the catalog, the key service, the cron jobs and the scheduler,
+//! the plugin runtime, the workflow engine, sessions and the login throttle, the clock, the
+//! audit writer and the caches. The
 //! daemon's composition root (`daemon::start`) builds it.
 
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use crate::catalog::groups::Group;
 use crate::keys::KeyService;
 use crate::kms::Kms;
 use crate::plugins::PluginRuntime;
+use crate::scheduler::Scheduler;
+use crate::scheduler::jobs::Jobs;
 use crate::time::Clock;
 use crate::workflows::Workflows;
 
@@ -21,6 +24,8 @@ use super::ApiError;
 pub struct AppState {
     pub catalog: Catalog,
     pub keys: KeyService,
+    pub jobs: Jobs,
+    pub scheduler: Arc<Scheduler>,
     pub plugins: PluginRuntime,
     pub kms: Kms,
     pub workflows: Arc<Workflows>,

@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 
-use crate::catalog::accounts::AccountRole;
-use crate::catalog::groups::GroupRole;
+use crate::catalog::accounts::{self, AccountRole};
+use crate::catalog::groups::{self, GroupRole};
+use crate::catalog::sobjects::Creator;
+use crate::catalog::{CatalogError, Conn, apps, users};
 
 use super::Principal;
 
@@ -85,5 +87,71 @@ impl Access {
         groups.sort();
         groups.dedup();
         Some(groups)
+    }
+}
+
+/// The access of a user in an account, from the catalog; `None` when the user is no longer
+/// a member.
+pub async fn of_user(
+    c: &mut Conn,
+    account: &str,
+    principal: Principal,
+) -> Result<Option<Access>, CatalogError> {
+    let Principal::User { user_id, .. } = &principal else {
+        return Ok(None);
+    };
+    let Some(role) = accounts::member_role(c, account, user_id).await? else {
+        return Ok(None);
+    };
+    let group_roles = groups::roles_of_user(c, account, user_id).await?;
+    Ok(Some(Access {
+        principal,
+        account_id: account.to_string(),
+        account_role: Some(role),
+        group_roles,
+        app_groups: vec![],
+    }))
+}
+
+/// The access of a principal in an account, read from the catalog, for work done on its
+/// behalf outside a request (scheduled rotations, cron jobs, webhook deliveries, resumed
+/// rotations): the same roles a request of theirs would have now. `None` when the principal
+/// is gone or no longer belongs to the account (a disabled application included).
+pub async fn load(
+    c: &mut Conn,
+    account: &str,
+    who: &Creator,
+) -> Result<Option<Access>, CatalogError> {
+    match who {
+        Creator::User(id) => {
+            let Some(u) = users::get(c, id).await? else {
+                return Ok(None);
+            };
+            of_user(
+                c,
+                account,
+                Principal::User {
+                    user_id: u.id,
+                    email: u.email,
+                },
+            )
+            .await
+        }
+        Creator::App(id) => {
+            let Some(app) = apps::get(c, account, id).await?.filter(|a| a.enabled) else {
+                return Ok(None);
+            };
+            Ok(Some(Access {
+                principal: Principal::App {
+                    app_id: app.id,
+                    name: app.name,
+                },
+                account_id: account.to_string(),
+                account_role: None,
+                group_roles: Default::default(),
+                app_groups: app.groups,
+            }))
+        }
+        Creator::System(_) => Ok(None),
     }
 }

@@ -1,5 +1,6 @@
 //! The catalog: accounts, users, applications, groups, security objects, links, escrow,
-//! rotation policies, workflow runs, the journal of changes in external key managers and the
+//! rotation policies and steps, cron jobs and their fires, webhooks, notification endpoints
+//! and their outbox, workflow runs, the journal of changes in external key managers and the
 //! audit log, in SQLite through sqlx.
 //!
 //! Everything SQL lives in this module, behind functions that take a connection (a pooled
@@ -12,9 +13,13 @@ pub mod apps;
 pub mod audit;
 pub mod groups;
 pub mod hsm_ops;
+pub mod notifications;
+pub mod rotation;
+pub mod schedule;
 pub mod seal;
 pub mod sobjects;
 pub mod users;
+pub mod webhooks;
 pub mod workflow_runs;
 
 use std::path::Path;
@@ -35,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_catalog.sql")),
     (2, include_str!("migrations/0002_workflows.sql")),
     (3, include_str!("migrations/0003_integrity.sql")),
+    (4, include_str!("migrations/0004_rotation.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";

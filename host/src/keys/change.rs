@@ -7,6 +7,7 @@
 use serde_json::json;
 
 use crate::auth::Access;
+use crate::catalog::rotation::RotationPolicy;
 use crate::catalog::sobjects::{self, KeyOps, KeyState, Patch, SObject, Tags};
 use crate::plugins::policy::Action;
 
@@ -28,10 +29,38 @@ pub struct KeyChange {
     pub deactivation_date: Option<Option<i64>>,
     /// Replaces the custom metadata.
     pub tags: Option<Tags>,
+    /// Sets (`Some(Some)`) or removes (`Some(None)`) the rotation policy.
+    pub rotation_policy: Option<Option<RotationPolicy>>,
 }
 
 impl KeyService {
     pub async fn update(&self, access: &Access, kid: &str, change: KeyChange) -> Result<KeyView> {
+        let Some(policy) = change.rotation_policy.clone() else {
+            return self.update_fields(access, kid, change).await;
+        };
+        // Checked before anything is written, so a bad policy changes nothing.
+        let current = self.get(access, kid).await?;
+        may_manage(access, &current)?;
+        if let Some(p) = &policy {
+            super::rotate::check_policy(&current, p, self.now())?;
+        }
+        let fields = KeyChange {
+            rotation_policy: None,
+            ..change
+        };
+        let mut v = self.update_fields(access, kid, fields).await?;
+        let warnings = std::mem::take(&mut v.warnings);
+        let mut v = self.set_rotation_policy(access, kid, policy).await?;
+        v.warnings = warnings;
+        Ok(v)
+    }
+
+    async fn update_fields(
+        &self,
+        access: &Access,
+        kid: &str,
+        change: KeyChange,
+    ) -> Result<KeyView> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.get(access, kid).await?;
             may_manage(access, &current)?;
@@ -57,7 +86,9 @@ impl KeyService {
                 .await?;
             let details =
                 json!({"fields": patch.fields(), "policy": verdict.audit_details().get("policy")});
-            if current.is_virtual() && touches_hsm(&patch) {
+            // The versions a rotation replaced live on in the HSM as they were: their changes
+            // are the catalog's alone (a change there would reach the current version).
+            if current.is_virtual() && current.rotated_at.is_none() && touches_hsm(&patch) {
                 let mut v = self
                     .push_change(access, &current, patch, "key.update", details)
                     .await?;
@@ -91,7 +122,7 @@ impl KeyService {
             if patch.is_empty() {
                 return self.view(access, kid).await;
             }
-            if current.is_virtual() {
+            if current.is_virtual() && current.rotated_at.is_none() {
                 if t == Transition::Destroy {
                     return Err(KeyError::state(
                         "the key's material lives in the external key manager; soft-delete it there (POST /crypto/v1/keys/{kid}/schedule_deletion)",

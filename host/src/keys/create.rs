@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Access, Principal};
 use crate::catalog::groups::Group;
+use crate::catalog::rotation::{self, RotationPolicy};
 use crate::catalog::sobjects::{
     self, Curve, KeyOps, ObjType, Origin, SObject, Tags, curve_name, material_context,
 };
@@ -15,6 +16,8 @@ use crate::catalog::{apps, new_id};
 use crate::crypto::{self, Material};
 use crate::plugins::policy::Action;
 use crate::policy::Verdict;
+
+use super::rotate::policy_row;
 
 use super::access::{may_manage, may_manage_group};
 use super::error::{KeyError, Result};
@@ -39,6 +42,8 @@ pub struct NewKey {
     pub activation_date: Option<i64>,
     pub deactivation_date: Option<i64>,
     pub tags: Option<Tags>,
+    /// Rotate on a schedule (set with the key, acting as its creator).
+    pub rotation_policy: Option<RotationPolicy>,
 }
 
 /// The material of an import.
@@ -88,16 +93,20 @@ impl KeyService {
         let verdict = self
             .enforce(access, &group, Action::Create, "key.create", &o, None)
             .await?;
+        let policy = spec.rotation_policy.as_ref();
+        if let Some(p) = policy {
+            policy_fits_new(&group, p)?;
+        }
         if group.link.is_some() {
             return self
-                .create_in_hsm(access, group, o, verdict, None, None)
+                .create_in_hsm(access, group, o, verdict, None, None, policy)
                 .await;
         }
         let t = spec.obj_type;
         let material = tokio::task::spawn_blocking(move || crypto::generate(t, size, curve))
             .await
             .map_err(|e| KeyError::Internal(e.to_string()))??;
-        self.store_new(access, o, &material, verdict, "key.create", None)
+        self.store_new(access, o, &material, verdict, "key.create", None, policy)
             .await
     }
 
@@ -143,13 +152,17 @@ impl KeyService {
         let verdict = self
             .enforce(access, &group, Action::Import, "key.import", &o, None)
             .await?;
+        let policy = spec.rotation_policy.as_ref();
+        if let Some(p) = policy {
+            policy_fits_new(&group, p)?;
+        }
         if group.link.is_some() {
             // The material goes into the HSM; the catalog keeps none of it.
             return self
-                .create_in_hsm(access, group, o, verdict, Some(material), None)
+                .create_in_hsm(access, group, o, verdict, Some(material), None, policy)
                 .await;
         }
-        self.store_new(access, o, &material, verdict, "key.import", None)
+        self.store_new(access, o, &material, verdict, "key.import", None, policy)
             .await
     }
 
@@ -197,6 +210,7 @@ impl KeyService {
             material: None,
             external: None,
             tags,
+            rotated_at: None,
             version: 0,
             ..source.clone()
         };
@@ -232,11 +246,20 @@ impl KeyService {
                     verdict,
                     Some((*material).clone()),
                     Some(&source),
+                    None,
                 )
                 .await;
         }
-        self.store_new(access, copy, &material, verdict, "key.copy", Some(&source))
-            .await
+        self.store_new(
+            access,
+            copy,
+            &material,
+            verdict,
+            "key.copy",
+            Some(&source),
+            None,
+        )
+        .await
     }
 
     /// The name a copy of the key gets unless another is given: `<name>_copyN`, the first
@@ -285,7 +308,9 @@ impl KeyService {
     }
 
     /// Seals the material into the new object and stores it with its audit event (and, for a
-    /// copy, the link to its source) in one transaction.
+    /// copy, the link to its source; for a key with a rotation policy, the policy) in one
+    /// transaction.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one catalog write")]
     async fn store_new(
         &self,
         access: &Access,
@@ -294,6 +319,7 @@ impl KeyService {
         verdict: Verdict,
         audit_action: &str,
         copy_of: Option<&SObject>,
+        policy: Option<&RotationPolicy>,
     ) -> Result<KeyView> {
         o.material = Some(
             self.catalog()
@@ -308,6 +334,9 @@ impl KeyService {
             .map_err(|e| name_taken(e, &o.name))?;
         if let Some(source) = copy_of {
             sobjects::add_link(&mut tx, &copy_link(access, source, &o, now)).await?;
+        }
+        if let Some(p) = policy {
+            rotation::set_policy(&mut tx, &policy_row(access, &o.kid, p.clone(), now)).await?;
         }
         self.event(
             access,
@@ -324,6 +353,18 @@ impl KeyService {
         }
         Ok(v)
     }
+}
+
+/// A new key's rotation policy: copies to rotate along make sense only for keys held in the
+/// catalog.
+fn policy_fits_new(group: &Group, p: &RotationPolicy) -> Result<()> {
+    if group.link.is_some() && p.rotate_copied_keys.is_some() {
+        return Err(KeyError::invalid(
+            "rotation_policy.rotate_copied_keys",
+            "applies to keys held in the catalog that have linked copies",
+        ));
+    }
+    Ok(())
 }
 
 /// Type, size and curve of a key to generate.
@@ -402,6 +443,7 @@ fn new_object(
         kcv: None,
         external: None,
         tags,
+        rotated_at: None,
         version: 0,
     })
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Access;
 use crate::catalog::groups::Group;
+use crate::catalog::rotation::{self, PolicyRow, RotationPolicy};
 use crate::catalog::sobjects::{
     self, ExternalId, ExternalKey, KeyOps, KeySource, ObjType, Patch, RemoteState, SObject, Tags,
     curve_name,
@@ -29,6 +30,7 @@ use super::access::may_manage;
 use super::create::{name_taken, new_key_details};
 use super::error::{KeyError, Result};
 use super::remote::{Pending, PendingChange, PendingNew};
+use super::rotate::policy_row;
 use super::{KeyService, KeyView};
 
 /// The name a key gets in the HSM: Managed HSM key names are 1 to 127 letters, digits and
@@ -106,7 +108,7 @@ impl KeyFlow {
     }
 }
 
-fn exclusive_key(kid: &str) -> String {
+pub(super) fn exclusive_key(kid: &str) -> String {
     format!("key:{kid}")
 }
 
@@ -126,7 +128,7 @@ impl KeyService {
         clippy::too_many_arguments,
         reason = "one run's parts, named at the call sites"
     )]
-    async fn run(
+    pub(super) async fn run(
         &self,
         access: &Access,
         workflow: &str,
@@ -142,7 +144,7 @@ impl KeyService {
             .workflows()?
             .run(RunRequest {
                 workflow: workflow.into(),
-                trigger: "api".into(),
+                trigger: crate::workflows::Trigger::Api,
                 access: access.clone(),
                 group: Some(group),
                 link: Some(link),
@@ -164,6 +166,10 @@ impl KeyService {
     /// A new key in a linked group: its HSM name reserved, then generated in the HSM
     /// (`material` absent, F14) or imported into it (F15, F16 for a copy), then recorded by
     /// the script as a virtual key.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one new key's parts, named at the call sites"
+    )]
     pub(super) async fn create_in_hsm(
         &self,
         access: &Access,
@@ -172,6 +178,7 @@ impl KeyService {
         verdict: Verdict,
         material: Option<Material>,
         copy_of: Option<&SObject>,
+        policy: Option<&RotationPolicy>,
     ) -> Result<KeyView> {
         check_supported(&o)?;
         let link = self.link_for(&group)?;
@@ -213,7 +220,8 @@ impl KeyService {
         });
         o.material = None;
         o.origin = sobjects::Origin::External;
-        self.reserve(&o, &name).await?;
+        let policy = policy.map(|p| policy_row(access, &o.kid, p.clone(), self.now()));
+        self.reserve(&o, &name, policy.as_ref()).await?;
         let mut input = json!({"key": input_key, "azure_name": name});
         if let Some(src) = copy_of {
             input["source"] = json!({"kid": src.kid, "name": src.name});
@@ -251,8 +259,9 @@ impl KeyService {
     }
 
     /// Stores the reservation of a new virtual key: its catalog name and its HSM name, both
-    /// unique, before anything reaches the HSM.
-    async fn reserve(&self, o: &SObject, hsm_name: &str) -> Result<()> {
+    /// unique, before anything reaches the HSM; with its rotation policy, which goes if the
+    /// reservation is released.
+    async fn reserve(&self, o: &SObject, hsm_name: &str, policy: Option<&PolicyRow>) -> Result<()> {
         let mut tx = self.catalog().begin().await?;
         if sobjects::name_taken(&mut tx, &o.account_id, &o.name).await? {
             return Err(KeyError::NameTaken(format!(
@@ -288,6 +297,9 @@ impl KeyService {
                 name_taken(e, &o.name)
             }
         })?;
+        if let Some(p) = policy {
+            rotation::set_policy(&mut tx, p).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -355,6 +367,11 @@ impl KeyService {
                 "the key is not a key of an external key manager",
             ));
         }
+        if o.rotated_at.is_some() {
+            return Err(KeyError::state(
+                "this is a version a rotation replaced; soft delete, recover, restore and purge act on the whole HSM key, through its current version (links.replacement)",
+            ));
+        }
         if flow == KeyFlow::SoftDelete {
             ensure_live(&o)?;
         }
@@ -414,7 +431,7 @@ fn check_supported(o: &SObject) -> Result<()> {
 }
 
 /// A virtual key whose HSM key exists.
-fn ensure_live(o: &SObject) -> Result<()> {
+pub(super) fn ensure_live(o: &SObject) -> Result<()> {
     match o.remote_state() {
         Some(RemoteState::SoftDeleted) => Err(KeyError::state(
             "the key is soft-deleted in the external key manager; recover it first",
@@ -430,7 +447,7 @@ fn ensure_live(o: &SObject) -> Result<()> {
 }
 
 /// What a script sees of a key to create (`input.key`).
-fn key_input(o: &SObject) -> Value {
+pub(super) fn key_input(o: &SObject) -> Value {
     json!({
         "name": o.name,
         "obj_type": o.obj_type.as_str(),

@@ -20,6 +20,9 @@
 //!   syncs, escrow.
 //! - `journal`: the journal of HSM-side changes (intent before the remote call, outcome and
 //!   audit event after), and the reconciliation of what a crash left half-way.
+//! - `rotate`: rotation (DSM rekey) and rotation policies; `rotate_hsm`: the rotations that
+//!   give virtual keys new HSM versions (native, to catalog material, linked copies), their
+//!   crash-safe steps and their resumption.
 //!
 //! Writes after creation are field-level patches applied with compare-and-swap on the row
 //! version: a request that read an older row retries on the fresh one, so concurrent
@@ -32,6 +35,8 @@ mod error;
 mod hsm;
 mod journal;
 mod remote;
+mod rotate;
+mod rotate_hsm;
 pub mod rules;
 mod usage;
 
@@ -44,6 +49,7 @@ use crate::auth::{Access, Principal};
 use crate::cache::Caches;
 use crate::catalog::accounts::Account;
 use crate::catalog::groups::Group;
+use crate::catalog::rotation::{self, PolicyRow};
 use crate::catalog::sobjects::{self, Creator, Link, SObject};
 use crate::catalog::{Catalog, Conn};
 use crate::crypto::Material;
@@ -60,6 +66,8 @@ pub use error::{KeyError, Result};
 pub use hsm::KeyFlow;
 pub use journal::RemoteReport;
 pub use remote::{Deletion, Pending, PendingChange, PendingNew, RunScope};
+pub use rotate::{MAX_HSM_VERSIONS, RekeyChange, RekeySpec, Rekeyed};
+pub use rotate_hsm::{CopyOutcome, RotationRun, StepPlan};
 pub use rules::Transition;
 pub use usage::{UsableKey, WrapMode};
 
@@ -67,12 +75,22 @@ pub use usage::{UsableKey, WrapMode};
 /// in between.
 const CAS_ATTEMPTS: usize = 5;
 
-/// A key as the caller sees it: the object, its links, and the warnings of `warn` policies.
+/// A key as the caller sees it: the object, its links, its rotation policy, and the warnings
+/// of `warn` policies.
 #[derive(Debug, Clone)]
 pub struct KeyView {
     pub object: SObject,
     pub links: Vec<Link>,
+    pub rotation: Option<PolicyRow>,
     pub warnings: Vec<PolicyFinding>,
+}
+
+/// Who holds leases on rotation work (this daemon), and for how long a lease runs.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// This daemon's id among those sharing the catalog.
+    pub worker: String,
+    pub secs: i64,
 }
 
 /// Identifies a key by id or name (DSM `SobjectDescriptor`).
@@ -94,6 +112,7 @@ struct Inner {
     audit: Auditor,
     clock: Clock,
     caches: Arc<Caches>,
+    lease: Lease,
     /// The engine that runs the scripts of HSM flows; it holds this service in turn, so the
     /// link back is weak.
     workflows: Weak<Workflows>,
@@ -107,6 +126,7 @@ pub struct Parts {
     pub audit: Auditor,
     pub clock: Clock,
     pub caches: Arc<Caches>,
+    pub lease: Lease,
 }
 
 impl KeyService {
@@ -119,6 +139,7 @@ impl KeyService {
                 audit: parts.audit,
                 clock: parts.clock,
                 caches: parts.caches,
+                lease: parts.lease,
                 workflows,
             }),
         }
@@ -301,9 +322,11 @@ async fn resolve(c: &mut Conn, access: &Access, key: &KeyRef) -> Result<SObject>
 
 async fn view(c: &mut Conn, object: SObject, warnings: Vec<PolicyFinding>) -> Result<KeyView> {
     let links = sobjects::links_of(c, &object.kid).await?;
+    let rotation = rotation::policy_of(c, &object.kid).await?;
     Ok(KeyView {
         object,
         links,
+        rotation,
         warnings,
     })
 }
@@ -319,8 +342,8 @@ fn integrity(e: crate::catalog::CatalogError) -> KeyError {
     }
 }
 
-/// Who a new key is created by.
-fn creator(p: &Principal) -> Creator {
+/// Who a new key (or a policy, a job, a webhook) is created by.
+pub fn creator(p: &Principal) -> Creator {
     match p {
         Principal::User { user_id, .. } => Creator::User(user_id.clone()),
         Principal::App { app_id, .. } => Creator::App(app_id.clone()),

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::auth::Access;
 use crate::catalog::groups::Group;
 use crate::catalog::new_id;
+use crate::catalog::notifications::{self, EventType};
 use crate::catalog::sobjects::{
     self, ExternalId, ExternalKey, ExternalRef, KeyOp, KeyOps, KeySource, Origin, Patch,
     RemoteState, SObject, escrow_context,
@@ -43,6 +44,8 @@ pub struct RunScope<'a> {
 pub enum Pending {
     New(PendingNew),
     Change(PendingChange),
+    /// New versions of virtual keys (rotations), each with its step.
+    Rotation(super::rotate_hsm::RotationRun),
 }
 
 /// A new virtual key, reserved (state `Creating`), to be completed by `keys::record`.
@@ -81,7 +84,12 @@ pub struct Deletion {
 
 impl KeyService {
     /// The `external` document of a virtual key for what the HSM said.
-    fn external_of(&self, scope: RunScope<'_>, r: &RemoteKey, source: KeySource) -> ExternalKey {
+    pub(super) fn external_of(
+        &self,
+        scope: RunScope<'_>,
+        r: &RemoteKey,
+        source: KeySource,
+    ) -> ExternalKey {
         let p = &r.properties;
         ExternalKey {
             kind: scope
@@ -280,7 +288,9 @@ impl KeyService {
     }
 
     /// Records the state of a virtual key's HSM key (`Active`, `Disabled`, `SoftDeleted`,
-    /// `Purged`); returns whether anything changed.
+    /// `Purged`), for the versions rotations replaced as well (they live in the same HSM
+    /// key); returns whether anything changed. A soft deletion or purge a sync found is
+    /// notified.
     pub async fn set_remote_state(
         &self,
         scope: RunScope<'_>,
@@ -294,48 +304,63 @@ impl KeyService {
                 "Creating is set by the key service alone",
             ));
         }
+        let account = &scope.access.account_id;
         for _ in 0..CAS_ATTEMPTS {
             let current = self.in_group(scope, kid).await?;
             let before = current.external.clone().expect("a virtual key");
-            let mut ext = before.clone();
-            ext.state = state;
-            match state {
-                RemoteState::SoftDeleted => {
-                    ext.deleted_date = deletion.deleted;
-                    ext.scheduled_purge_date = deletion.scheduled_purge;
-                    ext.recovery_id = deletion.recovery_id.clone();
-                }
-                RemoteState::Purged => {
-                    if ext.purged_seen.is_none() {
-                        ext.purged_seen = Some(self.now());
-                    }
-                }
-                _ => {
-                    ext.deleted_date = None;
-                    ext.scheduled_purge_date = None;
-                    ext.recovery_id = None;
-                    ext.purged_seen = None;
-                }
-            }
+            let ext = remote_state_of(&before, state, deletion, self.now());
             if ext == before {
                 return Ok(false);
             }
+            let now = self.now();
+            let mut tx = self.catalog().begin().await?;
             let patch = Patch {
                 external: Some(ext),
                 ..Patch::default()
             };
-            let event = self.event(
+            if !sobjects::apply(&mut tx, account, kid, current.version, &patch)
+                .await
+                .map_err(integrity)?
+            {
+                continue;
+            }
+            self.event(
                 scope.access,
                 "key.external_state",
                 kid,
                 json!({"state": state.as_str(), "previous": before.state.as_str(), "workflow_run": scope.run_id}),
-            );
-            if self
-                .write_patch(scope.access, &current, &patch, event)
-                .await?
-            {
-                return Ok(true);
+            )
+            .write(&mut tx)
+            .await?;
+            let replaced =
+                sobjects::replaced_versions(&mut tx, account, &scope.group.id, before.name())
+                    .await?;
+            for old in &replaced {
+                let Some(e) = &old.external else { continue };
+                let patch = Patch {
+                    external: Some(remote_state_of(e, state, deletion, now)),
+                    ..Patch::default()
+                };
+                sobjects::apply(&mut tx, account, &old.kid, old.version, &patch)
+                    .await
+                    .map_err(integrity)?;
             }
+            let event = match state {
+                RemoteState::SoftDeleted => Some(EventType::SoftDeleted),
+                RemoteState::Purged => Some(EventType::Purged),
+                _ => None,
+            };
+            if let Some(event) = event {
+                let data = json!({"kid": kid, "name": current.name, "group_id": scope.group.id,
+                    "external_name": before.name(), "scheduled_purge_date": deletion.scheduled_purge.map(crate::time::format_dsm)});
+                notifications::enqueue(&mut tx, account, event, &data, now).await?;
+            }
+            tx.commit().await?;
+            self.forget(kid);
+            for old in &replaced {
+                self.forget(&old.kid);
+            }
+            return Ok(true);
         }
         Err(KeyError::Concurrent)
     }
@@ -433,6 +458,14 @@ impl KeyService {
             )
             .write(&mut tx)
             .await?;
+            notifications::enqueue(
+                &mut tx,
+                account,
+                EventType::Found,
+                &json!({"kid": o.kid, "name": o.name, "group_id": scope.group.id, "external_name": r.name}),
+                now,
+            )
+            .await?;
             kids.push(o.kid);
         }
         tx.commit().await?;
@@ -473,6 +506,7 @@ impl KeyService {
                 .iter()
                 .map(|t| (t.name.clone(), t.value.clone()))
                 .collect(),
+            rotated_at: None,
             version: 0,
         }
     }
@@ -571,9 +605,40 @@ impl KeyService {
     }
 }
 
+/// The `external` document with the HSM key's new state (and, while soft-deleted, when it
+/// was deleted and will be purged).
+fn remote_state_of(
+    before: &ExternalKey,
+    state: RemoteState,
+    deletion: &Deletion,
+    now: i64,
+) -> ExternalKey {
+    let mut ext = before.clone();
+    ext.state = state;
+    match state {
+        RemoteState::SoftDeleted => {
+            ext.deleted_date = deletion.deleted;
+            ext.scheduled_purge_date = deletion.scheduled_purge;
+            ext.recovery_id = deletion.recovery_id.clone();
+        }
+        RemoteState::Purged => {
+            if ext.purged_seen.is_none() {
+                ext.purged_seen = Some(now);
+            }
+        }
+        _ => {
+            ext.deleted_date = None;
+            ext.scheduled_purge_date = None;
+            ext.recovery_id = None;
+            ext.purged_seen = None;
+        }
+    }
+    ext
+}
+
 /// A virtual key's operations from its HSM's, keeping what only the catalog knows: EXPORT
 /// (which the HSM list never adds) and APPMANAGEABLE.
-fn merge_ops(catalog: &KeyOps, remote: &[remote::KeyOp]) -> KeyOps {
+pub(super) fn merge_ops(catalog: &KeyOps, remote: &[remote::KeyOp]) -> KeyOps {
     let mut ops: KeyOps = remote
         .iter()
         .filter_map(|o| {

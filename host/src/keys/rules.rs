@@ -355,6 +355,7 @@ mod tests {
             kcv: None,
             external: None,
             tags: Tags::new(),
+            rotated_at: None,
             version: 0,
         };
         match state {

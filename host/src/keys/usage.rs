@@ -155,11 +155,17 @@ impl KeyService {
         let name = o
             .external_name()
             .ok_or_else(|| KeyError::Internal("virtual key without an external name".into()))?;
+        // A version a rotation replaced is used as that version; the current key as
+        // whatever the HSM's latest is (it may have rotated on its own).
+        let version = o
+            .rotated_at
+            .and(o.external.as_ref())
+            .and_then(|e| e.id.version.clone());
         Ok((
             link,
             RemoteRef {
                 name: name.to_string(),
-                version: None,
+                version,
             },
         ))
     }

@@ -40,6 +40,15 @@ use crate::time::Clock;
 pub use host_api::{HostError, Secret};
 pub use store::{CompileProblem, Origin, ScriptInfo, ScriptStore};
 
+/// The exclusivity key of a workflow's runs, when runs of it must not overlap: one sync of
+/// a group at a time, however it was started.
+pub fn exclusive_for(workflow: &str, group: Option<&str>) -> Option<String> {
+    match (workflow, group) {
+        ("sync", Some(g)) => Some(format!("sync:{g}")),
+        _ => None,
+    }
+}
+
 /// Bounds of every run.
 #[derive(Debug, Clone)]
 pub struct WorkflowLimits {
@@ -74,11 +83,32 @@ pub struct Services {
     pub audit: Auditor,
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// A request to the API.
+    #[default]
+    Api,
+    /// The scheduler: a rotation policy, a cron job, or a rotation resumed after a crash.
+    Schedule,
+    /// A webhook delivery.
+    Webhook,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Schedule => "schedule",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
 /// One run to start.
 pub struct RunRequest {
     pub workflow: String,
-    /// What started it: `api`, `schedule`, `webhook`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Who the run acts for: the key service checks every change the script makes against
     /// it.
     pub access: Access,
@@ -318,7 +348,7 @@ impl Workflows {
             account_id: Some(req.access.account_id.clone()),
             group_id: req.group.as_ref().map(|g| g.id.clone()),
             workflow: req.workflow.clone(),
-            trigger: req.trigger.clone(),
+            trigger: req.trigger.as_str().to_string(),
             principal: Some(format!("{}:{}", principal.kind(), principal.id())),
             inputs: recorded_inputs,
             status: "running".into(),
@@ -422,6 +452,19 @@ impl Workflows {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(run = run_id, "releasing the run's reservation: {e}"),
+            }
+        }
+        // Rotation steps the run did not record: failed, or left for the resumption to adopt
+        // the version the HSM made.
+        if let Some((run, reached)) = ctx.rotation() {
+            let error = outcome.as_ref().err().map(|e| e.to_string());
+            if let Err(e) = self
+                .services
+                .keys
+                .after_rotation_run(&ctx.access().account_id, &run, &reached, error.as_deref())
+                .await
+            {
+                tracing::error!(run = run_id, "settling the run's rotation steps: {e}");
             }
         }
         let mut output = output;

@@ -35,6 +35,16 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("restore", include_str!("../../../workflows/restore.rhai")),
     ("purge", include_str!("../../../workflows/purge.rhai")),
     ("delete", include_str!("../../../workflows/delete.rhai")),
+    ("rotate", include_str!("../../../workflows/rotate.rhai")),
+    (
+        "rotate_to_keyward",
+        include_str!("../../../workflows/rotate_to_keyward.rhai"),
+    ),
+    (
+        "rotate_copies",
+        include_str!("../../../workflows/rotate_copies.rhai"),
+    ),
+    ("sync_key", include_str!("../../../workflows/sync_key.rhai")),
 ];
 
 /// A script that did not compile.

@@ -73,6 +73,7 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
             .transpose()
             .map_err(|_| corrupt("external"))?,
         tags: Tags::new(),
+        rotated_at: r.get("rotated_at"),
         version: r.get("version"),
     })
 }
@@ -121,8 +122,8 @@ pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
     sqlx::query(
         "INSERT INTO sobjects (kid, account_id, group_id, name, description, obj_type, key_size, elliptic_curve, key_ops,
             enabled, activation_date, deactivation_date, compromise_date, destruction_date, revocation_reason, created_at,
-            lastused_at, creator_kind, creator_id, origin, never_exportable, material, pub_key, kcv, external, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            lastused_at, creator_kind, creator_id, origin, never_exportable, material, pub_key, kcv, external, rotated_at, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
     )
     .bind(&o.kid)
     .bind(&o.account_id)
@@ -149,6 +150,7 @@ pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
     .bind(&o.pub_key)
     .bind(&o.kcv)
     .bind(o.external.as_ref().map(to_json))
+    .bind(o.rotated_at)
     .execute(&mut *c)
     .await?;
     save_tags(c, &o.kid, &o.tags).await
@@ -172,6 +174,8 @@ pub struct Patch {
     pub external: Option<ExternalKey>,
     pub pub_key: Option<Vec<u8>>,
     pub key_size: Option<u32>,
+    /// The key was replaced by a rotation at this time.
+    pub rotated_at: Option<i64>,
 }
 
 impl Patch {
@@ -200,6 +204,7 @@ impl Patch {
         add(self.external.is_some(), "external");
         add(self.pub_key.is_some(), "pub_key");
         add(self.key_size.is_some(), "key_size");
+        add(self.rotated_at.is_some(), "rotated_at");
         f
     }
 
@@ -245,6 +250,9 @@ impl Patch {
         }
         if let Some(v) = self.key_size {
             o.key_size = Some(v);
+        }
+        if let Some(v) = self.rotated_at {
+            o.rotated_at = Some(v);
         }
         o.version += 1;
         o
@@ -299,6 +307,9 @@ pub async fn apply(
     }
     if let Some(v) = patch.key_size {
         q.push(", key_size = ").push_bind(i64::from(v));
+    }
+    if let Some(v) = patch.rotated_at {
+        q.push(", rotated_at = ").push_bind(v);
     }
     q.push(" WHERE kid = ")
         .push_bind(kid.to_string())
@@ -474,10 +485,10 @@ pub struct ExternalRef {
     pub external: ExternalKey,
 }
 
-/// The virtual keys of a group.
+/// The current virtual keys of a group (without the versions rotations replaced).
 pub async fn external_refs(c: &mut Conn, group_id: &str) -> Result<Vec<ExternalRef>> {
     let rows = sqlx::query(
-        "SELECT kid, name, enabled, external FROM sobjects WHERE group_id = ? AND external IS NOT NULL",
+        "SELECT kid, name, enabled, external FROM sobjects WHERE group_id = ? AND external IS NOT NULL AND rotated_at IS NULL",
     )
     .bind(group_id)
     .fetch_all(c)
@@ -507,7 +518,7 @@ pub async fn external_labels_present(
         return Ok(Default::default());
     }
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT lower(json_extract(external, '$.id.label')) FROM sobjects WHERE external IS NOT NULL AND group_id = ",
+        "SELECT lower(json_extract(external, '$.id.label')) FROM sobjects WHERE external IS NOT NULL AND rotated_at IS NULL AND group_id = ",
     );
     q.push_bind(group_id.to_string())
         .push(" AND lower(json_extract(external, '$.id.label')) IN (");
@@ -524,7 +535,7 @@ pub async fn external_labels_present(
         .collect())
 }
 
-/// The virtual key of a group for a remote key name (compared without case).
+/// The current virtual key of a group for a remote key name (compared without case).
 pub async fn by_external_name(
     c: &mut Conn,
     account: &str,
@@ -533,7 +544,7 @@ pub async fn by_external_name(
 ) -> Result<Option<SObject>> {
     let kid: Option<String> = sqlx::query(
         "SELECT kid FROM sobjects WHERE account_id = ? AND group_id = ? AND external IS NOT NULL
-           AND lower(json_extract(external, '$.id.label')) = lower(?)",
+           AND rotated_at IS NULL AND lower(json_extract(external, '$.id.label')) = lower(?)",
     )
     .bind(account)
     .bind(group_id)
@@ -557,4 +568,47 @@ pub async fn name_taken(c: &mut Conn, account: &str, name: &str) -> Result<bool>
             .await?
             .is_some(),
     )
+}
+
+/// The versions rotations replaced of a group's HSM key (compared without case), oldest
+/// first.
+pub async fn replaced_versions(
+    c: &mut Conn,
+    account: &str,
+    group_id: &str,
+    name: &str,
+) -> Result<Vec<SObject>> {
+    let kids: Vec<String> = sqlx::query(
+        "SELECT kid FROM sobjects WHERE account_id = ? AND group_id = ? AND external IS NOT NULL
+           AND rotated_at IS NOT NULL AND lower(json_extract(external, '$.id.label')) = lower(?)
+         ORDER BY rotated_at",
+    )
+    .bind(account)
+    .bind(group_id)
+    .bind(name)
+    .fetch_all(&mut *c)
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let mut out = Vec::with_capacity(kids.len());
+    for kid in kids {
+        if let Some(o) = get(c, account, &kid).await? {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// How many virtual keys (current and replaced versions) a group's HSM key has.
+pub async fn version_count(c: &mut Conn, group_id: &str, name: &str) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) FROM sobjects WHERE group_id = ? AND external IS NOT NULL
+           AND lower(json_extract(external, '$.id.label')) = lower(?)",
+    )
+    .bind(group_id)
+    .bind(name)
+    .fetch_one(c)
+    .await?
+    .get(0))
 }

@@ -414,6 +414,9 @@ pub struct SObject {
     /// Where a virtual key lives.
     pub external: Option<ExternalKey>,
     pub tags: Tags,
+    /// When a rotation replaced the key (it was renamed `<name> (rotated at <time>)` and its
+    /// replacement took the name); `None` for a current key.
+    pub rotated_at: Option<i64>,
     /// Bumped by every write: a write names the version it read (compare-and-swap).
     pub version: i64,
 }

@@ -47,25 +47,60 @@ impl RunContext {
         result.map_err(|e| HostError::from(e).throw())
     }
 
-    /// A run that reserved a new key creates or imports that key and no other.
+    /// A run that reserved a new key creates or imports that key and no other; a rotation
+    /// run makes versions of its steps' keys only, and one that resumes an interrupted
+    /// rotation makes none of a key whose HSM already has a version newer than the step's.
     fn check_reserved(&self, name: &str) -> RhaiResult<()> {
-        if let Some(Pending::New(p)) = &*self.pending.lock().unwrap()
-            && !p.hsm_name().eq_ignore_ascii_case(name)
-        {
-            return Err(invalid(format!(
-                "this run creates the key reserved as '{}' in the HSM, not '{name}'",
-                p.hsm_name()
-            )));
+        let plan = match &*self.pending.lock().unwrap() {
+            Some(Pending::New(p)) if !p.hsm_name().eq_ignore_ascii_case(name) => {
+                return Err(invalid(format!(
+                    "this run creates the key reserved as '{}' in the HSM, not '{name}'",
+                    p.hsm_name()
+                )));
+            }
+            Some(Pending::Rotation(r)) => match r.plan_for(name) {
+                Some(p) => p.clone(),
+                None => {
+                    return Err(invalid(format!(
+                        "this rotation run makes new versions of its keys only, not of '{name}'"
+                    )));
+                }
+            },
+            _ => return Ok(()),
+        };
+        if plan.resume {
+            let link = self.link()?;
+            let latest = self.kms(self.services.kms.find_key(link, name))?;
+            if let Some(k) = latest
+                && plan.prior_version.as_deref() != Some(k.version.as_str())
+            {
+                return Err(HostError {
+                    kind: "conflict".into(),
+                    code: "VersionExists".into(),
+                    message: format!(
+                        "'{name}' already has the new version {} (made before the interruption); record it with keys::record_rotation(hsm::get_key(name), ...)",
+                        k.version
+                    ),
+                    status: None,
+                }
+                .throw());
+            }
         }
         Ok(())
     }
 
-    /// Notes that the HSM created the run's reserved key.
+    /// Notes that the HSM created the run's reserved key, or a version of a rotated key.
     fn created(&self, k: &RemoteKey) {
-        if let Some(Pending::New(p)) = &*self.pending.lock().unwrap()
-            && p.hsm_name().eq_ignore_ascii_case(&k.name)
-        {
-            *self.reached_hsm.lock().unwrap() = true;
+        let ours = match &*self.pending.lock().unwrap() {
+            Some(Pending::New(p)) => p.hsm_name().eq_ignore_ascii_case(&k.name),
+            Some(Pending::Rotation(r)) => r.plan_for(&k.name).is_some(),
+            _ => false,
+        };
+        if ours {
+            self.reached_hsm
+                .lock()
+                .unwrap()
+                .insert(k.name.to_lowercase());
         }
     }
 }
@@ -262,6 +297,21 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             remote_id,
         )?;
         c.log(&format!("updated {} in the HSM", k.id));
+        Ok(c.remember(&k))
+    });
+    let c = ctx.clone();
+    m.set_native_fn("rotate_key", move |name: ImmutableString| {
+        let link = c.link()?;
+        c.check_reserved(&name)?;
+        let k = c.journaled(
+            "rotate_key",
+            &name,
+            json!({"name": name.as_str()}),
+            c.services.kms.rotate_key(link, &name),
+            remote_id,
+        )?;
+        c.created(&k);
+        c.log(&format!("rotated {name} in the HSM: version {}", k.version));
         Ok(c.remember(&k))
     });
     let c = ctx.clone();

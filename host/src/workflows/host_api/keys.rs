@@ -14,7 +14,7 @@ use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{KeyRef, RemoteKey};
 
 use super::shapes::{item_json, object_json};
-use super::{Backup, HostError, RhaiResult, RunContext, invalid};
+use super::{Backup, ByokBlob, HostError, RhaiResult, RunContext, invalid};
 use crate::workflows::values::{from_json, to_json};
 
 const ADOPT_BATCH: usize = 100;
@@ -63,6 +63,47 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     m.set_native_fn("record", move |remote: Map| {
         let remote = c.remembered(&remote)?;
         record(&c, &remote, None)
+    });
+    let c = ctx.clone();
+    m.set_native_fn("record_rotation", move |remote: Map, backup: Backup| {
+        super::rotation::record_rotation(&c, &remote, Some(&backup))
+    });
+    let c = ctx.clone();
+    m.set_native_fn("record_rotation", move |remote: Map| {
+        super::rotation::record_rotation(&c, &remote, None)
+    });
+    let c = ctx.clone();
+    m.set_native_fn("find_virtual", move |name: ImmutableString| {
+        let scope = c.scope()?;
+        let Some(kid) = c.keys(c.services.keys.virtual_named(scope, &name))? else {
+            return Ok(Dynamic::UNIT);
+        };
+        let o = c.keys(c.services.keys.in_group(scope, &kid))?;
+        Ok(from_json(&object_json(&o, c.services.clock.now())))
+    });
+    let c = ctx.clone();
+    m.set_native_fn(
+        "adopt_version",
+        move |kid: ImmutableString, remote: Map, backup: Backup| {
+            let remote = c.remembered(&remote)?;
+            let new = c.keys(c.services.keys.adopt_version(
+                c.scope()?,
+                &kid,
+                &remote,
+                Some(backup.0.as_slice()),
+            ))?;
+            if let Some(n) = &new {
+                c.log(&format!(
+                    "version {} of {} was made outside Keyward: recorded as key {n}",
+                    remote.version, remote.name
+                ));
+            }
+            Ok(new.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+        },
+    );
+    let c = ctx.clone();
+    m.set_native_fn("rotate_copies", move |blob: ByokBlob| {
+        super::rotation::rotate_copies(&c, blob)
     });
     let c = ctx.clone();
     m.set_native_fn("save", move |remote: Map| {

@@ -2,14 +2,15 @@
 //!
 //! - `hsm::*` (`hsm`): calls to the group's external key manager through its connector
 //!   plugin (`instances`, `check`, `list_keys`, `list_deleted`, `get_key`, `find_key`,
-//!   `find_deleted`, `create_key`, `create_kek`, `import_key`, `update_key`, `delete_key`,
-//!   `recover_key`, `purge_key`, `backup_key`, `restore_key`); every call that changes the
+//!   `find_deleted`, `create_key`, `create_kek`, `import_key`, `update_key`, `rotate_key`,
+//!   `delete_key`, `recover_key`, `purge_key`, `backup_key`, `restore_key`); every call that changes the
 //!   HSM is journaled before and audited after. `byok::wrap`: a BYOK transfer blob of a key
 //!   for a key-exchange key.
 //! - `keys::*` (`keys`): the group's virtual keys, through the key service (`linked`,
 //!   `adopt` and `adopt_listed` (bulk), `record`, `save`, `get`, `set_remote_state`,
-//!   `refresh`, `escrow`, `put_escrow`, `remove`, `reconcile`). Scripts write nothing the key
-//!   service does not check: the same rules hold as through the API.
+//!   `refresh`, `escrow`, `put_escrow`, `remove`, `reconcile`, and for rotation runs
+//!   (`rotation`) `record_rotation` and the bulk `rotate_copies`). Scripts write nothing the
+//!   key service does not check: the same rules hold as through the API.
 //! - `policy::check`, `audit::record`, and the globals `log`, `progress` and `now` (here).
 //! - `shapes`: the maps scripts see, and parsing what they pass.
 //!
@@ -19,9 +20,10 @@
 
 mod hsm;
 mod keys;
+mod rotation;
 mod shapes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,7 +35,7 @@ use crate::audit::Event;
 use crate::auth::Access;
 use crate::catalog::CatalogError;
 use crate::catalog::groups::Group;
-use crate::keys::{KeyError, Pending, PendingNew, RunScope};
+use crate::keys::{KeyError, Pending, PendingNew, RotationRun, RunScope};
 use crate::kms::{KmsError, Link};
 use crate::plugins::kms::RemoteKey;
 use crate::time::format_dsm;
@@ -184,9 +186,10 @@ pub struct RunContext {
     deadline: Instant,
     concurrency: usize,
     pending: Mutex<Option<Pending>>,
-    /// Whether the HSM created the run's reserved key (so an unrecorded reservation is kept
-    /// for the next sync rather than released).
-    reached_hsm: Mutex<bool>,
+    /// The HSM names (lowercased) of the run's reserved key or rotated keys for which the
+    /// HSM made a key or version: an unrecorded one is kept for reconciliation rather than
+    /// released.
+    reached_hsm: Mutex<HashSet<String>>,
     recorded: Mutex<Option<String>>,
     progress: Arc<Progress>,
     log: Mutex<Vec<Value>>,
@@ -217,7 +220,7 @@ impl RunContext {
             deadline,
             concurrency: concurrency.max(1),
             pending: Mutex::new(req.pending.clone()),
-            reached_hsm: Mutex::new(false),
+            reached_hsm: Mutex::new(HashSet::new()),
             recorded: Mutex::new(None),
             progress,
             log: Mutex::new(Vec::new()),
@@ -250,7 +253,24 @@ impl RunContext {
     /// The run's new key if it was not recorded, and whether the HSM has it.
     pub fn unrecorded(&self) -> Option<(PendingNew, bool)> {
         match &*self.pending.lock().unwrap() {
-            Some(Pending::New(p)) => Some((p.clone(), *self.reached_hsm.lock().unwrap())),
+            Some(Pending::New(p)) => {
+                let reached = self
+                    .reached_hsm
+                    .lock()
+                    .unwrap()
+                    .contains(&p.hsm_name().to_lowercase());
+                Some((p.clone(), reached))
+            }
+            _ => None,
+        }
+    }
+
+    /// The run's rotation steps, and the HSM names it made versions of.
+    pub fn rotation(&self) -> Option<(RotationRun, HashSet<String>)> {
+        match &*self.pending.lock().unwrap() {
+            Some(Pending::Rotation(r)) => {
+                Some((r.clone(), self.reached_hsm.lock().unwrap().clone()))
+            }
             _ => None,
         }
     }

@@ -1,0 +1,223 @@
+//! The host functions of rotation runs (`rotate`, `rotate_to_keyward`, `rotate_copies`):
+//! `keys::record_rotation` records the new HSM version of the run's key, and the bulk
+//! `keys::rotate_copies` gives every linked copy of the run its new version. Both act on the
+//! steps the key service planned for the run (never on keys the script names), and record
+//! through the key service.
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, Map};
+use serde_json::{Value, json};
+
+use crate::keys::{Pending, RotationRun, StepPlan};
+use crate::kms::{KmsError, Link};
+use crate::plugins::kms::{ImportRequest, KeyMaterial, RemoteKey};
+
+use super::shapes::{ops_from_json, tags_from_json};
+use super::{Backup, ByokBlob, HostError, RhaiResult, RunContext, invalid};
+use crate::workflows::values::from_json;
+
+impl RunContext {
+    fn rotation_run(&self) -> RhaiResult<RotationRun> {
+        match &*self.pending.lock().unwrap() {
+            Some(Pending::Rotation(r)) => Ok(r.clone()),
+            _ => Err(invalid("this run rotates no key")),
+        }
+    }
+}
+
+/// `keys::record_rotation(remote, backup)`: the run's one key got the new version `remote`.
+pub fn record_rotation(
+    c: &RunContext,
+    remote: &Map,
+    backup: Option<&Backup>,
+) -> RhaiResult<String> {
+    let remote = c.remembered(remote)?;
+    let run = c.rotation_run()?;
+    let plan = run
+        .plan_for(&remote.name)
+        .ok_or_else(|| invalid(format!("this run does not rotate '{}'", remote.name)))?;
+    let kid = c.keys(c.services.keys.record_version(
+        c.scope()?,
+        plan,
+        &run.worker,
+        &remote,
+        backup.map(|b| b.0.as_slice()),
+    ))?;
+    *c.recorded.lock().unwrap() = Some(kid.clone());
+    c.log(&format!(
+        "recorded version {} of {} as key {kid}",
+        remote.version, remote.name
+    ));
+    Ok(kid)
+}
+
+/// What became of one copy in the HSM.
+enum CopyResult {
+    /// The HSM has the version (made now, or before an interruption) and its backup.
+    Made(Box<RemoteKey>, Option<Vec<u8>>),
+    Failed {
+        error: KmsError,
+        reached: bool,
+    },
+}
+
+/// `keys::rotate_copies(blob)`: every copy of the run gets the BYOK blob as a new version of
+/// its HSM key, with bounded concurrency; each is recorded as soon as the HSM has it. A copy
+/// that resumes an interrupted rotation is first looked up: a version the HSM already made is
+/// adopted, not made again. Returns `#{rotated, failed}`; failures do not stop the others.
+pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
+    let run = c.rotation_run()?;
+    let link = c.link()?.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(c.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let _guard = c.rt.enter();
+        for plan in run.steps.iter().cloned() {
+            let (kms, link, slots, blob) = (
+                c.services.kms.clone(),
+                link.clone(),
+                slots.clone(),
+                blob.clone(),
+            );
+            tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("never closed");
+                let r = rotate_one(&kms, &link, &plan, &blob).await;
+                (plan, r)
+            });
+        }
+    }
+    let mut rotated = Vec::new();
+    let mut failed = Vec::new();
+    c.block(async {
+        while let Some(joined) = tasks.join_next().await {
+            let (plan, result) = joined.expect("rotation task does not panic");
+            match result {
+                CopyResult::Made(remote, backup) => {
+                    let remote = *remote;
+                    c.reached_hsm
+                        .lock()
+                        .unwrap()
+                        .insert(plan.hsm_name.to_lowercase());
+                    let recorded = match c.scope() {
+                        Ok(scope) => c
+                            .services
+                            .keys
+                            .record_version(scope, &plan, &run.worker, &remote, backup.as_deref())
+                            .await
+                            .map_err(HostError::from),
+                        Err(_) => Err(HostError::new("invalid", "this run has no linked group")),
+                    };
+                    match recorded {
+                        Ok(kid) => {
+                            c.progress.add("rotated", 1);
+                            rotated.push(
+                                json!({"kid": plan.kid, "new_kid": kid, "version": remote.version}),
+                            );
+                        }
+                        Err(e) => {
+                            c.progress.add("failed", 1);
+                            failed.push(json!({"kid": plan.kid, "error": e}));
+                        }
+                    }
+                }
+                CopyResult::Failed { error, reached } => {
+                    if reached {
+                        c.reached_hsm
+                            .lock()
+                            .unwrap()
+                            .insert(plan.hsm_name.to_lowercase());
+                    }
+                    c.progress.add("failed", 1);
+                    failed.push(json!({"kid": plan.kid, "error": HostError::from(error)}));
+                }
+            }
+        }
+    })?;
+    c.log(&format!(
+        "rotated {} linked copies ({} failed)",
+        rotated.len(),
+        failed.len()
+    ));
+    let mut out = Map::new();
+    out.insert(
+        "rotated".into(),
+        Dynamic::from_array(rotated.iter().map(from_json).collect()),
+    );
+    out.insert(
+        "failed".into(),
+        Dynamic::from_array(failed.iter().map(from_json).collect()),
+    );
+    Ok(out)
+}
+
+async fn rotate_one(
+    kms: &crate::kms::Kms,
+    link: &Link,
+    plan: &StepPlan,
+    blob: &ByokBlob,
+) -> CopyResult {
+    let existing = if plan.resume {
+        match kms.find_key(link, &plan.hsm_name).await {
+            Ok(Some(k)) if plan.prior_version.as_deref() != Some(k.version.as_str()) => Some(k),
+            Ok(_) => None,
+            Err(error) => {
+                return CopyResult::Failed {
+                    error,
+                    reached: false,
+                };
+            }
+        }
+    } else {
+        None
+    };
+    let remote = match existing {
+        Some(k) => k,
+        None => match import_request(plan, blob) {
+            Ok(req) => match kms.import_key(link, &req).await {
+                Ok(k) => k,
+                Err(error) => {
+                    return CopyResult::Failed {
+                        error,
+                        reached: false,
+                    };
+                }
+            },
+            Err(message) => {
+                return CopyResult::Failed {
+                    error: KmsError::Incomplete(message),
+                    reached: false,
+                };
+            }
+        },
+    };
+    // The version exists now: record it even if its backup fails (the next escrow refresh
+    // of the key takes it then).
+    let backup = match kms.backup_key(link, &plan.hsm_name).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(key = %plan.hsm_name, "backing up the rotated copy: {e}");
+            None
+        }
+    };
+    CopyResult::Made(Box::new(remote), backup)
+}
+
+/// The BYOK import of a copy's new version, with the attributes of the key it becomes.
+fn import_request(plan: &StepPlan, blob: &ByokBlob) -> Result<ImportRequest, String> {
+    let key: Value = plan.input()["key"].clone();
+    Ok(ImportRequest {
+        name: plan.hsm_name.clone(),
+        material: KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
+            kek_id: blob.kek_id.clone(),
+            spec: blob.spec,
+            blob: blob.blob.to_vec(),
+        }),
+        ops: ops_from_json(&key["key_ops"]).map_err(|e| e.to_string())?,
+        enabled: key["enabled"].as_bool().unwrap_or(true),
+        not_before: key["activation_date"].as_i64(),
+        expires: key["deactivation_date"].as_i64(),
+        tags: tags_from_json(&key["custom_metadata"]),
+        hsm: true,
+    })
+}
