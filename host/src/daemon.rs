@@ -1,6 +1,6 @@
 //! The daemon's composition root: the data directory (master key, catalog, plugin cache),
-//! the plugin runtime, the audit writer, the caches, the key service, the workflow engine
-//! and the scheduler wired together, and the REST API (HTTPS, or plain HTTP on loopback)
+//! the plugin runtime, the audit writer, the caches, the key service, the workflow engine,
+//! the scheduler, webhooks and notifications wired together, and the REST API (HTTPS, or plain HTTP on loopback)
 //! running until shut down.
 
 use std::collections::HashMap;
@@ -21,10 +21,12 @@ use crate::catalog::seal::SealError;
 use crate::catalog::{Catalog, CatalogError, MasterKey};
 use crate::keys::{self, KeyService};
 use crate::kms::Kms;
+use crate::notify::{Deliverer, Notifications, NotifyConfig};
 use crate::plugins::{HostPattern, PluginError, PluginRuntime, RuntimeConfig};
 use crate::scheduler::jobs::Jobs;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::time::Clock;
+use crate::webhooks::Webhooks;
 use crate::workflows::{Services, WorkflowLimits, Workflows};
 
 /// The API's certificate chain and private key (PEM files).
@@ -67,6 +69,8 @@ pub struct DaemonConfig {
     pub workflow_limits: WorkflowLimits,
     /// Scheduled rotations, cron jobs and the resumption of interrupted rotations.
     pub scheduler: SchedulerConfig,
+    /// Notifications of key events: where they may go, and their retries.
+    pub notify: NotifyConfig,
 }
 
 impl DaemonConfig {
@@ -87,6 +91,7 @@ impl DaemonConfig {
             workflow_dir: None,
             workflow_limits: WorkflowLimits::default(),
             scheduler: SchedulerConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 
@@ -274,6 +279,18 @@ fn app_state(
     ));
     AppState {
         jobs: Jobs::new(catalog.clone(), workflows.clone(), clock.clone()),
+        webhooks: Webhooks::new(
+            catalog.clone(),
+            keys.clone(),
+            workflows.clone(),
+            clock.clone(),
+        ),
+        notifications: Notifications::new(catalog.clone(), clock.clone(), &config.notify),
+        deliverer: Arc::new(Deliverer::new(
+            catalog.clone(),
+            clock.clone(),
+            config.notify.clone(),
+        )),
         scheduler,
         keys,
         sessions: Sessions::new(clock.clone(), config.session_lifetime_secs),
@@ -323,6 +340,9 @@ pub async fn start(
     let watcher = plugins.watch(config.plugin_scan_interval, wait(stopped.clone()));
     if config.scheduler.enabled {
         tokio::spawn(state.scheduler.clone().run(stopped.clone()));
+    }
+    if config.notify.enabled {
+        tokio::spawn(state.deliverer.clone().run(stopped.clone()));
     }
     let server = tokio::spawn(api::serve(listener, state.clone(), wait(stopped)));
     tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "keyward is serving");

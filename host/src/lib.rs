@@ -24,6 +24,8 @@
 //! - [`scheduler`]: scheduled rotations, cron jobs, the resumption of interrupted rotations
 //!   and expiry warnings; [`cadence`]: when recurring things fall due (intervals, cron in a
 //!   time zone).
+//! - [`webhooks`]: signed webhooks and Azure Event Grid deliveries that start workflows;
+//!   [`notify`]: signed notifications of key events to configured endpoints, from an outbox.
 //! - [`daemon`]: the composition root, wiring the pieces together and running until shut
 //!   down; [`demo`]: the first-run demo with the emulated HSM.
 
@@ -38,8 +40,10 @@ pub mod daemon;
 pub mod demo;
 pub mod keys;
 pub mod kms;
+pub mod notify;
 pub mod plugins;
 pub mod policy;
 pub mod scheduler;
 pub mod time;
+pub mod webhooks;
 pub mod workflows;

@@ -77,6 +77,18 @@ struct ServeArgs {
     /// `azure-mhsm=https://*.managedhsm.usgovcloudapi.net`. Repeatable.
     #[arg(long = "allow-outbound", value_name = "PLUGIN=HOST")]
     allow_outbound: Vec<String>,
+    /// Where notification endpoints may point, e.g. `https://*.example.com` or
+    /// `https://hooks.example.com:8443`. Repeatable; none: notifications are off.
+    #[arg(long = "notify-allow", value_name = "HOST")]
+    notify_allow: Vec<String>,
+    /// Seconds a scheduled fire or a rotation step stays this daemon's without renewal:
+    /// after a crash, another daemon (or this one restarted) takes over after this.
+    #[arg(long, default_value_t = 300)]
+    scheduler_lease_secs: i64,
+    /// Do not run scheduled rotations and cron jobs in this daemon (another one sharing the
+    /// catalog does).
+    #[arg(long)]
+    no_scheduler: bool,
 }
 
 #[tokio::main]
@@ -117,6 +129,14 @@ async fn main() -> anyhow::Result<()> {
                     .or_default()
                     .push(pattern);
             }
+            for host in &args.notify_allow {
+                config
+                    .notify
+                    .allowed_hosts
+                    .push(HostPattern::parse(host).map_err(anyhow::Error::msg)?);
+            }
+            config.scheduler.lease_secs = args.scheduler_lease_secs.clamp(5, 3600);
+            config.scheduler.enabled = !args.no_scheduler;
             let shutdown = shutdown_signal();
             if args.demo {
                 keyward::demo::run(config, args.demo_emulator_port, shutdown)

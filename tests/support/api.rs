@@ -97,6 +97,37 @@ impl TestDaemon {
     }
 
     pub fn anonymous(&self) -> Api {
+        Endpoint::at(&self.url).anonymous()
+    }
+
+    /// Signs up the first user (the account administrator) and logs in.
+    pub async fn bootstrap(&self) -> Api {
+        Endpoint::at(&self.url).bootstrap().await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Api {
+        Endpoint::at(&self.url).login(email, password).await
+    }
+
+    pub async fn login_app(&self, api_key: &str) -> Api {
+        Endpoint::at(&self.url).login_app(api_key).await
+    }
+}
+
+/// A daemon's API by its address: one in this process, or one in another (a child process
+/// the test starts and kills).
+pub struct Endpoint {
+    pub url: String,
+}
+
+impl Endpoint {
+    pub fn at(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.to_string(),
+        }
+    }
+
+    pub fn anonymous(&self) -> Api {
         Api {
             http: http_client(),
             base: self.url.clone(),

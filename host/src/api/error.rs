@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 404
     #[error("{0}")]
     NotFound(String),
+    /// 405
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: conflicts with the current state (name taken, wrong key state).
     #[error("{0}")]
     Conflict(String),
@@ -59,7 +62,7 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable error code: `InvalidInput`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
-    /// `NotFound`, `Conflict`, `PayloadTooLarge`, `TooManyRequests`, `Unavailable`,
+    /// `NotFound`, `MethodNotAllowed`, `Conflict`, `PayloadTooLarge`, `TooManyRequests`, `Unavailable`,
     /// `InternalError`, `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
     pub code: &'static str,
     pub message: String,
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::PolicyDenied(_) => "PolicyViolation",
             ApiError::NotFound(_) => "NotFound",
+            ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::Conflict(_) => "Conflict",
             ApiError::TooLarge(_) => "PayloadTooLarge",
             ApiError::TooManyRequests { .. } => "TooManyRequests",

@@ -1,6 +1,7 @@
 //! The REST API, in the style of Fortanix DSM: `/sys/v1/...` for accounts, users,
-//! applications, groups, sessions and the audit log; `/crypto/v1/...` for keys and
-//! cryptographic operations. Times are `YYYYMMDDTHHMMSSZ`, binary values standard base64.
+//! applications, groups, sessions, workflows, cron jobs, webhooks, notification endpoints and
+//! the audit log; `/crypto/v1/...` for keys (their rotation included) and cryptographic
+//! operations; `/webhooks/{name}` for webhook deliveries. Times are `YYYYMMDDTHHMMSSZ`, binary values standard base64.
 //!
 //! Handlers live in one module per resource; [`state::AppState`] holds what they share;
 //! [`extract`] authenticates callers and parses bodies; [`error::ApiError`] maps every failure
@@ -19,12 +20,14 @@ pub mod jobs;
 pub mod keys;
 pub mod links;
 pub mod model;
+pub mod notifications;
 pub mod openapi;
 pub mod rotation;
 pub mod session;
 pub mod state;
 pub mod transport;
 pub mod users;
+pub mod webhooks;
 pub mod workflows;
 
 use std::future::Future;
@@ -102,6 +105,46 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sys/v1/jobs/{id}/pause", post(jobs::pause))
         .route("/sys/v1/jobs/{id}/resume", post(jobs::resume))
         .route("/sys/v1/jobs/{id}/fires", get(jobs::fires))
+        .route(
+            "/sys/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/sys/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/sys/v1/webhooks/{id}/rotate_secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/sys/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/webhooks/{name}",
+            post(webhooks::deliver).options(webhooks::handshake),
+        )
+        .route(
+            "/sys/v1/notification_endpoints",
+            get(notifications::list).post(notifications::create),
+        )
+        .route(
+            "/sys/v1/notification_endpoints/{id}",
+            get(notifications::get).delete(notifications::delete),
+        )
+        .route(
+            "/sys/v1/notification_endpoints/{id}/enable",
+            post(notifications::enable),
+        )
+        .route(
+            "/sys/v1/notification_endpoints/{id}/disable",
+            post(notifications::disable),
+        )
+        .route(
+            "/sys/v1/notification_endpoints/{id}/messages",
+            get(notifications::messages),
+        )
         .route(
             "/crypto/v1/keys",
             get(keys::list).post(keys::create).put(keys::import),

@@ -6,7 +6,7 @@ use utoipa::OpenApi;
 
 use super::{
     accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
-    rotation, session, users, workflows,
+    notifications, rotation, session, users, webhooks, workflows,
 };
 
 #[derive(OpenApi)]
@@ -25,6 +25,10 @@ use super::{
         external_keys::restore, external_keys::purge,
         rotation::rekey, rotation::rekey_kid, rotation::history,
         jobs::create, jobs::list, jobs::get, jobs::pause, jobs::resume, jobs::delete, jobs::fires,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::rotate_secret, webhooks::delete, webhooks::deliveries,
+        webhooks::deliver, webhooks::handshake,
+        notifications::create, notifications::list, notifications::get, notifications::enable, notifications::disable,
+        notifications::delete, notifications::messages,
         crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
@@ -40,6 +44,8 @@ use super::{
         (name = "audit", description = "The audit log"),
         (name = "workflows", description = "Workflow scripts and their runs"),
         (name = "jobs", description = "Cron jobs: workflows on a schedule"),
+        (name = "webhooks", description = "Webhooks that start workflows, and their deliveries"),
+        (name = "notifications", description = "Signed notifications of key events"),
     )
 )]
 pub struct ApiDoc;

@@ -1,4 +1,5 @@
 //! What every handler shares: the catalog, the key service, the cron jobs and the scheduler,
+//! webhooks, notification endpoints and their deliverer,
 //! the plugin runtime, the workflow engine, sessions and the login throttle, the clock, the
 //! audit writer and the caches. The
 //! daemon's composition root (`daemon::start`) builds it.
@@ -13,10 +14,12 @@ use crate::catalog::accounts::Account;
 use crate::catalog::groups::Group;
 use crate::keys::KeyService;
 use crate::kms::Kms;
+use crate::notify::{Deliverer, Notifications};
 use crate::plugins::PluginRuntime;
 use crate::scheduler::Scheduler;
 use crate::scheduler::jobs::Jobs;
 use crate::time::Clock;
+use crate::webhooks::Webhooks;
 use crate::workflows::Workflows;
 
 use super::ApiError;
@@ -26,6 +29,9 @@ pub struct AppState {
     pub keys: KeyService,
     pub jobs: Jobs,
     pub scheduler: Arc<Scheduler>,
+    pub webhooks: Webhooks,
+    pub notifications: Notifications,
+    pub deliverer: Arc<Deliverer>,
     pub plugins: PluginRuntime,
     pub kms: Kms,
     pub workflows: Arc<Workflows>,

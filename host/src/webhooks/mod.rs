@@ -1,0 +1,717 @@
+//! Webhooks in (FLOWS F31): `POST /webhooks/{name}` starts a workflow, or, for Azure Event
+//! Grid, syncs or rotates the key an event is about. Each webhook acts as the principal that
+//! created it, with that principal's roles when a delivery arrives.
+//!
+//! - Standard webhooks are signed (Standard Webhooks 1.0, [`signature`]): the raw body is
+//!   verified before it is parsed, deliveries older or newer than five minutes are refused,
+//!   and a repeated `webhook-id` is acknowledged without running anything again. The JSON
+//!   body is the workflow's `input`.
+//! - Event Grid cannot sign, so such a webhook authenticates with a secret in the URL query,
+//!   compared in constant time. Both subscription handshakes are answered (the Event Grid
+//!   schema's `SubscriptionValidation`, the CloudEvents `OPTIONS`), and
+//!   `KeyNewVersionCreated` syncs the key (`sync_key`), `KeyNearExpiry` and `KeyExpired`
+//!   rotate it ([`event_grid`]). Events are deduplicated on their id.
+//!
+//! Webhooks are created, listed, secret-rotated (the old secret stays valid for a day) and
+//! deleted through the API; a secret is shown once and stored sealed. Every delivery is
+//! recorded with its outcome.
+
+pub mod event_grid;
+pub mod signature;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::audit::Event;
+use crate::auth::{self, Access};
+use crate::catalog::webhooks::{self, Delivery, Webhook, WebhookKind, secret_context};
+use crate::catalog::{Catalog, CatalogError, groups, new_id, sobjects};
+use crate::keys::{KeyError, KeyRef, KeyService, RekeySpec};
+use crate::kms::Link;
+use crate::time::Clock;
+use crate::workflows::{RunRequest, Trigger, WorkflowError, Workflows};
+
+use event_grid::KeyEventKind;
+use signature::Secret;
+
+/// The largest delivery accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long the previous secret is still accepted after a rotation of the secret.
+pub const PREVIOUS_SECRET_SECS: i64 = 86_400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// 400.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// 400: the delivery's body is unusable.
+    #[error("{0}")]
+    BadDelivery(String),
+    /// 401: the delivery's signature or secret does not check out.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the webhook does not take this method (a CloudEvents handshake at a signed one).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413.
+    #[error("the delivery is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+}
+
+impl From<sqlx::Error> for WebhookError {
+    fn from(e: sqlx::Error) -> Self {
+        WebhookError::Catalog(e.into())
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> WebhookError {
+    WebhookError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A webhook to create.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub name: String,
+    pub kind: WebhookKind,
+    pub workflow: Option<String>,
+    pub group_id: Option<String>,
+}
+
+/// A webhook and its secret, shown this once.
+pub struct WithSecret {
+    pub webhook: Webhook,
+    pub secret: String,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// The workflow run started.
+    Started { run_id: String },
+    /// A `webhook-id` seen before: acknowledged, nothing run.
+    Duplicate,
+    /// An Event Grid subscription handshake.
+    Validation { code: String },
+    /// Event Grid events: how many were acted on, seen before, or not about keys.
+    Events {
+        accepted: usize,
+        duplicates: usize,
+        ignored: usize,
+    },
+}
+
+/// The signature headers and the query secret of a delivery.
+pub struct Credentials<'a> {
+    pub headers: signature::Headers<'a>,
+    /// `?secret=` (Event Grid webhooks).
+    pub query_secret: Option<&'a str>,
+    /// `aeg-event-type`.
+    pub aeg_event_type: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct Webhooks {
+    catalog: Catalog,
+    keys: KeyService,
+    workflows: Arc<Workflows>,
+    clock: Clock,
+}
+
+impl Webhooks {
+    pub fn new(
+        catalog: Catalog,
+        keys: KeyService,
+        workflows: Arc<Workflows>,
+        clock: Clock,
+    ) -> Webhooks {
+        Webhooks {
+            catalog,
+            keys,
+            workflows,
+            clock,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        access: &Access,
+        spec: NewWebhook,
+    ) -> Result<WithSecret, WebhookError> {
+        let name = spec.name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "name",
+                "must be 1 to 64 letters, digits, '-' or '_' (it is the path /webhooks/{name})",
+            ));
+        }
+        match spec.kind {
+            WebhookKind::Standard => {
+                let w = spec
+                    .workflow
+                    .as_deref()
+                    .ok_or_else(|| invalid("workflow", "is required for a standard webhook"))?;
+                if self.workflows.source(w).is_err() {
+                    return Err(invalid(
+                        "workflow",
+                        format!("there is no workflow named '{w}'"),
+                    ));
+                }
+            }
+            WebhookKind::EventGrid => {
+                if spec.workflow.is_some() {
+                    return Err(invalid(
+                        "workflow",
+                        "an Event Grid webhook syncs or rotates the key an event names; it takes no workflow",
+                    ));
+                }
+                if spec.group_id.is_none() {
+                    return Err(invalid(
+                        "group_id",
+                        "is required: the group linked to the key manager that sends the events",
+                    ));
+                }
+            }
+        }
+        self.may_manage(access, spec.group_id.as_deref(), spec.kind)
+            .await?;
+        let (secret, shown) = new_secret(spec.kind);
+        let id = new_id();
+        let now = self.clock.now();
+        let w = Webhook {
+            secret: self.catalog.seal(&secret_context(&id), &secret),
+            id,
+            account_id: access.account_id.clone(),
+            name: name.to_string(),
+            kind: spec.kind,
+            workflow: spec.workflow,
+            group_id: spec.group_id,
+            previous_secret: None,
+            previous_until: None,
+            owner: crate::keys::creator(&access.principal),
+            created_at: now,
+        };
+        let mut tx = self.catalog.begin().await?;
+        webhooks::insert(&mut tx, &w).await.map_err(|e| {
+            if e.is_unique_violation() {
+                WebhookError::Conflict(format!("a webhook named '{}' exists", w.name))
+            } else {
+                e.into()
+            }
+        })?;
+        self.event(
+            access,
+            "webhook.create",
+            &w.id,
+            json!({"name": w.name, "kind": w.kind.as_str(),
+            "workflow": w.workflow, "group_id": w.group_id}),
+        )
+        .write(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(WithSecret {
+            webhook: w,
+            secret: shown,
+        })
+    }
+
+    pub async fn list(&self, access: &Access) -> Result<Vec<Webhook>, WebhookError> {
+        let mut conn = self.catalog.conn().await?;
+        Ok(webhooks::of_account(&mut conn, &access.account_id)
+            .await?
+            .into_iter()
+            .filter(|w| visible(access, w))
+            .collect())
+    }
+
+    pub async fn get(&self, access: &Access, id: &str) -> Result<Webhook, WebhookError> {
+        if !crate::catalog::is_id(id) {
+            return Err(invalid("id", format!("'{id}' is not a valid webhook id")));
+        }
+        let mut conn = self.catalog.conn().await?;
+        webhooks::get(&mut conn, &access.account_id, id)
+            .await?
+            .filter(|w| visible(access, w))
+            .ok_or_else(|| WebhookError::NotFound(format!("no webhook {id}")))
+    }
+
+    /// A new secret; the old one is accepted for a day more, so senders can switch over.
+    pub async fn rotate_secret(
+        &self,
+        access: &Access,
+        id: &str,
+    ) -> Result<WithSecret, WebhookError> {
+        let w = self.get(access, id).await?;
+        self.may_manage(access, w.group_id.as_deref(), w.kind)
+            .await?;
+        let (secret, shown) = new_secret(w.kind);
+        let sealed = self.catalog.seal(&secret_context(&w.id), &secret);
+        let until = self.clock.now() + PREVIOUS_SECRET_SECS;
+        let mut tx = self.catalog.begin().await?;
+        webhooks::rotate_secret(
+            &mut tx,
+            &access.account_id,
+            id,
+            &sealed,
+            Some(&w.secret),
+            Some(until),
+        )
+        .await?;
+        self.event(
+            access,
+            "webhook.rotate_secret",
+            id,
+            json!({"name": w.name, "previous_valid_until": crate::time::format_dsm(until)}),
+        )
+        .write(&mut tx)
+        .await?;
+        tx.commit().await?;
+        let webhook = self.get(access, id).await?;
+        Ok(WithSecret {
+            webhook,
+            secret: shown,
+        })
+    }
+
+    pub async fn delete(&self, access: &Access, id: &str) -> Result<(), WebhookError> {
+        let w = self.get(access, id).await?;
+        self.may_manage(access, w.group_id.as_deref(), w.kind)
+            .await?;
+        let mut tx = self.catalog.begin().await?;
+        webhooks::delete(&mut tx, &access.account_id, id).await?;
+        self.event(access, "webhook.delete", id, json!({"name": w.name}))
+            .write(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn deliveries(
+        &self,
+        access: &Access,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, WebhookError> {
+        let w = self.get(access, id).await?;
+        let mut conn = self.catalog.conn().await?;
+        Ok(webhooks::deliveries(&mut conn, &w.id, limit).await?)
+    }
+
+    /// A delivery to `POST /webhooks/{name}`: checked, recorded, and acted on.
+    pub async fn receive(
+        &self,
+        name: &str,
+        creds: &Credentials<'_>,
+        body: &[u8],
+    ) -> Result<Received, WebhookError> {
+        let w = self.by_name(name).await?;
+        let now = self.clock.now();
+        if body.len() > MAX_BODY {
+            self.refused(&w, "the body is too large").await;
+            return Err(WebhookError::TooLarge);
+        }
+        match w.kind {
+            WebhookKind::Standard => self.receive_signed(&w, creds, body, now).await,
+            WebhookKind::EventGrid => {
+                self.check_query_secret(&w, creds.query_secret, now).await?;
+                self.receive_event_grid(&w, creds.aeg_event_type, body, now)
+                    .await
+            }
+        }
+    }
+
+    /// The CloudEvents 1.0 handshake (`OPTIONS` with `WebHook-Request-Origin`): the origin
+    /// allowed to deliver.
+    pub async fn handshake(
+        &self,
+        name: &str,
+        query_secret: Option<&str>,
+        origin: &str,
+    ) -> Result<String, WebhookError> {
+        let w = self.by_name(name).await?;
+        if w.kind != WebhookKind::EventGrid {
+            return Err(WebhookError::MethodNotAllowed(
+                "this webhook takes signed POST deliveries only".into(),
+            ));
+        }
+        self.check_query_secret(&w, query_secret, self.clock.now())
+            .await?;
+        let mut tx = self.catalog.begin().await?;
+        webhooks::record(
+            &mut tx,
+            &w.id,
+            "validated",
+            Some(&format!("CloudEvents handshake from {origin}")),
+            self.clock.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(origin.to_string())
+    }
+
+    async fn by_name(&self, name: &str) -> Result<Webhook, WebhookError> {
+        let mut conn = self.catalog.conn().await?;
+        webhooks::by_name(&mut conn, name)
+            .await?
+            .ok_or_else(|| WebhookError::NotFound(format!("no webhook named '{name}'")))
+    }
+
+    /// The webhook's secrets in force: the current one, and the previous one during its
+    /// grace period.
+    fn secrets(&self, w: &Webhook, now: i64) -> Result<Vec<Vec<u8>>, WebhookError> {
+        let ctx = secret_context(&w.id);
+        let mut out = vec![self.catalog.open_sealed(&ctx, &w.secret)?];
+        if let (Some(prev), Some(until)) = (&w.previous_secret, w.previous_until)
+            && until > now
+        {
+            out.push(self.catalog.open_sealed(&ctx, prev)?);
+        }
+        Ok(out)
+    }
+
+    async fn receive_signed(
+        &self,
+        w: &Webhook,
+        creds: &Credentials<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Received, WebhookError> {
+        let secrets: Vec<Secret> = self
+            .secrets(w, now)?
+            .into_iter()
+            .map(Secret::from_bytes)
+            .collect();
+        let id = match signature::verify(&secrets, &creds.headers, body, now) {
+            Ok(id) => id,
+            Err(e) => {
+                self.refused(w, &e.to_string()).await;
+                return Err(WebhookError::Unauthorized(e.to_string()));
+            }
+        };
+        let input: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                self.refused(w, "the body is not a JSON object").await;
+                return Err(WebhookError::BadDelivery(
+                    "the body must be a JSON object (it becomes the workflow's input)".into(),
+                ));
+            }
+        };
+        let mut tx = self.catalog.begin().await?;
+        let delivery = webhooks::accept(&mut tx, &w.id, id, now).await?;
+        if delivery.is_none() {
+            webhooks::record(
+                &mut tx,
+                &w.id,
+                "duplicate",
+                Some(&format!("webhook-id {id} was delivered before")),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let Some(delivery) = delivery else {
+            return Ok(Received::Duplicate);
+        };
+        let workflow = w.workflow.clone().unwrap_or_default();
+        let started = self.start(w, &workflow, input).await;
+        let mut tx = self.catalog.begin().await?;
+        match &started {
+            Ok(run_id) => webhooks::set_run(&mut tx, delivery, Some(run_id), None).await?,
+            Err(e) => webhooks::set_run(&mut tx, delivery, None, Some(&e.to_string())).await?,
+        }
+        tx.commit().await?;
+        Ok(Received::Started { run_id: started? })
+    }
+
+    async fn check_query_secret(
+        &self,
+        w: &Webhook,
+        given: Option<&str>,
+        now: i64,
+    ) -> Result<(), WebhookError> {
+        let ok = given.is_some_and(|g| {
+            self.secrets(w, now)
+                .unwrap_or_default()
+                .iter()
+                .any(|s| bool::from(hex(s).as_bytes().ct_eq(g.as_bytes())))
+        });
+        if ok {
+            return Ok(());
+        }
+        let why = if given.is_none() {
+            "the secret query parameter is missing"
+        } else {
+            "the secret query parameter is wrong"
+        };
+        self.refused(w, why).await;
+        Err(WebhookError::Unauthorized(why.into()))
+    }
+
+    async fn receive_event_grid(
+        &self,
+        w: &Webhook,
+        aeg_event_type: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Received, WebhookError> {
+        let delivery = match event_grid::parse(aeg_event_type, body) {
+            Ok(d) => d,
+            Err(e) => {
+                self.refused(w, &e).await;
+                return Err(WebhookError::BadDelivery(e));
+            }
+        };
+        let events = match delivery {
+            event_grid::Delivery::Validation { code } => {
+                let mut tx = self.catalog.begin().await?;
+                webhooks::record(
+                    &mut tx,
+                    &w.id,
+                    "validated",
+                    Some("Event Grid subscription validation"),
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Received::Validation { code });
+            }
+            event_grid::Delivery::Events(e) => e,
+        };
+        let (mut accepted, mut duplicates, mut ignored) = (0, 0, 0);
+        for e in events {
+            let Some(key) = e.key else {
+                ignored += 1;
+                continue;
+            };
+            let mut tx = self.catalog.begin().await?;
+            let delivery = webhooks::accept(&mut tx, &w.id, &e.id, now).await?;
+            tx.commit().await?;
+            let Some(delivery) = delivery else {
+                duplicates += 1;
+                continue;
+            };
+            accepted += 1;
+            let outcome = match key.kind {
+                KeyEventKind::NewVersion => self
+                    .start(
+                        w,
+                        "sync_key",
+                        json!({"azure_name": key.name, "event": e.event_type}),
+                    )
+                    .await
+                    .map(Some),
+                KeyEventKind::NearExpiry | KeyEventKind::Expired => {
+                    self.rotate_named(w, &key.name).await.map(|()| None)
+                }
+            };
+            let mut tx = self.catalog.begin().await?;
+            match outcome {
+                Ok(run) => webhooks::set_run(&mut tx, delivery, run.as_deref(), None).await?,
+                Err(err) => {
+                    webhooks::set_run(&mut tx, delivery, None, Some(&err.to_string())).await?
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(Received::Events {
+            accepted,
+            duplicates,
+            ignored,
+        })
+    }
+
+    /// Starts a workflow run for a delivery, as the webhook's owner; returns its id.
+    async fn start(
+        &self,
+        w: &Webhook,
+        workflow: &str,
+        input: Value,
+    ) -> Result<String, WebhookError> {
+        let access = self.owner(w).await?;
+        let (group, link) = match &w.group_id {
+            None => (None, None),
+            Some(g) => {
+                let group = self
+                    .keys
+                    .group(&w.account_id, g)
+                    .await
+                    .map_err(|e| WebhookError::Conflict(e.to_string()))?;
+                let link = match group.link.is_some() {
+                    true => Some(
+                        Link::of_group(&self.catalog, &group)
+                            .map_err(|e| WebhookError::Conflict(e.to_string()))?,
+                    ),
+                    false => None,
+                };
+                (Some(group), link)
+            }
+        };
+        let handle = self
+            .workflows
+            .start(RunRequest {
+                workflow: workflow.to_string(),
+                trigger: Trigger::Webhook,
+                access,
+                exclusive: crate::workflows::exclusive_for(workflow, w.group_id.as_deref()),
+                group,
+                link,
+                input,
+                secrets: vec![],
+                pending: None,
+                run_id: None,
+            })
+            .await?;
+        Ok(handle.run_id)
+    }
+
+    /// Rotates the current virtual key of the webhook's group that has this HSM name, in the
+    /// background (the sender is answered at once; the rotation's runs record how it went).
+    async fn rotate_named(&self, w: &Webhook, name: &str) -> Result<(), WebhookError> {
+        let access = self.owner(w).await?;
+        let group = w.group_id.clone().unwrap_or_default();
+        let mut conn = self.catalog.conn().await?;
+        let key = sobjects::by_external_name(&mut conn, &w.account_id, &group, name)
+            .await?
+            .ok_or_else(|| {
+                WebhookError::NotFound(format!(
+                    "the group has no key named '{name}' in its HSM (sync it first)"
+                ))
+            })?;
+        drop(conn);
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            let spec = RekeySpec {
+                key: Some(KeyRef::Kid(key.kid.clone())),
+                trigger: Trigger::Webhook,
+                ..RekeySpec::default()
+            };
+            if let Err(e) = keys.rekey(&access, spec).await {
+                let already = matches!(&e, KeyError::State(_));
+                tracing::warn!(kid = %key.kid, already, "rotation asked for by an Event Grid event failed: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    async fn owner(&self, w: &Webhook) -> Result<Access, WebhookError> {
+        let mut conn = self.catalog.conn().await?;
+        auth::access::load(&mut conn, &w.account_id, &w.owner)
+            .await?
+            .ok_or_else(|| {
+                WebhookError::Forbidden(
+                    "the webhook's owner no longer belongs to the account; create the webhook again".into(),
+                )
+            })
+    }
+
+    /// Records a refused delivery (failures to record are logged: the refusal stands).
+    async fn refused(&self, w: &Webhook, why: &str) {
+        let write = async {
+            let mut tx = self.catalog.begin().await?;
+            webhooks::record(&mut tx, &w.id, "refused", Some(why), self.clock.now()).await?;
+            tx.commit().await?;
+            Ok::<_, CatalogError>(())
+        };
+        if let Err(e) = write.await {
+            tracing::error!("recording a refused webhook delivery: {e}");
+        }
+    }
+
+    /// Webhooks of a group are managed by who manages its keys; others by account
+    /// administrators.
+    async fn may_manage(
+        &self,
+        access: &Access,
+        group: Option<&str>,
+        kind: WebhookKind,
+    ) -> Result<(), WebhookError> {
+        let Some(g) = group else {
+            return if access.is_account_admin() {
+                Ok(())
+            } else {
+                Err(WebhookError::Forbidden(
+                    "only account administrators manage webhooks that belong to no group".into(),
+                ))
+            };
+        };
+        if !crate::catalog::is_id(g) {
+            return Err(invalid(
+                "group_id",
+                format!("'{g}' is not a valid group id"),
+            ));
+        }
+        let mut conn = self.catalog.conn().await?;
+        let found = groups::get(&mut conn, &access.account_id, g)
+            .await?
+            .ok_or_else(|| WebhookError::NotFound(format!("no group {g}")))?;
+        if kind == WebhookKind::EventGrid && found.link.is_none() {
+            return Err(invalid(
+                "group_id",
+                "an Event Grid webhook belongs to a group linked to the key manager that sends the events",
+            ));
+        }
+        if access.can_manage_keys(g) {
+            Ok(())
+        } else {
+            Err(WebhookError::Forbidden(
+                "you may not manage that group's keys".into(),
+            ))
+        }
+    }
+
+    fn event(&self, access: &Access, action: &str, id: &str, details: Value) -> Event {
+        Event::new(
+            Some(&access.account_id),
+            &access.principal,
+            action,
+            self.clock.now(),
+        )
+        .object("webhook", id)
+        .details(details)
+    }
+}
+
+/// A new secret and how it is shown: `whsec_<base64>` to sign with; for Event Grid, hex (it
+/// goes into a URL).
+fn new_secret(kind: WebhookKind) -> (Vec<u8>, String) {
+    let s = Secret::generate();
+    let shown = match kind {
+        WebhookKind::Standard => s.display(),
+        WebhookKind::EventGrid => hex(s.bytes()),
+    };
+    (s.bytes().to_vec(), shown)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn visible(access: &Access, w: &Webhook) -> bool {
+    match &w.group_id {
+        None => access.reads_whole_account(),
+        Some(g) => access.can_read_group(g),
+    }
+}

@@ -1,0 +1,569 @@
+//! The scheduler (F25, F31) with its clock driven by the tests: scheduled rotations day by
+//! day, catching up once after an outage, two daemons on one catalog rotating each key once,
+//! a failing key that does not hold up the others and ends up failed, a cron job syncing a
+//! group on time; and a daemon killed with SIGKILL in the middle of rotating a source key's
+//! 50 linked copies, after which a restarted daemon leaves catalog and HSM in agreement.
+
+use std::path::Path;
+use std::time::Duration;
+
+use keyward::daemon::DaemonConfig;
+use keyward::scheduler::TickReport;
+use keyward_emulator::FaultConfig;
+use keyward_tests::DAY;
+use keyward_tests::api::{Api, Endpoint, TestDaemon, b64};
+use keyward_tests::azure::{self, Azure, SECRET, allow_local, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Scheduler ticks by hand; sessions that outlive the simulated days.
+fn by_hand(c: &mut DaemonConfig) {
+    c.scheduler.enabled = false;
+    c.session_lifetime_secs = 400 * DAY;
+    c.cache_ttl_secs = 1;
+}
+
+async fn tick(d: &TestDaemon) -> TickReport {
+    d.state.scheduler.tick().await.expect("a scheduler round")
+}
+
+async fn count(d: &TestDaemon, sql: &str) -> i64 {
+    use sqlx::Row;
+    let mut conn = d.state.catalog.conn().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn key_named(api: &Api, name: &str) -> Value {
+    api.ok(
+        Method::POST,
+        "/crypto/v1/keys/info",
+        Some(json!({"name": name})),
+    )
+    .await
+}
+
+async fn daily_key(api: &Api, group: &str, name: &str) -> Value {
+    api.create_key(
+        json!({"name": name, "group_id": group, "obj_type": "AES", "key_size": 128,
+        "rotation_policy": {"interval_days": 1, "deactivate_rotated_key": true}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_daily_policy_rotates_once_a_day_and_once_after_an_outage() {
+    let d = TestDaemon::start_with(by_hand).await;
+    let admin = d.bootstrap().await;
+    let g = admin.create_group("plain", json!({})).await;
+    let first = daily_key(&admin, &g, "daily").await;
+    assert_eq!(tick(&d).await, TickReport::default(), "nothing is due yet");
+
+    for day in 1..=10 {
+        d.clock.advance(DAY);
+        let r = tick(&d).await;
+        assert_eq!(r.rotated, 1, "day {day}: {r:?}");
+        assert_eq!(tick(&d).await.rotated, 0, "day {day}: once");
+    }
+    assert_eq!(
+        count(
+            &d,
+            "SELECT COUNT(*) FROM sobjects WHERE name LIKE 'daily (rotated at %'"
+        )
+        .await,
+        10
+    );
+    let current = key_named(&admin, "daily").await;
+    assert_ne!(current["kid"], first["kid"]);
+    assert_eq!(current["rotation_status"]["status"], "active");
+    let next = keyward::time::parse_dsm(current["scheduled_rotation"].as_str().unwrap()).unwrap();
+    assert!(
+        (next - (d.clock.now() + DAY)).abs() < 60,
+        "next due a day after the last rotation"
+    );
+    let old = admin
+        .ok(
+            Method::GET,
+            &format!("/crypto/v1/keys/{}", first["kid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(old["state"], "Deactivated", "deactivate_rotated_key");
+
+    // Three days down: one rotation, not three, and the next one a day after it.
+    d.clock.advance(3 * DAY);
+    assert_eq!(tick(&d).await.rotated, 1);
+    assert_eq!(tick(&d).await.rotated, 0);
+    let current = key_named(&admin, "daily").await;
+    let next = keyward::time::parse_dsm(current["scheduled_rotation"].as_str().unwrap()).unwrap();
+    assert!((next - (d.clock.now() + DAY)).abs() < 60);
+    d.clock.advance(DAY);
+    assert_eq!(tick(&d).await.rotated, 1);
+
+    let history = admin
+        .ok(
+            Method::GET,
+            &format!(
+                "/crypto/v1/keys/{}/rotations",
+                current["kid"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(history.as_array().unwrap().len(), 12, "{history}");
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["status"] == "succeeded")
+    );
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_catalog_rotate_each_key_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestDaemon::start_configured(dir.path(), by_hand)
+        .await
+        .unwrap();
+    let b = TestDaemon::start_configured(dir.path(), by_hand)
+        .await
+        .unwrap();
+    let admin = a.bootstrap().await;
+    let g = admin.create_group("plain", json!({})).await;
+    for i in 0..20 {
+        daily_key(&admin, &g, &format!("k{i:02}")).await;
+    }
+    for day in 1..=3 {
+        a.clock.advance(DAY);
+        b.clock.advance(DAY);
+        let (ra, rb) = tokio::join!(tick(&a), tick(&b));
+        assert_eq!(ra.rotated + rb.rotated, 20, "day {day}: {ra:?} {rb:?}");
+        assert_eq!(
+            count(
+                &a,
+                "SELECT COUNT(*) FROM sobjects WHERE rotated_at IS NOT NULL"
+            )
+            .await,
+            20 * day,
+            "day {day}: each key rotated once"
+        );
+        assert_eq!(
+            count(&a, "SELECT COUNT(*) FROM sobjects WHERE rotated_at IS NULL").await,
+            20
+        );
+    }
+    assert_eq!(
+        count(&a, "SELECT COUNT(*) FROM fires WHERE status = 'succeeded'").await,
+        60,
+        "one fire per key and day"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_key_does_not_stop_the_others_and_its_policy_ends_failed() {
+    let d = TestDaemon::start_with(|c| {
+        by_hand(c);
+        c.scheduler.max_attempts = 3;
+        c.scheduler.backoff_secs = vec![600];
+    })
+    .await;
+    let admin = d.bootstrap().await;
+    let ok_group = admin.create_group("fine", json!({})).await;
+    let strict = admin.create_group("strict", json!({})).await;
+    daily_key(&admin, &ok_group, "fine-1").await;
+    daily_key(&admin, &ok_group, "fine-2").await;
+    daily_key(&admin, &strict, "stuck").await;
+    // The group's policy now wants AES-256: the 128-bit key's replacement is refused.
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{strict}"),
+            Some(json!({"cryptographic_policy": {"aes": {"key_sizes": [256]}}})),
+        )
+        .await;
+
+    d.clock.advance(DAY);
+    let r = tick(&d).await;
+    assert_eq!((r.rotated, r.rotation_failures), (2, 1), "{r:?}");
+    let stuck = key_named(&admin, "stuck").await;
+    assert_eq!(
+        stuck["rotation_status"]["status"], "active",
+        "retried first"
+    );
+    assert_eq!(stuck["rotation_status"]["failures"], 1);
+    assert!(
+        stuck["rotation_status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("policy"),
+        "{stuck}"
+    );
+
+    // Retries wait for their backoff; after the last attempt the policy is failed.
+    assert_eq!(
+        tick(&d).await.rotation_failures,
+        0,
+        "not before the backoff"
+    );
+    for _ in 0..2 {
+        d.clock.advance(601);
+        assert_eq!(tick(&d).await.rotation_failures, 1);
+    }
+    let stuck = key_named(&admin, "stuck").await;
+    assert_eq!(stuck["rotation_status"]["status"], "failed", "{stuck}");
+    assert_eq!(stuck["rotation_status"]["failures"], 3);
+    assert!(
+        stuck.get("scheduled_rotation").is_none(),
+        "a failed policy schedules nothing"
+    );
+    let history = admin
+        .ok(
+            Method::GET,
+            &format!(
+                "/crypto/v1/keys/{}/rotations",
+                stuck["kid"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(history[0]["status"], "failed");
+    assert_eq!(history[0]["attempt"], 3);
+    d.state.audit.flush().await;
+    let logs = admin
+        .ok(Method::GET, "/sys/v1/logs?action=key.rotation_failed", None)
+        .await;
+    assert_eq!(logs.as_array().unwrap().len(), 3, "{logs}");
+
+    // The others keep rotating; setting the policy again restarts the stuck one.
+    d.clock.advance(DAY);
+    assert_eq!(tick(&d).await.rotated, 2);
+    let v = admin
+        .ok(
+            Method::PATCH,
+            &format!("/crypto/v1/keys/{}", stuck["kid"].as_str().unwrap()),
+            Some(json!({"rotation_policy": {"interval_days": 1}})),
+        )
+        .await;
+    assert_eq!(v["rotation_status"]["status"], "active");
+    assert_eq!(v["rotation_status"]["failures"], 0);
+}
+
+#[tokio::test]
+async fn a_cron_job_syncs_a_group_on_time() {
+    let az = Azure::start_with(by_hand).await;
+    let d = &az.daemon;
+    az.seed(azure::HSM, json!({"count": 3, "prefix": "nightly"}))
+        .await;
+    let job = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/jobs",
+            Some(json!({"name": "nightly sync", "workflow": "sync",
+            "group_id": az.group, "cron": "0 3 * * *", "time_zone": "Europe/Berlin"})),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let next = keyward::time::parse_dsm(job["next_run"].as_str().unwrap()).unwrap();
+    assert!(next > d.clock.now() && next <= d.clock.now() + DAY);
+    let synced = || async {
+        count(d, "SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.id.label') LIKE 'nightly-%'").await
+    };
+
+    // Not before its time...
+    d.clock.advance(next - d.clock.now() - 60);
+    assert_eq!(tick(d).await.jobs_run, 0);
+    assert_eq!(synced().await, 0);
+    // ...and then once.
+    d.clock.advance(120);
+    assert_eq!(tick(d).await.jobs_run, 1);
+    assert_eq!(synced().await, 3);
+    assert_eq!(tick(d).await.jobs_run, 0);
+    let job = az
+        .admin
+        .ok(Method::GET, &format!("/sys/v1/jobs/{id}"), None)
+        .await;
+    let after = keyward::time::parse_dsm(job["next_run"].as_str().unwrap()).unwrap();
+    assert_eq!(after, next + DAY, "the next night, 03:00 Berlin time");
+    let fires = az
+        .admin
+        .ok(Method::GET, &format!("/sys/v1/jobs/{id}/fires"), None)
+        .await;
+    assert_eq!(fires[0]["status"], "succeeded");
+    let run = az
+        .admin
+        .ok(
+            Method::GET,
+            &format!(
+                "/sys/v1/workflow_runs/{}",
+                fires[0]["run_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(run["trigger"], "schedule");
+    assert_eq!(run["workflow"], "sync");
+
+    // Paused, it does not run; resumed, it runs at its next time; deleted, it is gone.
+    az.admin
+        .ok(Method::POST, &format!("/sys/v1/jobs/{id}/pause"), None)
+        .await;
+    d.clock.advance(DAY);
+    assert_eq!(tick(d).await.jobs_run, 0);
+    let resumed = az
+        .admin
+        .ok(Method::POST, &format!("/sys/v1/jobs/{id}/resume"), None)
+        .await;
+    assert!(resumed["next_run"].is_string());
+    let (s, _) = az
+        .admin
+        .call(Method::DELETE, &format!("/sys/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = az
+        .admin
+        .call(Method::GET, &format!("/sys/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(s, 404);
+
+    // Bad jobs are refused with the field named.
+    for (body, field) in [
+        (
+            json!({"name": "x", "workflow": "sync", "group_id": az.group, "cron": "61 * * * *"}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "workflow": "sync", "group_id": az.group, "cron": "0 3 * * *", "time_zone": "Mars/Base"}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "workflow": "no-such", "group_id": az.group, "cron": "0 3 * * *"}),
+            "workflow",
+        ),
+        (
+            json!({"name": "x", "workflow": "generate", "group_id": az.group, "cron": "0 3 * * *"}),
+            "workflow",
+        ),
+        (
+            json!({"name": "x", "workflow": "sync", "group_id": az.group, "cron": "0 3 * * *", "input": [1]}),
+            "input",
+        ),
+    ] {
+        let (s, b) = az
+            .admin
+            .call(Method::POST, "/sys/v1/jobs", Some(body))
+            .await;
+        assert_eq!((s, b["field"].as_str()), (400, Some(field)), "{b}");
+    }
+    let (s, _) = az
+        .app
+        .call(
+            Method::POST,
+            "/sys/v1/jobs",
+            Some(json!({"name": "x", "workflow": "sync", "cron": "0 3 * * *"})),
+        )
+        .await;
+    assert_eq!(s, 403, "jobs of no group are for account administrators");
+}
+
+// ---------------------------------------------------------------------------------------
+// A daemon killed mid-rotation.
+
+const CHILD_DIR: &str = "KEYWARD_TEST_CHILD_DATA_DIR";
+
+/// Not a test: the body of the daemon process the crash test starts and kills (the test
+/// binary runs itself with this test selected and the data directory in the environment).
+#[test]
+#[ignore = "run by the crash test as its child daemon"]
+fn child_daemon() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut config = DaemonConfig::new(&dir);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.plugin_cache_dir = Some(keyward_tests::cache_dir());
+        config.scheduler.enabled = false;
+        config.scheduler.lease_secs = 2;
+        allow_local(&mut config);
+        let running = keyward::daemon::start(config, std::future::pending())
+            .await
+            .expect("the child daemon starts");
+        std::fs::write(Path::new(&dir).join("addr"), running.addr.to_string()).unwrap();
+        running.wait().await.unwrap();
+    });
+}
+
+#[tokio::test]
+async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled() {
+    let em = azure::emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_daemon", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr_file = dir.path().join("addr");
+    let addr = eventually(120, || async { std::fs::read_to_string(&addr_file).ok() }).await;
+    let child_daemon = Endpoint::at(&format!("http://{addr}"));
+    let admin = child_daemon.bootstrap().await;
+    let group = admin
+        .create_group(
+            "azure",
+            json!({"external_kms": azure::link(&em, SECRET, Some(azure::HSM))}),
+        )
+        .await;
+    let plain = admin.create_group("plain", json!({})).await;
+    let src = admin
+        .ok(
+            Method::PUT,
+            "/crypto/v1/keys",
+            Some(
+                json!({"name": "source", "group_id": plain, "obj_type": "AES",
+            "value": b64(&keyward_crypto::random_bytes(32)), "key_ops": ["ENCRYPT", "DECRYPT"]}),
+            ),
+        )
+        .await;
+    for i in 0..50 {
+        admin
+            .ok(
+                Method::POST,
+                "/crypto/v1/keys/copy",
+                Some(json!({"key": {"kid": src["kid"]}, "group_id": group,
+                "name": format!("copy-{i:02}")})),
+            )
+            .await;
+    }
+
+    // Slow the HSM down, start the rotation, and kill the daemon once some copies have their
+    // new version in the HSM (and some of those are not recorded yet).
+    em.set_faults(FaultConfig {
+        latency_ms: 300,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let imports_before = em.counts().get("keys.import").copied().unwrap_or(0);
+    let rotating = tokio::spawn({
+        let admin = admin.clone();
+        async move {
+            admin
+                .call(
+                    Method::POST,
+                    "/crypto/v1/keys/rekey",
+                    Some(json!({"name": "source", "rotate_copied_keys": "all_external"})),
+                )
+                .await
+        }
+    });
+    eventually(60, || async {
+        let n = em.counts().get("keys.import").copied().unwrap_or(0) - imports_before;
+        (n >= 12).then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = rotating.await;
+    em.set_faults(FaultConfig::default()).unwrap();
+    // Requests the killed daemon had sent are still answered by the HSM: let them land.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // A new daemon on the same catalog, once the dead one's leases have run out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = TestDaemon::start_configured(dir.path(), |c| {
+        by_hand(c);
+        c.scheduler.lease_secs = 2;
+        allow_local(c);
+    })
+    .await
+    .unwrap();
+    let mut resumed = 0;
+    for _ in 0..5 {
+        resumed += tick(&d).await.resumed;
+        if count(
+            &d,
+            "SELECT COUNT(*) FROM rotation_steps WHERE status = 'pending'",
+        )
+        .await
+            == 0
+        {
+            break;
+        }
+    }
+    assert!(resumed > 0, "the interrupted copies were taken over");
+    assert_eq!(
+        count(
+            &d,
+            "SELECT COUNT(*) FROM rotation_steps WHERE status <> 'done'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&d, "SELECT COUNT(*) FROM rotation_steps").await, 50);
+
+    // The HSM and the catalog agree: each copy has exactly two versions, the current virtual
+    // key is the latest, the replaced one the first.
+    let admin = d
+        .login(
+            keyward_tests::api::ADMIN_EMAIL,
+            keyward_tests::api::ADMIN_PASSWORD,
+        )
+        .await;
+    let g = d
+        .state
+        .group(src["acct_id"].as_str().unwrap(), &group)
+        .await
+        .unwrap()
+        .unwrap();
+    let link = keyward::kms::Link::of_group(&d.state.catalog, &g).unwrap();
+    for i in 0..50 {
+        let name = format!("copy-{i:02}");
+        let versions = d
+            .state
+            .kms
+            .list_versions(&link, &name, None)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(versions.len(), 2, "{name}: no lost and no doubled version");
+        let latest = d.state.kms.find_key(&link, &name).await.unwrap().unwrap();
+        let current = key_named(&admin, &format!("copy-{i:02}")).await;
+        assert_eq!(
+            current["external"]["id"]["version"],
+            latest.version.as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            count(&d, &format!("SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.id.label') = '{name}'")).await,
+            2,
+            "{name}: one virtual key per version"
+        );
+    }
+    assert_eq!(
+        count(
+            &d,
+            "SELECT COUNT(*) FROM sobjects WHERE name LIKE 'source (rotated at %'"
+        )
+        .await,
+        1
+    );
+    // And a sync (which reconciles first) finds nothing to add or settle.
+    let scan = admin
+        .ok(
+            Method::POST,
+            &format!("/sys/v1/groups/{group}/hmg/scan"),
+            None,
+        )
+        .await;
+    assert_eq!(scan.as_array().unwrap().len(), 0, "{scan}");
+    d.stop().await;
+    em.stop().await;
+}
