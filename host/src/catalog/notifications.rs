@@ -308,6 +308,8 @@ pub async fn fail_pending(c: &mut Conn, endpoint: &str, reason: &str) -> Result<
     Ok(())
 }
 
+/// Newest first. Messages made in the same second tie on `created_at`; ids are random, so
+/// insertion order (`rowid`) breaks the tie.
 pub async fn messages_of(
     c: &mut Conn,
     account: &str,
@@ -315,7 +317,7 @@ pub async fn messages_of(
     limit: u32,
 ) -> Result<Vec<Message>> {
     Ok(sqlx::query(
-        "SELECT * FROM outbox WHERE account_id = ? AND endpoint_id = ? ORDER BY created_at DESC, id LIMIT ?",
+        "SELECT * FROM outbox WHERE account_id = ? AND endpoint_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
     )
     .bind(account)
     .bind(endpoint)

@@ -1,0 +1,232 @@
+//! What the benchmarks against a running daemon share: a daemon on a loopback port with an
+//! administrator logged in, a group linked to the Azure Managed HSM emulator, and the
+//! request counts and lower bound the emulator-backed benchmarks print.
+#![allow(dead_code)] // each bench binary uses its own part of this
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use keyward::daemon::{self, DaemonConfig, Running};
+use keyward::kms::AZURE_PLUGIN;
+use keyward::plugins::HostPattern;
+use keyward_emulator::FaultConfig;
+use keyward_emulator::RunningEmulator as Emulator;
+use keyward_emulator::config::demo;
+use serde_json::{Value, json};
+
+pub const EMAIL: &str = "bench@example.com";
+pub const PASSWORD: &str = "bench password 1";
+
+/// A size or concurrency from the environment, so a bench can be run smaller or larger.
+pub fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub struct Daemon {
+    pub running: Running,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// A daemon on `127.0.0.1:0` with a fresh catalog, its plugin allowed to reach the
+    /// emulator `em` if given, configured further by `tune`; its first user signed up and
+    /// logged in.
+    pub async fn start(em: Option<&Emulator>, tune: impl FnOnce(&mut DaemonConfig)) -> Daemon {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DaemonConfig::new(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        if let Some(em) = em {
+            config.extra_outbound_hosts.insert(
+                AZURE_PLUGIN.into(),
+                vec![
+                    HostPattern::parse(&format!("https://localhost:{}", em.port)).unwrap(),
+                    HostPattern::parse(&format!("https://*.localhost:{}", em.port)).unwrap(),
+                ],
+            );
+        }
+        tune(&mut config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = daemon::start(config, async {
+            stopped.await.ok();
+        })
+        .await
+        .unwrap();
+        let api = format!("http://{}", running.addr);
+        let http = reqwest::Client::new();
+        call(
+            &http,
+            &format!("{api}/sys/v1/users"),
+            None,
+            Some(json!({"user_email": EMAIL, "user_password": PASSWORD})),
+        )
+        .await;
+        let login = http
+            .post(format!("{api}/sys/v1/session/auth"))
+            .header(
+                "authorization",
+                format!("Basic {}", STANDARD.encode(format!("{EMAIL}:{PASSWORD}"))),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_string();
+        Daemon {
+            running,
+            api,
+            http,
+            token,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// POST `path` as the logged-in user; panics unless it succeeds.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Value {
+        call(
+            &self.http,
+            &format!("{}{path}", self.api),
+            Some(&self.token),
+            body,
+        )
+        .await
+    }
+
+    /// A group linked to the emulator's demo HSM; returns its id once its background
+    /// connection test has had time to finish, so it does not land in a measurement.
+    pub async fn azure_group(&self, em: &Emulator, name: &str) -> String {
+        let group = self
+            .post(
+                "/sys/v1/groups",
+                Some(json!({"name": name, "external_kms": {
+                    "kind": "AzureManagedHsm", "tenant_id": demo::TENANT, "client_id": demo::CLIENT_ID,
+                    "client_secret": demo::CLIENT_SECRET, "subscription_id": demo::SUBSCRIPTION,
+                    "instance": em.hsm_uri(demo::HSM),
+                    "endpoints": {"identity": em.base_url, "management": em.base_url, "instance_suffix": "localhost"},
+                    "tls": {"ca_pem": em.ca_pem},
+                }})),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        group["group_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.wait().await.unwrap();
+    }
+}
+
+pub async fn call(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut r = c.post(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{url}: {status} {body}");
+    body
+}
+
+/// Seeds `count` AES keys named `{prefix}-NNNNN` into the emulator's demo HSM.
+pub async fn seed(em: &Emulator, count: usize, prefix: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/admin/hsms/{}/seed", em.admin_url, demo::HSM))
+        .json(&json!({"count": count, "prefix": prefix}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "seeding: {}", resp.status());
+}
+
+/// What one measured call did: its result, wall time, and the emulator requests it made.
+pub struct Measured<T> {
+    pub value: T,
+    pub wall: Duration,
+    pub requests: u64,
+    pub per_op: String,
+}
+
+/// Runs `f` with `latency_ms` injected into every emulator request, and measures it.
+pub async fn with_latency<T>(
+    em: &Emulator,
+    latency_ms: u64,
+    f: impl Future<Output = T>,
+) -> Measured<T> {
+    em.set_faults(FaultConfig {
+        latency_ms,
+        ..Default::default()
+    })
+    .unwrap();
+    let before = em.counts();
+    let started = Instant::now();
+    let value = f.await;
+    let wall = started.elapsed();
+    let (requests, per_op) = requests_between(&before, &em.counts());
+    Measured {
+        value,
+        wall,
+        requests,
+        per_op,
+    }
+}
+
+/// The requests the emulator served between two of its counts: the total, and per operation.
+pub fn requests_between(
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+) -> (u64, String) {
+    let mut total = 0;
+    let mut per_op = Vec::new();
+    for (op, n) in after {
+        let d = n - before.get(op).copied().unwrap_or(0);
+        if d > 0 {
+            per_op.push(format!("{op} {d}"));
+            total += d;
+        }
+    }
+    (total, per_op.join(", "))
+}
+
+/// Prints wall time, requests and the ratio to `requests x latency / concurrency`, and
+/// whether the ratio is within `target`.
+pub fn print_against_bound(
+    wall: Duration,
+    requests: u64,
+    per_op: &str,
+    latency_ms: u64,
+    concurrency: usize,
+    target: f64,
+) -> f64 {
+    let bound = Duration::from_millis(requests * latency_ms / concurrency as u64);
+    let ratio = wall.as_secs_f64() / bound.as_secs_f64();
+    println!("  wall time      {:.2} s", wall.as_secs_f64());
+    println!("  requests       {requests} ({per_op})");
+    println!(
+        "  lower bound    {:.2} s (requests x {latency_ms} ms / concurrency {concurrency})",
+        bound.as_secs_f64()
+    );
+    println!("  ratio          {ratio:.2}x (target <= {target}x)");
+    ratio
+}
