@@ -103,7 +103,10 @@ async fn keys_generated_in_azure_are_virtual_keys_with_their_azure_details() {
         .create_key(json!({"name": "vault-aes", "group_id": g, "obj_type": "AES", "key_size": 256}))
         .await;
     assert_eq!(aes["state"], "Active");
-    let later = keyward::time::format_dsm(az.daemon.clock.now() + 86_400);
+    // Read once: the clock runs, and a second boundary between two reads
+    // would make the comparison below fail.
+    let later_secs = az.daemon.clock.now() + 86_400;
+    let later = keyward::time::format_dsm(later_secs);
     let pre = az
         .admin
         .create_key(json!({"name": "later-aes", "group_id": g, "obj_type": "AES", "key_size": 256, "activation_date": later}))
@@ -111,7 +114,7 @@ async fn keys_generated_in_azure_are_virtual_keys_with_their_azure_details() {
     assert_eq!(pre["state"], "PreActive");
     assert_eq!(
         az.remote("later-aes").await.unwrap().properties.not_before,
-        Some(az.daemon.clock.now() + 86_400)
+        Some(later_secs)
     );
     let ec = az
         .admin
