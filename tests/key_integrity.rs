@@ -66,9 +66,13 @@ async fn has_material(d: &TestDaemon, kid: &str) -> bool {
         .get(0)
 }
 
+/// Successful `action`s on `object` in the audit log. Denied attempts are audited too, but
+/// through the batched queue, so when they arrive depends on its flush.
 async fn audit_count(d: &TestDaemon, action: &str, object: &str) -> i64 {
     let mut conn = d.state.catalog.conn().await.unwrap();
-    sqlx::query("SELECT COUNT(*) FROM audit_events WHERE action = ? AND object_id = ?")
+    sqlx::query(
+        "SELECT COUNT(*) FROM audit_events WHERE action = ? AND object_id = ? AND outcome = 'success'",
+    )
         .bind(action)
         .bind(object)
         .fetch_one(&mut *conn)
@@ -643,6 +647,18 @@ async fn unwrapping_under_a_kek_is_the_keks_cryptographic_operation() {
     assert_eq!(s, 403, "{body}");
     assert_eq!(body["code"], "PolicyViolation");
     assert_eq!(audit_count(&w.d, "key.unwrapkey", &kek).await, 1);
+    w.d.state.audit.flush().await;
+    let mut conn = w.d.state.catalog.conn().await.unwrap();
+    let denied_events: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'key.unwrapkey' AND object_id = ? AND outcome = 'denied'",
+    )
+    .bind(&kek)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+    .get(0);
+    drop(conn);
+    assert!(denied_events >= 1, "the refused unwrap is in the audit log");
     // A key that does not permit UNWRAPKEY is no KEK.
     let (s, _) = app
         .call(

@@ -237,6 +237,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         state_file,
         ca_pem: ca_pem.clone(),
         settings: settings.clone(),
+        byok_opened: Default::default(),
     });
     shared.persist();
 

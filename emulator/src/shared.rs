@@ -27,6 +27,11 @@ pub struct Shared {
     /// Where to save the world after changes, when persistence is on.
     pub state_file: Option<PathBuf>,
     pub ca_pem: String,
+    /// Recently opened BYOK blobs by digest of (key-exchange key version, ciphertext): a bulk
+    /// rotation imports one blob into hundreds of keys, and an RSA-3072 decryption per import
+    /// in software would make this emulator, not the client, what a benchmark measures.
+    /// Identical input gives identical output, so the cache changes no result.
+    pub byok_opened: std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<u8>>>,
 }
 
 /// What a token is for.

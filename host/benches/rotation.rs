@@ -5,7 +5,8 @@
 //! time, requests made, and the ratio to the lower bound `requests x latency / concurrency`.
 //!
 //! Run with `cargo bench -p keyward --bench rotation`. Target: within 1.5x of the bound.
-//! `KEYWARD_BENCH_COPIES` and `KEYWARD_BENCH_CONCURRENCY` change the size.
+//! `KEYWARD_BENCH_COPIES`, `KEYWARD_BENCH_CONCURRENCY` and `KEYWARD_BENCH_LATENCY_MS` change the
+//! size and the latency (0 shows what is not waiting on the network).
 
 mod support;
 
@@ -16,13 +17,13 @@ use keyward_emulator::EmulatorConfig;
 use serde_json::json;
 use support::{Daemon, Measured, env, print_against_bound, with_latency};
 
-const LATENCY_MS: u64 = 20;
 const TARGET: f64 = 1.5;
 
 #[tokio::main]
 async fn main() {
     let copies = env("KEYWARD_BENCH_COPIES", 1_000);
     let concurrency = env("KEYWARD_BENCH_CONCURRENCY", 32);
+    let latency_ms = env("KEYWARD_BENCH_LATENCY_MS", 20) as u64;
 
     let em = keyward_emulator::start(EmulatorConfig::demo())
         .await
@@ -76,7 +77,7 @@ async fn main() {
         per_op,
     } = with_latency(
         &em,
-        LATENCY_MS,
+        latency_ms,
         d.post(
             "/crypto/v1/keys/rekey",
             Some(json!({"name": "source", "rotate_copied_keys": "all_external"})),
@@ -94,14 +95,14 @@ async fn main() {
     );
 
     println!(
-        "rotation of a key with {copies} linked copies, {LATENCY_MS} ms latency per request, concurrency {concurrency}"
+        "rotation of a key with {copies} linked copies, {latency_ms} ms latency per request, concurrency {concurrency}"
     );
     println!(
         "  per copy       {:.1} ms, {:.1} requests",
         wall.as_secs_f64() * 1000.0 / copies as f64,
         requests as f64 / copies as f64
     );
-    let ratio = print_against_bound(wall, requests, &per_op, LATENCY_MS, concurrency, TARGET);
+    let ratio = print_against_bound(wall, requests, &per_op, latency_ms, concurrency, TARGET);
     println!(
         "  target         <= {TARGET}x: {}",
         if ratio <= TARGET { "met" } else { "NOT met" }

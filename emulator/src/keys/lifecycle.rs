@@ -183,9 +183,15 @@ pub(super) async fn create(
     })
 }
 
-/// The key a BYOK blob targets, unwrapped with the key-exchange key it names.
+/// BYOK blobs whose plaintext `Shared::byok_opened` keeps.
+const BYOK_OPENED_KEPT: usize = 64;
+
+/// The key a BYOK blob targets, unwrapped with the key-exchange key it names. The KEK is
+/// looked up under the HSM's read lock and the RSA unwrap (milliseconds) done outside any
+/// lock: an HSM does not stop serving its other keys while it unwraps one import.
 pub(super) fn byok_material(
-    h: &Hsm,
+    s: &Shared,
+    hsm: &str,
     kty: Kty,
     crv: Option<Curve>,
     key_hsm: &str,
@@ -211,18 +217,41 @@ pub(super) fn byok_material(
             "The BYOK key exchange key id '{kek_id}' is not a key identifier."
         )));
     };
-    let kek = find(h, kek_name, Some(version)).map_err(|_| {
-        AzureError::bad_parameter(format!(
-            "The key exchange key '{kek_id}' does not exist in this HSM."
-        ))
+    let kek = s.with_hsm(hsm, |h| {
+        let kek = find(h, kek_name, Some(version)).map_err(|_| {
+            AzureError::bad_parameter(format!(
+                "The key exchange key '{kek_id}' does not exist in this HSM."
+            ))
+        })?;
+        if kek.ops != ["import"] {
+            return Err(AzureError::bad_parameter(
+                "The key exchange key must have 'import' as its only key operation.",
+            ));
+        }
+        Ok(kek.material.clone())
     })?;
-    if kek.ops != ["import"] {
-        return Err(AzureError::bad_parameter(
-            "The key exchange key must have 'import' as its only key operation.",
-        ));
-    }
     let ciphertext = decode_b64("ciphertext", doc["ciphertext"].as_str().unwrap_or_default())?;
-    let target = crypto::byok_unwrap(&kek.material, &ciphertext)?;
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        let mut d = sha2::Sha256::new();
+        d.update(kek_id.as_bytes());
+        d.update([0]);
+        d.update(&ciphertext);
+        d.finalize().into()
+    };
+    let opened = s.byok_opened.lock().unwrap().get(&digest).cloned();
+    let target = match opened {
+        Some(t) => t,
+        None => {
+            let t = crypto::byok_unwrap(&kek, &ciphertext)?;
+            let mut memo = s.byok_opened.lock().unwrap();
+            if memo.len() >= BYOK_OPENED_KEPT {
+                memo.clear();
+            }
+            memo.insert(digest, t.clone());
+            t
+        }
+    };
     Ok(Material::from_der(kty, crv, &target)?)
 }
 
@@ -256,13 +285,18 @@ pub(super) async fn import(
         Some(c) => Some(Curve::parse(c)?),
         None => None,
     };
+    let material = match req.key.get("key_hsm").and_then(Value::as_str) {
+        Some(blob) => {
+            let (shared, on, blob) = (s.clone(), hsm.clone(), blob.to_string());
+            tokio::task::spawn_blocking(move || byok_material(&shared, &on, kty, crv, &blob))
+                .await
+                .expect("unwrapping does not panic")?
+        }
+        None => Material::from_jwk(kty, &req.key)?,
+    };
     let now = s.clock.now();
     s.with_hsm_mut(&hsm, |h| {
         not_deleted(h, &name)?;
-        let material = match req.key.get("key_hsm").and_then(Value::as_str) {
-            Some(blob) => byok_material(h, kty, crv, blob)?,
-            None => Material::from_jwk(kty, &req.key)?,
-        };
         let version = KeyVersion {
             id: new_version_id(),
             material,

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workflows.sql")),
     (3, include_str!("migrations/0003_integrity.sql")),
     (4, include_str!("migrations/0004_rotation.sql")),
+    (5, include_str!("migrations/0005_versions.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";

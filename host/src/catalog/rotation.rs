@@ -286,23 +286,31 @@ pub async fn policy_failed(c: &mut Conn, kid: &str, error: &str, stop: bool) -> 
     Ok(())
 }
 
-/// Policies due at `now`, oldest first (served by the partial index on `next_due`).
+/// The query of `due_policies` (`?1` now, `?2` the limit); public so that the scheduler
+/// benchmark can show its plan.
+pub fn due_policies_sql() -> String {
+    format!(
+        "SELECT p.kid, p.account_id, p.next_due FROM rotation_policies p
+         WHERE p.status = 'active' AND p.next_due <= ?1 AND {} ORDER BY p.next_due LIMIT ?2",
+        super::schedule::claimable(super::schedule::FireKind::Rotation, "p.kid", "p.next_due")
+    )
+}
+
+/// Policies due at `now` whose fire can be claimed, oldest first (served by the partial
+/// index on `next_due`).
 pub async fn due_policies(
     c: &mut Conn,
     now: i64,
     limit: u32,
 ) -> Result<Vec<(String, String, i64)>> {
-    Ok(sqlx::query(
-        "SELECT kid, account_id, next_due FROM rotation_policies
-         WHERE status = 'active' AND next_due <= ? ORDER BY next_due LIMIT ?",
-    )
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(c)
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect())
+    Ok(sqlx::query(sqlx::AssertSqlSafe(due_policies_sql()))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

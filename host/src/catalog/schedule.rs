@@ -136,7 +136,11 @@ pub async fn delete_job(c: &mut Conn, account: &str, id: &str) -> Result<bool> {
 
 /// Jobs due at `now` (served by the partial index on `next_due`).
 pub async fn due_jobs(c: &mut Conn, now: i64, limit: u32) -> Result<Vec<Job>> {
-    sqlx::query("SELECT * FROM jobs WHERE paused = 0 AND next_due <= ? ORDER BY next_due LIMIT ?")
+    let sql = format!(
+        "SELECT * FROM jobs WHERE paused = 0 AND next_due <= ?1 AND {} ORDER BY next_due LIMIT ?2",
+        claimable(FireKind::Job, "jobs.id", "jobs.next_due")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(c)
@@ -195,6 +199,18 @@ pub struct Claim {
     pub key: FireKey,
     pub worker: String,
     pub attempt: i64,
+}
+
+/// SQL that is true when the fire of `kind` for the row's `target` and `due` columns could be
+/// claimed at `?1`: it has no row yet, its retry is due, or its lease expired (the test
+/// `claim` makes in its conflict clause). The due queries filter on it, so fires held
+/// elsewhere or waiting for a retry neither fill a round's limit nor cost a claim attempt.
+pub(super) fn claimable(kind: FireKind, target: &str, due: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM fires f WHERE f.kind = '{}' AND f.target = {target} AND f.due_at = {due}
+           AND NOT ((f.status = 'retry' AND f.next_attempt_at <= ?1) OR (f.status = 'running' AND f.lease_until < ?1)))",
+        kind.as_str()
+    )
 }
 
 /// Claims a fire: inserts it, or takes it over when its retry is due or its lease expired.

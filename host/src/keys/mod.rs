@@ -67,7 +67,7 @@ pub use hsm::KeyFlow;
 pub use journal::RemoteReport;
 pub use remote::{Deletion, Pending, PendingChange, PendingNew, RunScope};
 pub use rotate::{MAX_HSM_VERSIONS, RekeyChange, RekeySpec, Rekeyed};
-pub use rotate_hsm::{CopyOutcome, RotationRun, StepPlan};
+pub use rotate_hsm::{CopyOutcome, MadeVersion, RotationRun, StepPlan};
 pub use rules::Transition;
 pub use usage::{UsableKey, WrapMode};
 

@@ -21,10 +21,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Access};
-use crate::catalog::new_id;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation::{self, CopySelection, Step, StepKind, StepStatus};
 use crate::catalog::sobjects::{self, KeyOp, KeySource, LinkKind, Origin, SObject, escrow_context};
+use crate::catalog::{Conn, new_id};
 use crate::crypto::Material;
 use crate::kms::public_der;
 use crate::plugins::kms::RemoteKey;
@@ -98,6 +98,16 @@ pub struct RotationRun {
     pub steps: Vec<StepPlan>,
 }
 
+/// Copies whose rotation is planned (checked against the rules and policies) at once.
+const PLANNED_AT_ONCE: usize = 8;
+
+/// A version the HSM made for one step of a run, for `record_versions`.
+pub struct MadeVersion<'a> {
+    pub plan: &'a StepPlan,
+    pub remote: &'a RemoteKey,
+    pub backup: Option<&'a [u8]>,
+}
+
 impl RotationRun {
     pub fn plan_for(&self, hsm_name: &str) -> Option<&StepPlan> {
         self.steps
@@ -151,13 +161,28 @@ impl KeyService {
             }
         };
         let now = self.now();
+        // Each plan asks the policy plugins; a few at a time keep a rotation of a thousand
+        // copies from waiting on them one by one.
+        let slots = Arc::new(tokio::sync::Semaphore::new(PLANNED_AT_ONCE));
+        let mut planning = tokio::task::JoinSet::new();
+        for (i, copy) in chosen.into_iter().enumerate() {
+            let (this, access, new, slots) =
+                (self.clone(), access.clone(), new.clone(), slots.clone());
+            planning.spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("never closed");
+                let planned = this.copy_plan(&access, &copy, &new, now).await;
+                (i, copy, planned)
+            });
+        }
+        let mut done = planning.join_all().await;
+        done.sort_by_key(|(i, ..)| *i);
         let (mut plans, mut refused) = (Vec::new(), Vec::new());
-        for copy in chosen {
-            match self.copy_plan(access, &copy, new, now).await {
+        for (_, copy, planned) in done {
+            match planned {
                 Ok(p) => plans.push(p),
                 Err(e) => refused.push(CopyOutcome {
-                    kid: copy.kid.clone(),
-                    group_id: copy.group_id.clone(),
+                    kid: copy.kid,
+                    group_id: copy.group_id,
                     new_kid: None,
                     error: Some(e.to_string()),
                 }),
@@ -529,6 +554,38 @@ impl KeyService {
             .await
     }
 
+    /// Records several versions of one run in one transaction, each in a savepoint of its
+    /// own: a bulk rotation makes versions faster than one commit each could record them,
+    /// and one that cannot be recorded (its lease was taken over) leaves the others intact.
+    /// Returns each version's new key id or why it was not recorded, in the given order.
+    pub async fn record_versions(
+        &self,
+        scope: RunScope<'_>,
+        worker: &str,
+        made: &[MadeVersion<'_>],
+    ) -> Result<Vec<Result<String>>> {
+        let mut tx = self.catalog().begin().await?;
+        let mut out = Vec::with_capacity(made.len());
+        for m in made {
+            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            let r = self
+                .write_version_in(&mut one, scope, m.plan, Some(worker), m.remote, m.backup)
+                .await;
+            match &r {
+                Ok(_) => one.commit().await?,
+                Err(_) => one.rollback().await?,
+            }
+            out.push(r);
+        }
+        tx.commit().await?;
+        for (m, r) in made.iter().zip(&out) {
+            if r.is_ok() {
+                self.forget(&m.plan.kid);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a version of a virtual key's HSM key made outside Keyward (Azure's own
     /// rotation, the portal), found by `sync_key`: the key that replaces the virtual key, as
     /// a rotation would record it. `None` when the virtual key has that version already.
@@ -592,6 +649,26 @@ impl KeyService {
         r: &RemoteKey,
         backup: Option<&[u8]>,
     ) -> Result<String> {
+        let mut tx = self.catalog().begin().await?;
+        let kid = self
+            .write_version_in(&mut tx, scope, plan, worker, r, backup)
+            .await?;
+        tx.commit().await?;
+        self.forget(&plan.kid);
+        Ok(kid)
+    }
+
+    /// The writes of `write_version` in the caller's transaction; the caller commits and
+    /// then forgets the old key's cache entry.
+    async fn write_version_in(
+        &self,
+        tx: &mut Conn,
+        scope: RunScope<'_>,
+        plan: &StepPlan,
+        worker: Option<&str>,
+        r: &RemoteKey,
+        backup: Option<&[u8]>,
+    ) -> Result<String> {
         if !r.name.eq_ignore_ascii_case(&plan.hsm_name) {
             return Err(KeyError::rule(format!(
                 "this rotation gives '{}' a new version, not '{}'",
@@ -610,8 +687,7 @@ impl KeyService {
             StepKind::Native => KeySource::External,
             StepKind::Copy | StepKind::Keyward => KeySource::Keyward,
         };
-        let mut tx = self.catalog().begin().await?;
-        let old = sobjects::get(&mut tx, account, &plan.kid)
+        let old = sobjects::get(tx, account, &plan.kid)
             .await?
             .filter(|o| o.group_id == scope.group.id)
             .ok_or_else(|| {
@@ -621,23 +697,22 @@ impl KeyService {
         new.external = Some(self.external_of(scope, r, source));
         new.enabled = r.properties.enabled;
         new.pub_key = public_der(r).or(new.pub_key);
-        self.retire(&mut tx, scope.access, &old, plan.deactivate_old, now)
+        self.retire(tx, scope.access, &old, plan.deactivate_old, now)
             .await?;
-        sobjects::insert(&mut tx, &new).await.map_err(integrity)?;
-        self.rearm(&mut tx, scope.access, &old, &new, None, now)
-            .await?;
+        sobjects::insert(tx, &new).await.map_err(integrity)?;
+        self.rearm(tx, scope.access, &old, &new, None, now).await?;
         if let Some(source_kid) = &plan.source_kid
-            && let Some(src) = sobjects::get(&mut tx, account, source_kid).await?
+            && let Some(src) = sobjects::get(tx, account, source_kid).await?
         {
-            sobjects::add_link(&mut tx, &copy_link(scope.access, &src, &new, now)).await?;
+            sobjects::add_link(tx, &copy_link(scope.access, &src, &new, now)).await?;
         }
         if let Some(b) = backup {
             let sealed = self.catalog().seal(&escrow_context(&new.kid), b);
-            sobjects::put_escrow(&mut tx, &new.kid, &sealed, now).await?;
+            sobjects::put_escrow(tx, &new.kid, &sealed, now).await?;
         }
         if let Some(worker) = worker
             && !rotation::finish_step(
-                &mut tx,
+                tx,
                 &plan.step_id,
                 worker,
                 StepStatus::Done,
@@ -661,11 +736,9 @@ impl KeyService {
                 "made_outside_keyward": worker.is_none(),
             }),
         )
-        .write(&mut tx)
+        .write(tx)
         .await?;
-        rotated_notice(&mut tx, &old, &new, now).await?;
-        tx.commit().await?;
-        self.forget(&old.kid);
+        rotated_notice(tx, &old, &new, now).await?;
         Ok(new.kid)
     }
 

@@ -99,6 +99,14 @@ pub struct TickReport {
     pub expiry_notices: usize,
 }
 
+/// A fire this daemon claimed: a due rotation (`job` is `None`) or a due job.
+#[derive(Debug)]
+pub struct DueFire {
+    pub claim: Claim,
+    pub account: String,
+    pub job: Option<Job>,
+}
+
 pub struct Scheduler {
     catalog: Catalog,
     keys: KeyService,
@@ -170,40 +178,15 @@ impl Scheduler {
             resumed: self.keys.resume_abandoned().await?,
             ..TickReport::default()
         };
-        let now = self.clock.now();
-        let (due_policies, due_jobs) = {
-            let mut conn = self.catalog.conn().await?;
-            (
-                rotation::due_policies(&mut conn, now, 1000).await?,
-                schedule::due_jobs(&mut conn, now, 1000).await?,
-            )
-        };
-        let mut claims = Vec::new();
-        for (kid, account, due_at) in due_policies {
-            let key = FireKey {
-                kind: FireKind::Rotation,
-                target: kid.clone(),
-                due_at,
-            };
-            if let Some(c) = self.claim(&key, &account).await? {
-                claims.push((c, account, None));
-            }
-        }
-        for job in due_jobs {
-            let Some(due_at) = job.next_due else { continue };
-            let key = FireKey {
-                kind: FireKind::Job,
-                target: job.id.clone(),
-                due_at,
-            };
-            if let Some(c) = self.claim(&key, &job.account_id).await? {
-                let account = job.account_id.clone();
-                claims.push((c, account, Some(job)));
-            }
-        }
+        let claims = self.claim_due().await?;
         let slots = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
         let mut running = tokio::task::JoinSet::new();
-        for (claim, account, job) in claims {
+        for DueFire {
+            claim,
+            account,
+            job,
+        } in claims
+        {
             let slots = slots.clone();
             let this = self.shallow();
             running.spawn(async move {
@@ -241,20 +224,59 @@ impl Scheduler {
         }
     }
 
-    async fn claim(&self, key: &FireKey, account: &str) -> Result<Option<Claim>, SchedulerError> {
+    /// Claims what is due now (at most 1,000 rotations and 1,000 jobs a round): the fires
+    /// this daemon is to run. All claims of a round are one transaction, so a round over
+    /// many due policies costs one commit, not one each; a fire another daemon holds is
+    /// simply not returned.
+    pub async fn claim_due(&self) -> Result<Vec<DueFire>, SchedulerError> {
         let now = self.clock.now();
+        let lease_until = now + self.config.lease_secs;
         let mut tx = self.catalog.begin().await?;
-        let c = schedule::claim(
-            &mut tx,
-            key,
-            account,
-            &self.worker,
-            now + self.config.lease_secs,
-            now,
-        )
-        .await?;
+        let due_policies = rotation::due_policies(&mut tx, now, 1000).await?;
+        let due_jobs = schedule::due_jobs(&mut tx, now, 1000).await?;
+        let mut claims = Vec::new();
+        for (kid, account, due_at) in due_policies {
+            let key = FireKey {
+                kind: FireKind::Rotation,
+                target: kid,
+                due_at,
+            };
+            if let Some(claim) =
+                schedule::claim(&mut tx, &key, &account, &self.worker, lease_until, now).await?
+            {
+                claims.push(DueFire {
+                    claim,
+                    account,
+                    job: None,
+                });
+            }
+        }
+        for job in due_jobs {
+            let Some(due_at) = job.next_due else { continue };
+            let key = FireKey {
+                kind: FireKind::Job,
+                target: job.id.clone(),
+                due_at,
+            };
+            if let Some(claim) = schedule::claim(
+                &mut tx,
+                &key,
+                &job.account_id,
+                &self.worker,
+                lease_until,
+                now,
+            )
+            .await?
+            {
+                claims.push(DueFire {
+                    claim,
+                    account: job.account_id.clone(),
+                    job: Some(job),
+                });
+            }
+        }
         tx.commit().await?;
-        Ok(c)
+        Ok(claims)
     }
 
     /// Keeps a claim's lease while its attempt runs.

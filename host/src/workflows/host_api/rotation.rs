@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, Map};
 use serde_json::{Value, json};
 
-use crate::keys::{Pending, RotationRun, StepPlan};
+use crate::keys::{MadeVersion, Pending, RotationRun, StepPlan};
 use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{ImportRequest, KeyMaterial, RemoteKey};
 
@@ -62,6 +62,9 @@ enum CopyResult {
     },
 }
 
+/// Versions recorded in one catalog transaction at most, so a commit stays short.
+const RECORD_BATCH: usize = 64;
+
 /// `keys::rotate_copies(blob)`: every copy of the run gets the BYOK blob as a new version of
 /// its HSM key, with bounded concurrency; each is recorded as soon as the HSM has it. A copy
 /// that resumes an interrupted rotation is first looked up: a version the HSM already made is
@@ -90,46 +93,77 @@ pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
     let mut rotated = Vec::new();
     let mut failed = Vec::new();
     c.block(async {
-        while let Some(joined) = tasks.join_next().await {
-            let (plan, result) = joined.expect("rotation task does not panic");
-            match result {
-                CopyResult::Made(remote, backup) => {
-                    let remote = *remote;
-                    c.reached_hsm
-                        .lock()
-                        .unwrap()
-                        .insert(plan.hsm_name.to_lowercase());
-                    let recorded = match c.scope() {
-                        Ok(scope) => c
-                            .services
-                            .keys
-                            .record_version(scope, &plan, &run.worker, &remote, backup.as_deref())
-                            .await
-                            .map_err(HostError::from),
-                        Err(_) => Err(HostError::new("invalid", "this run has no linked group")),
-                    };
-                    match recorded {
-                        Ok(kid) => {
-                            c.progress.add("rotated", 1);
-                            rotated.push(
-                                json!({"kid": plan.kid, "new_kid": kid, "version": remote.version}),
-                            );
-                        }
-                        Err(e) => {
-                            c.progress.add("failed", 1);
-                            failed.push(json!({"kid": plan.kid, "error": e}));
-                        }
-                    }
-                }
-                CopyResult::Failed { error, reached } => {
-                    if reached {
+        while let Some(first) = tasks.join_next().await {
+            // The copies that finished meanwhile are recorded with it, in one commit: the
+            // HSM makes versions faster than a commit per version could record them.
+            let mut done = vec![first];
+            while done.len() < RECORD_BATCH
+                && let Some(more) = tasks.try_join_next()
+            {
+                done.push(more);
+            }
+            let mut made = Vec::new();
+            for joined in done {
+                let (plan, result) = joined.expect("rotation task does not panic");
+                match result {
+                    CopyResult::Made(remote, backup) => {
                         c.reached_hsm
                             .lock()
                             .unwrap()
                             .insert(plan.hsm_name.to_lowercase());
+                        made.push((plan, *remote, backup));
                     }
-                    c.progress.add("failed", 1);
-                    failed.push(json!({"kid": plan.kid, "error": HostError::from(error)}));
+                    CopyResult::Failed { error, reached } => {
+                        if reached {
+                            c.reached_hsm
+                                .lock()
+                                .unwrap()
+                                .insert(plan.hsm_name.to_lowercase());
+                        }
+                        c.progress.add("failed", 1);
+                        failed.push(json!({"kid": plan.kid, "error": HostError::from(error)}));
+                    }
+                }
+            }
+            if made.is_empty() {
+                continue;
+            }
+            let batch: Vec<MadeVersion> = made
+                .iter()
+                .map(|(plan, remote, backup)| MadeVersion {
+                    plan,
+                    remote,
+                    backup: backup.as_deref(),
+                })
+                .collect();
+            let recorded = match c.scope() {
+                Ok(scope) => c
+                    .services
+                    .keys
+                    .record_versions(scope, &run.worker, &batch)
+                    .await
+                    .map_err(HostError::from),
+                Err(_) => Err(HostError::new("invalid", "this run has no linked group")),
+            };
+            let each: Vec<Result<String, HostError>> = match recorded {
+                Ok(results) => results
+                    .into_iter()
+                    .map(|r| r.map_err(HostError::from))
+                    .collect(),
+                Err(e) => vec![Err(e); made.len()],
+            };
+            for ((plan, remote, _), r) in made.iter().zip(each) {
+                match r {
+                    Ok(kid) => {
+                        c.progress.add("rotated", 1);
+                        rotated.push(
+                            json!({"kid": plan.kid, "new_kid": kid, "version": remote.version}),
+                        );
+                    }
+                    Err(e) => {
+                        c.progress.add("failed", 1);
+                        failed.push(json!({"kid": plan.kid, "error": e}));
+                    }
                 }
             }
         }
