@@ -303,7 +303,7 @@ async fn seed(
                 exportable: false,
             };
             h.keys.insert(
-                key_name.clone(),
+                &key_name,
                 KeyRecord {
                     versions: vec![version],
                     rotation_policy: None,

@@ -23,6 +23,7 @@ pub mod error;
 pub mod faults;
 pub mod jwt;
 pub mod keys;
+pub mod names;
 pub mod pki;
 mod server;
 mod shared;

@@ -144,6 +144,7 @@ async fn handle(
         req.extensions_mut().insert(HsmBase(base));
     }
 
+    let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
     let (op, target) = classify(req.method(), &path);
     let (latency, fault) = shared.faults.on_request(op, target);
     if !latency.is_zero() {
@@ -174,11 +175,54 @@ async fn handle(
             })
         }
     };
-    if let Some(e) = injected {
-        return Ok(e.into_response());
+    let mut response = match injected {
+        Some(e) => e.into_response(),
+        None => router
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|never| match never {}),
+    };
+    identify(response.headers_mut(), target, client_request_id);
+    Ok(response)
+}
+
+/// The Managed HSM data-plane version the emulator answers as (Azure sends its build).
+const SERVICE_VERSION: &str = "1.9.1325.1";
+
+/// The headers by which Azure responses can be traced: a fresh `x-ms-request-id` on every
+/// response, the caller's `x-ms-client-request-id` echoed, and on the HSM data plane the
+/// service version.
+fn identify(
+    headers: &mut axum::http::HeaderMap,
+    target: Target,
+    client_request_id: Option<axum::http::HeaderValue>,
+) {
+    let id = request_id();
+    headers.insert(
+        "x-ms-request-id",
+        id.parse().expect("hex digits and dashes"),
+    );
+    if let Some(c) = client_request_id {
+        headers.insert("x-ms-client-request-id", c);
     }
-    Ok(router
-        .oneshot(req)
-        .await
-        .unwrap_or_else(|never| match never {}))
+    if target == Target::Data {
+        headers.insert(
+            "x-ms-keyvault-service-version",
+            axum::http::HeaderValue::from_static(SERVICE_VERSION),
+        );
+    }
+}
+
+/// A random id in the GUID form Azure uses.
+fn request_id() -> String {
+    let b = crate::crypto::random_bytes(16);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }

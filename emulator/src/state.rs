@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EmulatorConfig, HsmConfig, RoleAssignment};
 use crate::crypto::Material;
+use crate::names::NameMap;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct World {
@@ -44,8 +45,9 @@ pub struct Hsm {
     pub purge_protection: bool,
     /// Client id → roles.
     pub roles: BTreeMap<String, BTreeSet<Role>>,
-    pub keys: BTreeMap<String, KeyRecord>,
-    pub deleted: BTreeMap<String, DeletedKey>,
+    /// Case-insensitive, as Azure's object names are.
+    pub keys: NameMap<KeyRecord>,
+    pub deleted: NameMap<DeletedKey>,
 }
 
 /// Built-in Managed HSM roles, reduced to the data actions the emulator checks.
@@ -334,7 +336,7 @@ impl Hsm {
     /// Purges soft-deleted keys whose retention has run out.
     pub fn purge_expired(&mut self, now: i64) -> usize {
         let before = self.deleted.len();
-        self.deleted.retain(|_, d| d.scheduled_purge > now);
+        self.deleted.retain(|d| d.scheduled_purge > now);
         before - self.deleted.len()
     }
 

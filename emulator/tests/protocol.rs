@@ -960,12 +960,26 @@ async fn rotation_policy_and_random_bytes() {
         call(&em, &t, Method::GET, &url, None).await.1["attributes"]["expiryTime"],
         "P1Y"
     );
-    let notify = json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}], "attributes": {"expiryTime": "P1Y"}});
-    assert_eq!(
-        call(&em, &t, Method::PUT, &url, Some(notify)).await.0,
-        400,
-        "Managed HSM has no Notify"
-    );
+    // Action types in any case, stored as Key Vault spells them; Notify is kept.
+    let notify = json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "notify"}}, {"trigger": {"timeAfterCreate": "P90D"}, "action": {"type": "ROTATE"}}], "attributes": {"expiryTime": "P1Y"}});
+    let (s, saved) = call(&em, &t, Method::PUT, &url, Some(notify)).await;
+    assert_eq!(s, 200, "{saved}");
+    let kinds: Vec<&Value> = saved["lifetimeActions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["action"]["type"])
+        .collect();
+    assert_eq!(kinds, [&json!("Notify"), &json!("Rotate")]);
+    let (s, _) = call(
+        &em,
+        &t,
+        Method::PUT,
+        &url,
+        Some(json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P90D"}, "action": {"type": "Delete"}}]})),
+    )
+    .await;
+    assert_eq!(s, 400, "only Rotate and Notify");
 
     // Rotation applies the policy's expiry to the new version.
     let (_, rotated) = call(

@@ -400,3 +400,182 @@ async fn key_lifecycle_through_the_sdk() {
     assert_eq!(em.counts()["aad.token"], 1, "{:?}", em.counts());
     em.stop().await;
 }
+
+#[tokio::test]
+async fn names_are_case_insensitive_and_keep_the_case_they_were_created_in() {
+    let em = emulator().await;
+    let client = key_client(&em, HSM);
+    let aes = || {
+        CreateKeyParameters {
+            kty: Some(KeyType::OctHsm),
+            key_size: Some(256),
+            ..Default::default()
+        }
+        .try_into()
+        .unwrap()
+    };
+    let first = client.create_key("Key01", aes(), None).await.unwrap();
+    // Every response can be traced, as Azure's can.
+    let headers = first.headers();
+    let request_id = headers
+        .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+            "x-ms-request-id",
+        ))
+        .expect("x-ms-request-id")
+        .to_string();
+    assert_eq!(request_id.len(), 36, "{request_id}");
+    assert!(
+        headers
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                "x-ms-keyvault-service-version"
+            ))
+            .is_some()
+    );
+    let first = first.into_model().unwrap();
+    // The same name in another case is the same key: creating it adds a version.
+    let second = client
+        .create_key("key01", aes(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let (a, b) = (first.resource_id().unwrap(), second.resource_id().unwrap());
+    assert_eq!(b.name, "Key01", "spelled as created");
+    assert_ne!(a.version, b.version);
+    let got = client
+        .get_key("KEY01", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(got.resource_id().unwrap().version, b.version);
+    let names: Vec<String> = client
+        .list_key_properties(None)
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.resource_id().ok().map(|r| r.name))
+        .filter(|n| n.eq_ignore_ascii_case("key01"))
+        .collect();
+    assert_eq!(names, vec!["Key01".to_string()], "one key in the list");
+    // Soft delete and recovery under yet another spelling.
+    client.delete_key("kEY01", None).await.unwrap();
+    let recovered = client
+        .recover_deleted_key("key01", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(recovered.resource_id().unwrap().name, "Key01");
+}
+
+#[tokio::test]
+async fn rotation_policies_are_validated_as_key_vault_does() {
+    use azure_security_keyvault_keys::models::{
+        KeyRotationPolicy, KeyRotationPolicyAction, KeyRotationPolicyAttributes, LifetimeAction,
+        LifetimeActionTrigger, LifetimeActionType,
+    };
+    let em = emulator().await;
+    let client = key_client(&em, HSM);
+    client
+        .create_key(
+            "Rotated",
+            CreateKeyParameters {
+                kty: Some(KeyType::OctHsm),
+                key_size: Some(256),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let action =
+        |kind: KeyRotationPolicyAction, after: Option<&str>, before: Option<&str>| LifetimeAction {
+            action: Some(LifetimeActionType {
+                type_prop: Some(kind),
+            }),
+            trigger: Some(LifetimeActionTrigger {
+                time_after_create: after.map(str::to_string),
+                time_before_expiry: before.map(str::to_string),
+            }),
+        };
+    let policy = |expiry: Option<&str>, actions: Vec<LifetimeAction>| KeyRotationPolicy {
+        attributes: Some(KeyRotationPolicyAttributes {
+            expiry_time: expiry.map(str::to_string),
+            ..Default::default()
+        }),
+        lifetime_actions: Some(actions),
+        ..Default::default()
+    };
+    use KeyRotationPolicyAction::{Notify, Rotate};
+    // Accepted: rotate 60 days after creation, notify 30 days before a 90-day expiry.
+    let set = client
+        .update_key_rotation_policy(
+            "rotated",
+            policy(
+                Some("P90D"),
+                vec![
+                    action(Rotate, Some("P60D"), None),
+                    action(Notify, None, Some("P30D")),
+                ],
+            )
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .expect("a valid policy")
+        .into_model()
+        .unwrap();
+    assert_eq!(set.lifetime_actions.as_ref().unwrap().len(), 2);
+    assert!(set.id.unwrap().ends_with("/keys/Rotated/rotationpolicy"));
+    let got = client
+        .get_key_rotation_policy("ROTATED", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let kinds: Vec<_> = got
+        .lifetime_actions
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action.unwrap().type_prop.unwrap())
+        .collect();
+    assert_eq!(kinds, vec![Rotate, Notify], "Notify is stored");
+
+    // Refused, each naming the rule.
+    let cases = [
+        (policy(Some("P27D"), vec![]), "at least 28 days"),
+        (
+            policy(Some("P90D"), vec![action(Rotate, Some("P6D"), None)]),
+            "at least 7 days",
+        ),
+        (
+            policy(Some("P90D"), vec![action(Rotate, Some("P85D"), None)]),
+            "expiryTime minus 7 days",
+        ),
+        (
+            policy(Some("P90D"), vec![action(Notify, None, Some("P84D"))]),
+            "expiryTime minus 7 days",
+        ),
+        (
+            policy(Some("P90D"), vec![action(Notify, Some("P30D"), None)]),
+            "timeBeforeExpiry only",
+        ),
+        (
+            policy(None, vec![action(Rotate, None, Some("P30D"))]),
+            "needs attributes.expiryTime",
+        ),
+    ];
+    for (p, says) in cases {
+        let err = client
+            .update_key_rotation_policy("Rotated", p.try_into().unwrap(), None)
+            .await
+            .expect_err(says);
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
+}

@@ -102,7 +102,7 @@ pub const MAX_VERSIONS: usize = 100;
 /// that have all the versions Managed HSM allows.
 pub(super) fn add_version(h: &mut Hsm, name: &str, v: KeyVersion) -> Result<(), AzureError> {
     not_deleted(h, name)?;
-    let record = h.keys.entry(name.to_string()).or_insert_with(|| KeyRecord {
+    let record = h.keys.get_or_insert_with(name, || KeyRecord {
         versions: vec![],
         rotation_policy: None,
     });
@@ -433,7 +433,11 @@ pub(super) async fn list_keys(
         let items = h
             .keys
             .iter()
-            .map(|(name, r)| (name.clone(), key_item(&base, h, name, r.latest(), false)))
+            // Continuation tokens are folded names: the order the map iterates in.
+            .map(|(name, r)| {
+                let item = key_item(&base, h, name, r.latest(), false);
+                (name.to_ascii_lowercase(), item)
+            })
             .collect();
         json(paged(&q, &base, "/keys", &api, items)?)
     })
@@ -479,7 +483,7 @@ pub(super) async fn delete(
     s.begin(&headers, &hsm, &q, Permission::Delete)?;
     let now = s.clock.now();
     s.with_hsm_mut(&hsm, |h| {
-        let record = h
+        let (name, record) = h
             .keys
             .remove(&name)
             .ok_or_else(|| AzureError::key_not_found(&name))?;
@@ -490,7 +494,7 @@ pub(super) async fn delete(
         };
         let mut bundle = key_bundle(&base, h, &name, deleted.record.latest());
         deleted_fields(&base, &name, &deleted, &mut bundle);
-        h.deleted.insert(name.clone(), deleted);
+        h.deleted.insert(&name, deleted);
         json(bundle)
     })
 }
@@ -510,7 +514,7 @@ pub(super) async fn list_deleted(
             .map(|(name, d)| {
                 let mut item = key_item(&base, h, name, d.record.latest(), false);
                 deleted_fields(&base, name, d, &mut item);
-                (name.clone(), item)
+                (name.to_ascii_lowercase(), item)
             })
             .collect();
         json(paged(&q, &base, "/deletedkeys", &api, items)?)
@@ -530,8 +534,9 @@ pub(super) async fn get_deleted(
             .deleted
             .get(&name)
             .ok_or_else(|| AzureError::deleted_key_not_found(&name))?;
-        let mut bundle = key_bundle(&base, h, &name, d.record.latest());
-        deleted_fields(&base, &name, d, &mut bundle);
+        let name = h.deleted.created_name(&name).expect("found above");
+        let mut bundle = key_bundle(&base, h, name, d.record.latest());
+        deleted_fields(&base, name, d, &mut bundle);
         json(bundle)
     })
 }
@@ -552,11 +557,11 @@ pub(super) async fn recover(
                 format!("Key {name} already exists."),
             ));
         }
-        let d = h
+        let (name, d) = h
             .deleted
             .remove(&name)
             .ok_or_else(|| AzureError::deleted_key_not_found(&name))?;
-        h.keys.insert(name.clone(), d.record);
+        h.keys.insert(&name, d.record);
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))
     })
 }
@@ -601,6 +606,7 @@ pub(super) async fn backup(
             .keys
             .get(&name)
             .ok_or_else(|| AzureError::key_not_found(&name))?;
+        let name = h.keys.created_name(&name).expect("found above");
         let plain =
             serde_json::to_vec(&json!({"name": name, "record": record})).expect("serialize");
         let iv = crypto::random_bytes(12);
@@ -647,7 +653,7 @@ pub(super) async fn restore(
                 format!("There was a conflict restoring the key '{}'. A key with that name already exists.", b.name),
             ));
         }
-        h.keys.insert(b.name.clone(), b.record);
+        h.keys.insert(&b.name, b.record);
         json(key_bundle(&base, h, &b.name, h.keys[&b.name].latest()))
     })
 }

@@ -184,6 +184,7 @@ pub(super) fn attributes(hsm: &Hsm, v: &KeyVersion) -> Value {
 }
 
 pub(super) fn key_bundle(base: &str, hsm: &Hsm, name: &str, v: &KeyVersion) -> Value {
+    let name = created_name(hsm, name);
     let mut jwk = Map::new();
     jwk.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", v.id)));
     jwk.insert("kty".into(), json!(v.material.kty()));
@@ -196,6 +197,14 @@ pub(super) fn key_bundle(base: &str, hsm: &Hsm, name: &str, v: &KeyVersion) -> V
     bundle
 }
 
+/// A key's name as it was created, whatever case the request used.
+fn created_name<'a>(hsm: &'a Hsm, name: &'a str) -> &'a str {
+    hsm.keys
+        .created_name(name)
+        .or_else(|| hsm.deleted.created_name(name))
+        .unwrap_or(name)
+}
+
 pub(super) fn key_item(
     base: &str,
     hsm: &Hsm,
@@ -203,6 +212,7 @@ pub(super) fn key_item(
     v: &KeyVersion,
     with_version: bool,
 ) -> Value {
+    let name = created_name(hsm, name);
     let kid = if with_version {
         format!("{base}/keys/{name}/{}", v.id)
     } else {

@@ -112,6 +112,68 @@ pub(super) fn duration_secs(iso: &str) -> Option<i64> {
     (any && num.is_empty()).then_some(total)
 }
 
+/// The shortest trigger, and the least time a trigger must leave before expiry.
+const MIN_TRIGGER_SECS: i64 = 7 * 86_400;
+
+/// One lifetime action as Key Vault validates it: `Rotate` or `Notify` in any case (stored
+/// as Key Vault spells them); exactly one trigger, an ISO 8601 duration of at least 7 days;
+/// `timeAfterCreate` for `Rotate` only; with a policy expiry, a trigger that fires at least
+/// 7 days before it. Returns the action as stored.
+fn lifetime_action(a: &Value, expiry: Option<i64>) -> Result<Value, AzureError> {
+    let kind = a["action"]["type"].as_str().unwrap_or_default();
+    let kind = if kind.eq_ignore_ascii_case("rotate") {
+        "Rotate"
+    } else if kind.eq_ignore_ascii_case("notify") {
+        "Notify"
+    } else {
+        return Err(AzureError::bad_parameter(format!(
+            "Invalid lifetime action type '{kind}': expected Rotate or Notify."
+        )));
+    };
+    let t = &a["trigger"];
+    let (field, text) = match (
+        t["timeAfterCreate"].as_str(),
+        t["timeBeforeExpiry"].as_str(),
+    ) {
+        (Some(d), None) => ("timeAfterCreate", d),
+        (None, Some(d)) => ("timeBeforeExpiry", d),
+        _ => {
+            return Err(AzureError::bad_parameter(
+                "A trigger needs exactly one of timeAfterCreate and timeBeforeExpiry.",
+            ));
+        }
+    };
+    let secs = duration_secs(text).ok_or_else(|| {
+        AzureError::bad_parameter(format!(
+            "Invalid {field} '{text}': expected an ISO 8601 duration such as P30D."
+        ))
+    })?;
+    if kind == "Notify" && field == "timeAfterCreate" {
+        return Err(AzureError::bad_parameter(
+            "A Notify action is triggered by timeBeforeExpiry only.",
+        ));
+    }
+    if secs < MIN_TRIGGER_SECS {
+        return Err(AzureError::bad_parameter(format!(
+            "The {field} of a lifetime action must be at least 7 days (P7D)."
+        )));
+    }
+    match (field, expiry) {
+        ("timeBeforeExpiry", None) => {
+            return Err(AzureError::bad_parameter(
+                "timeBeforeExpiry needs attributes.expiryTime.",
+            ));
+        }
+        (_, Some(e)) if secs > e - MIN_TRIGGER_SECS => {
+            return Err(AzureError::bad_parameter(format!(
+                "The {field} of a lifetime action must be at most the expiryTime minus 7 days."
+            )));
+        }
+        _ => {}
+    }
+    Ok(json!({"trigger": {field: text}, "action": {"type": kind}}))
+}
+
 pub(super) fn policy_json(base: &str, name: &str, stored: Option<&Value>) -> Value {
     let mut p = stored
         .cloned()
@@ -133,7 +195,8 @@ pub(super) async fn get_rotation_policy(
             .keys
             .get(&name)
             .ok_or_else(|| AzureError::key_not_found(&name))?;
-        json(policy_json(&base, &name, r.rotation_policy.as_ref()))
+        let name = h.keys.created_name(&name).expect("found above");
+        json(policy_json(&base, name, r.rotation_policy.as_ref()))
     })
 }
 
@@ -166,43 +229,18 @@ pub(super) async fn put_rotation_policy(
     let actions = req["lifetimeActions"]
         .as_array()
         .cloned()
-        .unwrap_or_default();
-    for a in &actions {
-        let kind = a["action"]["type"].as_str().unwrap_or_default();
-        if kind.eq_ignore_ascii_case("notify") {
-            return Err(AzureError::bad_parameter(
-                "The Notify lifetime action is not supported by Managed HSM.",
-            ));
-        }
-        if !kind.eq_ignore_ascii_case("rotate") {
-            return Err(AzureError::bad_parameter(format!(
-                "Invalid lifetime action type '{kind}'."
-            )));
-        }
-        let t = &a["trigger"];
-        match (
-            t["timeAfterCreate"].as_str(),
-            t["timeBeforeExpiry"].as_str(),
-        ) {
-            (Some(d), None) | (None, Some(d)) if duration_secs(d).is_some() => {}
-            _ => {
-                return Err(AzureError::bad_parameter(
-                    "A trigger needs exactly one of timeAfterCreate and timeBeforeExpiry, as an ISO 8601 duration.",
-                ));
-            }
-        }
-        if t["timeBeforeExpiry"].is_string() && expiry.is_none() {
-            return Err(AzureError::bad_parameter(
-                "timeBeforeExpiry needs attributes.expiryTime.",
-            ));
-        }
-    }
+        .unwrap_or_default()
+        .iter()
+        .map(|a| lifetime_action(a, expiry))
+        .collect::<Result<Vec<_>, _>>()?;
     let now = s.clock.now();
     s.with_hsm_mut(&hsm, |h| {
-        let r = h
+        let name = h
             .keys
-            .get_mut(&name)
-            .ok_or_else(|| AzureError::key_not_found(&name))?;
+            .created_name(&name)
+            .ok_or_else(|| AzureError::key_not_found(&name))?
+            .to_string();
+        let r = h.keys.get_mut(&name).expect("found above");
         let created = r
             .rotation_policy
             .as_ref()
