@@ -158,6 +158,40 @@ async fn rsa_oaep_and_signatures_interoperate() {
         )
         .await;
     assert_eq!(unb64(&dec["plain"]), b"hello");
+    // DSM's string modes (what the `sdkms` client sends) mean the same paddings.
+    let local = public.oaep_encrypt::<Sha256>(b"named mode").unwrap();
+    let dec = app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/decrypt"),
+            Some(json!({"alg": "RSA", "mode": "OAEP_MGF1_SHA256", "cipher": b64(&local)})),
+        )
+        .await;
+    assert_eq!(unb64(&dec["plain"]), b"named mode");
+    let local = public.oaep_encrypt::<sha1::Sha1>(b"sha1 mode").unwrap();
+    let dec = app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/decrypt"),
+            Some(json!({"alg": "RSA", "mode": "OAEP_MGF1_SHA1", "cipher": b64(&local)})),
+        )
+        .await;
+    assert_eq!(unb64(&dec["plain"]), b"sha1 mode");
+    let (s, body) = app
+        .call(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/encrypt"),
+            Some(json!({"alg": "RSA", "mode": "OAEP_MGF1_MD5", "plain": b64(b"x")})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("OAEP_MGF1_SHA256"),
+        "{body}"
+    );
 
     // PSS and PKCS#1 v1.5 signatures verify here and there.
     let digest = Sha256::digest(b"release 2.0").to_vec();
@@ -203,9 +237,22 @@ async fn ecdsa_signatures_verify_with_the_public_key() {
             Some(json!({"hash_alg": "SHA256", "data": b64(b"firmware")})),
         )
         .await;
-    let s = p256::ecdsa::Signature::from_slice(&unb64(&sig["signature"])).expect("r || s");
+    // DER, as DSM returns ECDSA signatures.
+    let der = unb64(&sig["signature"]);
+    let s = p256::ecdsa::Signature::from_der(&der).expect("a DER ECDSA signature");
     vk.verify_prehash(&Sha256::digest(b"firmware"), &s)
         .expect("a valid ECDSA signature");
+    // Verify takes DER and, as JOSE writes it, r || s.
+    for form in [der.clone(), s.to_bytes().to_vec()] {
+        let ok = app
+            .ok(
+                Method::POST,
+                &format!("/crypto/v1/keys/{kid}/verify"),
+                Some(json!({"hash_alg": "SHA256", "data": b64(b"firmware"), "signature": b64(&form)})),
+            )
+            .await;
+        assert_eq!(ok["result"], true);
+    }
 
     let key = app
         .create_key(json!({"name": "ec384", "obj_type": "EC", "elliptic_curve": "NistP384"}))

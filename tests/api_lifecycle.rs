@@ -2,7 +2,7 @@
 //! revoke, destroy, delete; listing filters; policy enforcement with its modes visible in
 //! responses and in the audit log (FLOWS F5, F6, F27, F28).
 
-use keyward_tests::api::{Api, TestDaemon, b64};
+use keyward_tests::api::{Api, TestDaemon, b64, unb64};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -361,4 +361,71 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
     assert!(doc["components"]["schemas"]["SobjectOut"].is_object());
+}
+
+/// What DSM clients call that DSM has always had: the version, the export of a key by id,
+/// and 405 with `Allow` for a wrong method.
+#[tokio::test]
+async fn dsm_clients_find_the_version_export_by_id_and_405() {
+    let (d, admin, app, _, _) = setup_with_key(json!({})).await;
+    let version: Value = keyward_tests::api::http_client()
+        .get(format!("{}/sys/v1/version", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["server_mode"], "Software");
+    assert!(version["api_version"].is_string());
+
+    let key = app
+        .create_key(json!({"name": "exportable", "obj_type": "AES", "key_size": 256, "key_ops": ["ENCRYPT", "EXPORT"]}))
+        .await;
+    let kid = key["kid"].as_str().unwrap();
+    let by_id = app
+        .ok(Method::GET, &format!("/crypto/v1/keys/{kid}/export"), None)
+        .await;
+    let by_body = app
+        .ok(
+            Method::POST,
+            "/crypto/v1/keys/export",
+            Some(json!({"kid": kid})),
+        )
+        .await;
+    assert_eq!(by_id["value"], by_body["value"]);
+    assert_eq!(unb64(&by_id["value"]).len(), 32);
+    let plain = app
+        .create_key(
+            json!({"name": "kept", "obj_type": "AES", "key_size": 256, "key_ops": ["ENCRYPT"]}),
+        )
+        .await;
+    let (s, body) = app
+        .call(
+            Method::GET,
+            &format!("/crypto/v1/keys/{}/export", plain["kid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.get("value").is_none());
+    let (s, _) = admin
+        .call(Method::GET, &format!("/crypto/v1/keys/{kid}/export"), None)
+        .await;
+    assert_eq!(s, 403, "users export only where the group allows it");
+
+    let r = keyward_tests::api::http_client()
+        .put(format!("{}/sys/v1/groups", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("method"),
+        "{body}"
+    );
 }

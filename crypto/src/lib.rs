@@ -25,11 +25,13 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 type Aes192Gcm = AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
 
 mod byok;
+mod ecdsa_der;
 mod material;
 mod ops;
 mod symmetric;
 
 pub use byok::{byok_transfer_document, byok_unwrap, byok_wrap};
+pub use ecdsa_der::{ecdsa_signature_from_der, ecdsa_signature_to_der};
 pub use material::{
     Curve, Kty, Material, ec_public_der, rsa_private_jwk, rsa_public, rsa_public_der,
 };

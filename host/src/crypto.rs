@@ -143,6 +143,23 @@ pub enum RsaSignatureMode {
     },
 }
 
+impl RsaEncryptionMode {
+    /// DSM's string form of an RSA mode (the `sdkms` Python client sends these).
+    pub fn from_name(name: &str) -> Option<RsaEncryptionMode> {
+        let oaep = |hash: &str| RsaEncryptionMode::Oaep {
+            mgf: Some(Mgf {
+                mgf1: Mgf1 { hash: hash.into() },
+            }),
+        };
+        match name {
+            "OAEP_MGF1_SHA1" => Some(oaep("SHA1")),
+            "OAEP_MGF1_SHA256" => Some(oaep("SHA256")),
+            "PKCS1_V15" => Some(RsaEncryptionMode::Pkcs1V15 {}),
+            _ => None,
+        }
+    }
+}
+
 /// Which JOSE algorithm an RSA encryption mode is.
 fn rsa_alg(mode: &Option<RsaEncryptionMode>) -> Result<&'static str, CryptoError> {
     match mode {

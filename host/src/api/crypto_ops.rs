@@ -32,7 +32,8 @@ pub struct EncryptRequest {
     pub alg: String,
     pub plain: String,
     /// AES: `GCM` (default). RSA: `{"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}` or
-    /// `{"PKCS1_V15": {}}` (default OAEP with SHA-1).
+    /// `{"PKCS1_V15": {}}`, or DSM's names `OAEP_MGF1_SHA1`, `OAEP_MGF1_SHA256`, `PKCS1_V15`
+    /// (default OAEP with SHA-1).
     #[schema(value_type = Option<Object>)]
     pub mode: Option<Value>,
     pub iv: Option<String>,
@@ -156,6 +157,15 @@ fn modes(
     match (t, mode) {
         (_, None) => Ok((None, None)),
         (ObjType::Aes, Some(Value::String(m))) => Ok((Some(m.clone()), None)),
+        (ObjType::Rsa, Some(Value::String(name))) => match RsaEncryptionMode::from_name(name) {
+            Some(m) => Ok((None, Some(m))),
+            None => Err(ApiError::field(
+                "mode",
+                format!(
+                    "'{name}' is not an RSA mode (OAEP_MGF1_SHA1, OAEP_MGF1_SHA256 or PKCS1_V15)"
+                ),
+            )),
+        },
         (ObjType::Rsa, Some(m)) => {
             let m: RsaEncryptionMode = serde_json::from_value(m.clone())
                 .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}")))?;
@@ -395,6 +405,12 @@ async fn do_sign(
         serde_json::json!({"hash_alg": req.hash_alg}),
     )
     .await;
+    // ECDSA signatures leave as DER, as DSM's do (the crypto code and Azure make r ‖ s).
+    let sig = match (key.object.obj_type, key.object.curve) {
+        (ObjType::Ec, Some(curve)) => keyward_crypto::ecdsa_signature_to_der(curve, &sig)
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        _ => sig,
+    };
     Ok(Json(SignResponse {
         kid: key.object.kid.clone(),
         signature: b64(&sig),
@@ -410,6 +426,13 @@ async fn do_verify(
     let key = usable(state, caller, path_kid, &req.key, KeyOp::Verify).await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
     let sig = from_b64("signature", &req.signature)?;
+    // DER, as DSM signs; r ‖ s (JOSE) is accepted too.
+    let sig = match (key.object.obj_type, key.object.curve) {
+        (ObjType::Ec, Some(curve)) => {
+            keyward_crypto::ecdsa_signature_from_der(curve, &sig).unwrap_or(sig)
+        }
+        _ => sig,
+    };
     let result = match &key.material {
         Some(m) => crypto::verify(m, req.hash_alg, &req.mode, &d, &sig)?,
         None => {

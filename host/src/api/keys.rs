@@ -476,7 +476,24 @@ pub async fn export(
     Body(d): Body<KeyDescriptor>,
 ) -> ApiResult<Json<SobjectOut>> {
     let key: KeyRef = d.to_ref("key")?;
-    let (v, der) = state.keys.export(&caller.access, &key).await?;
+    exported(&state, &caller, &key).await
+}
+
+/// The same as `POST /crypto/v1/keys/export`, for the key named by its id (DSM's older form,
+/// which DSM clients still call).
+#[utoipa::path(get, path = "/crypto/v1/keys/{kid}/export", tag = "keys",
+    params(("kid" = String, Path, description = "The key's id")),
+    responses((status = 200, body = SobjectOut), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn export_kid(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(kid): Path<String>,
+) -> ApiResult<Json<SobjectOut>> {
+    exported(&state, &caller, &KeyRef::Kid(kid)).await
+}
+
+async fn exported(state: &AppState, caller: &Caller, key: &KeyRef) -> ApiResult<Json<SobjectOut>> {
+    let (v, der) = state.keys.export(&caller.access, key).await?;
     let mut body = SobjectOut::of(&v, state.now());
     body.value = Some(b64(&der));
     Ok(Json(body))

@@ -46,6 +46,7 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sys/v1/health", get(session::health))
+        .route("/sys/v1/version", get(session::version))
         .route("/sys/v1/openapi.json", get(openapi::document))
         .route("/sys/v1/session/auth", post(session::auth))
         .route("/sys/v1/session/terminate", post(session::terminate))
@@ -179,6 +180,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/crypto/v1/keys/{kid}",
             get(keys::get).patch(keys::update).delete(keys::delete),
         )
+        .route("/crypto/v1/keys/{kid}/export", get(keys::export_kid))
         .route("/crypto/v1/keys/{kid}/activate", post(keys::activate))
         .route("/crypto/v1/keys/{kid}/deactivate", post(keys::deactivate))
         .route("/crypto/v1/keys/{kid}/revoke", post(keys::revoke))
@@ -208,11 +210,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crypto/v1/wrapkey", post(crypto_ops::wrap))
         .route("/crypto/v1/unwrapkey", post(crypto_ops::unwrap))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        // axum adds the `Allow` header with the endpoint's methods to this answer.
         .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest {
-                message: "method not allowed on this endpoint".into(),
-                field: None,
-            }
+            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -13,14 +13,14 @@ use super::{
 #[openapi(
     info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups (and their links to Azure Managed HSM), keys and their rotation, cryptographic operations, workflows, cron jobs, webhooks and the audit log, in the style of the Fortanix DSM REST API."),
     paths(
-        session::health, session::auth, session::terminate, session::refresh, session::select_account,
+        session::health, session::version, session::auth, session::terminate, session::refresh, session::select_account,
         users::signup, users::invite, users::list, users::get, users::update, users::remove,
         accounts::list, accounts::create, accounts::get, accounts::update, accounts::delete,
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret,
         groups::list, groups::create, groups::get, groups::update, groups::delete,
         hmg::azure_vaults, hmg::check_config, hmg::check_group, hmg::scan, hmg::start_scan, hmg::scans, hmg::get_scan,
         keys::create, keys::import, keys::list, keys::get, keys::info, keys::update, keys::delete,
-        keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export,
+        keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export, keys::export_kid,
         external_keys::copy, external_keys::copy_name, external_keys::schedule_deletion, external_keys::recover,
         external_keys::restore, external_keys::purge,
         rotation::rekey, rotation::rekey_kid, rotation::history,

@@ -42,6 +42,26 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// DSM's `VersionResponse`: DSM clients read it before anything else.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionOut {
+    /// This daemon's version, `major.minor.patch`.
+    pub version: &'static str,
+    /// The DSM API version the endpoints follow.
+    pub api_version: &'static str,
+    /// `Software`: keys are protected by the catalog's sealing, not an enclave.
+    pub server_mode: &'static str,
+}
+
+#[utoipa::path(get, path = "/sys/v1/version", tag = "session", responses((status = 200, body = VersionOut, description = "The service version, as DSM reports it")))]
+pub async fn version() -> Json<VersionOut> {
+    Json(VersionOut {
+        version: env!("CARGO_PKG_VERSION"),
+        api_version: "1.0",
+        server_mode: "Software",
+    })
+}
+
 fn response(state: &AppState, token: String, s: &Session) -> AuthResponse {
     AuthResponse {
         token_type: "Bearer",
