@@ -363,6 +363,24 @@ async fn wrap_unwrap_and_kek_wrapped_import() {
         .ok(Method::POST, &format!("/crypto/v1/keys/{kek_id}/unwrapkey"), Some(json!({"alg": "AES", "mode": "KWP", "wrapped_key": wrapped["wrapped_key"], "obj_type": "RSA", "name": "unwrapped"})))
         .await;
     assert_eq!(unwrapped["pub_key"], subject["pub_key"]);
+    // DSM's older form names the key to wrap by `kid`; AES-KWP is deterministic, so it is
+    // the same wrapping.
+    let legacy = app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kek_id}/wrapkey"),
+            Some(json!({"alg": "AES", "mode": "KWP", "kid": subject["kid"]})),
+        )
+        .await;
+    assert_eq!(legacy["wrapped_key"], wrapped["wrapped_key"]);
+    let (s, body) = app
+        .call(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kek_id}/wrapkey"),
+            Some(json!({"alg": "AES", "mode": "KWP", "kid": subject["kid"], "subject": {"kid": subject["kid"]}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
 
     // Import of key material wrapped (outside Keyward) under a KEK held in the catalog.
     let kek_bytes = unb64(

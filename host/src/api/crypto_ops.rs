@@ -113,7 +113,9 @@ pub struct WrapRequest {
     pub key: Option<KeyDescriptor>,
     pub alg: String,
     /// The key to wrap; it must permit EXPORT.
-    pub subject: KeyDescriptor,
+    pub subject: Option<KeyDescriptor>,
+    /// The id of the key to wrap: DSM's older form of `subject`; give one of the two.
+    pub kid: Option<String>,
     /// AES: `KW` or `KWP` (default). RSA: an OAEP mode.
     #[schema(value_type = Option<Object>)]
     pub mode: Option<Value>,
@@ -477,10 +479,20 @@ async fn do_wrap(
     let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
     // Wrapping hands the subject's material out under another key: it is an export of the
     // subject, with the same rules.
-    let subject_key = state
-        .keys
-        .exportable(&caller.access, &req.subject.to_ref("subject")?)
-        .await?;
+    let subject_ref = match (&req.subject, &req.kid) {
+        (Some(d), None) => d.to_ref("subject")?,
+        (None, Some(kid)) => {
+            id("key", kid)?;
+            KeyRef::Kid(kid.clone())
+        }
+        _ => {
+            return Err(ApiError::field(
+                "subject",
+                "give the key to wrap as 'subject' or as 'kid', not both",
+            ));
+        }
+    };
+    let subject_key = state.keys.exportable(&caller.access, &subject_ref).await?;
     let subject = &subject_key.object;
     let subject_material = subject_key
         .material
