@@ -383,6 +383,8 @@ async fn dsm_clients_find_the_version_export_by_id_and_405() {
     let key = app
         .create_key(json!({"name": "exportable", "obj_type": "AES", "key_size": 256, "key_ops": ["ENCRYPT", "EXPORT"]}))
         .await;
+    // DSM's closed set of origins: generated here reads as DSM's own.
+    assert_eq!(key["origin"], "FortanixHSM");
     let kid = key["kid"].as_str().unwrap();
     let by_id = app
         .ok(Method::GET, &format!("/crypto/v1/keys/{kid}/export"), None)

@@ -256,6 +256,16 @@ impl Origin {
         }
     }
 
+    /// The name on the DSM wire, whose clients accept only DSM's closed set (`FortanixHSM`
+    /// for keys the key manager made, `External` for imported ones, `Transient`): a key
+    /// Keyward generated is `FortanixHSM` there.
+    pub fn dsm_name(self) -> &'static str {
+        match self {
+            Origin::Keyward => "FortanixHSM",
+            Origin::External => "External",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Origin> {
         match s {
             "Keyward" => Some(Origin::Keyward),
