@@ -431,3 +431,59 @@ async fn dsm_clients_find_the_version_export_by_id_and_405() {
         "{body}"
     );
 }
+
+/// DSM's account flags in and out: `account_role` is a list as DSM clients read it, and a
+/// role can be given that way too.
+#[tokio::test]
+async fn account_roles_are_dsm_flags_on_the_wire() {
+    let (_d, admin, _app, _, _) = setup_with_key(json!({})).await;
+    let invited = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/users/invite",
+            Some(
+                json!({"user_email": "flags@example.com", "user_password": "long enough pw 1",
+                "account_role": ["ACCOUNTAUDITOR", "STATEENABLED"]}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        invited["account_role"],
+        json!(["ACCOUNTAUDITOR", "STATEENABLED"])
+    );
+    let id = invited["user_id"].as_str().unwrap();
+    let changed = admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/users/{id}"),
+            Some(json!({"account_role": "member"})),
+        )
+        .await;
+    assert_eq!(
+        changed["account_role"],
+        json!(["ACCOUNTMEMBER", "STATEENABLED"])
+    );
+    for bad in [
+        json!(["ACCOUNTMEMBER", "ACCOUNTAUDITOR"]),
+        json!(["SUPERUSER"]),
+        json!([]),
+    ] {
+        let (s, body) = admin
+            .call(
+                Method::PATCH,
+                &format!("/sys/v1/users/{id}"),
+                Some(json!({"account_role": bad})),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert_eq!(body["field"], "account_role", "{body}");
+    }
+    let me = admin.ok(Method::GET, "/sys/v1/users", None).await;
+    assert!(
+        me.as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["account_role"] == json!(["ACCOUNTADMINISTRATOR", "STATEENABLED"])),
+        "{me}"
+    );
+}

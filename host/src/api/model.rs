@@ -94,8 +94,9 @@ pub struct UserOut {
     pub last_name: Option<String>,
     pub created_at: Time,
     pub last_logged_in_at: Option<Time>,
-    /// Role in the caller's account.
-    pub account_role: String,
+    /// Role in the caller's account, as DSM's account flags: one of `ACCOUNTADMINISTRATOR`,
+    /// `ACCOUNTMEMBER` or `ACCOUNTAUDITOR`, and `STATEENABLED`.
+    pub account_role: Vec<&'static str>,
     /// Group id → `administrator` or `auditor`.
     pub groups: BTreeMap<String, String>,
 }

@@ -39,8 +39,8 @@ pub struct Invite {
     pub user_password: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    /// `administrator`, `member` or `auditor`.
-    pub account_role: String,
+    /// `administrator`, `member` or `auditor`, or DSM's flags (`["ACCOUNTMEMBER"]`).
+    pub account_role: RoleIn,
     /// Group id → `administrator` or `auditor`.
     #[serde(default)]
     pub groups: BTreeMap<String, String>,
@@ -49,7 +49,7 @@ pub struct Invite {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
-    pub account_role: Option<String>,
+    pub account_role: Option<RoleIn>,
     /// Group id → role to add or change.
     #[serde(default)]
     pub add_groups: BTreeMap<String, String>,
@@ -84,13 +84,52 @@ pub fn check_password(field: &str, pw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn account_role(field: &str, s: &str) -> Result<AccountRole, ApiError> {
-    AccountRole::parse(s).ok_or_else(|| {
-        ApiError::field(
-            field,
-            format!("'{s}' is not a role (administrator, member, auditor)"),
-        )
-    })
+/// An account role as Keyward names it or as DSM's list of account flags.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RoleIn {
+    Name(String),
+    /// Exactly one of `ACCOUNTADMINISTRATOR`, `ACCOUNTMEMBER`, `ACCOUNTAUDITOR`, optionally
+    /// with `STATEENABLED`.
+    Flags(Vec<String>),
+}
+
+/// Account flags DSM clients send along with the role that change nothing here.
+const IGNORED_FLAGS: &[&str] = &["STATEENABLED"];
+
+fn account_role(field: &str, r: &RoleIn) -> Result<AccountRole, ApiError> {
+    match r {
+        RoleIn::Name(s) => AccountRole::parse(s).ok_or_else(|| {
+            ApiError::field(
+                field,
+                format!("'{s}' is not a role (administrator, member, auditor)"),
+            )
+        }),
+        RoleIn::Flags(flags) => {
+            let mut roles = Vec::new();
+            for f in flags {
+                match AccountRole::from_dsm_flag(f) {
+                    Some(r) => roles.push(r),
+                    None if IGNORED_FLAGS.contains(&f.as_str()) => {}
+                    None => {
+                        return Err(ApiError::field(
+                            field,
+                            format!(
+                                "'{f}' is not an account flag Keyward knows (ACCOUNTADMINISTRATOR, ACCOUNTMEMBER, ACCOUNTAUDITOR, STATEENABLED)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            match roles[..] {
+                [r] => Ok(r),
+                _ => Err(ApiError::field(
+                    field,
+                    "give exactly one of ACCOUNTADMINISTRATOR, ACCOUNTMEMBER and ACCOUNTAUDITOR",
+                )),
+            }
+        }
+    }
 }
 
 fn group_role(field: &str, s: &str) -> Result<GroupRole, ApiError> {
@@ -124,7 +163,7 @@ async fn user_out(c: &mut Conn, account: &str, u: &User, role: AccountRole) -> A
         last_name: u.last_name.clone(),
         created_at: time(u.created_at),
         last_logged_in_at: opt_time(u.last_login),
-        account_role: role.as_str().to_string(),
+        account_role: vec![role.dsm_flag(), "STATEENABLED"],
         groups,
     })
 }
@@ -332,7 +371,7 @@ pub async fn update(
     let admin = caller.access.is_account_admin();
     let new_role = req
         .account_role
-        .as_deref()
+        .as_ref()
         .map(|r| account_role("account_role", r))
         .transpose()?;
     let mut add = Vec::new();

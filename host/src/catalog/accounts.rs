@@ -33,6 +33,25 @@ impl AccountRole {
         }
     }
 
+    /// DSM's account flag for the role (`account_role` on the DSM wire is a list of flags).
+    pub fn dsm_flag(self) -> &'static str {
+        match self {
+            AccountRole::Administrator => "ACCOUNTADMINISTRATOR",
+            AccountRole::Member => "ACCOUNTMEMBER",
+            AccountRole::Auditor => "ACCOUNTAUDITOR",
+        }
+    }
+
+    pub fn from_dsm_flag(flag: &str) -> Option<AccountRole> {
+        [
+            AccountRole::Administrator,
+            AccountRole::Member,
+            AccountRole::Auditor,
+        ]
+        .into_iter()
+        .find(|r| r.dsm_flag() == flag)
+    }
+
     pub fn parse(s: &str) -> Option<AccountRole> {
         match s {
             "administrator" => Some(AccountRole::Administrator),
