@@ -487,3 +487,76 @@ async fn account_roles_are_dsm_flags_on_the_wire() {
         "{me}"
     );
 }
+
+/// An application's credential can be read again by whoever manages it (DSM programs get an
+/// API key that way); each read is in the audit log.
+#[tokio::test]
+async fn an_apps_credential_is_readable_by_its_managers_only() {
+    let (d, admin, app, g, api_key) = setup_with_key(json!({})).await;
+    let app_id = app.ok(Method::GET, "/sys/v1/apps", None).await[0]["app_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/sys/v1/apps/{app_id}/credential");
+    let cred = admin.ok(Method::GET, &path, None).await;
+    assert_eq!(cred["app_id"], app_id.as_str());
+    assert_eq!(cred["credential"]["api_key"], api_key.as_str());
+    let secret = cred["credential"]["secret"].as_str().unwrap();
+    assert!(
+        String::from_utf8(unb64(&json!(api_key))).unwrap() == format!("{app_id}:{secret}"),
+        "the API key is base64 of app_id:secret"
+    );
+    // The key read back logs in.
+    d.login_app(cred["credential"]["api_key"].as_str().unwrap())
+        .await
+        .ok(Method::GET, "/crypto/v1/keys", None)
+        .await;
+
+    // Not the application itself, nor a member who does not manage its group.
+    let (s, _) = app.call(Method::GET, &path, None).await;
+    assert_eq!(s, 403);
+    admin
+        .ok(
+            Method::POST,
+            "/sys/v1/users/invite",
+            Some(
+                json!({"user_email": "member@example.com", "user_password": "long enough pw 1",
+                "account_role": "member", "groups": {g.clone(): "auditor"}}),
+            ),
+        )
+        .await;
+    let member = d.login("member@example.com", "long enough pw 1").await;
+    let (s, body) = member.call(Method::GET, &path, None).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.get("credential").is_none());
+
+    // After a reset the credential is the new key.
+    let reset = admin
+        .ok(
+            Method::POST,
+            &format!("/sys/v1/apps/{app_id}/reset_secret"),
+            None,
+        )
+        .await;
+    let cred = admin.ok(Method::GET, &path, None).await;
+    assert_eq!(cred["credential"]["api_key"], reset["api_key"]);
+    assert_ne!(cred["credential"]["api_key"], api_key.as_str());
+
+    let mut conn = d.state.catalog.conn().await.unwrap();
+    let reads: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'app.credential_read' AND object_id = ?",
+    )
+    .bind(&app_id)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(reads, 2, "each read is recorded");
+    // At rest the secret is sealed, never in the clear.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT api_secret_sealed FROM apps WHERE id = ?")
+        .bind(&app_id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let new_secret = cred["credential"]["secret"].as_str().unwrap().as_bytes();
+    assert!(!stored.windows(new_secret.len()).any(|w| w == new_secret));
+}

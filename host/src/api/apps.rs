@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
@@ -87,6 +87,27 @@ async fn check_groups(
     Ok(())
 }
 
+fn seal_secret(state: &AppState, key: &ApiKey) -> Vec<u8> {
+    state
+        .catalog
+        .seal(&apps::secret_context(&key.app_id), key.secret().as_bytes())
+}
+
+/// DSM's `AppCredentialResponse`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialOut {
+    pub app_id: String,
+    pub credential: SecretCredential,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretCredential {
+    /// The API key's secret; the API key is base64 of `{app_id}:{secret}`.
+    pub secret: String,
+    /// The API key itself, as `POST /sys/v1/apps` answered it.
+    pub api_key: String,
+}
+
 fn app_name(n: &str) -> ApiResult<String> {
     let n = n.trim();
     if n.is_empty() || n.len() > 256 {
@@ -139,6 +160,7 @@ pub async fn create(
         created_at: now,
         created_by: caller.principal().id().to_string(),
         api_key_hash: key.hash(),
+        api_secret_sealed: Some(seal_secret(&state, &key)),
         enabled: req.enabled.unwrap_or(true),
         default_group: req.default_group.clone(),
         groups,
@@ -278,6 +300,53 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The application's API key again, as DSM programs obtain it: for users who manage the
+/// application, recorded in the audit log before it is answered.
+#[utoipa::path(get, path = "/sys/v1/apps/{id}/credential", tag = "apps",
+    params(("id" = String, Path, description = "The application's id")),
+    responses((status = 200, body = CredentialOut), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn credential(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<CredentialOut>> {
+    user_only(&caller)?;
+    let account = caller.account().to_string();
+    let mut tx = state.catalog.begin().await?;
+    let app = load(&mut tx, &account, &app_id).await?;
+    may_manage(&caller, &app.groups)?;
+    let sealed = app.api_secret_sealed.as_ref().ok_or_else(|| {
+        ApiError::Conflict(
+            "this application's secret was made before Keyward kept it; reset it to read it here"
+                .into(),
+        )
+    })?;
+    let secret = state
+        .catalog
+        .open_sealed(&apps::secret_context(&app.id), sealed)?;
+    let secret = String::from_utf8(secret)
+        .map_err(|_| ApiError::Internal("a sealed app secret is not text".into()))?;
+    Event::new(
+        Some(&account),
+        caller.principal(),
+        "app.credential_read",
+        state.now(),
+    )
+    .object("app", &app.id)
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    let key = ApiKey::from_secret(&app.id, secret);
+    Ok(Json(CredentialOut {
+        app_id: app.id.clone(),
+        credential: SecretCredential {
+            secret: key.secret().to_string(),
+            api_key: key.encoded(),
+        },
+    }))
+}
+
 /// A new API key; the old one stops working and the application's sessions end.
 #[utoipa::path(post, path = "/sys/v1/apps/{id}/reset_secret", tag = "apps", responses((status = 200, body = AppWithKey)))]
 pub async fn reset_secret(
@@ -293,6 +362,7 @@ pub async fn reset_secret(
     may_manage(&caller, &app.groups)?;
     let key = ApiKey::generate(&app.id);
     app.api_key_hash = key.hash();
+    app.api_secret_sealed = Some(seal_secret(&state, &key));
     apps::update(&mut tx, &app).await?;
     Event::new(Some(&account), caller.principal(), "app.reset_secret", now)
         .object("app", &app.id)

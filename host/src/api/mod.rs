@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(apps::get).patch(apps::update).delete(apps::delete),
         )
         .route("/sys/v1/apps/{id}/reset_secret", post(apps::reset_secret))
+        .route("/sys/v1/apps/{id}/credential", get(apps::credential))
         .route("/sys/v1/groups", get(groups::list).post(groups::create))
         .route(
             "/sys/v1/groups/{id}",

@@ -16,7 +16,7 @@ use super::{
         session::health, session::version, session::auth, session::terminate, session::refresh, session::select_account,
         users::signup, users::invite, users::list, users::get, users::update, users::remove,
         accounts::list, accounts::create, accounts::get, accounts::update, accounts::delete,
-        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret,
+        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret, apps::credential,
         groups::list, groups::create, groups::get, groups::update, groups::delete,
         hmg::azure_vaults, hmg::check_config, hmg::check_group, hmg::scan, hmg::start_scan, hmg::scans, hmg::get_scan,
         keys::create, keys::import, keys::list, keys::get, keys::info, keys::update, keys::delete,

@@ -78,6 +78,19 @@ impl ApiKey {
         STANDARD.encode(format!("{}:{}", self.app_id, self.secret))
     }
 
+    /// The key of `app_id` with a secret read back from its sealed copy.
+    pub fn from_secret(app_id: &str, secret: String) -> ApiKey {
+        ApiKey {
+            app_id: app_id.to_string(),
+            secret,
+        }
+    }
+
+    /// The secret half, for sealing at rest and for DSM's credential endpoint.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     pub fn hash(&self) -> Vec<u8> {
         Sha256::digest(self.secret.as_bytes()).to_vec()
     }

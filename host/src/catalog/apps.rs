@@ -1,5 +1,7 @@
-//! Applications: authenticate with an API key (stored as a SHA-256 hash of its secret),
-//! belong to groups, and are the only principals that perform cryptographic operations.
+//! Applications: authenticate with an API key (checked against a SHA-256 hash of its
+//! secret; the secret itself is kept sealed under the master key for its administrators to
+//! read again), belong to groups, and are the only principals that perform cryptographic
+//! operations.
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -15,9 +17,17 @@ pub struct App {
     pub created_at: i64,
     pub created_by: String,
     pub api_key_hash: Vec<u8>,
+    /// The secret sealed with [`secret_context`]; `None` for apps made before version 6 of
+    /// the catalog, until their secret is reset.
+    pub api_secret_sealed: Option<Vec<u8>>,
     pub enabled: bool,
     pub default_group: Option<String>,
     pub groups: Vec<String>,
+}
+
+/// The sealing context of an application's secret: a sealed secret opens only as its own.
+pub fn secret_context(app_id: &str) -> String {
+    format!("app-secret:{app_id}")
 }
 
 fn from_row(r: &SqliteRow) -> App {
@@ -29,6 +39,7 @@ fn from_row(r: &SqliteRow) -> App {
         created_at: r.get("created_at"),
         created_by: r.get("created_by"),
         api_key_hash: r.get("api_key_hash"),
+        api_secret_sealed: r.get("api_secret_sealed"),
         enabled: r.get("enabled"),
         default_group: r.get("default_group"),
         groups: vec![],
@@ -42,8 +53,8 @@ async fn with_groups(c: &mut Conn, mut app: App) -> Result<App> {
 
 pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
     sqlx::query(
-        "INSERT INTO apps (id, account_id, name, description, created_at, created_by, api_key_hash, enabled, default_group)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO apps (id, account_id, name, description, created_at, created_by, api_key_hash, api_secret_sealed, enabled, default_group)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&a.id)
     .bind(&a.account_id)
@@ -52,6 +63,7 @@ pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
     .bind(a.created_at)
     .bind(&a.created_by)
     .bind(&a.api_key_hash)
+    .bind(&a.api_secret_sealed)
     .bind(a.enabled)
     .bind(&a.default_group)
     .execute(&mut *c)
@@ -60,10 +72,11 @@ pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
 }
 
 pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
-    sqlx::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
+    sqlx::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, api_secret_sealed = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.api_key_hash)
+        .bind(&a.api_secret_sealed)
         .bind(a.enabled)
         .bind(&a.default_group)
         .bind(&a.id)

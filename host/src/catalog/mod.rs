@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_integrity.sql")),
     (4, include_str!("migrations/0004_rotation.sql")),
     (5, include_str!("migrations/0005_versions.sql")),
+    (6, include_str!("migrations/0006_app_credentials.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";
