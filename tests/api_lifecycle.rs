@@ -361,6 +361,50 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
     assert!(doc["components"]["schemas"]["SobjectOut"].is_object());
+    // Every `{parameter}` of every path is declared, so that generated clients and fuzzers
+    // can fill it in.
+    let mut undeclared = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let wanted: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        for (method, op) in ops.as_object().unwrap() {
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for w in &wanted {
+                if !declared.contains(w) {
+                    undeclared.push(format!("{method} {path}: {w}"));
+                }
+            }
+        }
+    }
+    assert!(
+        undeclared.is_empty(),
+        "undeclared path parameters:\n{}",
+        undeclared.join("\n")
+    );
+
+    // Golden file: a change of the document is a change of the API, made on purpose.
+    // `KEYWARD_BLESS=1 cargo test -p keyward-tests --test api_lifecycle openapi` rewrites it.
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/openapi.json");
+    let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    if std::env::var_os("KEYWARD_BLESS").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden).expect("tests/fixtures/openapi.json");
+    assert!(
+        expected == text,
+        "the OpenAPI document changed; review the difference (git diff after blessing) and \
+         rerun with KEYWARD_BLESS=1 to accept it"
+    );
 }
 
 /// What DSM clients call that DSM has always had: the version, the export of a key by id,

@@ -180,7 +180,8 @@ async fn role_in(
     }
 }
 
-#[utoipa::path(get, path = "/sys/v1/accounts/{id}", tag = "accounts", responses((status = 200, body = AccountOut), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/sys/v1/accounts/{id}",
+    params(("id" = String, Path, description = "The account's id")), tag = "accounts", responses((status = 200, body = AccountOut), (status = 403, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -208,7 +209,8 @@ fn must_administer(caller: &Caller, account: &str, role: Option<AccountRole>) ->
     Ok(())
 }
 
-#[utoipa::path(patch, path = "/sys/v1/accounts/{id}", tag = "accounts", request_body = AccountRequest,
+#[utoipa::path(patch, path = "/sys/v1/accounts/{id}",
+    params(("id" = String, Path, description = "The account's id")), tag = "accounts", request_body = AccountRequest,
     responses((status = 200, body = AccountOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
@@ -254,7 +256,8 @@ pub async fn update(
 }
 
 /// Deletes the account and everything in it.
-#[utoipa::path(delete, path = "/sys/v1/accounts/{id}", tag = "accounts", responses((status = 204), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/sys/v1/accounts/{id}",
+    params(("id" = String, Path, description = "The account's id")), tag = "accounts", responses((status = 204), (status = 403, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -196,7 +196,8 @@ async fn load(c: &mut Conn, account: &str, app_id: &str) -> ApiResult<App> {
         .ok_or_else(|| ApiError::NotFound(format!("no application {app_id}")))
 }
 
-#[utoipa::path(get, path = "/sys/v1/apps/{id}", tag = "apps", responses((status = 200, body = AppOut), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/sys/v1/apps/{id}",
+    params(("id" = String, Path, description = "The application's id")), tag = "apps", responses((status = 200, body = AppOut), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -219,7 +220,8 @@ pub async fn get(
     Ok(Json(out(&app)))
 }
 
-#[utoipa::path(patch, path = "/sys/v1/apps/{id}", tag = "apps", request_body = AppRequest,
+#[utoipa::path(patch, path = "/sys/v1/apps/{id}",
+    params(("id" = String, Path, description = "The application's id")), tag = "apps", request_body = AppRequest,
     responses((status = 200, body = AppOut), (status = 403, body = super::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
@@ -278,7 +280,8 @@ pub async fn update(
     Ok(Json(out(&app)))
 }
 
-#[utoipa::path(delete, path = "/sys/v1/apps/{id}", tag = "apps", responses((status = 204)))]
+#[utoipa::path(delete, path = "/sys/v1/apps/{id}",
+    params(("id" = String, Path, description = "The application's id")), tag = "apps", responses((status = 204)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -348,7 +351,8 @@ pub async fn credential(
 }
 
 /// A new API key; the old one stops working and the application's sessions end.
-#[utoipa::path(post, path = "/sys/v1/apps/{id}/reset_secret", tag = "apps", responses((status = 200, body = AppWithKey)))]
+#[utoipa::path(post, path = "/sys/v1/apps/{id}/reset_secret",
+    params(("id" = String, Path, description = "The application's id")), tag = "apps", responses((status = 200, body = AppWithKey)))]
 pub async fn reset_secret(
     State(state): State<Arc<AppState>>,
     caller: Caller,

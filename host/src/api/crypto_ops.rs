@@ -614,7 +614,7 @@ async fn do_unwrap(
 
 macro_rules! endpoints {
     ($($with:ident, $global:ident, $do:ident, $req:ty, $resp:ty, $path:literal, $gpath:literal;)*) => {$(
-        #[utoipa::path(post, path = $path, tag = "crypto", request_body = $req,
+        #[utoipa::path(post, path = $path, params(("kid" = String, Path, description = "The key's id")), tag = "crypto", request_body = $req,
             responses((status = 200, body = $resp), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
         pub async fn $with(State(state): State<Arc<AppState>>, caller: Caller, Path(kid): Path<String>, Body(req): Body<$req>) -> ApiResult<Json<$resp>> {
             $do(&state, &caller, Some(&kid), req).await
@@ -636,7 +636,8 @@ endpoints! {
     wrap_with, wrap, do_wrap, WrapRequest, WrapResponse, "/crypto/v1/keys/{kid}/wrapkey", "/crypto/v1/wrapkey";
 }
 
-#[utoipa::path(post, path = "/crypto/v1/keys/{kid}/unwrapkey", tag = "crypto", request_body = UnwrapRequest,
+#[utoipa::path(post, path = "/crypto/v1/keys/{kid}/unwrapkey",
+    params(("kid" = String, Path, description = "The key's id")), tag = "crypto", request_body = UnwrapRequest,
     responses((status = 201, body = SobjectOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn unwrap_with(
     State(state): State<Arc<AppState>>,

@@ -246,7 +246,8 @@ async fn load(state: &AppState, caller: &Caller, group_id: &str) -> ApiResult<Gr
         .ok_or_else(|| ApiError::NotFound(format!("no group {group_id}")))
 }
 
-#[utoipa::path(get, path = "/sys/v1/groups/{id}", tag = "groups", responses((status = 200, body = GroupOut), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/sys/v1/groups/{id}",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups", responses((status = 200, body = GroupOut), (status = 403, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -347,7 +348,8 @@ pub async fn update(
 }
 
 /// Only an empty group can be deleted.
-#[utoipa::path(delete, path = "/sys/v1/groups/{id}", tag = "groups", responses((status = 204), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/sys/v1/groups/{id}",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups", responses((status = 204), (status = 409, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,

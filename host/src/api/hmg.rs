@@ -292,7 +292,8 @@ pub async fn check_config(
 
 /// Tests a saved group's link (optionally with changes applied, without saving them) and
 /// records the status the group list shows.
-#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/check", tag = "groups", request_body = GroupCheck,
+#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/check",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups", request_body = GroupCheck,
     responses((status = 200, body = ConnectionStatus), (status = 409, body = super::error::ErrorBody)))]
 pub async fn check_group(
     State(state): State<Arc<AppState>>,
@@ -380,7 +381,8 @@ fn busy(e: WorkflowError) -> ApiError {
 }
 
 /// Syncs the group now (F13) and returns the virtual keys it added.
-#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/scan", tag = "groups",
+#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/scan",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups",
     responses((status = 200, body = [SobjectOut]), (status = 409, body = super::error::ErrorBody)))]
 pub async fn scan(
     State(state): State<Arc<AppState>>,
@@ -407,7 +409,8 @@ pub async fn scan(
 }
 
 /// Starts a sync in the background; its progress is at `GET .../hmg/scans/{scan_id}`.
-#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/scans", tag = "groups",
+#[utoipa::path(post, path = "/sys/v1/groups/{id}/hmg/scans",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups",
     responses((status = 202, body = ScanOut), (status = 409, body = super::error::ErrorBody)))]
 pub async fn start_scan(
     State(state): State<Arc<AppState>>,
@@ -433,7 +436,8 @@ pub async fn start_scan(
 }
 
 /// The last five syncs of the group, the running one included.
-#[utoipa::path(get, path = "/sys/v1/groups/{id}/hmg/scans", tag = "groups",
+#[utoipa::path(get, path = "/sys/v1/groups/{id}/hmg/scans",
+    params(("id" = String, Path, description = "The group's id")), tag = "groups",
     responses((status = 200, body = [ScanOut])))]
 pub async fn scans(
     State(state): State<Arc<AppState>>,
@@ -456,7 +460,8 @@ pub async fn scans(
     Ok(Json(runs.iter().map(|r| scan_out(&state, r)).collect()))
 }
 
-#[utoipa::path(get, path = "/sys/v1/groups/{id}/hmg/scans/{scan_id}", tag = "groups",
+#[utoipa::path(get, path = "/sys/v1/groups/{id}/hmg/scans/{scan_id}",
+    params(("id" = String, Path, description = "The group's id"), ("scan_id" = String, Path, description = "The scan's id")), tag = "groups",
     responses((status = 200, body = ScanOut), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_scan(
     State(state): State<Arc<AppState>>,

@@ -342,7 +342,8 @@ async fn member(c: &mut Conn, account: &str, user_id: &str) -> ApiResult<(User, 
     Ok((user, role))
 }
 
-#[utoipa::path(get, path = "/sys/v1/users/{id}", tag = "users", responses((status = 200, body = UserOut), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/sys/v1/users/{id}",
+    params(("id" = String, Path, description = "The user's id")), tag = "users", responses((status = 200, body = UserOut), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -358,7 +359,8 @@ pub async fn get(
 
 /// Administrators change roles and group roles; group administrators change roles in their
 /// groups; users change their own names and password.
-#[utoipa::path(patch, path = "/sys/v1/users/{id}", tag = "users", request_body = UserUpdate,
+#[utoipa::path(patch, path = "/sys/v1/users/{id}",
+    params(("id" = String, Path, description = "The user's id")), tag = "users", request_body = UserUpdate,
     responses((status = 200, body = UserOut), (status = 403, body = super::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
@@ -462,7 +464,8 @@ pub async fn update(
 }
 
 /// Removes a user from the caller's account (the user keeps other accounts).
-#[utoipa::path(delete, path = "/sys/v1/users/{id}", tag = "users", responses((status = 204), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/sys/v1/users/{id}",
+    params(("id" = String, Path, description = "The user's id")), tag = "users", responses((status = 204), (status = 409, body = super::error::ErrorBody)))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -97,7 +97,8 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/sys/v1/workflows/{name}", tag = "workflows",
+#[utoipa::path(get, path = "/sys/v1/workflows/{name}",
+    params(("name" = String, Path, description = "The workflow's name")), tag = "workflows",
     responses((status = 200, body = WorkflowSource), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
@@ -182,7 +183,8 @@ fn visible(caller: &Caller, r: &WorkflowRun) -> bool {
             ))
 }
 
-#[utoipa::path(get, path = "/sys/v1/workflow_runs/{id}", tag = "workflows",
+#[utoipa::path(get, path = "/sys/v1/workflow_runs/{id}",
+    params(("id" = String, Path, description = "The workflow run's id")), tag = "workflows",
     responses((status = 200, body = RunOut), (status = 404, body = super::error::ErrorBody)))]
 pub async fn run(
     State(state): State<Arc<AppState>>,
