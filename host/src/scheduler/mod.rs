@@ -190,12 +190,16 @@ impl Scheduler {
             let slots = slots.clone();
             let this = self.shallow();
             running.spawn(async move {
+                // The lease is kept from the claim on, not from when a slot frees: a fire
+                // waiting behind others must not expire and be taken over (and run twice).
+                let renew = this.keep_claimed(&claim);
                 let _slot = slots.acquire_owned().await.expect("never closed");
                 let kind = claim.key.kind;
                 let ok = match job {
                     None => this.fire_rotation(&claim, &account).await,
                     Some(j) => this.fire_job(&claim, &j).await,
                 };
+                renew.abort();
                 (kind, ok)
             });
         }
@@ -304,10 +308,9 @@ impl Scheduler {
     }
 
     /// A policy's rotation; `true` when the key was rotated.
+    /// The caller keeps the claim's lease while this runs.
     async fn fire_rotation(&self, claim: &Claim, account: &str) -> Result<bool, SchedulerError> {
-        let renew = self.keep_claimed(claim);
         let attempt = self.rotate(&claim.key.target, account).await;
-        renew.abort();
         let done = matches!(attempt, Attempt::Done(_));
         self.settle(claim, account, attempt).await?;
         Ok(done)
@@ -383,10 +386,9 @@ impl Scheduler {
     }
 
     /// A cron job's run; `true` when it succeeded.
+    /// The caller keeps the claim's lease while this runs.
     async fn fire_job(&self, claim: &Claim, job: &Job) -> Result<bool, SchedulerError> {
-        let renew = self.keep_claimed(claim);
         let attempt = self.run_job(job).await;
-        renew.abort();
         let done = matches!(attempt, Attempt::Done(_));
         let finished = !matches!(
             &attempt,
