@@ -564,12 +564,23 @@ impl KeyService {
         worker: &str,
         made: &[MadeVersion<'_>],
     ) -> Result<Vec<Result<String>>> {
+        self.write_versions(scope, Some(worker), made).await
+    }
+
+    /// The writes of `made` in one transaction, a savepoint each; the cache entries of the
+    /// replaced keys are forgotten after the commit.
+    async fn write_versions(
+        &self,
+        scope: RunScope<'_>,
+        worker: Option<&str>,
+        made: &[MadeVersion<'_>],
+    ) -> Result<Vec<Result<String>>> {
         let mut tx = self.catalog().begin().await?;
         let mut out = Vec::with_capacity(made.len());
         for m in made {
             let mut one = sqlx::Acquire::begin(&mut *tx).await?;
             let r = self
-                .write_version_in(&mut one, scope, m.plan, Some(worker), m.remote, m.backup)
+                .write_version_in(&mut one, scope, m.plan, worker, m.remote, m.backup)
                 .await;
             match &r {
                 Ok(_) => one.commit().await?,
@@ -649,17 +660,18 @@ impl KeyService {
         r: &RemoteKey,
         backup: Option<&[u8]>,
     ) -> Result<String> {
-        let mut tx = self.catalog().begin().await?;
-        let kid = self
-            .write_version_in(&mut tx, scope, plan, worker, r, backup)
-            .await?;
-        tx.commit().await?;
-        self.forget(&plan.kid);
-        Ok(kid)
+        let made = MadeVersion {
+            plan,
+            remote: r,
+            backup,
+        };
+        self.write_versions(scope, worker, std::slice::from_ref(&made))
+            .await?
+            .pop()
+            .expect("one result per version")
     }
 
-    /// The writes of `write_version` in the caller's transaction; the caller commits and
-    /// then forgets the old key's cache entry.
+    /// The writes of one new version in the caller's transaction (`write_versions`).
     async fn write_version_in(
         &self,
         tx: &mut Conn,
