@@ -513,6 +513,10 @@ async fn every_id_from_another_account_is_refused_and_changes_nothing() {
             json!({"external_kms": {"kind": "AzureManagedHsm", "instance": "https://h.localhost"}}),
         )
         .await;
+    let appb_id = bob.ok(Method::GET, "/sys/v1/apps", None).await[0]["app_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let enc = json!({"alg": "AES", "plain": b64(b"x")});
     let before = catalog_snapshot_without(&w.d, &["audit_events"]).await;
     type Try<'a> = (&'a Api, Method, String, Option<Value>);
@@ -629,9 +633,27 @@ async fn every_id_from_another_account_is_refused_and_changes_nothing() {
         ),
         (
             bob,
+            Method::GET,
+            format!("/sys/v1/apps/{app1_id}/credential"),
+            None,
+        ),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/apps/{app1_id}"),
+            Some(json!({"add_groups": {gb.clone(): ["ENCRYPT"]}})),
+        ),
+        (
+            bob,
             Method::POST,
             "/sys/v1/apps".into(),
             Some(json!({"name": "intruder", "groups": [g1]})),
+        ),
+        (
+            bob,
+            Method::PATCH,
+            format!("/sys/v1/apps/{appb_id}"),
+            Some(json!({"add_groups": {g1.clone(): ["ENCRYPT", "MANAGE"]}})),
         ),
         (
             bob,
@@ -824,6 +846,15 @@ async fn every_id_from_another_account_is_refused_and_changes_nothing() {
         let list = bob.ok(Method::GET, &path, None).await;
         if !list.as_array().unwrap().is_empty() {
             failures.push(format!("{path}: {list}"));
+        }
+    }
+    // Nor does account A's audit log show through a filter by its ids.
+    for filter in [format!("object_id={k1}"), format!("actor_id={member_id}")] {
+        let logs = bob
+            .ok(Method::GET, &format!("/sys/v1/logs?{filter}"), None)
+            .await;
+        if !logs["hits"].as_array().unwrap().is_empty() {
+            failures.push(format!("logs?{filter}: {logs}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

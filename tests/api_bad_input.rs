@@ -469,7 +469,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             "admin",
             Method::GET,
-            "/sys/v1/logs?from=yesterday".into(),
+            "/sys/v1/logs?range_from=yesterday".into(),
             String::new(),
             400,
             "from",

@@ -404,3 +404,141 @@ async fn wrap_unwrap_and_kek_wrapped_import() {
     let (s, body) = app.call(Method::PUT, "/crypto/v1/keys", Some(json!({"name": "byok2", "obj_type": "AES", "value": b64(&wrapped_aes), "wrapped_by": {"name": "kek"}, "wrapping_mode": "KWP"}))).await;
     assert_eq!(s, 400, "{body}");
 }
+
+/// DSM's per-group app permissions: what an application may do with a group's keys is what
+/// its membership grants, on top of what each key permits, and a change applies to the
+/// application's live sessions at once.
+#[tokio::test]
+async fn an_application_does_only_what_its_group_permissions_allow() {
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let g = admin.create_group("perms", json!({})).await;
+    let other = admin.create_group("perms-other", json!({})).await;
+    let (_, full_key) = admin.create_app("full", &[&g]).await;
+    let full = d.login_app(&full_key).await;
+    let k = kid_of(
+        &full
+            .create_key(
+                json!({"name": "k", "obj_type": "AES", "key_size": 256, "group_id": g,
+                "key_ops": ["ENCRYPT", "DECRYPT", "EXPORT", "APPMANAGEABLE"]}),
+            )
+            .await,
+    )
+    .await;
+
+    let created = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/apps",
+            Some(json!({"name": "enc-only", "add_groups": {g.clone(): ["ENCRYPT"]}, "default_group": g})),
+        )
+        .await;
+    assert_eq!(created["groups"], json!({g.clone(): ["ENCRYPT"]}));
+    let app_id = created["app_id"].as_str().unwrap().to_string();
+    let app = d.login_app(created["api_key"].as_str().unwrap()).await;
+    let enc = app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{k}/encrypt"),
+            Some(json!({"alg": "AES", "mode": "GCM", "plain": b64(b"secret")})),
+        )
+        .await;
+    let dec_body = json!({"alg": "AES", "mode": "GCM", "cipher": enc["cipher"], "iv": enc["iv"], "tag": enc["tag"]});
+    let decrypt = format!("/crypto/v1/keys/{k}/decrypt");
+    let (s, body) = app
+        .call(Method::POST, &decrypt, Some(dec_body.clone()))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("DECRYPT"),
+        "{body}"
+    );
+    // Without MANAGE it neither creates nor changes the group's keys; without EXPORT it does
+    // not export.
+    for (method, path, req) in [
+        (
+            Method::POST,
+            "/crypto/v1/keys".to_string(),
+            json!({"name": "k2", "obj_type": "AES", "key_size": 256, "group_id": g}),
+        ),
+        (
+            Method::PATCH,
+            format!("/crypto/v1/keys/{k}"),
+            json!({"description": "mine"}),
+        ),
+        (
+            Method::POST,
+            "/crypto/v1/keys/export".to_string(),
+            json!({"kid": k}),
+        ),
+    ] {
+        let (s, body) = app.call(method.clone(), &path, Some(req)).await;
+        assert_eq!(s, 403, "{method} {path}: {body}");
+    }
+
+    // mod_groups grants DECRYPT: the running session sees it.
+    let path = format!("/sys/v1/apps/{app_id}");
+    let changed = admin
+        .ok(
+            Method::PATCH,
+            &path,
+            Some(json!({"mod_groups": {g.clone(): ["ENCRYPT", "DECRYPT"]}})),
+        )
+        .await;
+    assert_eq!(
+        changed["groups"],
+        json!({g.clone(): ["ENCRYPT", "DECRYPT"]})
+    );
+    let plain = app.ok(Method::POST, &decrypt, Some(dec_body.clone())).await;
+    assert_eq!(unb64(&plain["plain"]), b"secret");
+
+    // What cannot be done is refused and changes nothing.
+    for (req, word) in [
+        (json!({"add_groups": {g.clone(): ["SIGN"]}}), "mod_groups"),
+        (
+            json!({"mod_groups": {other.clone(): ["SIGN"]}}),
+            "add_groups",
+        ),
+        (json!({"del_groups": [other.clone()]}), "del_groups"),
+        (json!({"add_groups": {other.clone(): ["FLY"]}}), "FLY"),
+        (
+            json!({"groups": [g.clone()], "add_groups": {other.clone(): []}}),
+            "not both",
+        ),
+    ] {
+        let (s, body) = admin.call(Method::PATCH, &path, Some(req.clone())).await;
+        assert_eq!(s, 400, "{req}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(word),
+            "{req}: {body}"
+        );
+    }
+    assert_eq!(
+        admin.ok(Method::GET, &path, None).await["groups"],
+        json!({g.clone(): ["ENCRYPT", "DECRYPT"]})
+    );
+
+    // add_groups and del_groups together move the application; leaving the group ends its
+    // use of the group's keys, and the default group goes with it.
+    let moved = admin
+        .ok(
+            Method::PATCH,
+            &path,
+            Some(json!({"add_groups": {other.clone(): ["SIGN", "VERIFY"]}, "del_groups": [g.clone()]})),
+        )
+        .await;
+    assert_eq!(moved["groups"], json!({other.clone(): ["SIGN", "VERIFY"]}));
+    assert!(moved["default_group"].is_null(), "{moved}");
+    let (s, body) = app.call(Method::POST, &decrypt, Some(dec_body)).await;
+    assert_eq!(s, 403, "{body}");
+    // Keyward's short form gives a new group every permission and keeps a known group's own.
+    let short = admin
+        .ok(
+            Method::PATCH,
+            &path,
+            Some(json!({"groups": [other.clone(), g.clone()]})),
+        )
+        .await;
+    assert_eq!(short["groups"][&other], json!(["SIGN", "VERIFY"]));
+    assert_eq!(short["groups"][&g].as_array().unwrap().len(), 13, "{short}");
+}

@@ -3,7 +3,7 @@
 
 use keyward::catalog::CatalogError;
 use keyward::daemon::DaemonError;
-use keyward_tests::api::{ADMIN_EMAIL, ADMIN_PASSWORD, TestDaemon, b64, unb64};
+use keyward_tests::api::{ADMIN_EMAIL, ADMIN_PASSWORD, TestDaemon, b64, log_entries, unb64};
 use reqwest::Method;
 use serde_json::json;
 
@@ -64,7 +64,7 @@ async fn data_and_sealed_secrets_survive_a_restart() {
     let log = admin
         .ok(Method::GET, "/sys/v1/logs?action=key.encrypt", None)
         .await;
-    assert_eq!(log.as_array().unwrap().len(), 1);
+    assert_eq!(log_entries(&log).len(), 1);
     d.stop().await;
 
     // Another master key does not open this catalog.

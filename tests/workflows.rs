@@ -229,7 +229,7 @@ output.verdict = verdict;
     az.daemon.state.audit.flush().await;
     let logs = az
         .admin
-        .ok(Method::GET, "/sys/v1/logs?limit=500", None)
+        .ok(Method::GET, "/sys/v1/logs?size=500", None)
         .await;
     assert!(
         logs.to_string().contains("workflow.update_checked"),

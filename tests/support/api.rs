@@ -281,6 +281,16 @@ pub fn unb64(v: &Value) -> Vec<u8> {
         .expect("valid base64")
 }
 
+/// The entries of a `GET /sys/v1/logs` answer (DSM's `{hits: [{_id, _source}]}`), newest first.
+pub fn log_entries(logs: &Value) -> Vec<Value> {
+    logs["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("an audit log answer: {logs}"))
+        .iter()
+        .map(|h| h["_source"].clone())
+        .collect()
+}
+
 /// Every row of every catalog table, for asserting that a refused request changed nothing.
 pub async fn catalog_snapshot(d: &TestDaemon) -> String {
     catalog_snapshot_without(d, &[]).await

@@ -1,6 +1,9 @@
 //! Applications: API-key principals that belong to groups and perform cryptographic
-//! operations with their keys. The API key is shown once, at creation and at reset.
+//! operations with their keys, each group with its own permissions (DSM's `add_groups`,
+//! `mod_groups`, `del_groups`). The API key is shown at creation and at reset, and to its
+//! managers through `credential`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::{ApiKey, Principal};
-use crate::catalog::apps::{self, App};
+use crate::catalog::apps::{self, App, AppGroups, AppPermission};
 use crate::catalog::sobjects::Creator;
 use crate::catalog::{Conn, new_id};
 
@@ -19,16 +22,123 @@ use super::extract::{Body, Caller, id};
 use super::model::{AppOut, AppWithKey, time};
 use super::{ApiError, ApiResult, AppState};
 
+/// One of DSM's `AppPermissions`, named as `AppPermission::as_str` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission(pub AppPermission);
+
+impl Serialize for Permission {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Permission {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        AppPermission::parse(&name).map(Permission).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown app permission '{name}' (one of {})",
+                AppPermission::ALL.map(AppPermission::as_str).join(", ")
+            ))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for Permission {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(AppPermission::ALL.map(AppPermission::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Permission {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AppPermission".into()
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppRequest {
     pub name: Option<String>,
     pub description: Option<String>,
-    /// The groups the application may use keys of (replaces the list on update).
+    /// Keyward's short form: the application's groups, replacing its list. A group new to
+    /// the application gets every permission; one it had keeps its own.
     pub groups: Option<Vec<String>>,
+    /// DSM: groups to add, each with what the application may do with its keys.
+    pub add_groups: Option<BTreeMap<String, Vec<Permission>>>,
+    /// DSM: new permissions for groups the application already has.
+    pub mod_groups: Option<BTreeMap<String, Vec<Permission>>>,
+    /// DSM: groups to leave.
+    pub del_groups: Option<Vec<String>>,
     /// Where keys go when the application creates one without naming a group.
     pub default_group: Option<String>,
     pub enabled: Option<bool>,
+}
+
+fn permissions(ps: &[Permission]) -> Vec<AppPermission> {
+    ps.iter().map(|p| p.0).collect()
+}
+
+/// The application's groups after `req`, from `current`. `groups` replaces; `add_groups`,
+/// `mod_groups` and `del_groups` change the named groups and must name groups the
+/// application does (mod, del) or does not (add) have.
+fn groups_after(current: &AppGroups, req: &AppRequest) -> ApiResult<AppGroups> {
+    let dsm = req.add_groups.is_some() || req.mod_groups.is_some() || req.del_groups.is_some();
+    if let Some(list) = &req.groups {
+        if dsm {
+            return Err(ApiError::field(
+                "groups",
+                "give either groups or add_groups/mod_groups/del_groups, not both",
+            ));
+        }
+        return Ok(list
+            .iter()
+            .map(|g| {
+                let ps = current
+                    .get(g)
+                    .cloned()
+                    .unwrap_or_else(|| AppPermission::ALL.to_vec());
+                (g.clone(), ps)
+            })
+            .collect());
+    }
+    let mut groups = current.clone();
+    for g in req.del_groups.iter().flatten() {
+        if groups.remove(g).is_none() {
+            return Err(ApiError::field(
+                "del_groups",
+                format!("{g} is not a group of the application"),
+            ));
+        }
+    }
+    for (g, ps) in req.mod_groups.iter().flatten() {
+        match groups.get_mut(g) {
+            Some(current) => *current = permissions(ps),
+            None => {
+                return Err(ApiError::field(
+                    "mod_groups",
+                    format!("{g} is not a group of the application (add it with add_groups)"),
+                ));
+            }
+        }
+    }
+    for (g, ps) in req.add_groups.iter().flatten() {
+        if current.contains_key(g) && !req.del_groups.iter().flatten().any(|d| d == g) {
+            return Err(ApiError::field(
+                "add_groups",
+                format!("{g} is already a group of the application (change it with mod_groups)"),
+            ));
+        }
+        groups.insert(g.clone(), permissions(ps));
+    }
+    Ok(groups)
+}
+
+fn group_ids(groups: &AppGroups) -> Vec<String> {
+    groups.keys().cloned().collect()
 }
 
 pub fn out(a: &App) -> AppOut {
@@ -40,7 +150,11 @@ pub fn out(a: &App) -> AppOut {
         created_at: time(a.created_at),
         creator: (&Creator::User(a.created_by.clone())).into(),
         enabled: a.enabled,
-        groups: a.groups.clone(),
+        groups: a
+            .groups
+            .iter()
+            .map(|(g, ps)| (g.clone(), ps.iter().copied().map(Permission).collect()))
+            .collect(),
         default_group: a.default_group.clone(),
     }
 }
@@ -69,15 +183,15 @@ fn may_manage(caller: &Caller, groups: &[String]) -> ApiResult<()> {
 async fn check_groups(
     c: &mut Conn,
     account: &str,
-    groups: &[String],
+    groups: &AppGroups,
     default: &Option<String>,
 ) -> ApiResult<()> {
-    for g in groups {
+    for g in groups.keys() {
         id("group", g)?;
         super::groups::require_in_account(c, "groups", g, account).await?;
     }
     if let Some(d) = default
-        && !groups.contains(d)
+        && !groups.contains_key(d)
     {
         return Err(ApiError::field(
             "default_group",
@@ -85,6 +199,13 @@ async fn check_groups(
         ));
     }
     Ok(())
+}
+
+fn permission_names(groups: &AppGroups) -> BTreeMap<&str, Vec<&'static str>> {
+    groups
+        .iter()
+        .map(|(g, ps)| (g.as_str(), ps.iter().map(|p| p.as_str()).collect()))
+        .collect()
 }
 
 fn seal_secret(state: &AppState, key: &ApiKey) -> Vec<u8> {
@@ -127,7 +248,7 @@ pub async fn list(
         Principal::App { app_id, .. } => &a.id == app_id,
         Principal::User { .. } => {
             caller.access.reads_whole_account()
-                || a.groups.iter().any(|g| caller.access.can_read_group(g))
+                || a.groups.keys().any(|g| caller.access.can_read_group(g))
         }
     });
     Ok(Json(visible.map(out).collect()))
@@ -146,8 +267,8 @@ pub async fn create(
             .as_deref()
             .ok_or_else(|| ApiError::field("name", "is required"))?,
     )?;
-    let groups = req.groups.clone().unwrap_or_default();
-    may_manage(&caller, &groups)?;
+    let groups = groups_after(&AppGroups::new(), &req)?;
+    may_manage(&caller, &group_ids(&groups))?;
     let account = caller.account().to_string();
     let now = state.now();
     let app_id = new_id();
@@ -176,7 +297,7 @@ pub async fn create(
     })?;
     Event::new(Some(&account), caller.principal(), "app.create", now)
         .object("app", &app.id)
-        .details(serde_json::json!({"groups": app.groups}))
+        .details(serde_json::json!({"groups": permission_names(&app.groups)}))
         .write(&mut tx)
         .await?;
     tx.commit().await?;
@@ -209,7 +330,7 @@ pub async fn get(
         Principal::App { app_id: me, .. } => *me == app.id,
         Principal::User { .. } => {
             caller.access.reads_whole_account()
-                || app.groups.iter().any(|g| caller.access.can_read_group(g))
+                || app.groups.keys().any(|g| caller.access.can_read_group(g))
         }
     };
     if !visible {
@@ -234,20 +355,21 @@ pub async fn update(
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     let mut app = load(&mut tx, &account, &app_id).await?;
-    may_manage(&caller, &app.groups)?;
+    may_manage(&caller, &group_ids(&app.groups))?;
     if let Some(n) = &req.name {
         app.name = app_name(n)?;
     }
-    if let Some(d) = req.description {
-        app.description = Some(d);
+    if let Some(d) = &req.description {
+        app.description = Some(d.clone());
     }
-    if let Some(g) = req.groups.clone() {
-        may_manage(&caller, &g)?;
-        app.groups = g;
+    let groups = groups_after(&app.groups, &req)?;
+    if groups != app.groups {
+        may_manage(&caller, &group_ids(&groups))?;
+        app.groups = groups;
         if app
             .default_group
             .as_ref()
-            .is_some_and(|d| !app.groups.contains(d))
+            .is_some_and(|d| !app.groups.contains_key(d))
         {
             app.default_group = None;
         }
@@ -268,7 +390,9 @@ pub async fn update(
     })?;
     Event::new(Some(&account), caller.principal(), "app.update", now)
         .object("app", &app.id)
-        .details(serde_json::json!({"groups": app.groups, "enabled": app.enabled}))
+        .details(
+            serde_json::json!({"groups": permission_names(&app.groups), "enabled": app.enabled}),
+        )
         .write(&mut tx)
         .await?;
     tx.commit().await?;
@@ -292,7 +416,7 @@ pub async fn delete(
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     let app = load(&mut tx, &account, &app_id).await?;
-    may_manage(&caller, &app.groups)?;
+    may_manage(&caller, &group_ids(&app.groups))?;
     apps::delete(&mut tx, &account, &app.id).await?;
     Event::new(Some(&account), caller.principal(), "app.delete", now)
         .object("app", &app.id)
@@ -318,7 +442,7 @@ pub async fn credential(
     let account = caller.account().to_string();
     let mut tx = state.catalog.begin().await?;
     let app = load(&mut tx, &account, &app_id).await?;
-    may_manage(&caller, &app.groups)?;
+    may_manage(&caller, &group_ids(&app.groups))?;
     let sealed = app.api_secret_sealed.as_ref().ok_or_else(|| {
         ApiError::Conflict(
             "this application's secret was made before Keyward kept it; reset it to read it here"
@@ -363,7 +487,7 @@ pub async fn reset_secret(
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     let mut app = load(&mut tx, &account, &app_id).await?;
-    may_manage(&caller, &app.groups)?;
+    may_manage(&caller, &group_ids(&app.groups))?;
     let key = ApiKey::generate(&app.id);
     app.api_key_hash = key.hash();
     app.api_secret_sealed = Some(seal_secret(&state, &key));

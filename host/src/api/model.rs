@@ -110,7 +110,8 @@ pub struct AppOut {
     pub created_at: Time,
     pub creator: CreatorOut,
     pub enabled: bool,
-    pub groups: Vec<String>,
+    /// Each group with what the application may do with its keys (DSM's `AppGroups`).
+    pub groups: std::collections::BTreeMap<String, Vec<super::apps::Permission>>,
     pub default_group: Option<String>,
 }
 

@@ -2,7 +2,10 @@
 //! `/sys/v1/openapi.json`.
 
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
@@ -35,7 +38,8 @@ use super::{
         audit::query,
         workflows::list, workflows::get, workflows::runs, workflows::run,
     ),
-    components(schemas(error::ErrorBody, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
+    modifiers(&CommonErrors),
+    components(schemas(error::ErrorBody, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
     tags(
         (name = "session", description = "Authentication and sessions"),
         (name = "users"), (name = "accounts"), (name = "apps"), (name = "groups"),
@@ -49,6 +53,103 @@ use super::{
     )
 )]
 pub struct ApiDoc;
+
+/// Operations that answer without a session (the rest answer 401 without one, and 403 when
+/// the caller's roles do not allow them).
+const PUBLIC: &[(&str, &str)] = &[
+    ("get", "/sys/v1/health"),
+    ("get", "/sys/v1/version"),
+    ("get", "/sys/v1/openapi.json"),
+    ("post", "/sys/v1/users"),
+];
+
+/// What `catalog::is_id` accepts: every path parameter but names is an id.
+const ID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// The error answers every handler shares, because the extractors give them before the
+/// handler runs: 400 for a bad path id, query or body (not JSON included), 413 for a body too
+/// large, 404 for an id (in the path or the body) that names nothing the caller may see, 401 and 403 for the
+/// session, 409 where the object's state stands in the way. Each handler's annotation lists
+/// the answers particular to it.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.parameter_in == ParameterIn::Path && p.name != "name" {
+                        p.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .format(Some(SchemaFormat::Custom("uuid".into())))
+                                .pattern(Some(ID_PATTERN))
+                                .into(),
+                        );
+                    }
+                }
+                let public = PUBLIC.contains(&(method, path.as_str()));
+                let has_path_params = path.contains('{');
+                let has_input = has_path_params
+                    || op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let mut add = |status: &str, why: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(why)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                };
+                if has_input {
+                    add("400", "Bad input; the body names the problem");
+                }
+                if op.request_body.is_some() {
+                    add("413", "The body is too large");
+                }
+                if has_input && !public {
+                    add(
+                        "404",
+                        "An id (in the path or the body) names nothing in the caller's account",
+                    );
+                    add(
+                        "409",
+                        "The object's state does not allow it (a name taken, a lifecycle rule, a group not linked)",
+                    );
+                }
+                if !public {
+                    add("401", "No session, or one that has ended");
+                    add("403", "The caller's roles do not allow this");
+                }
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> Vec<(&'static str, &mut Operation)> {
+    [
+        ("get", item.get.as_mut()),
+        ("put", item.put.as_mut()),
+        ("post", item.post.as_mut()),
+        ("delete", item.delete.as_mut()),
+        ("patch", item.patch.as_mut()),
+        ("options", item.options.as_mut()),
+        ("head", item.head.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
+    .collect()
+}
 
 #[utoipa::path(get, path = "/sys/v1/openapi.json", tag = "session", responses((status = 200, description = "This document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {

@@ -178,7 +178,9 @@ async fn authenticate(
                 .await?;
         }
         tx.commit().await?;
-        let (token, session) = state.sessions.create(principal, account, vec![]);
+        let (token, session) = state
+            .sessions
+            .create(principal, account, Default::default());
         return Ok(Json(response(state, token, &session)));
     }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::catalog::accounts::{self, AccountRole};
+use crate::catalog::apps::{AppGroups, AppPermission};
 use crate::catalog::groups::{self, GroupRole};
 use crate::catalog::sobjects::Creator;
 use crate::catalog::{CatalogError, Conn, apps, users};
@@ -21,8 +22,8 @@ pub struct Access {
     pub account_role: Option<AccountRole>,
     /// Users only: group id → role.
     pub group_roles: HashMap<String, GroupRole>,
-    /// Applications only.
-    pub app_groups: Vec<String>,
+    /// Applications only: group id → what the application may do with its keys.
+    pub app_groups: AppGroups,
 }
 
 impl Access {
@@ -60,21 +61,22 @@ impl Access {
     pub fn can_read_group(&self, group: &str) -> bool {
         self.reads_whole_account()
             || self.group_roles.contains_key(group)
-            || self.app_groups.iter().any(|g| g == group)
+            || self.app_groups.contains_key(group)
+    }
+
+    /// Whether an application's permissions in `group` include `p`.
+    pub fn app_may(&self, group: &str, p: AppPermission) -> bool {
+        self.app_groups.get(group).is_some_and(|ps| ps.contains(&p))
     }
 
     pub fn can_manage_group(&self, group: &str) -> bool {
         self.is_account_admin() || self.group_roles.get(group) == Some(&GroupRole::Administrator)
     }
 
-    /// Create, import, update and delete keys in `group`.
+    /// Create, import, update and delete keys in `group`: its administrators, and
+    /// applications with MANAGE in it.
     pub fn can_manage_keys(&self, group: &str) -> bool {
-        self.can_manage_group(group) || self.app_groups.iter().any(|g| g == group)
-    }
-
-    /// Cryptographic operations with the keys of `group`: applications of the group only.
-    pub fn can_use_keys(&self, group: &str) -> bool {
-        self.is_app() && self.app_groups.iter().any(|g| g == group)
+        self.can_manage_group(group) || self.app_may(group, AppPermission::Manage)
     }
 
     /// The groups whose objects the caller sees; `None` means every group of the account.
@@ -83,7 +85,7 @@ impl Access {
             return None;
         }
         let mut groups: Vec<String> = self.group_roles.keys().cloned().collect();
-        groups.extend(self.app_groups.iter().cloned());
+        groups.extend(self.app_groups.keys().cloned());
         groups.sort();
         groups.dedup();
         Some(groups)
@@ -109,7 +111,7 @@ pub async fn of_user(
         account_id: account.to_string(),
         account_role: Some(role),
         group_roles,
-        app_groups: vec![],
+        app_groups: AppGroups::new(),
     }))
 }
 

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::apps::AppGroups;
 use crate::time::Clock;
 
 /// Who a session belongs to.
@@ -40,7 +41,7 @@ pub struct Session {
     /// The account the session acts in (a user selects one of theirs).
     pub account_id: Option<String>,
     /// For applications: the groups they belong to (kept current when the app changes).
-    pub app_groups: Arc<Vec<String>>,
+    pub app_groups: Arc<AppGroups>,
     pub expires_at: i64,
 }
 
@@ -69,7 +70,7 @@ impl Sessions {
         &self,
         principal: Principal,
         account_id: Option<String>,
-        app_groups: Vec<String>,
+        app_groups: AppGroups,
     ) -> (String, Session) {
         let token = URL_SAFE_NO_PAD.encode(keyward_crypto::random_bytes(32));
         let session = Session {
@@ -124,8 +125,8 @@ impl Sessions {
     }
 
     /// Keeps the group list of an application's sessions current.
-    pub fn update_app_groups(&self, app_id: &str, groups: &[String]) {
-        let groups = Arc::new(groups.to_vec());
+    pub fn update_app_groups(&self, app_id: &str, groups: &AppGroups) {
+        let groups = Arc::new(groups.clone());
         for s in self.inner.lock().unwrap().values_mut() {
             if s.principal.id() == app_id {
                 s.app_groups = groups.clone();
@@ -146,7 +147,7 @@ mod tests {
             user_id: "u".into(),
             email: "u@x".into(),
         };
-        let (t, _) = s.create(p, None, vec![]);
+        let (t, _) = s.create(p, None, Default::default());
         assert!(s.get(&t).is_some());
         clock.advance(500);
         assert!(s.refresh(&t).is_some());
@@ -160,7 +161,7 @@ mod tests {
                 email: "u@x".into(),
             },
             None,
-            vec![],
+            Default::default(),
         );
         s.end_all_of("u");
         assert!(s.get(&t2).is_none());

@@ -3,10 +3,111 @@
 //! read again), belong to groups, and are the only principals that perform cryptographic
 //! operations.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Conn, Result};
+use super::sobjects::KeyOp;
+use super::{CatalogError, Conn, Result};
+
+/// What an application may do with the keys of one of its groups: DSM's `AppPermissions`.
+/// A key's own operations still apply on top (an app with ENCRYPT cannot encrypt with a key
+/// that does not permit it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AppPermission {
+    Encrypt,
+    Decrypt,
+    WrapKey,
+    UnwrapKey,
+    Sign,
+    Verify,
+    MacGenerate,
+    MacVerify,
+    DeriveKey,
+    AgreeKey,
+    MaskDecrypt,
+    Export,
+    /// Create, update, lifecycle and delete of the group's keys (those that permit
+    /// APPMANAGEABLE).
+    Manage,
+}
+
+impl AppPermission {
+    pub const ALL: [AppPermission; 13] = [
+        AppPermission::Encrypt,
+        AppPermission::Decrypt,
+        AppPermission::WrapKey,
+        AppPermission::UnwrapKey,
+        AppPermission::Sign,
+        AppPermission::Verify,
+        AppPermission::MacGenerate,
+        AppPermission::MacVerify,
+        AppPermission::DeriveKey,
+        AppPermission::AgreeKey,
+        AppPermission::MaskDecrypt,
+        AppPermission::Export,
+        AppPermission::Manage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppPermission::Encrypt => "ENCRYPT",
+            AppPermission::Decrypt => "DECRYPT",
+            AppPermission::WrapKey => "WRAPKEY",
+            AppPermission::UnwrapKey => "UNWRAPKEY",
+            AppPermission::Sign => "SIGN",
+            AppPermission::Verify => "VERIFY",
+            AppPermission::MacGenerate => "MACGENERATE",
+            AppPermission::MacVerify => "MACVERIFY",
+            AppPermission::DeriveKey => "DERIVEKEY",
+            AppPermission::AgreeKey => "AGREEKEY",
+            AppPermission::MaskDecrypt => "MASKDECRYPT",
+            AppPermission::Export => "EXPORT",
+            AppPermission::Manage => "MANAGE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AppPermission> {
+        AppPermission::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The permission a key operation needs; `None` for APPMANAGEABLE, which is the key's
+    /// consent to MANAGE rather than an operation.
+    pub fn for_op(op: KeyOp) -> Option<AppPermission> {
+        Some(match op {
+            KeyOp::Sign => AppPermission::Sign,
+            KeyOp::Verify => AppPermission::Verify,
+            KeyOp::Encrypt => AppPermission::Encrypt,
+            KeyOp::Decrypt => AppPermission::Decrypt,
+            KeyOp::WrapKey => AppPermission::WrapKey,
+            KeyOp::UnwrapKey => AppPermission::UnwrapKey,
+            KeyOp::Export => AppPermission::Export,
+            KeyOp::AppManageable => return None,
+        })
+    }
+}
+
+/// An application's groups and what it may do in each.
+pub type AppGroups = BTreeMap<String, Vec<AppPermission>>;
+
+/// Stored as the names joined by commas, in a fixed order.
+fn permissions_text(ps: &[AppPermission]) -> String {
+    let mut ps = ps.to_vec();
+    ps.sort();
+    ps.dedup();
+    ps.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn permissions_of(text: &str) -> Result<Vec<AppPermission>> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            AppPermission::parse(p)
+                .ok_or_else(|| CatalogError::Corrupt(format!("unknown app permission '{p}'")))
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
@@ -22,7 +123,7 @@ pub struct App {
     pub api_secret_sealed: Option<Vec<u8>>,
     pub enabled: bool,
     pub default_group: Option<String>,
-    pub groups: Vec<String>,
+    pub groups: AppGroups,
 }
 
 /// The sealing context of an application's secret: a sealed secret opens only as its own.
@@ -42,7 +143,7 @@ fn from_row(r: &SqliteRow) -> App {
         api_secret_sealed: r.get("api_secret_sealed"),
         enabled: r.get("enabled"),
         default_group: r.get("default_group"),
-        groups: vec![],
+        groups: AppGroups::new(),
     }
 }
 
@@ -87,16 +188,17 @@ pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
 }
 
 /// Only groups of the application's own account are linked.
-async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &[String]) -> Result<()> {
+async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &AppGroups) -> Result<()> {
     sqlx::query("DELETE FROM app_groups WHERE app_id = ?")
         .bind(app)
         .execute(&mut *c)
         .await?;
-    for g in groups {
+    for (g, permissions) in groups {
         sqlx::query(
-            "INSERT INTO app_groups (app_id, group_id) SELECT ?, id FROM groups WHERE id = ? AND account_id = ?",
+            "INSERT INTO app_groups (app_id, group_id, permissions) SELECT ?, id, ? FROM groups WHERE id = ? AND account_id = ?",
         )
         .bind(app)
+        .bind(permissions_text(permissions))
         .bind(g)
         .bind(account)
         .execute(&mut *c)
@@ -105,16 +207,14 @@ async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &[String]) -
     Ok(())
 }
 
-pub async fn groups_of(c: &mut Conn, app: &str) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query("SELECT group_id FROM app_groups WHERE app_id = ? ORDER BY group_id")
-            .bind(app)
-            .fetch_all(c)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
-    )
+pub async fn groups_of(c: &mut Conn, app: &str) -> Result<AppGroups> {
+    let rows = sqlx::query("SELECT group_id, permissions FROM app_groups WHERE app_id = ?")
+        .bind(app)
+        .fetch_all(c)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.get("group_id"), permissions_of(r.get("permissions"))?)))
+        .collect()
 }
 
 /// An application of `account`.
@@ -161,4 +261,38 @@ pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
         .execute(c)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_keep_their_names_through_storage() {
+        for p in AppPermission::ALL {
+            assert_eq!(AppPermission::parse(p.as_str()), Some(p));
+        }
+        let stored = permissions_text(&[
+            AppPermission::Sign,
+            AppPermission::Encrypt,
+            AppPermission::Sign,
+        ]);
+        assert_eq!(stored, "ENCRYPT,SIGN");
+        assert_eq!(
+            permissions_of(&stored).unwrap(),
+            vec![AppPermission::Encrypt, AppPermission::Sign]
+        );
+        assert_eq!(permissions_of("").unwrap(), vec![]);
+        assert!(permissions_of("ENCRYPT,FLY").is_err());
+    }
+
+    #[test]
+    fn every_key_operation_but_appmanageable_needs_its_permission() {
+        for op in KeyOp::ALL {
+            assert_eq!(
+                AppPermission::for_op(op).is_none(),
+                op == KeyOp::AppManageable
+            );
+        }
+    }
 }

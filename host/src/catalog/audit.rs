@@ -5,6 +5,56 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Conn, Result};
 
+/// DSM's classification of an audit event. Derived from the action when the event is
+/// written (and stored, so the log can be filtered by it); migration 7 applies the same rule
+/// to older rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionType {
+    Administrative,
+    Auth,
+    CryptoOperation,
+    RunPlugin,
+    /// Events a workflow script records itself (`audit::record`).
+    Custom,
+    Other,
+}
+
+impl ActionType {
+    pub const ALL: [ActionType; 6] = [
+        ActionType::Administrative,
+        ActionType::Auth,
+        ActionType::CryptoOperation,
+        ActionType::RunPlugin,
+        ActionType::Custom,
+        ActionType::Other,
+    ];
+
+    pub fn of(action: &str) -> ActionType {
+        match action {
+            "key.encrypt" | "key.decrypt" | "key.sign" | "key.verify" | "key.wrapkey"
+            | "key.unwrapkey" | "key.export" => ActionType::CryptoOperation,
+            a if a.starts_with("session.") => ActionType::Auth,
+            a if a.starts_with("workflow.") => ActionType::Custom,
+            _ => ActionType::Administrative,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::Administrative => "ADMINISTRATIVE",
+            ActionType::Auth => "AUTH",
+            ActionType::CryptoOperation => "CRYPTOOPERATION",
+            ActionType::RunPlugin => "RUNPLUGIN",
+            ActionType::Custom => "CUSTOM",
+            ActionType::Other => "OTHER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActionType> {
+        ActionType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
     pub id: i64,
@@ -40,16 +90,23 @@ fn from_row(r: &SqliteRow) -> AuditEvent {
     }
 }
 
+impl AuditEvent {
+    pub fn action_type(&self) -> ActionType {
+        ActionType::of(&self.action)
+    }
+}
+
 pub async fn insert(c: &mut Conn, e: &AuditEvent) -> Result<()> {
     sqlx::query(
-        "INSERT INTO audit_events (account_id, at, actor_kind, actor_id, action, object_kind, object_id, outcome, message, details)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_events (account_id, at, actor_kind, actor_id, action, action_type, object_kind, object_id, outcome, message, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&e.account_id)
     .bind(e.at)
     .bind(&e.actor_kind)
     .bind(&e.actor_id)
     .bind(&e.action)
+    .bind(e.action_type().as_str())
     .bind(&e.object_kind)
     .bind(&e.object_id)
     .bind(&e.outcome)
@@ -60,17 +117,36 @@ pub async fn insert(c: &mut Conn, e: &AuditEvent) -> Result<()> {
     Ok(())
 }
 
+/// Empty lists filter nothing; a list matches any of its values.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub account_id: String,
     pub action: Option<String>,
+    pub action_types: Vec<ActionType>,
+    /// `user`, `app`, `system`.
+    pub actor_kinds: Vec<String>,
     pub actor_id: Option<String>,
     pub object_id: Option<String>,
-    pub outcome: Option<String>,
+    pub outcomes: Vec<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
+    /// Only events older than this one (paging by the last id seen).
+    pub before_id: Option<i64>,
     pub limit: u32,
     pub offset: u32,
+}
+
+fn push_any(q: &mut QueryBuilder<Sqlite>, column: &str, values: impl IntoIterator<Item = String>) {
+    let values: Vec<String> = values.into_iter().collect();
+    if values.is_empty() {
+        return;
+    }
+    q.push(format!(" AND {column} IN ("));
+    let mut list = q.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    q.push(")");
 }
 
 /// Newest first.
@@ -85,14 +161,18 @@ pub async fn query(c: &mut Conn, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
             q.push(" AND action = ").push_bind(a.clone());
         }
     }
+    push_any(
+        &mut q,
+        "action_type",
+        f.action_types.iter().map(|t| t.as_str().to_string()),
+    );
+    push_any(&mut q, "actor_kind", f.actor_kinds.iter().cloned());
+    push_any(&mut q, "outcome", f.outcomes.iter().cloned());
     if let Some(a) = &f.actor_id {
         q.push(" AND actor_id = ").push_bind(a.clone());
     }
     if let Some(o) = &f.object_id {
         q.push(" AND object_id = ").push_bind(o.clone());
-    }
-    if let Some(o) = &f.outcome {
-        q.push(" AND outcome = ").push_bind(o.clone());
     }
     if let Some(t) = f.from {
         q.push(" AND at >= ").push_bind(t);
@@ -100,9 +180,36 @@ pub async fn query(c: &mut Conn, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
     if let Some(t) = f.to {
         q.push(" AND at <= ").push_bind(t);
     }
+    if let Some(id) = f.before_id {
+        q.push(" AND id < ").push_bind(id);
+    }
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(f.limit))
         .push(" OFFSET ")
         .push_bind(i64::from(f.offset));
     Ok(q.build().fetch_all(c).await?.iter().map(from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same rule as migration 7's backfill.
+    #[test]
+    fn actions_are_classified_as_dsm_does() {
+        for (action, t) in [
+            ("session.auth", ActionType::Auth),
+            ("key.encrypt", ActionType::CryptoOperation),
+            ("key.unwrapkey", ActionType::CryptoOperation),
+            ("key.export", ActionType::CryptoOperation),
+            ("key.create", ActionType::Administrative),
+            ("app.credential_read", ActionType::Administrative),
+            ("workflow.update_checked", ActionType::Custom),
+        ] {
+            assert_eq!(ActionType::of(action), t, "{action}");
+        }
+        for t in ActionType::ALL {
+            assert_eq!(ActionType::parse(t.as_str()), Some(t));
+        }
+    }
 }

@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_rotation.sql")),
     (5, include_str!("migrations/0005_versions.sql")),
     (6, include_str!("migrations/0006_app_credentials.sql")),
+    (
+        7,
+        include_str!("migrations/0007_app_permissions_audit_types.sql"),
+    ),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";

@@ -1,13 +1,17 @@
 //! Who may do what with a key, on top of the account and group roles of `auth::Access`:
 //!
 //! - manage (update, lifecycle, copy out, delete, HSM-side changes): users who manage the
-//!   key's group, and applications of the group for keys that permit APPMANAGEABLE;
+//!   key's group, and applications with MANAGE in the group for keys that permit
+//!   APPMANAGEABLE;
 //! - use for a cryptographic operation (unwrapping under a KEK included): applications of the
-//!   key's group only; users never do cryptography;
-//! - export: applications of the key's group, and users who manage the group if the group
-//!   allows user export (`user_export`); in both cases only keys that permit EXPORT.
+//!   key's group whose permissions there include the operation; users never do cryptography;
+//! - export: applications with EXPORT in the key's group, and users who manage the group if
+//!   the group allows user export (`user_export`); in both cases only keys that permit EXPORT.
+//!
+//! The key's own operations are checked by the caller (`usable_for`): both must allow.
 
 use crate::auth::Access;
+use crate::catalog::apps::AppPermission;
 use crate::catalog::groups::Group;
 use crate::catalog::sobjects::{KeyOp, SObject};
 
@@ -31,16 +35,25 @@ pub fn may_manage(access: &Access, o: &SObject) -> Result<()> {
     Ok(())
 }
 
-pub fn may_use(access: &Access, o: &SObject) -> Result<()> {
+pub fn may_use(access: &Access, o: &SObject, op: KeyOp) -> Result<()> {
     if !access.is_app() {
         return Err(KeyError::rule(
             "users do not perform cryptographic operations; applications do",
         ));
     }
-    if !access.can_use_keys(&o.group_id) {
+    let Some(permissions) = access.app_groups.get(&o.group_id) else {
         return Err(KeyError::forbidden(
             "the application is not a member of the key's group",
         ));
+    };
+    let needed = AppPermission::for_op(op).ok_or_else(|| {
+        KeyError::Internal(format!("{} is not a cryptographic operation", op.as_str()))
+    })?;
+    if !permissions.contains(&needed) {
+        return Err(KeyError::forbidden(format!(
+            "the application does not have the {} permission in the key's group",
+            needed.as_str()
+        )));
     }
     Ok(())
 }
@@ -50,7 +63,7 @@ pub fn may_export(access: &Access, o: &SObject, group: &Group) -> Result<()> {
         return Err(KeyError::rule("the key does not permit EXPORT"));
     }
     if access.is_app() {
-        return may_use(access, o);
+        return may_use(access, o, KeyOp::Export);
     }
     may_manage_group(access, &o.group_id)?;
     if !group.user_export {

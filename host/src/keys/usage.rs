@@ -93,7 +93,7 @@ impl KeyService {
         }
         let key = self.usable_key(&access.account_id, &kid).await?;
         let o = &key.object;
-        may_use(access, o)?;
+        may_use(access, o, op)?;
         if !o.enabled {
             return Err(KeyError::forbidden("the key is disabled"));
         }

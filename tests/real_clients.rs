@@ -1,0 +1,135 @@
+//! Keyward as clients it did not write see it: Fortanix's own Python client (`sdkms`) runs a
+//! DSM program's whole day against a daemon (`tests/python/dsm_flow.py`), and schemathesis
+//! fuzzes every operation of the OpenAPI document against one and checks each answer with
+//! the document. Both are installed from PyPI into a virtual environment under `target/`
+//! the first time (pinned in `tests/python/requirements.txt`).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use keyward_tests::api::TestDaemon;
+use reqwest::Method;
+use serde_json::json;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().await.expect("the command starts");
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// The virtual environment's `bin/`, made (or brought up to date with the requirements) on
+/// first use.
+async fn python_bin() -> &'static Path {
+    static BIN: OnceCell<PathBuf> = OnceCell::const_new();
+    BIN.get_or_init(|| async {
+        let root = workspace();
+        let venv = std::env::var_os("KEYWARD_PYTHON_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/real-clients-venv"));
+        let requirements = root.join("tests/python/requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).unwrap();
+        let stamp = venv.join("keyward-requirements.txt");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).await;
+            run(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements))
+            .await;
+            std::fs::write(&stamp, wanted).unwrap();
+        }
+        venv.join("bin")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn fortanix_dsm_python_client_runs_a_whole_flow() {
+    let bin = python_bin().await;
+    let d = TestDaemon::start().await;
+    let out = run(Command::new(bin.join("python"))
+        .arg(workspace().join("tests/python/dsm_flow.py"))
+        .arg(&d.url))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        stdout.contains("dsm flow: all steps passed"),
+        "the flow ran to its end"
+    );
+    d.stop().await;
+}
+
+/// Every operation, with the checks that compare answers to the document. Bounded in time
+/// (`KEYWARD_FUZZ_SECS`, 150 s by default) and seeded (`KEYWARD_FUZZ_SEED`) so a CI run is
+/// repeatable; a new seed explores further.
+#[tokio::test]
+async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
+    let bin = python_bin().await;
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    // Something to find: a group, an application and a key.
+    let g = admin.create_group("fuzzed", json!({})).await;
+    let (_, api_key) = admin.create_app("fuzzed-app", &[&g]).await;
+    d.login_app(&api_key)
+        .await
+        .ok(
+            Method::POST,
+            "/crypto/v1/keys",
+            Some(json!({"name": "fuzzed-key", "obj_type": "AES", "key_size": 256})),
+        )
+        .await;
+    let secs = std::env::var("KEYWARD_FUZZ_SECS").unwrap_or_else(|_| "150".into());
+    let seed = std::env::var("KEYWARD_FUZZ_SEED").unwrap_or_else(|_| "1".into());
+    let token = admin.token.clone().unwrap();
+    let out = Command::new(bin.join("st"))
+        .arg("run")
+        .arg(format!("{}/sys/v1/openapi.json", d.url))
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
+        // Ending the session would leave the rest of the run unauthenticated.
+        .args(["--exclude-path", "/sys/v1/session/terminate"])
+        // One worker: CPython 3.11's parser is not thread-safe ("AST constructor recursion
+        // depth mismatch" in hypothesis' lambda descriptions with two).
+        .args(["--max-examples", "10", "--workers", "1"])
+        .args(["--max-time", &secs, "--seed", &seed])
+        .env("NO_COLOR", "1")
+        // Its crash cache goes with the daemon's data, not into the checkout.
+        .current_dir(&d.data_dir)
+        .output()
+        .await
+        .expect("schemathesis starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for schema_problem in ["Unresolvable references", "Schema Error", "schema error"] {
+        assert!(
+            !stdout.contains(schema_problem),
+            "{schema_problem} in the document"
+        );
+    }
+    assert!(stdout.contains(" passed"), "requests were made");
+    d.stop().await;
+}
