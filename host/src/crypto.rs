@@ -145,6 +145,9 @@ pub enum RsaSignatureMode {
 
 impl RsaEncryptionMode {
     /// DSM's string form of an RSA mode (the `sdkms` Python client sends these).
+    /// DSM's names of RSA paddings, which `from_name` takes.
+    pub const NAMES: [&'static str; 3] = ["OAEP_MGF1_SHA1", "OAEP_MGF1_SHA256", "PKCS1_V15"];
+
     pub fn from_name(name: &str) -> Option<RsaEncryptionMode> {
         let oaep = |hash: &str| RsaEncryptionMode::Oaep {
             mgf: Some(Mgf {
@@ -222,7 +225,7 @@ pub fn encryption_alg(
 ) -> Result<&'static str, CryptoError> {
     match shape.obj_type {
         ObjType::Aes => {
-            if aes_mode.is_some_and(|x| x != "GCM") {
+            if aes_mode.is_some_and(|x| !AES_CRYPT_MODES.contains(&x)) {
                 return Err(err(format!(
                     "AES mode '{}' is not supported (GCM)",
                     aes_mode.unwrap_or_default()
@@ -374,6 +377,10 @@ pub fn unwrap(
     Ok(wrapper.decrypt(alg, wrapped, None, None, None)?)
 }
 
+/// The AES modes of encryption and of key wrapping (as the OpenAPI document lists them).
+pub const AES_CRYPT_MODES: [&str; 1] = ["GCM"];
+pub const AES_WRAP_MODES: [&str; 2] = ["KW", "KWP"];
+
 fn aes_wrap_alg(mode: Option<&str>) -> Result<&'static str, CryptoError> {
     match mode.unwrap_or("KWP") {
         "KW" => Ok("CKM_AES_KEY_WRAP"),
@@ -381,5 +388,21 @@ fn aes_wrap_alg(mode: Option<&str>) -> Result<&'static str, CryptoError> {
         other => Err(err(format!(
             "AES wrapping mode '{other}' is not supported (KW or KWP)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lists the OpenAPI document gives are the names the parsers take.
+    #[test]
+    fn the_listed_mode_names_are_accepted() {
+        for name in RsaEncryptionMode::NAMES {
+            assert!(RsaEncryptionMode::from_name(name).is_some(), "{name}");
+        }
+        for name in AES_WRAP_MODES {
+            assert!(aes_wrap_alg(Some(name)).is_ok(), "{name}");
+        }
     }
 }

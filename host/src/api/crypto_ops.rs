@@ -29,14 +29,18 @@ pub struct EncryptRequest {
     /// The key, for `/crypto/v1/encrypt` (the per-key endpoint takes it from the path).
     pub key: Option<KeyDescriptor>,
     /// `AES` or `RSA`: the type of the key.
+    #[schema(schema_with = super::schemas::obj_type)]
     pub alg: String,
+    #[schema(format = Byte)]
     pub plain: String,
     /// AES: `GCM` (default). RSA: `{"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}` or
     /// `{"PKCS1_V15": {}}`, or DSM's names `OAEP_MGF1_SHA1`, `OAEP_MGF1_SHA256`, `PKCS1_V15`
     /// (default OAEP with SHA-1).
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::crypt_mode)]
     pub mode: Option<Value>,
+    #[schema(format = Byte)]
     pub iv: Option<String>,
+    #[schema(format = Byte)]
     pub ad: Option<String>,
     /// 128 (the only supported tag length).
     pub tag_len: Option<u32>,
@@ -56,12 +60,17 @@ pub struct EncryptResponse {
 #[serde(deny_unknown_fields)]
 pub struct DecryptRequest {
     pub key: Option<KeyDescriptor>,
+    #[schema(schema_with = super::schemas::obj_type)]
     pub alg: String,
+    #[schema(format = Byte)]
     pub cipher: String,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::crypt_mode)]
     pub mode: Option<Value>,
+    #[schema(format = Byte)]
     pub iv: Option<String>,
+    #[schema(format = Byte)]
     pub ad: Option<String>,
+    #[schema(format = Byte)]
     pub tag: Option<String>,
 }
 
@@ -77,7 +86,9 @@ pub struct SignRequest {
     pub key: Option<KeyDescriptor>,
     pub hash_alg: HashAlg,
     /// The digest to sign; or give `data` to have it hashed.
+    #[schema(format = Byte)]
     pub hash: Option<String>,
+    #[schema(format = Byte)]
     pub data: Option<String>,
     /// RSA: `{"PKCS1_V15": {}}` (default) or `{"PSS": {...}}`. EC: absent.
     pub mode: Option<RsaSignatureMode>,
@@ -95,8 +106,11 @@ pub struct SignResponse {
 pub struct VerifyRequest {
     pub key: Option<KeyDescriptor>,
     pub hash_alg: HashAlg,
+    #[schema(format = Byte)]
     pub hash: Option<String>,
+    #[schema(format = Byte)]
     pub data: Option<String>,
+    #[schema(format = Byte)]
     pub signature: String,
     pub mode: Option<RsaSignatureMode>,
 }
@@ -111,13 +125,14 @@ pub struct VerifyResponse {
 #[serde(deny_unknown_fields)]
 pub struct WrapRequest {
     pub key: Option<KeyDescriptor>,
+    #[schema(schema_with = super::schemas::obj_type)]
     pub alg: String,
     /// The key to wrap; it must permit EXPORT.
     pub subject: Option<KeyDescriptor>,
     /// The id of the key to wrap: DSM's older form of `subject`; give one of the two.
     pub kid: Option<String>,
     /// AES: `KW` or `KWP` (default). RSA: an OAEP mode.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::wrap_mode)]
     pub mode: Option<Value>,
 }
 
@@ -131,14 +146,19 @@ pub struct WrapResponse {
 #[serde(deny_unknown_fields)]
 pub struct UnwrapRequest {
     pub key: Option<KeyDescriptor>,
+    #[schema(schema_with = super::schemas::obj_type)]
     pub alg: String,
+    #[schema(format = Byte)]
     pub wrapped_key: String,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::wrap_mode)]
     pub mode: Option<Value>,
     /// The unwrapped key becomes a new key of the catalog with these attributes.
+    #[schema(schema_with = super::schemas::obj_type)]
     pub obj_type: String,
     pub name: String,
+    #[schema(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
+    #[schema(schema_with = super::schemas::key_ops)]
     pub key_ops: Option<Vec<String>>,
     pub description: Option<String>,
 }

@@ -27,19 +27,25 @@ use super::{ApiError, ApiResult, AppState};
 pub struct KeyRequest {
     pub name: Option<String>,
     /// The group to create the key in (applications: default group when absent).
+    #[schema(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
     /// `AES`, `RSA` or `EC`.
+    #[schema(schema_with = super::schemas::obj_type)]
     pub obj_type: Option<String>,
     /// AES 128/192/256, RSA 2048/3072/4096.
     pub key_size: Option<u32>,
     /// `NistP256`, `NistP384` or `NistP521`.
+    #[schema(schema_with = super::schemas::curve)]
     pub elliptic_curve: Option<String>,
     /// Default: every operation of the type except EXPORT, which must be asked for when the
     /// key is created: it can never be added later.
+    #[schema(schema_with = super::schemas::key_ops)]
     pub key_ops: Option<Vec<String>>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    #[schema(schema_with = super::schemas::dsm_time)]
     pub activation_date: Option<String>,
+    #[schema(schema_with = super::schemas::dsm_time)]
     pub deactivation_date: Option<String>,
     pub custom_metadata: Option<BTreeMap<String, String>>,
     /// Import only: the key material. RSA and EC as PKCS#8 (or PKCS#1 / SEC1) DER, AES as the
@@ -52,7 +58,7 @@ pub struct KeyRequest {
     pub wrapped_by: Option<KeyDescriptor>,
     /// How `value` is wrapped: `KW` or `KWP` (the default) for an AES KEK, an OAEP mode for
     /// an RSA KEK.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::wrap_mode)]
     pub wrapping_mode: Option<WrappingMode>,
     /// Rotate on a schedule: `interval_days` or `interval_months` (or Keyward's `cron` with
     /// `time_zone`), `effective_at`, `deactivate_rotated_key`, `rotate_copied_keys`
@@ -83,6 +89,7 @@ pub struct KeyUpdate {
     pub name: Option<String>,
     pub description: Option<String>,
     /// Operations may be removed; EXPORT cannot be added.
+    #[schema(schema_with = super::schemas::key_ops)]
     pub key_ops: Option<Vec<String>>,
     pub enabled: Option<bool>,
     /// A time, or `"remove"`; only while the key is pre-active, never in the past.

@@ -23,6 +23,7 @@ pub mod model;
 pub mod notifications;
 pub mod openapi;
 pub mod rotation;
+pub mod schemas;
 pub mod session;
 pub mod state;
 pub mod transport;

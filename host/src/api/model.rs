@@ -351,6 +351,7 @@ impl SobjectOut {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDescriptor {
+    #[schema(schema_with = super::schemas::id)]
     pub kid: Option<String>,
     pub name: Option<String>,
 }

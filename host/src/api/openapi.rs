@@ -3,7 +3,6 @@
 
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -39,7 +38,7 @@ use super::{
         workflows::list, workflows::get, workflows::runs, workflows::run,
     ),
     modifiers(&CommonErrors),
-    components(schemas(error::ErrorBody, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
+    components(schemas(error::ErrorBody, crate::crypto::RsaEncryptionMode, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
     tags(
         (name = "session", description = "Authentication and sessions"),
         (name = "users"), (name = "accounts"), (name = "apps"), (name = "groups"),
@@ -63,10 +62,6 @@ const PUBLIC: &[(&str, &str)] = &[
     ("post", "/sys/v1/users"),
 ];
 
-/// What `catalog::is_id` accepts: every path parameter but names is an id.
-const ID_PATTERN: &str =
-    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-
 /// The error answers every handler shares, because the extractors give them before the
 /// handler runs: 400 for a bad path id, query or body (not JSON included), 413 for a body too
 /// large, 404 for an id (in the path or the body) that names nothing the caller may see, 401 and 403 for the
@@ -80,13 +75,8 @@ impl Modify for CommonErrors {
             for (method, op) in operations(item) {
                 for p in op.parameters.iter_mut().flatten() {
                     if p.parameter_in == ParameterIn::Path && p.name != "name" {
-                        p.schema = Some(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .format(Some(SchemaFormat::Custom("uuid".into())))
-                                .pattern(Some(ID_PATTERN))
-                                .into(),
-                        );
+                        // Every path parameter but a name is an id.
+                        p.schema = Some(super::schemas::id().into());
                     }
                 }
                 let public = PUBLIC.contains(&(method, path.as_str()));

@@ -16,6 +16,8 @@ pub enum ObjType {
 }
 
 impl ObjType {
+    pub const ALL: [ObjType; 3] = [ObjType::Aes, ObjType::Rsa, ObjType::Ec];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ObjType::Aes => "AES",
@@ -25,12 +27,7 @@ impl ObjType {
     }
 
     pub fn parse(s: &str) -> Option<ObjType> {
-        match s {
-            "AES" => Some(ObjType::Aes),
-            "RSA" => Some(ObjType::Rsa),
-            "EC" => Some(ObjType::Ec),
-            _ => None,
-        }
+        ObjType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     /// The operations a key of this type may be given.
@@ -161,6 +158,8 @@ impl FromIterator<KeyOp> for KeyOps {
     }
 }
 
+pub const CURVES: [Curve; 3] = [Curve::P256, Curve::P384, Curve::P521];
+
 /// DSM curve names.
 pub fn curve_name(c: Curve) -> &'static str {
     match c {
@@ -171,12 +170,7 @@ pub fn curve_name(c: Curve) -> &'static str {
 }
 
 pub fn parse_curve(s: &str) -> Option<Curve> {
-    match s {
-        "NistP256" => Some(Curve::P256),
-        "NistP384" => Some(Curve::P384),
-        "NistP521" => Some(Curve::P521),
-        _ => None,
-    }
+    CURVES.into_iter().find(|c| curve_name(*c) == s)
 }
 
 /// Lifecycle state, derived from the dates (DSM `state`, KMIP's states).
