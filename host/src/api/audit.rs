@@ -155,6 +155,7 @@ pub struct LogsQuery {
     /// The id of the object acted on.
     pub object_id: Option<String>,
     /// The `_id` of the last entry seen: only older entries.
+    #[param(pattern = "^[0-9]+$")]
     pub previous_id: Option<String>,
     #[serde(default)]
     pub severity: Vec<Severity>,

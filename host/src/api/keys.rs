@@ -25,6 +25,8 @@ use super::{ApiError, ApiResult, AppState};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
+    /// Required (the field is optional in the type so that its absence is named).
+    #[schema(required = true)]
     pub name: Option<String>,
     /// The group to create the key in (applications: default group when absent).
     #[schema(schema_with = super::schemas::id)]
@@ -125,6 +127,7 @@ pub struct Revoke {
     /// `KeyCompromise` and `CACompromise` mark the key compromised; `Unspecified`,
     /// `AffiliationChanged`, `Superseded`, `CessationOfOperation` and `PrivilegeWithdrawn`
     /// deactivate it.
+    #[schema(schema_with = super::schemas::revocation_code)]
     pub code: String,
     pub message: Option<String>,
 }
@@ -406,6 +409,17 @@ pub async fn deactivate(
     lifecycle(&state, &caller, &kid, Transition::Deactivate).await
 }
 
+/// Revocation reasons that make a key Compromised.
+pub const COMPROMISING: [&str; 2] = ["KeyCompromise", "CACompromise"];
+/// Revocation reasons that deactivate it.
+pub const DEACTIVATING: [&str; 5] = [
+    "Unspecified",
+    "AffiliationChanged",
+    "Superseded",
+    "CessationOfOperation",
+    "PrivilegeWithdrawn",
+];
+
 #[utoipa::path(post, path = "/crypto/v1/keys/{kid}/revoke", tag = "keys", request_body = Revoke,
     params(("kid" = String, Path, description = "The key's id")),
     responses((status = 200, body = SobjectOut), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
@@ -415,15 +429,8 @@ pub async fn revoke(
     Path(kid): Path<String>,
     Body(req): Body<Revoke>,
 ) -> ApiResult<Json<SobjectOut>> {
-    const DEACTIVATING: &[&str] = &[
-        "Unspecified",
-        "AffiliationChanged",
-        "Superseded",
-        "CessationOfOperation",
-        "PrivilegeWithdrawn",
-    ];
     let compromise = match req.code.as_str() {
-        "KeyCompromise" | "CACompromise" => true,
+        c if COMPROMISING.contains(&c) => true,
         c if DEACTIVATING.contains(&c) => false,
         other => {
             return Err(ApiError::field(

@@ -21,6 +21,7 @@ use super::{ApiError, ApiResult, AppState};
 #[serde(deny_unknown_fields)]
 pub struct ExternalKmsIn {
     /// `AzureManagedHsm`.
+    #[schema(schema_with = super::schemas::link_kind)]
     pub kind: String,
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,

@@ -21,6 +21,7 @@ use super::{ApiError, ApiResult, AppState};
 #[serde(deny_unknown_fields)]
 pub struct EndpointRequest {
     /// Where to POST the events; must be allowed by the daemon (`--notify-allow`).
+    #[schema(format = "uri")]
     pub url: String,
     /// Which events (`key.rotated`, `key.rotation_failed`, `key.near_expiry`, `key.expired`,
     /// `key.found`, `key.soft_deleted`, `key.purged`); empty or absent: all.

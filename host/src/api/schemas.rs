@@ -6,6 +6,8 @@
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, schema::SchemaFormat};
 
+use crate::auth::credentials::MIN_PASSWORD_LEN;
+use crate::catalog::groups::LinkKind;
 use crate::catalog::sobjects::{CURVES, KeyOp, ObjType, curve_name};
 use crate::crypto::{AES_CRYPT_MODES, AES_WRAP_MODES, RsaEncryptionMode};
 
@@ -40,6 +42,27 @@ pub fn curve() -> ObjectBuilder {
 /// Key operations, by DSM's names.
 pub fn key_ops() -> ArrayBuilder {
     ArrayBuilder::new().items(names(KeyOp::ALL.map(KeyOp::as_str)))
+}
+
+/// A new password.
+pub fn password() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(MIN_PASSWORD_LEN))
+}
+
+/// The kinds of external key manager a group links to.
+pub fn link_kind() -> ObjectBuilder {
+    names(LinkKind::ALL.map(LinkKind::as_str))
+}
+
+/// KMIP revocation reasons: the two compromises, and the rest, which deactivate.
+pub fn revocation_code() -> ObjectBuilder {
+    names(
+        super::keys::COMPROMISING
+            .into_iter()
+            .chain(super::keys::DEACTIVATING),
+    )
 }
 
 /// DSM's `YYYYMMDDTHHMMSSZ`.

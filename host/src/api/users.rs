@@ -23,7 +23,9 @@ use super::{ApiError, ApiResult, AppState};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signup {
+    #[schema(format = Email)]
     pub user_email: String,
+    #[schema(schema_with = super::schemas::password)]
     pub user_password: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,

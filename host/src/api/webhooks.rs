@@ -27,6 +27,7 @@ use super::{ApiError, ApiResult, AppState};
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// The path it is reached at: `POST /webhooks/{name}`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// `standard` (Standard Webhooks signatures; the body is the workflow's input) or
     /// `event_grid` (Azure Event Grid; a secret in the URL query).

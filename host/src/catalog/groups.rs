@@ -24,6 +24,8 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    pub const ALL: [LinkKind; 1] = [LinkKind::AzureManagedHsm];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkKind::AzureManagedHsm => "AzureManagedHsm",
@@ -31,7 +33,7 @@ impl LinkKind {
     }
 
     pub fn parse(s: &str) -> Option<LinkKind> {
-        (s == "AzureManagedHsm").then_some(LinkKind::AzureManagedHsm)
+        LinkKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
