@@ -3,7 +3,8 @@
 
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -37,7 +38,7 @@ use super::{
         audit::query,
         workflows::list, workflows::get, workflows::runs, workflows::run,
     ),
-    modifiers(&CommonErrors),
+    modifiers(&CommonErrors, &RequiredPerOperation),
     components(schemas(error::ErrorBody, crate::crypto::RsaEncryptionMode, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
     tags(
         (name = "session", description = "Authentication and sessions"),
@@ -122,6 +123,70 @@ impl Modify for CommonErrors {
                     add("403", "The caller's roles do not allow this");
                 }
             }
+        }
+    }
+}
+
+/// Fields one operation requires of a body type it shares with others that do not (a create
+/// and its update; the global crypto endpoints, which name the key in the body, and the
+/// per-key ones, which name it in the path). The handlers refuse their absence with a 400.
+const REQUIRED: &[(&str, &str, &[&str])] = &[
+    ("post", "/sys/v1/accounts", &["name"]),
+    ("post", "/sys/v1/groups", &["name"]),
+    ("post", "/sys/v1/apps", &["name"]),
+    ("post", "/crypto/v1/encrypt", &["key"]),
+    ("post", "/crypto/v1/decrypt", &["key"]),
+    ("post", "/crypto/v1/sign", &["key"]),
+    ("post", "/crypto/v1/verify", &["key"]),
+    ("post", "/crypto/v1/wrapkey", &["key"]),
+    ("post", "/crypto/v1/unwrapkey", &["key"]),
+];
+
+struct RequiredPerOperation;
+
+impl Modify for RequiredPerOperation {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                let Some((_, _, fields)) =
+                    REQUIRED.iter().find(|(m, p, _)| *m == method && p == path)
+                else {
+                    continue;
+                };
+                let Some(json) = op
+                    .request_body
+                    .as_mut()
+                    .and_then(|b| b.content.get_mut("application/json"))
+                else {
+                    continue;
+                };
+                let mut required = ObjectBuilder::new();
+                for f in fields.iter() {
+                    required = required.required(*f);
+                }
+                let Some(shared) = json.schema.take() else {
+                    continue;
+                };
+                json.schema = Some(AllOfBuilder::new().item(shared).item(required).into());
+            }
+        }
+        // A key descriptor names the key by exactly one of `kid` and `name`.
+        if let Some(components) = doc.components.as_mut()
+            && let Some(descriptor) = components.schemas.remove("KeyDescriptor")
+        {
+            let exactly_one: Schema = OneOfBuilder::new()
+                .item(ObjectBuilder::new().required("kid"))
+                .item(ObjectBuilder::new().required("name"))
+                .into();
+            components.schemas.insert(
+                "KeyDescriptor".into(),
+                RefOr::T(
+                    AllOfBuilder::new()
+                        .item(descriptor)
+                        .item(exactly_one)
+                        .into(),
+                ),
+            );
         }
     }
 }
