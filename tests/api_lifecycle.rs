@@ -605,7 +605,7 @@ async fn an_apps_credential_is_readable_by_its_managers_only() {
 /// and filters (lists by repeating a parameter), `from` as an offset, epoch ranges.
 #[tokio::test]
 async fn the_audit_log_reads_as_dsm_writes_it() {
-    let (d, admin, app, _g) = setup(json!({})).await;
+    let (d, admin, app, g) = setup(json!({})).await;
     let k = app
         .create_key(json!({"name": "logged", "obj_type": "AES", "key_size": 256}))
         .await;
@@ -663,6 +663,7 @@ async fn the_audit_log_reads_as_dsm_writes_it() {
     assert_eq!(created["actor_type"], "App");
     assert_eq!(created["severity"], "INFO");
     assert_eq!(created["object_id"], kid);
+    assert_eq!(created["group_ids"], json!([g]), "the key's group");
 
     let only = |q: &'static str| {
         let admin = admin.clone();

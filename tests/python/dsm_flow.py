@@ -249,7 +249,8 @@ logs_api = dsm.LogsApi(api_client=admin)
 raw = logs_api.get_audit_logs(size=1000, _preload_content=False)
 hits = json.loads(raw.data)["hits"]
 entries = [h["_source"] for h in hits]
-assert any(e["action_type"] == "CRYPTOOPERATION" and e["object_id"] == aes.kid for e in entries)
+assert any(e["action_type"] == "CRYPTOOPERATION" and e["object_id"] == aes.kid
+           and e["group_ids"] == [group.group_id] for e in entries)
 assert all(e["severity"] in ("INFO", "WARNING", "ERROR", "CRITICAL") for e in entries)
 auth = json.loads(logs_api.get_audit_logs(action_type="AUTH", _preload_content=False).data)["hits"]
 assert auth and all(h["_source"]["action_type"] == "AUTH" for h in auth)

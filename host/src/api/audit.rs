@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::catalog::audit::{self, ActionType, AuditEvent, AuditFilter};
+use crate::catalog::audit::{self, ActionType, AuditFilter, Logged};
 use crate::time::format_rfc3339;
 
 use super::extract::Caller;
@@ -191,7 +191,8 @@ pub struct LogEntry {
     pub time: String,
     pub acct_id: Option<String>,
     pub actor_id: String,
-    /// The groups involved, where the event names them.
+    /// The group acted on, or the group of the key acted on (while the key is in the
+    /// catalog).
     pub group_ids: Vec<String>,
     /// What was acted on; none for events about no one object (a login names the account).
     pub object_id: Option<String>,
@@ -206,16 +207,15 @@ pub struct LogEntry {
     pub details: Option<Value>,
 }
 
-fn entry(e: AuditEvent) -> LogHit {
+fn entry(
+    Logged {
+        event: e,
+        key_group,
+    }: Logged,
+) -> LogHit {
     let group_ids = match (&e.object_kind, &e.object_id) {
         (Some(kind), Some(id)) if kind == "group" => vec![id.clone()],
-        _ => e
-            .details
-            .as_ref()
-            .and_then(|d| d.get("group_id"))
-            .and_then(Value::as_str)
-            .map(|g| vec![g.to_string()])
-            .unwrap_or_default(),
+        _ => key_group.into_iter().collect(),
     };
     // DSM's message is a sentence; Keyward's events carry one only when something went wrong
     // or needs saying, so the action and outcome stand in.

@@ -149,45 +149,65 @@ fn push_any(q: &mut QueryBuilder<Sqlite>, column: &str, values: impl IntoIterato
     q.push(")");
 }
 
+/// An event as the log reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub event: AuditEvent,
+    /// The group of the key the event is about, while the key is in the catalog.
+    pub key_group: Option<String>,
+}
+
 /// Newest first.
-pub async fn query(c: &mut Conn, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT * FROM audit_events WHERE account_id = ");
+pub async fn query(c: &mut Conn, f: &AuditFilter) -> Result<Vec<Logged>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT e.*, s.group_id AS key_group FROM audit_events e
+         LEFT JOIN sobjects s ON e.object_kind = 'sobject' AND s.kid = e.object_id
+         WHERE e.account_id = ",
+    );
     q.push_bind(f.account_id.clone());
     if let Some(a) = &f.action {
         if let Some(prefix) = a.strip_suffix('*') {
-            q.push(" AND action LIKE ").push_bind(format!("{prefix}%"));
+            q.push(" AND e.action LIKE ")
+                .push_bind(format!("{prefix}%"));
         } else {
-            q.push(" AND action = ").push_bind(a.clone());
+            q.push(" AND e.action = ").push_bind(a.clone());
         }
     }
     push_any(
         &mut q,
-        "action_type",
+        "e.action_type",
         f.action_types.iter().map(|t| t.as_str().to_string()),
     );
-    push_any(&mut q, "actor_kind", f.actor_kinds.iter().cloned());
-    push_any(&mut q, "outcome", f.outcomes.iter().cloned());
+    push_any(&mut q, "e.actor_kind", f.actor_kinds.iter().cloned());
+    push_any(&mut q, "e.outcome", f.outcomes.iter().cloned());
     if let Some(a) = &f.actor_id {
-        q.push(" AND actor_id = ").push_bind(a.clone());
+        q.push(" AND e.actor_id = ").push_bind(a.clone());
     }
     if let Some(o) = &f.object_id {
-        q.push(" AND object_id = ").push_bind(o.clone());
+        q.push(" AND e.object_id = ").push_bind(o.clone());
     }
     if let Some(t) = f.from {
-        q.push(" AND at >= ").push_bind(t);
+        q.push(" AND e.at >= ").push_bind(t);
     }
     if let Some(t) = f.to {
-        q.push(" AND at <= ").push_bind(t);
+        q.push(" AND e.at <= ").push_bind(t);
     }
     if let Some(id) = f.before_id {
-        q.push(" AND id < ").push_bind(id);
+        q.push(" AND e.id < ").push_bind(id);
     }
-    q.push(" ORDER BY id DESC LIMIT ")
+    q.push(" ORDER BY e.id DESC LIMIT ")
         .push_bind(i64::from(f.limit))
         .push(" OFFSET ")
         .push_bind(i64::from(f.offset));
-    Ok(q.build().fetch_all(c).await?.iter().map(from_row).collect())
+    Ok(q.build()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| Logged {
+            event: from_row(r),
+            key_group: r.get("key_group"),
+        })
+        .collect())
 }
 
 #[cfg(test)]
