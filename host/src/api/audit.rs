@@ -194,7 +194,7 @@ pub struct LogEntry {
     /// The group acted on, or the group of the key acted on (while the key is in the
     /// catalog).
     pub group_ids: Vec<String>,
-    /// What was acted on; none for events about no one object (a login names the account).
+    /// What was acted on; none for events about no one object (a refused login).
     pub object_id: Option<String>,
     /// Keyward: the action, e.g. `key.create`.
     pub action: String,
