@@ -1,13 +1,14 @@
 //! Keyward as clients it did not write see it: Fortanix's own Python client (`sdkms`) runs a
-//! DSM program's whole day against a daemon (`tests/python/dsm_flow.py`), and schemathesis
+//! DSM program's whole day against a daemon (`tests/python/dsm_flow.py`); schemathesis
 //! fuzzes every operation of the OpenAPI document against one and checks each answer with
-//! the document. Both are installed from PyPI into a virtual environment under `target/`
-//! the first time (pinned in `tests/python/requirements.txt`).
+//! the document; the Prometheus project's parser reads `/metrics`. All are installed from
+//! PyPI into a virtual environment under `target/` the first time (pinned in
+//! `tests/python/requirements.txt`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use keyward_tests::api::TestDaemon;
+use keyward_tests::api::{TestDaemon, b64};
 use reqwest::Method;
 use serde_json::json;
 use tokio::process::Command;
@@ -144,5 +145,109 @@ async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
         }
         assert!(stdout.contains(" passed"), "requests were made");
     }
+    d.stop().await;
+}
+
+/// `GET /metrics` as Prometheus reads it: the Prometheus project's own parser takes the text,
+/// and the request counters and latency histograms move with the requests made.
+#[tokio::test]
+async fn prometheus_parses_the_metrics_and_they_move() {
+    let bin = python_bin().await;
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let g = admin.create_group("measured", json!({})).await;
+    let (_, api_key) = admin.create_app("measured-app", &[&g]).await;
+    let app = d.login_app(&api_key).await;
+    let k = app
+        .ok(
+            Method::POST,
+            "/crypto/v1/keys",
+            Some(json!({"name": "measured", "obj_type": "AES", "key_size": 256})),
+        )
+        .await;
+    let encrypt = format!("/crypto/v1/keys/{}/encrypt", k["kid"].as_str().unwrap());
+    let samples = || async {
+        let resp = keyward_tests::api::http_client()
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        let text = resp.text().await.unwrap();
+        let mut child = Command::new(bin.join("python"))
+            .arg(workspace().join("tests/python/parse_metrics.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "the parser refused the text:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let value = |samples: &[serde_json::Value], name: &str, route: &str, status: Option<u16>| {
+        samples
+            .iter()
+            .filter(|s| {
+                s["name"] == name
+                    && s["labels"]["route"] == route
+                    && status.is_none_or(|st| {
+                        s["labels"]["status"].as_str().and_then(|v| v.parse().ok()) == Some(st)
+                    })
+            })
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    let route = "/crypto/v1/keys/{kid}/encrypt";
+    let before = samples().await;
+    for _ in 0..3 {
+        app.ok(
+            Method::POST,
+            &encrypt,
+            Some(json!({"alg": "AES", "mode": "GCM", "plain": b64(b"x")})),
+        )
+        .await;
+    }
+    let (s, _) = admin
+        .call(Method::GET, "/crypto/v1/keys/not-an-id", None)
+        .await;
+    assert_eq!(s, 400);
+    let after = samples().await;
+    let name = "keyward_http_requests_total";
+    assert_eq!(
+        value(&after, name, route, Some(200)) - value(&before, name, route, Some(200)),
+        3.0
+    );
+    assert!(value(&after, name, "/crypto/v1/keys/{kid}", Some(400)) >= 1.0);
+    // Ids do not make series of their own.
+    assert!(!after.iter().any(|s| {
+        s["labels"]["route"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not-an-id")
+    }));
+    let count = "keyward_http_request_duration_seconds_count";
+    assert_eq!(
+        value(&after, count, route, None) - value(&before, count, route, None),
+        3.0
+    );
     d.stop().await;
 }

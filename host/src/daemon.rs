@@ -302,6 +302,7 @@ fn app_state(
         clock,
         audit,
         caches,
+        metrics: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ pub mod daemon;
 pub mod demo;
 pub mod keys;
 pub mod kms;
+pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod policy;

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sys/v1/health", get(session::health))
         .route("/sys/v1/version", get(session::version))
+        .route("/metrics", get(session::scrape))
         .route("/sys/v1/openapi.json", get(openapi::document))
         .route("/sys/v1/session/auth", post(session::auth))
         .route("/sys/v1/session/terminate", post(session::terminate))
@@ -217,6 +218,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -16,7 +16,7 @@ use super::{
 #[openapi(
     info(title = "Keyward", description = "Key-management control plane: accounts, users, applications, groups (and their links to Azure Managed HSM), keys and their rotation, cryptographic operations, workflows, cron jobs, webhooks and the audit log, in the style of the Fortanix DSM REST API."),
     paths(
-        session::health, session::version, session::auth, session::terminate, session::refresh, session::select_account,
+        session::health, session::version, session::scrape, session::auth, session::terminate, session::refresh, session::select_account,
         users::signup, users::invite, users::list, users::get, users::update, users::remove,
         accounts::list, accounts::create, accounts::get, accounts::update, accounts::delete,
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::reset_secret, apps::credential,
@@ -60,6 +60,7 @@ const PUBLIC: &[(&str, &str)] = &[
     ("get", "/sys/v1/health"),
     ("get", "/sys/v1/version"),
     ("get", "/sys/v1/openapi.json"),
+    ("get", "/metrics"),
     ("post", "/sys/v1/users"),
 ];
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -292,4 +293,18 @@ pub async fn select_account(
         .select_account(&token, &req.acct_id)
         .ok_or_else(|| ApiError::Unauthorized("the session has expired".into()))?;
     Ok(Json(response(&state, token, &session)))
+}
+
+/// `GET /metrics`, without a session, as Prometheus scrapes; it says how much the API is
+/// used, nothing of what is in the catalog.
+#[utoipa::path(get, path = "/metrics", tag = "session",
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }

@@ -40,6 +40,7 @@ pub struct AppState {
     pub clock: Clock,
     pub audit: Auditor,
     pub caches: Arc<Caches>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
