@@ -27,8 +27,18 @@ struct Cli {
     /// Directory of additional plugins (<name>.toml + <name>.wasm). Default: <data-dir>/plugins.
     #[arg(long, global = true, env = "KEYWARD_PLUGIN_DIR")]
     plugin_dir: Option<PathBuf>,
+    /// How the log (on stderr) is written: `text` for people, `json` (one object a line) for
+    /// log collectors.
+    #[arg(long, global = true, env = "KEYWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -93,14 +103,17 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
+    }
     let mut config = DaemonConfig::new(cli.data_dir);
     config.plugin_dir = cli.plugin_dir;
     let command = cli
