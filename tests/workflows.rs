@@ -271,6 +271,20 @@ async fn every_run_is_recorded_with_its_trigger_principal_inputs_and_steps() {
         )
         .await;
     assert_eq!(one["run_id"], run["run_id"]);
+    // And counted in the metrics.
+    let (s, metrics) = az.admin.call(Method::GET, "/metrics", None).await;
+    assert_eq!(s, 200);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(
+            r#"keyward_workflow_runs_total{workflow="generate",trigger="api",outcome="succeeded"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"keyward_workflow_run_duration_seconds_count{workflow="generate"} 1"#),
+        "{metrics}"
+    );
 
     // Another account's administrator cannot see it; bad ids are clear errors.
     let (s, _) = az

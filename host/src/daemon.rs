@@ -238,6 +238,7 @@ fn app_state(
     let audit = Auditor::start(catalog.clone());
     let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs));
     let kms = Kms::new(plugins.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let worker = crate::catalog::new_id();
     let workflows = Arc::new_cyclic(|engine| {
         let keys = KeyService::new(
@@ -263,6 +264,7 @@ fn app_state(
                 kms: kms.clone(),
                 clock: clock.clone(),
                 audit: audit.clone(),
+                metrics: metrics.clone(),
             },
             Some(workflow_dir),
             config.workflow_limits.clone(),
@@ -302,7 +304,7 @@ fn app_state(
         clock,
         audit,
         caches,
-        metrics: Default::default(),
+        metrics,
     }
 }
 

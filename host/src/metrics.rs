@@ -1,5 +1,6 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` as OpenMetrics text: API requests
-//! by route, method and status, and their latency. One registry per daemon rather than a
+//! by route, method and status, and their latency; workflow runs by workflow, trigger and
+//! outcome, and their duration. One registry per daemon rather than a
 //! process-wide recorder, so that daemons sharing a process (the tests) count apart.
 
 use std::sync::Arc;
@@ -32,12 +33,28 @@ pub struct RouteLabels {
     pub route: String,
 }
 
-type Seconds = Family<RouteLabels, Histogram, fn() -> Histogram>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub workflow: String,
+    /// `api`, `schedule` or `webhook`.
+    pub trigger: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkflowLabels {
+    pub workflow: String,
+}
+
+type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_seconds: Seconds,
+    request_seconds: Seconds<RouteLabels>,
+    workflow_runs: Family<RunLabels, Counter>,
+    workflow_run_seconds: Seconds<WorkflowLabels>,
 }
 
 fn latency() -> Histogram {
@@ -54,17 +71,47 @@ impl Metrics {
             "API requests answered, by route, method and status",
             requests.clone(),
         );
-        let request_seconds: Seconds = Family::new_with_constructor(latency);
+        let request_seconds: Seconds<RouteLabels> = Family::new_with_constructor(latency);
         registry.register(
             "http_request_duration_seconds",
             "Time to answer an API request, by route and method",
             request_seconds.clone(),
         );
+        let workflow_runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "workflow_runs",
+            "Workflow runs ended, by workflow, trigger and outcome",
+            workflow_runs.clone(),
+        );
+        let workflow_run_seconds: Seconds<WorkflowLabels> = Family::new_with_constructor(latency);
+        registry.register(
+            "workflow_run_duration_seconds",
+            "Time a workflow run took, by workflow",
+            workflow_run_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_seconds,
+            workflow_runs,
+            workflow_run_seconds,
         }
+    }
+
+    /// A workflow run ended.
+    pub fn workflow_run(&self, workflow: &str, trigger: &str, succeeded: bool, seconds: f64) {
+        self.workflow_runs
+            .get_or_create(&RunLabels {
+                workflow: workflow.to_string(),
+                trigger: trigger.to_string(),
+                outcome: if succeeded { "succeeded" } else { "failed" }.to_string(),
+            })
+            .inc();
+        self.workflow_run_seconds
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.to_string(),
+            })
+            .observe(seconds);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -81,6 +81,7 @@ pub struct Services {
     pub kms: Kms,
     pub clock: Clock,
     pub audit: Auditor,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What started a run.
@@ -390,6 +391,8 @@ impl Workflows {
         let group = values::group(req.group.as_deref(), req.link.as_ref());
         let this = self.clone();
         let id = run_id.clone();
+        let (workflow, trigger) = (req.workflow.clone(), req.trigger.as_str());
+        let started = Instant::now();
         let join = tokio::spawn(async move {
             let _guard = guard;
             let ctx2 = ctx.clone();
@@ -416,7 +419,14 @@ impl Workflows {
                     Value::Null,
                 ),
             };
-            this.finish(&id, &ctx2, result, output).await
+            let outcome = this.finish(&id, &ctx2, result, output).await;
+            this.services.metrics.workflow_run(
+                &workflow,
+                trigger,
+                outcome.is_ok(),
+                started.elapsed().as_secs_f64(),
+            );
+            outcome
         });
         Ok(RunHandle { run_id, join })
     }
