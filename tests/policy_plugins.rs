@@ -541,4 +541,16 @@ async fn an_unknown_plugin_is_reported() {
         matches!(err, PluginError::NotFound(ref n) if n == "no-such-policy"),
         "{err}"
     );
+    // Calls are counted by plugin and outcome, failed ones too.
+    rt.evaluate_policy("crypto-policy", "{}", &request(Action::Create, aes(256)))
+        .await
+        .unwrap();
+    let metrics = rt.metrics().render();
+    for line in [
+        r#"keyward_plugin_calls_total{plugin="no-such-policy",outcome="error"} 1"#,
+        r#"keyward_plugin_calls_total{plugin="crypto-policy",outcome="ok"} 1"#,
+        r#"keyward_plugin_call_duration_seconds_count{plugin="crypto-policy"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }

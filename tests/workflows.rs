@@ -285,6 +285,11 @@ async fn every_run_is_recorded_with_its_trigger_principal_inputs_and_steps() {
         metrics.contains(r#"keyward_workflow_run_duration_seconds_count{workflow="generate"} 1"#),
         "{metrics}"
     );
+    // The run called the connector plugin.
+    assert!(
+        metrics.contains(r#"keyward_plugin_calls_total{plugin="azure-mhsm",outcome="ok"}"#),
+        "{metrics}"
+    );
 
     // Another account's administrator cannot see it; bad ids are clear errors.
     let (s, _) = az

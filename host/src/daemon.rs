@@ -118,6 +118,7 @@ impl DaemonConfig {
 
             without_builtins: false,
             extra_outbound_hosts: self.extra_outbound_hosts.clone(),
+            metrics: Default::default(),
         }
     }
 }
@@ -238,7 +239,8 @@ fn app_state(
     let audit = Auditor::start(catalog.clone());
     let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs));
     let kms = Kms::new(plugins.clone());
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    // One registry: the plugin runtime's, which counts plugin calls.
+    let metrics = plugins.metrics();
     let worker = crate::catalog::new_id();
     let workflows = Arc::new_cyclic(|engine| {
         let keys = KeyService::new(

@@ -1,6 +1,6 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` as OpenMetrics text: API requests
 //! by route, method and status, and their latency; workflow runs by workflow, trigger and
-//! outcome, and their duration. One registry per daemon rather than a
+//! outcome, and their duration; plugin calls by plugin and outcome, and their duration. One registry per daemon rather than a
 //! process-wide recorder, so that daemons sharing a process (the tests) count apart.
 
 use std::sync::Arc;
@@ -47,6 +47,18 @@ pub struct WorkflowLabels {
     pub workflow: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    /// `ok`, or `error` when the plugin failed, trapped or ran out of its limits.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginName {
+    pub plugin: String,
+}
+
 type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -55,6 +67,14 @@ pub struct Metrics {
     request_seconds: Seconds<RouteLabels>,
     workflow_runs: Family<RunLabels, Counter>,
     workflow_run_seconds: Seconds<WorkflowLabels>,
+    plugin_calls: Family<PluginLabels, Counter>,
+    plugin_call_seconds: Seconds<PluginName>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
 }
 
 fn latency() -> Histogram {
@@ -89,13 +109,42 @@ impl Metrics {
             "Time a workflow run took, by workflow",
             workflow_run_seconds.clone(),
         );
+        let plugin_calls = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Calls into plugins (policy decisions, connector operations), by plugin and outcome",
+            plugin_calls.clone(),
+        );
+        let plugin_call_seconds: Seconds<PluginName> = Family::new_with_constructor(latency);
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Time a plugin call took, by plugin",
+            plugin_call_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_seconds,
             workflow_runs,
             workflow_run_seconds,
+            plugin_calls,
+            plugin_call_seconds,
         }
+    }
+
+    /// A call into a plugin ended.
+    pub fn plugin_call(&self, plugin: &str, ok: bool, seconds: f64) {
+        self.plugin_calls
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+        self.plugin_call_seconds
+            .get_or_create(&PluginName {
+                plugin: plugin.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// A workflow run ended.

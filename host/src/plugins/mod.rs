@@ -75,6 +75,8 @@ pub struct RuntimeConfig {
     /// Hosts allowed to a plugin in addition to its manifest's `allowed_outbound_hosts`,
     /// by plugin name: a sovereign cloud, a private endpoint, or the emulator.
     pub extra_outbound_hosts: HashMap<String, Vec<HostPattern>>,
+    /// Where plugin calls are counted (the daemon's registry).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Handle to the plugin runtime. Cheap to clone.
@@ -87,6 +89,7 @@ struct Inner {
     engine: Arc<engine::PluginEngine>,
     registry: Registry,
     http: Arc<http::HttpClients>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PluginRuntime {
@@ -110,8 +113,14 @@ impl PluginRuntime {
                 engine,
                 registry,
                 http: Default::default(),
+                metrics: config.metrics,
             }),
         })
+    }
+
+    /// The metrics plugin calls are counted in.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.inner.metrics.clone()
     }
 
     /// Rescans the plugin directory now.
@@ -200,6 +209,20 @@ impl PluginRuntime {
         config: &str,
         request: &policy::PolicyRequest,
     ) -> Result<policy::Decision, PluginError> {
+        let started = Instant::now();
+        let decision = self.decide(plugin, config, request).await;
+        self.inner
+            .metrics
+            .plugin_call(plugin, decision.is_ok(), started.elapsed().as_secs_f64());
+        decision
+    }
+
+    async fn decide(
+        &self,
+        plugin: &str,
+        config: &str,
+        request: &policy::PolicyRequest,
+    ) -> Result<policy::Decision, PluginError> {
         let plugin = self.plugin(plugin)?;
         let Runner::Policy { pre, pool } = &plugin.runner else {
             return Err(wrong_world(&plugin, World::PolicyV0_1));
@@ -253,6 +276,20 @@ impl PluginRuntime {
     /// `f` gets the plugin's `kms` interface and the store to call it with, e.g.
     /// `|kms, store| kms.call_list_instances(store, &conn)`.
     pub async fn call_connector<T>(
+        &self,
+        plugin: &str,
+        tls: &TlsSettings,
+        f: impl AsyncFnOnce(&kms::Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let started = Instant::now();
+        let result = self.connector_call(plugin, tls, f).await;
+        self.inner
+            .metrics
+            .plugin_call(plugin, result.is_ok(), started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn connector_call<T>(
         &self,
         plugin: &str,
         tls: &TlsSettings,
