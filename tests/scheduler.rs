@@ -239,6 +239,16 @@ async fn a_failing_key_does_not_stop_the_others_and_its_policy_ends_failed() {
         .ok(Method::GET, "/sys/v1/logs?action=key.rotation_failed", None)
         .await;
     assert_eq!(log_entries(&logs).len(), 3, "{logs}");
+    // The metrics count the failed fires and how late fires started.
+    let metrics = d.state.metrics.render();
+    assert!(
+        metrics.contains(r#"keyward_scheduler_fires_total{kind="rotation",outcome="failed"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"keyward_scheduler_lag_seconds_count{kind="rotation"}"#),
+        "{metrics}"
+    );
 
     // The others keep rotating; setting the policy again restarts the stuck one.
     d.clock.advance(DAY);

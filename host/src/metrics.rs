@@ -1,6 +1,7 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` as OpenMetrics text: API requests
 //! by route, method and status, and their latency; workflow runs by workflow, trigger and
-//! outcome, and their duration; plugin calls by plugin and outcome, and their duration. One registry per daemon rather than a
+//! outcome, and their duration; plugin calls by plugin and outcome, and their duration;
+//! scheduled fires (rotations, cron jobs) by kind and outcome, and how late they started. One registry per daemon rather than a
 //! process-wide recorder, so that daemons sharing a process (the tests) count apart.
 
 use std::sync::Arc;
@@ -59,6 +60,19 @@ pub struct PluginName {
     pub plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FireLabels {
+    /// `rotation` or `job`.
+    pub kind: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FireKind {
+    pub kind: String,
+}
+
 type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -69,6 +83,8 @@ pub struct Metrics {
     workflow_run_seconds: Seconds<WorkflowLabels>,
     plugin_calls: Family<PluginLabels, Counter>,
     plugin_call_seconds: Seconds<PluginName>,
+    fires: Family<FireLabels, Counter>,
+    fire_lag_seconds: Seconds<FireKind>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +96,11 @@ impl std::fmt::Debug for Metrics {
 fn latency() -> Histogram {
     // 0.5 ms to ~16 s: a cached encryption to a slow HSM call.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn lag() -> Histogram {
+    // 1 s to ~9 h: a round's interval to a daemon that was down.
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
 }
 
 impl Metrics {
@@ -121,6 +142,18 @@ impl Metrics {
             "Time a plugin call took, by plugin",
             plugin_call_seconds.clone(),
         );
+        let fires = Family::<FireLabels, Counter>::default();
+        registry.register(
+            "scheduler_fires",
+            "Scheduled rotations and cron jobs run, by kind and outcome",
+            fires.clone(),
+        );
+        let fire_lag_seconds: Seconds<FireKind> = Family::new_with_constructor(lag);
+        registry.register(
+            "scheduler_lag_seconds",
+            "How long after it was due a scheduled fire started, by kind",
+            fire_lag_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -129,7 +162,28 @@ impl Metrics {
             workflow_run_seconds,
             plugin_calls,
             plugin_call_seconds,
+            fires,
+            fire_lag_seconds,
         }
+    }
+
+    /// A scheduled fire started `lag_secs` after it was due.
+    pub fn fire_started(&self, kind: &str, lag_secs: i64) {
+        self.fire_lag_seconds
+            .get_or_create(&FireKind {
+                kind: kind.to_string(),
+            })
+            .observe(lag_secs.max(0) as f64);
+    }
+
+    /// A scheduled fire ended.
+    pub fn fire_ended(&self, kind: &str, succeeded: bool) {
+        self.fires
+            .get_or_create(&FireLabels {
+                kind: kind.to_string(),
+                outcome: if succeeded { "succeeded" } else { "failed" }.to_string(),
+            })
+            .inc();
     }
 
     /// A call into a plugin ended.

@@ -195,10 +195,14 @@ impl Scheduler {
                 let renew = this.keep_claimed(&claim);
                 let _slot = slots.acquire_owned().await.expect("never closed");
                 let kind = claim.key.kind;
+                let metrics = this.workflows.services().metrics.clone();
+                let kind_name = kind.as_str();
+                metrics.fire_started(kind_name, this.clock.now() - claim.key.due_at);
                 let ok = match job {
                     None => this.fire_rotation(&claim, &account).await,
                     Some(j) => this.fire_job(&claim, &j).await,
                 };
+                metrics.fire_ended(kind_name, matches!(ok, Ok(true)));
                 renew.abort();
                 (kind, ok)
             });
