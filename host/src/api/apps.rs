@@ -46,10 +46,7 @@ impl<'de> Deserialize<'de> for Permission {
 
 impl utoipa::PartialSchema for Permission {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(AppPermission::ALL.map(AppPermission::as_str)))
-            .into()
+        super::schemas::names(AppPermission::ALL.map(AppPermission::as_str)).into()
     }
 }
 

@@ -15,7 +15,8 @@ use crate::crypto::{AES_CRYPT_MODES, AES_WRAP_MODES, RsaEncryptionMode};
 pub const ID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
-fn names<'a>(values: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
+/// A string that is one of `values`.
+pub fn names<'a>(values: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(values.into_iter().collect::<Vec<_>>()))
