@@ -587,6 +587,15 @@ async fn key_events_reach_a_receiver_once_signed_and_retried() {
         .await;
     assert_eq!(messages[0]["status"], "delivered");
     assert_eq!(messages[0]["attempts"], 3);
+    // Every attempt is counted by its outcome.
+    let metrics = d.state.metrics.render();
+    for line in [
+        r#"keyward_notification_deliveries_total{outcome="delivered"} 2"#,
+        r#"keyward_notification_deliveries_total{outcome="retried"} 2"#,
+        "keyward_notification_delivery_duration_seconds_count 4",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Expiry warnings: a key 5 days from deactivation gets its 7-day warning, once.
     let expiring = admin

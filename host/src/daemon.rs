@@ -294,6 +294,7 @@ fn app_state(
             catalog.clone(),
             clock.clone(),
             config.notify.clone(),
+            metrics.clone(),
         )),
         scheduler,
         keys,

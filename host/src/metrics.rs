@@ -1,7 +1,9 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` as OpenMetrics text: API requests
 //! by route, method and status, and their latency; workflow runs by workflow, trigger and
 //! outcome, and their duration; plugin calls by plugin and outcome, and their duration;
-//! scheduled fires (rotations, cron jobs) by kind and outcome, and how late they started. One registry per daemon rather than a
+//! scheduled fires (rotations, cron jobs) by kind and outcome, and how late they started; the
+//! live counters of runs in flight (a sync's keys seen, added, failed); outbound notification
+//! deliveries by outcome, and their duration. One registry per daemon rather than a
 //! process-wide recorder, so that daemons sharing a process (the tests) count apart.
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -73,6 +76,22 @@ pub struct FireKind {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgressLabels {
+    pub workflow: String,
+    /// The run's group (empty for runs without one): two groups syncing at once count apart.
+    pub group: String,
+    /// The script's counter: `seen`, `added`, `failed`, ...
+    pub counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `delivered`, `retried` (failed, another attempt is due) or `failed` (no more attempts,
+    /// or the receiver answered 410: the endpoint is disabled).
+    pub outcome: String,
+}
+
 type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -85,6 +104,9 @@ pub struct Metrics {
     plugin_call_seconds: Seconds<PluginName>,
     fires: Family<FireLabels, Counter>,
     fire_lag_seconds: Seconds<FireKind>,
+    progress: Family<ProgressLabels, Gauge>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    delivery_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,6 +176,24 @@ impl Metrics {
             "How long after it was due a scheduled fire started, by kind",
             fire_lag_seconds.clone(),
         );
+        let progress = Family::<ProgressLabels, Gauge>::default();
+        registry.register(
+            "workflow_progress",
+            "Counters of workflow runs (a sync's keys seen, added, failed), by workflow, group and counter; a finished run's last values stay until the next run",
+            progress.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Attempts to deliver an outbound notification (webhook), by outcome",
+            deliveries.clone(),
+        );
+        let delivery_seconds = latency();
+        registry.register(
+            "notification_delivery_duration_seconds",
+            "Time an attempt to deliver a notification took",
+            delivery_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -164,7 +204,31 @@ impl Metrics {
             plugin_call_seconds,
             fires,
             fire_lag_seconds,
+            progress,
+            deliveries,
+            delivery_seconds,
         }
+    }
+
+    /// A run in flight set one of its counters.
+    pub fn progress(&self, workflow: &str, group: &str, counter: &str, value: i64) {
+        self.progress
+            .get_or_create(&ProgressLabels {
+                workflow: workflow.to_string(),
+                group: group.to_string(),
+                counter: counter.to_string(),
+            })
+            .set(value);
+    }
+
+    /// One attempt to deliver a notification ended.
+    pub fn delivery(&self, outcome: &str, seconds: f64) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.delivery_seconds.observe(seconds);
     }
 
     /// A scheduled fire started `lag_secs` after it was due.

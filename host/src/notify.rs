@@ -261,6 +261,7 @@ pub struct Deliverer {
     clock: Clock,
     config: NotifyConfig,
     http: reqwest::Client,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How one attempt went.
@@ -275,7 +276,12 @@ enum Attempt {
 }
 
 impl Deliverer {
-    pub fn new(catalog: Catalog, clock: Clock, config: NotifyConfig) -> Deliverer {
+    pub fn new(
+        catalog: Catalog,
+        clock: Clock,
+        config: NotifyConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Deliverer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .tls_backend_rustls()
@@ -289,6 +295,7 @@ impl Deliverer {
             clock,
             config,
             http,
+            metrics,
         }
     }
 
@@ -334,13 +341,16 @@ impl Deliverer {
                 report.failed += 1;
                 continue;
             };
+            let started = std::time::Instant::now();
             let attempt = self.send(&endpoint, &m).await;
+            let seconds = started.elapsed().as_secs_f64();
             let now = self.clock.now();
             let mut tx = self.catalog.begin().await?;
             match attempt {
                 Attempt::Delivered => {
                     notifications::delivered(&mut tx, &m.id, now).await?;
                     report.delivered += 1;
+                    self.metrics.delivery("delivered", seconds);
                 }
                 Attempt::Gone => {
                     let why = "the receiver answered 410 Gone";
@@ -357,6 +367,7 @@ impl Deliverer {
                     disabled_event(&m, why, now).write(&mut tx).await?;
                     gone.insert(endpoint.id.clone());
                     report.failed += 1;
+                    self.metrics.delivery("failed", seconds);
                 }
                 Attempt::Failed { error, retry_after } => {
                     let n = m.attempts as usize; // attempts before this one
@@ -366,6 +377,7 @@ impl Deliverer {
                             notifications::attempt_failed(&mut tx, &m.id, &error, Some(now + wait))
                                 .await?;
                             report.retried += 1;
+                            self.metrics.delivery("retried", seconds);
                         }
                         None => {
                             let why = format!("every attempt failed; the last: {error}");
@@ -382,6 +394,7 @@ impl Deliverer {
                             disabled_event(&m, &why, now).write(&mut tx).await?;
                             gone.insert(endpoint.id.clone());
                             report.failed += 1;
+                            self.metrics.delivery("failed", seconds);
                         }
                     }
                 }

@@ -163,21 +163,47 @@ impl From<sqlx::Error> for WorkflowError {
     }
 }
 
-/// Live counters of a run (seen, added, failed, ...), readable while it runs.
-#[derive(Debug, Default)]
-pub struct Progress(Mutex<BTreeMap<String, i64>>);
+/// Live counters of a run (seen, added, failed, ...), readable while it runs and mirrored
+/// in the metrics.
+pub struct Progress {
+    counters: Mutex<BTreeMap<String, i64>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    workflow: String,
+    group: String,
+}
 
 impl Progress {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>, workflow: &str, group: &str) -> Progress {
+        Progress {
+            counters: Mutex::new(BTreeMap::new()),
+            metrics,
+            workflow: workflow.to_string(),
+            group: group.to_string(),
+        }
+    }
+
     pub fn set(&self, name: &str, value: i64) {
-        self.0.lock().unwrap().insert(name.to_string(), value);
+        self.counters
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), value);
+        self.metrics
+            .progress(&self.workflow, &self.group, name, value);
     }
 
     pub fn add(&self, name: &str, delta: i64) {
-        *self.0.lock().unwrap().entry(name.to_string()).or_insert(0) += delta;
+        let value = {
+            let mut counters = self.counters.lock().unwrap();
+            let v = counters.entry(name.to_string()).or_insert(0);
+            *v += delta;
+            *v
+        };
+        self.metrics
+            .progress(&self.workflow, &self.group, name, value);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, i64> {
-        self.0.lock().unwrap().clone()
+        self.counters.lock().unwrap().clone()
     }
 }
 
@@ -367,7 +393,11 @@ impl Workflows {
             ..req
         };
 
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress::new(
+            self.services.metrics.clone(),
+            &req.workflow,
+            req.group.as_ref().map_or("", |g| g.id.as_str()),
+        ));
         self.progress
             .lock()
             .unwrap()
