@@ -1,4 +1,4 @@
-//! Restart: the catalog and its sealed secrets survive; a wrong master key refuses to start
+//! Restart: the catalog, its sealed secrets and the accounts' workflow scripts survive; a wrong master key refuses to start
 //! with a clear message.
 
 use keyward::catalog::CatalogError;
@@ -32,6 +32,16 @@ async fn data_and_sealed_secrets_survive_a_restart() {
             Some(json!({"alg": "AES", "plain": b64(b"kept across restarts")})),
         )
         .await;
+    // An account's own workflow script, in its second version.
+    for greeting in ["first", "second"] {
+        admin
+            .ok(
+                Method::PUT,
+                "/sys/v1/workflows/greet",
+                Some(json!({"source": format!("output.greeting = \"{greeting}\";")})),
+            )
+            .await;
+    }
     d.stop().await;
 
     #[cfg(unix)]
@@ -65,6 +75,15 @@ async fn data_and_sealed_secrets_survive_a_restart() {
         .ok(Method::GET, "/sys/v1/logs?action=key.encrypt", None)
         .await;
     assert_eq!(log_entries(&log).len(), 1);
+    // The account's script is back in its last version.
+    let run = admin
+        .ok(Method::POST, "/sys/v1/workflows/greet/run", Some(json!({})))
+        .await;
+    assert_eq!(run["output"]["greeting"], "second", "{run}");
+    let versions = admin
+        .ok(Method::GET, "/sys/v1/workflows/greet/versions", None)
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
     d.stop().await;
 
     // Another master key does not open this catalog.

@@ -313,3 +313,283 @@ async fn every_run_is_recorded_with_its_trigger_principal_inputs_and_steps() {
     assert_eq!(s, 404);
     az.stop().await;
 }
+
+/// The account's own versions of scripts (F30): validated on upload with line and column, kept
+/// with author and time, restorable, audited, and confined to their account.
+#[tokio::test]
+async fn account_scripts_are_validated_versioned_restorable_and_confined_to_their_account() {
+    let az = Azure::start().await;
+    let put = |name: &str, source: &str| {
+        let name = name.to_string();
+        let body = json!({"source": source, "comment": "maintenance"});
+        let admin = &az.admin;
+        async move {
+            admin
+                .call(
+                    Method::PUT,
+                    &format!("/sys/v1/workflows/{name}"),
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let (s, v1) = put(
+        "test_connection",
+        "output.status = \"Not Connected\";\noutput.reason = \"account maintenance\";\n",
+    )
+    .await;
+    assert_eq!(s, 200, "{v1}");
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["uses"], "account");
+    assert_eq!(v1["comment"], "maintenance");
+    assert!(v1["author"].as_str().unwrap().starts_with("user:"));
+    assert!(v1["created_at"].is_string());
+    assert_eq!(check(&az).await.1["reason"], "account maintenance");
+    let list = az.admin.ok(Method::GET, "/sys/v1/workflows", None).await;
+    let tc = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "test_connection")
+        .unwrap()
+        .clone();
+    assert_eq!(tc["origin"], "account");
+    assert_eq!(tc["account_version"], 1);
+
+    // A script that does not compile is refused with where, and the version in use stays.
+    let broken = "let a = 1;\noutput.status = ;\n";
+    let (s, e) = put("test_connection", broken).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["code"], "InvalidScript");
+    assert_eq!(e["field"], "source");
+    assert_eq!(e["line"], 2, "{e}");
+    assert!(e["column"].as_u64().unwrap() > 1, "{e}");
+    assert_eq!(check(&az).await.1["reason"], "account maintenance");
+    let checked = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/workflows/test_connection/check",
+            Some(json!({"source": broken})),
+        )
+        .await;
+    assert_eq!(checked["valid"], false);
+    assert_eq!(checked["problem"]["line"], 2);
+    let versions = az
+        .admin
+        .ok(
+            Method::GET,
+            "/sys/v1/workflows/test_connection/versions",
+            None,
+        )
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+
+    // A second version, then the first restored as a third.
+    let (s, _) = put(
+        "test_connection",
+        "output.status = \"Not Connected\";\noutput.reason = \"second\";\n",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(check(&az).await.1["reason"], "second");
+    let restored = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/workflows/test_connection/versions/1/restore",
+            None,
+        )
+        .await;
+    assert_eq!(restored["version"], 3);
+    assert_eq!(restored["restored_from"], 1);
+    assert_eq!(check(&az).await.1["reason"], "account maintenance");
+    let v2 = az
+        .admin
+        .ok(
+            Method::GET,
+            "/sys/v1/workflows/test_connection/versions/2",
+            None,
+        )
+        .await;
+    assert!(v2["source"].as_str().unwrap().contains("second"));
+    let (s, _) = az
+        .admin
+        .call(
+            Method::GET,
+            "/sys/v1/workflows/test_connection/versions/9",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // Only account administrators edit or run scripts by hand.
+    let (_, api_key) = az.admin.create_app("scripted", &[&az.group]).await;
+    let app = az.daemon.login_app(&api_key).await;
+    let (s, e) = app
+        .call(
+            Method::PUT,
+            "/sys/v1/workflows/test_connection",
+            Some(json!({"source": "output.status = \"x\";"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{e}");
+    let (s, _) = app
+        .call(Method::POST, "/sys/v1/workflows/sync/run", Some(json!({})))
+        .await;
+    assert_eq!(s, 403);
+
+    // A script of the account's own reads its keys, by hand.
+    let linked = az.group.clone();
+    let mine = az
+        .admin
+        .create_key(json!({"name": "mine", "group_id": linked, "obj_type": "AES", "key_size": 256}))
+        .await;
+    let (s, _) = put(
+        "peek",
+        "let k = keys::get(input.kid);\noutput.name = k.name;\n",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let run = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/workflows/peek/run",
+            Some(json!({"group_id": linked, "input": {"kid": mine["kid"]}})),
+        )
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"]["name"], "mine");
+    // Its scripts import the account's own modules.
+    assert_eq!(
+        put("helper", "fn hi() { \"from the account\" }").await.0,
+        200
+    );
+    assert_eq!(
+        put("greet", "import \"helper\" as h;\noutput.said = h::hi();")
+            .await
+            .0,
+        200
+    );
+    let run = az
+        .admin
+        .ok(Method::POST, "/sys/v1/workflows/greet/run", Some(json!({})))
+        .await;
+    assert_eq!(run["output"]["said"], "from the account", "{run}");
+
+    // Account B: same administrator, another account. It runs the daemon's scripts, sees none
+    // of A's, and A's script cannot reach B's keys or groups.
+    let acct_b = az
+        .admin
+        .ok(Method::POST, "/sys/v1/accounts", Some(json!({"name": "B"})))
+        .await["acct_id"]
+        .clone();
+    let b = az
+        .daemon
+        .login(
+            keyward_tests::api::ADMIN_EMAIL,
+            keyward_tests::api::ADMIN_PASSWORD,
+        )
+        .await;
+    b.ok(
+        Method::POST,
+        "/sys/v1/session/select_account",
+        Some(json!({"acct_id": acct_b})),
+    )
+    .await;
+    let tc_b = b
+        .ok(Method::GET, "/sys/v1/workflows/test_connection", None)
+        .await;
+    assert_eq!(tc_b["origin"], "shipped");
+    assert!(
+        !tc_b["source"]
+            .as_str()
+            .unwrap()
+            .contains("account maintenance")
+    );
+    let b_list = b.ok(Method::GET, "/sys/v1/workflows", None).await;
+    assert!(
+        !b_list["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "peek"),
+        "{b_list}"
+    );
+    assert_eq!(
+        b.ok(
+            Method::GET,
+            "/sys/v1/workflows/test_connection/versions",
+            None
+        )
+        .await,
+        json!([])
+    );
+    let (s, _) = b
+        .call(Method::POST, "/sys/v1/workflows/peek/run", Some(json!({})))
+        .await;
+    assert_eq!(s, 404);
+    let b_group = b.create_group("b-plain", json!({})).await;
+    let theirs = b
+        .create_key(json!({"name": "b-secret-name", "group_id": b_group, "obj_type": "AES", "key_size": 256}))
+        .await;
+    let run = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/workflows/peek/run",
+            Some(json!({"group_id": linked, "input": {"kid": theirs["kid"]}})),
+        )
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("no virtual key"),
+        "{run}"
+    );
+    assert!(!run.to_string().contains("b-secret-name"), "{run}");
+    let (s, e) = az
+        .admin
+        .call(
+            Method::POST,
+            "/sys/v1/workflows/peek/run",
+            Some(json!({"group_id": b_group, "input": {"kid": theirs["kid"]}})),
+        )
+        .await;
+    assert_eq!(s, 404, "{e}");
+
+    // Going back to the daemon's script; the versions stay.
+    let reverted = az
+        .admin
+        .ok(Method::DELETE, "/sys/v1/workflows/test_connection", None)
+        .await;
+    assert_eq!(reverted["version"], 4);
+    assert_eq!(reverted["uses"], "daemon");
+    assert_eq!(check(&az).await.1["status"], "Connected");
+    let (s, _) = az
+        .admin
+        .call(Method::DELETE, "/sys/v1/workflows/test_connection", None)
+        .await;
+    assert_eq!(s, 404);
+
+    // Every change is audited (api_restart: the versions survive a restart).
+    let logs = az
+        .admin
+        .ok(Method::GET, "/sys/v1/logs?size=200", None)
+        .await;
+    let actions: Vec<String> = keyward_tests::api::log_entries(&logs)
+        .iter()
+        .filter(|e| e["object_kind"] == "workflow_script" && e["object_id"] == "test_connection")
+        .filter_map(|e| e["action"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "workflow_script.revert",
+            "workflow_script.restore",
+            "workflow_script.put",
+            "workflow_script.put"
+        ]
+    );
+    az.stop().await;
+}

@@ -332,6 +332,7 @@ pub async fn start(
     })?;
     let state = Arc::new(app_state(&config, catalog, plugins.clone(), workflow_dir));
     state.workflows.recover_interrupted().await?;
+    state.workflows.load_account_scripts().await?;
     state.keys.recover_interrupted().await?;
 
     // One shutdown signal, fanned out to the watcher and the server.

@@ -171,6 +171,14 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// The link of a group, with its secrets unsealed.
+    /// The group's link, or `None` for a group without one.
+    pub fn if_linked(catalog: &Catalog, group: &Group) -> Result<Option<Link>> {
+        match group.link {
+            Some(_) => Link::of_group(catalog, group).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn of_group(catalog: &Catalog, group: &Group) -> Result<Link> {
         let link = group.link.as_ref().ok_or(KmsError::NotLinked)?;
         let secrets = unseal(catalog, &group.id, link)?;

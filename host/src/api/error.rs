@@ -8,7 +8,7 @@ use crate::catalog::CatalogError;
 use crate::keys::KeyError;
 use crate::kms::KmsError;
 use crate::policy::{PolicyFinding, PolicyUnavailable};
-use crate::workflows::{HostError, WorkflowError};
+use crate::workflows::{CompileProblem, HostError, ScriptError, WorkflowError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,6 +18,9 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 400: a workflow script put or checked does not compile.
+    #[error("source: the script does not compile: {}", .0)]
+    Script(CompileProblem),
     /// 401: no or invalid credentials, or an expired session.
     #[error("{0}")]
     Unauthorized(String),
@@ -61,7 +64,7 @@ pub enum ApiError {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Stable error code: `InvalidInput`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
+    /// Stable error code: `InvalidInput`, `InvalidScript`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
     /// `NotFound`, `MethodNotAllowed`, `Conflict`, `PayloadTooLarge`, `TooManyRequests`, `Unavailable`,
     /// `InternalError`, `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
     pub code: &'static str,
@@ -69,6 +72,11 @@ pub struct ErrorBody {
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Where a script does not compile, for `InvalidScript` (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     /// Every violated policy rule, for `PolicyViolation`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub violations: Option<Vec<PolicyFinding>>,
@@ -91,7 +99,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::Script(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -109,6 +117,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "InvalidInput",
+            ApiError::Script(_) => "InvalidScript",
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::PolicyDenied(_) => "PolicyViolation",
@@ -136,6 +145,15 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             field: match &self {
                 ApiError::BadRequest { field, .. } => field.clone(),
+                ApiError::Script(_) => Some("source".into()),
+                _ => None,
+            },
+            line: match &self {
+                ApiError::Script(p) => p.line,
+                _ => None,
+            },
+            column: match &self {
+                ApiError::Script(p) => p.column,
                 _ => None,
             },
             violations: match &self {
@@ -223,6 +241,19 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Compile(_)
             | WorkflowError::Failed { .. }
             | WorkflowError::TooManyOperations { .. } => ApiError::Workflow(e.to_string()),
+        }
+    }
+}
+
+impl From<ScriptError> for ApiError {
+    fn from(e: ScriptError) -> Self {
+        match e {
+            ScriptError::Forbidden => ApiError::Forbidden(e.to_string()),
+            ScriptError::InvalidName => ApiError::field("name", e.to_string()),
+            ScriptError::TooLarge => ApiError::field("source", e.to_string()),
+            ScriptError::Compile(p) => ApiError::Script(p),
+            ScriptError::NotFound(m) => ApiError::NotFound(m),
+            ScriptError::Catalog(c) => ApiError::from(c),
         }
     }
 }

@@ -100,7 +100,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(hmg::get_scan),
         )
         .route("/sys/v1/workflows", get(workflows::list))
-        .route("/sys/v1/workflows/{name}", get(workflows::get))
+        .route(
+            "/sys/v1/workflows/{name}",
+            get(workflows::get)
+                .put(workflows::put)
+                .delete(workflows::revert),
+        )
+        .route("/sys/v1/workflows/{name}/check", post(workflows::check))
+        .route("/sys/v1/workflows/{name}/run", post(workflows::start))
+        .route(
+            "/sys/v1/workflows/{name}/versions",
+            get(workflows::versions),
+        )
+        .route(
+            "/sys/v1/workflows/{name}/versions/{version}",
+            get(workflows::version),
+        )
+        .route(
+            "/sys/v1/workflows/{name}/versions/{version}/restore",
+            post(workflows::restore),
+        )
         .route("/sys/v1/workflow_runs", get(workflows::runs))
         .route("/sys/v1/workflow_runs/{id}", get(workflows::run))
         .route("/sys/v1/logs", get(audit::query))

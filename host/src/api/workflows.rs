@@ -1,19 +1,24 @@
-//! Workflow scripts and their runs: which scripts exist (shipped or overridden, and whether
-//! an override fails to compile), their source, and the record of every run.
+//! Workflow scripts and their runs: which scripts exist (shipped, overridden by the daemon's
+//! operator or by the account, and whether an override fails to compile), their source, the
+//! account's versions (put, check, restore, revert), running one by hand, and the record of
+//! every run. The changes are `Workflows`' (`workflows::editing`); this parses and renders.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::catalog::workflow_runs::{self, RunFilter, WorkflowRun};
-use crate::workflows::ScriptInfo;
+use crate::catalog::workflow_scripts::ScriptVersion;
+use crate::kms::Link;
 use crate::workflows::store::valid_name;
+use crate::workflows::{CompileProblem, RunRequest, ScriptError, ScriptInfo, Trigger};
 
-use super::extract::{Caller, id};
+use super::extract::{Body, Caller, id};
 use super::model::{Time, opt_time, time};
 use super::{ApiError, ApiResult, AppState};
 
@@ -82,10 +87,11 @@ fn run_out(state: &AppState, r: WorkflowRun) -> RunOut {
 #[utoipa::path(get, path = "/sys/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowsOut)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
 ) -> ApiResult<Json<WorkflowsOut>> {
     let workflows = state.workflows.clone();
-    let list = tokio::task::spawn_blocking(move || workflows.list())
+    let account = caller.account().to_string();
+    let list = tokio::task::spawn_blocking(move || workflows.list(&account))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(WorkflowsOut {
@@ -102,16 +108,20 @@ pub async fn list(
     responses((status = 200, body = WorkflowSource), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<WorkflowSource>> {
     if !valid_name(&name) {
         return Err(ApiError::NotFound(format!("no workflow named '{name}'")));
     }
     let workflows = state.workflows.clone();
+    let account = caller.account().to_string();
     let (source, info) = tokio::task::spawn_blocking(move || {
-        let source = workflows.source(&name)?;
-        let info = workflows.list().into_iter().find(|i| i.name == name);
+        let source = workflows.source(&account, &name)?;
+        let info = workflows
+            .list(&account)
+            .into_iter()
+            .find(|i| i.name == name);
         Ok::<_, crate::workflows::WorkflowError>((source, info))
     })
     .await
@@ -197,4 +207,264 @@ pub async fn run(
         Some(r) if visible(&caller, &r) => Ok(Json(run_out(&state, r))),
         _ => Err(ApiError::NotFound(format!("no workflow run {run_id}"))),
     }
+}
+
+/// An account's version of a script.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptPut {
+    /// The Rhai source (at most 256 KiB). It must compile; the error names line and column.
+    pub source: String,
+    /// Why this version, kept with it.
+    pub comment: Option<String>,
+}
+
+/// A script to compile without storing it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptCheck {
+    pub source: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckOut {
+    pub valid: bool,
+    /// Why it does not compile (line and column are 1-based).
+    pub problem: Option<CompileProblem>,
+}
+
+/// Which script the account's runs use from a version on.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Uses {
+    /// This version's source.
+    Account,
+    /// The daemon's script (override directory or shipped): the account went back to it.
+    Daemon,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptVersionOut {
+    pub name: String,
+    pub version: i64,
+    pub uses: Uses,
+    /// `user:<id>` or `app:<id>`.
+    pub author: String,
+    pub created_at: Time,
+    /// The version this one restored.
+    pub restored_from: Option<i64>,
+    pub comment: Option<String>,
+    /// The source (in the answers about one version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+fn version_out(v: ScriptVersion, with_source: bool) -> ScriptVersionOut {
+    ScriptVersionOut {
+        uses: if v.source.is_some() {
+            Uses::Account
+        } else {
+            Uses::Daemon
+        },
+        source: v.source.filter(|_| with_source),
+        name: v.name,
+        version: v.version,
+        author: v.author,
+        created_at: time(v.created_at),
+        restored_from: v.restored_from,
+        comment: v.comment,
+    }
+}
+
+fn script_name(name: &str) -> ApiResult<()> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(ScriptError::InvalidName.into())
+    }
+}
+
+/// Puts the account's own version of a workflow or module (account administrators). It is
+/// compiled first: one that does not compile is refused with its line and column, and the
+/// version in use stays. The account's next runs use it; other accounts never see it.
+#[utoipa::path(put, path = "/sys/v1/workflows/{name}", tag = "workflows", request_body = ScriptPut,
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, body = ScriptVersionOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<ScriptPut>,
+) -> ApiResult<Json<ScriptVersionOut>> {
+    script_name(&name)?;
+    let v = state
+        .workflows
+        .put_script(&caller.access, &name, req.source, req.comment.as_deref())
+        .await?;
+    Ok(Json(version_out(v, false)))
+}
+
+/// Goes back to the daemon's script: the account's versions stay and can be restored.
+#[utoipa::path(delete, path = "/sys/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, body = ScriptVersionOut), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn revert(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScriptVersionOut>> {
+    script_name(&name)?;
+    let v = state.workflows.revert_script(&caller.access, &name).await?;
+    Ok(Json(version_out(v, false)))
+}
+
+/// Compiles a script without storing it.
+#[utoipa::path(post, path = "/sys/v1/workflows/{name}/check", tag = "workflows", request_body = ScriptCheck,
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, body = CheckOut), (status = 400, body = super::error::ErrorBody)))]
+pub async fn check(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<ScriptCheck>,
+) -> ApiResult<Json<CheckOut>> {
+    script_name(&name)?;
+    match state.workflows.check_script(&name, &req.source) {
+        Ok(()) => Ok(Json(CheckOut {
+            valid: true,
+            problem: None,
+        })),
+        Err(ScriptError::Compile(p)) => Ok(Json(CheckOut {
+            valid: false,
+            problem: Some(p),
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The account's versions of a script, newest first (the newest is in use).
+#[utoipa::path(get, path = "/sys/v1/workflows/{name}/versions", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, body = [ScriptVersionOut])))]
+pub async fn versions(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<ScriptVersionOut>>> {
+    script_name(&name)?;
+    let list = state
+        .workflows
+        .script_versions(&caller.access, &name)
+        .await?;
+    Ok(Json(
+        list.into_iter().map(|v| version_out(v, false)).collect(),
+    ))
+}
+
+/// One version, with its source.
+#[utoipa::path(get, path = "/sys/v1/workflows/{name}/versions/{version}", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name"),
+        ("version" = i64, Path, minimum = 1, description = "The version's number")),
+    responses((status = 200, body = ScriptVersionOut), (status = 404, body = super::error::ErrorBody)))]
+pub async fn version(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((name, version)): Path<(String, i64)>,
+) -> ApiResult<Json<ScriptVersionOut>> {
+    script_name(&name)?;
+    let v = state
+        .workflows
+        .script_version(&caller.access, &name, version)
+        .await?;
+    Ok(Json(version_out(v, true)))
+}
+
+/// Makes an earlier version the one in use, as a new version.
+#[utoipa::path(post, path = "/sys/v1/workflows/{name}/versions/{version}/restore", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name"),
+        ("version" = i64, Path, minimum = 1, description = "The version to restore")),
+    responses((status = 200, body = ScriptVersionOut), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn restore(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((name, version)): Path<(String, i64)>,
+) -> ApiResult<Json<ScriptVersionOut>> {
+    script_name(&name)?;
+    let v = state
+        .workflows
+        .restore_script(&caller.access, &name, version)
+        .await?;
+    Ok(Json(version_out(v, false)))
+}
+
+/// A run started by hand.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunWorkflow {
+    /// The group the run works on (its link is the run's `group`).
+    pub group_id: Option<String>,
+    /// The script's `input`.
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<serde_json::Map<String, Value>>,
+    /// Wait for the run to end (default); `false` answers 202 as soon as it started.
+    pub wait: Option<bool>,
+}
+
+/// Runs a workflow now, as the caller (account administrators): the key service checks
+/// every change the script makes against the caller, as through the API. The answer is the
+/// run's record, whether the run succeeded or failed (`status`, `error`, `log`).
+#[utoipa::path(post, path = "/sys/v1/workflows/{name}/run", tag = "workflows", request_body = RunWorkflow,
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<RunWorkflow>,
+) -> ApiResult<(StatusCode, Json<RunOut>)> {
+    if !caller.access.is_account_admin() {
+        return Err(ApiError::Forbidden(
+            "only account administrators run workflows by hand".into(),
+        ));
+    }
+    script_name(&name)?;
+    let (group, link) = match &req.group_id {
+        None => (None, None),
+        Some(g) => {
+            id("group", g)?;
+            let group = state.keys.group(caller.account(), g).await?;
+            let link = Link::if_linked(&state.catalog, &group)?;
+            (Some(group), link)
+        }
+    };
+    let exclusive = crate::workflows::exclusive_for(&name, req.group_id.as_deref());
+    let handle = state
+        .workflows
+        .start(RunRequest {
+            workflow: name,
+            trigger: Trigger::Api,
+            access: caller.access.clone(),
+            group,
+            link,
+            input: Value::Object(req.input.unwrap_or_default()),
+            secrets: vec![],
+            pending: None,
+            exclusive,
+            run_id: None,
+        })
+        .await?;
+    let run_id = handle.run_id.clone();
+    let status = if req.wait.unwrap_or(true) {
+        // However the run ends, its record says how (status, error, step log): a script
+        // that fails is the caller's to read, not a failed request.
+        let _ = handle.wait().await;
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut conn = state.catalog.conn().await?;
+    let run = workflow_runs::get(&mut conn, caller.account(), &run_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("workflow run {run_id} vanished")))?;
+    Ok((status, Json(run_out(&state, run))))
 }

@@ -21,6 +21,7 @@ pub mod sobjects;
 pub mod users;
 pub mod webhooks;
 pub mod workflow_runs;
+pub mod workflow_scripts;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("migrations/0007_app_permissions_audit_types.sql"),
     ),
+    (8, include_str!("migrations/0008_workflow_scripts.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";

@@ -82,7 +82,11 @@ impl Jobs {
         if name.is_empty() || name.len() > 128 {
             return Err(invalid("name", "must be 1 to 128 characters"));
         }
-        if self.workflows.source(&spec.workflow).is_err() {
+        if self
+            .workflows
+            .source(&access.account_id, &spec.workflow)
+            .is_err()
+        {
             return Err(invalid(
                 "workflow",
                 format!(

@@ -427,16 +427,10 @@ impl Scheduler {
         let (group, link) = match &job.group_id {
             None => (None, None),
             Some(g) => match self.keys.group(&job.account_id, g).await {
-                Ok(group) => {
-                    let link = match group.link.is_some() {
-                        true => match Link::of_group(&self.catalog, &group) {
-                            Ok(l) => Some(l),
-                            Err(e) => return failed(e.to_string(), false),
-                        },
-                        false => None,
-                    };
-                    (Some(group), link)
-                }
+                Ok(group) => match Link::if_linked(&self.catalog, &group) {
+                    Ok(link) => (Some(group), link),
+                    Err(e) => return failed(e.to_string(), false),
+                },
                 Err(e) => return failed(e.to_string(), true),
             },
         };

@@ -173,7 +173,7 @@ impl Webhooks {
                     .workflow
                     .as_deref()
                     .ok_or_else(|| invalid("workflow", "is required for a standard webhook"))?;
-                if self.workflows.source(w).is_err() {
+                if self.workflows.source(&access.account_id, w).is_err() {
                     return Err(invalid(
                         "workflow",
                         format!("there is no workflow named '{w}'"),

@@ -5,6 +5,8 @@
 //! - [`store`]: shipped scripts (the repository's `workflows/`) and the override directory,
 //!   recompiled when a file changes; a script that does not compile is reported and the
 //!   previous version keeps serving.
+//! - `editing`: an account's own versions of scripts (put, restore, go back to the
+//!   daemon's), validated before they are stored, every version kept with its author.
 //! - `host_api`: the only things a script can do — connector calls (each journaled before
 //!   and after), the key service's reads and writes, escrow, policy checks, audit and
 //!   logging — each with the run's group and caller. No files, network, `eval` or modules
@@ -15,6 +17,7 @@
 //! and limited: an operation budget, a call depth, and a wall-clock deadline that stops
 //! endless loops and bounds every host call.
 
+mod editing;
 mod host_api;
 pub mod store;
 mod values;
@@ -37,6 +40,7 @@ use crate::kms::{Kms, Link};
 use crate::plugins::PluginRuntime;
 use crate::time::Clock;
 
+pub use editing::{MAX_SOURCE_BYTES, ScriptError};
 pub use host_api::{HostError, Secret};
 pub use store::{CompileProblem, Origin, ScriptInfo, ScriptStore};
 
@@ -276,7 +280,7 @@ impl Workflows {
     }
 
     /// An engine with the sandbox settings and no host API (compiling, listing).
-    fn base_engine(&self, deadline: Option<Instant>) -> Engine {
+    fn base_engine(&self, deadline: Option<Instant>, account: Option<&str>) -> Engine {
         let mut engine = Engine::new();
         engine
             .set_max_operations(self.limits.max_operations)
@@ -288,7 +292,10 @@ impl Workflows {
             .set_max_modules(32)
             .set_max_variables(10_000)
             .set_max_functions(1_000)
-            .set_module_resolver(store::StoreResolver(self.store.clone()));
+            .set_module_resolver(store::StoreResolver {
+                store: self.store.clone(),
+                account: account.map(str::to_string),
+            });
         engine.disable_symbol("eval");
         if let Some(deadline) = deadline {
             engine.on_progress(move |ops| {
@@ -299,12 +306,16 @@ impl Workflows {
         engine
     }
 
-    pub fn list(&self) -> Vec<ScriptInfo> {
-        self.store.list(&self.base_engine(None))
+    /// The workflows an account sees (its own versions in place of the daemon's).
+    pub fn list(&self, account: &str) -> Vec<ScriptInfo> {
+        self.store
+            .list(&self.base_engine(None, Some(account)), Some(account))
     }
 
-    pub fn source(&self, name: &str) -> Result<Arc<str>, WorkflowError> {
-        self.store.source(&self.base_engine(None), name)
+    /// The source an account's runs of `name` use.
+    pub fn source(&self, account: &str, name: &str) -> Result<Arc<str>, WorkflowError> {
+        self.store
+            .source(&self.base_engine(None, Some(account)), Some(account), name)
     }
 
     pub fn override_dir(&self) -> Option<&std::path::Path> {
@@ -346,7 +357,12 @@ impl Workflows {
 
     /// Starts a workflow; the run is recorded before this returns.
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<RunHandle, WorkflowError> {
-        let script = self.store.script(&self.base_engine(None), &req.workflow)?;
+        let account = req.access.account_id.clone();
+        let script = self.store.script(
+            &self.base_engine(None, Some(&account)),
+            Some(&account),
+            &req.workflow,
+        )?;
         let run_id = req.run_id.clone().unwrap_or_else(new_id);
         if let Some(key) = &req.exclusive {
             let mut held = self.exclusive.lock().unwrap();
@@ -413,7 +429,7 @@ impl Workflows {
             progress,
         ));
         let engine = {
-            let mut e = self.base_engine(Some(deadline));
+            let mut e = self.base_engine(Some(deadline), Some(&account));
             host_api::register(&mut e, ctx.clone());
             e
         };

@@ -1,7 +1,9 @@
-//! Where workflow scripts come from: the ones shipped in the binary (the repository's
-//! `workflows/*.rhai`) and a user override directory that takes precedence. An edited file is
-//! recompiled on the next run; one that fails to compile is reported with its line and column
-//! while the previous version keeps serving.
+//! Where workflow scripts come from, most specific first: an account's own version (put
+//! through the API, kept in the catalog, see `workflows::editing`), the daemon's override
+//! directory, and the ones shipped in the binary (the repository's `workflows/*.rhai`). An
+//! edited override file is recompiled on the next run; one that fails to compile is reported
+//! with its line and column while the previous version keeps serving. An account's versions
+//! are compiled before they are stored, so a broken one never replaces a working one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ impl std::fmt::Display for CompileProblem {
 pub enum Origin {
     Shipped,
     Override,
+    /// The account's own version.
+    Account,
 }
 
 /// Size and modification time of an override file: a change means recompile.
@@ -108,11 +112,24 @@ pub struct ScriptInfo {
     pub override_path: Option<String>,
     /// Why the override file is not in use, if it does not compile.
     pub problem: Option<CompileProblem>,
+    /// The account's version in use, when the account has its own.
+    pub account_version: Option<i64>,
+}
+
+/// An account's version in use of one script.
+struct AccountEntry {
+    version: i64,
+    /// `None`: the account went back to the daemon's script (or its version no longer
+    /// compiles, see `problem`).
+    script: Option<(Arc<AST>, Arc<str>)>,
+    problem: Option<CompileProblem>,
 }
 
 pub struct ScriptStore {
     override_dir: Option<PathBuf>,
     entries: Mutex<HashMap<String, Entry>>,
+    /// (account id, name) → the account's version in use.
+    accounts: Mutex<HashMap<(String, String), AccountEntry>>,
 }
 
 /// Workflow and module names: lower-case letters, digits, `_` and `-`, so a name can never
@@ -152,7 +169,57 @@ impl ScriptStore {
         ScriptStore {
             override_dir,
             entries: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Compiles an account's version of a script (without storing it).
+    pub fn compile_account(
+        &self,
+        engine: &Engine,
+        name: &str,
+        source: &str,
+    ) -> Result<AST, CompileProblem> {
+        compile(engine, name, &format!("account:{name}.rhai"), source)
+    }
+
+    /// Puts an account's version in use: `script` is its compiled source, `None` to go back to
+    /// the daemon's script. An older version than the one in use is ignored (two writers
+    /// finishing out of order).
+    pub fn install(
+        &self,
+        account: &str,
+        name: &str,
+        version: i64,
+        script: Result<Option<(AST, Arc<str>)>, CompileProblem>,
+    ) {
+        let mut accounts = self.accounts.lock().unwrap();
+        let key = (account.to_string(), name.to_string());
+        if accounts.get(&key).is_some_and(|e| e.version >= version) {
+            return;
+        }
+        let (script, problem) = match script {
+            Ok(s) => (s.map(|(ast, src)| (Arc::new(ast), src)), None),
+            Err(p) => (None, Some(p)),
+        };
+        accounts.insert(
+            key,
+            AccountEntry {
+                version,
+                script,
+                problem,
+            },
+        );
+    }
+
+    /// The account's version in use of `name`, if it has one with a source.
+    fn account_script(&self, account: Option<&str>, name: &str) -> Option<(Arc<AST>, Arc<str>)> {
+        let account = account?;
+        self.accounts
+            .lock()
+            .unwrap()
+            .get(&(account.to_string(), name.to_string()))
+            .and_then(|e| e.script.clone())
     }
 
     pub fn override_dir(&self) -> Option<&Path> {
@@ -165,12 +232,30 @@ impl ScriptStore {
             .map(|d| d.join(format!("{name}.rhai")))
     }
 
-    /// The script to run for `name`: the override file if it compiles (recompiled when it
-    /// changed), else the last version that compiled, else the shipped one.
-    pub fn script(&self, engine: &Engine, name: &str) -> Result<Script, WorkflowError> {
+    /// The script to run for `name` in `account`: the account's version, else the override
+    /// file if it compiles (recompiled when it changed), else the last version that compiled,
+    /// else the shipped one.
+    pub fn script(
+        &self,
+        engine: &Engine,
+        account: Option<&str>,
+        name: &str,
+    ) -> Result<Script, WorkflowError> {
         if !valid_name(name) {
             return Err(WorkflowError::NotFound(name.to_string()));
         }
+        if let Some((ast, _)) = self.account_script(account, name) {
+            return Ok(Script {
+                name: name.to_string(),
+                origin: Origin::Account,
+                ast,
+            });
+        }
+        self.daemon_script(engine, name)
+    }
+
+    /// The daemon's script for `name` (override file or shipped).
+    fn daemon_script(&self, engine: &Engine, name: &str) -> Result<Script, WorkflowError> {
         let override_path = self.override_path(name);
         let current = override_path.as_deref().and_then(stamp);
         let mut entries = self.entries.lock().unwrap();
@@ -275,15 +360,48 @@ impl ScriptStore {
     }
 
     /// The source of the version in use.
-    pub fn source(&self, engine: &Engine, name: &str) -> Result<Arc<str>, WorkflowError> {
-        self.script(engine, name)?;
+    pub fn source(
+        &self,
+        engine: &Engine,
+        account: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<str>, WorkflowError> {
+        if let Some((_, source)) = self.account_script(account, name) {
+            return Ok(source);
+        }
+        self.daemon_script(engine, name)?;
         Ok(self.entries.lock().unwrap()[name].source.clone())
     }
 
-    /// Every workflow and module: shipped ones and those in the override directory.
-    pub fn list(&self, engine: &Engine) -> Vec<ScriptInfo> {
+    /// Whether the daemon has a script of this name (shipped or in the override directory).
+    pub fn daemon_has(&self, name: &str) -> bool {
+        shipped_source(name).is_some() || self.override_path(name).is_some_and(|p| p.is_file())
+    }
+
+    /// Every workflow and module an account sees: shipped ones, those in the override
+    /// directory and the account's own.
+    pub fn list(&self, engine: &Engine, account: Option<&str>) -> Vec<ScriptInfo> {
         let mut names: BTreeMap<String, ()> =
             SHIPPED.iter().map(|(n, _)| (n.to_string(), ())).collect();
+        let own: HashMap<String, (i64, bool, Option<CompileProblem>)> = match account {
+            Some(a) => self
+                .accounts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|((acc, _), _)| acc == a)
+                .map(|((_, n), e)| {
+                    (
+                        n.clone(),
+                        (e.version, e.script.is_some(), e.problem.clone()),
+                    )
+                })
+                .collect(),
+            None => HashMap::new(),
+        };
+        for n in own.keys() {
+            names.insert(n.clone(), ());
+        }
         if let Some(dir) = &self.override_dir
             && let Ok(rd) = std::fs::read_dir(dir)
         {
@@ -299,32 +417,58 @@ impl ScriptStore {
         }
         names
             .into_keys()
-            .map(|name| {
-                let loaded = self.script(engine, &name);
+            .filter_map(|name| {
+                let own = own.get(&name);
+                let account_version = own.filter(|(_, in_use, _)| *in_use).map(|(v, ..)| *v);
+                let own_problem = own.and_then(|(_, _, p)| p.clone());
+                if !self.daemon_has(&name) && account_version.is_none() && own_problem.is_none() {
+                    // The account went back to a daemon script that does not exist.
+                    return None;
+                }
+                if account_version.is_some() {
+                    return Some(ScriptInfo {
+                        origin: Origin::Account,
+                        shipped: shipped_source(&name).is_some(),
+                        override_path: self
+                            .override_path(&name)
+                            .filter(|p| p.is_file())
+                            .map(|p| p.display().to_string()),
+                        problem: None,
+                        account_version,
+                        name,
+                    });
+                }
+                let loaded = self.daemon_script(engine, &name);
                 let entries = self.entries.lock().unwrap();
                 let entry = entries.get(&name);
                 let override_path = self
                     .override_path(&name)
                     .filter(|p| p.is_file())
                     .map(|p| p.display().to_string());
-                ScriptInfo {
+                Some(ScriptInfo {
                     origin: entry.map_or(Origin::Override, |e| e.origin.clone()),
                     shipped: shipped_source(&name).is_some(),
                     override_path,
                     problem: match loaded {
                         Err(WorkflowError::Compile(p)) => Some(p),
-                        _ => entry.and_then(|e| e.problem.as_ref().map(|(_, p)| p.clone())),
+                        _ => own_problem.or_else(|| {
+                            entry.and_then(|e| e.problem.as_ref().map(|(_, p)| p.clone()))
+                        }),
                     },
+                    account_version: None,
                     name,
-                }
+                })
             })
             .collect()
     }
 }
 
-/// Resolves `import "name" as x;` from the same store, so a script can only import other
-/// workflow scripts (never a path).
-pub struct StoreResolver(pub Arc<ScriptStore>);
+/// Resolves `import "name" as x;` from the same store, for the run's account (its own
+/// modules first), so a script can only import other workflow scripts (never a path).
+pub struct StoreResolver {
+    pub store: Arc<ScriptStore>,
+    pub account: Option<String>,
+}
 
 impl rhai::ModuleResolver for StoreResolver {
     fn resolve(
@@ -338,14 +482,17 @@ impl rhai::ModuleResolver for StoreResolver {
         if !valid_name(path) {
             return Err(not_found());
         }
-        let script = self.0.script(engine, path).map_err(|e| match e {
-            WorkflowError::NotFound(_) => not_found(),
-            other => Box::new(EvalAltResult::ErrorInModule(
-                path.to_string(),
-                Box::new(EvalAltResult::ErrorRuntime(other.to_string().into(), pos)),
-                pos,
-            )),
-        })?;
+        let script = self
+            .store
+            .script(engine, self.account.as_deref(), path)
+            .map_err(|e| match e {
+                WorkflowError::NotFound(_) => not_found(),
+                other => Box::new(EvalAltResult::ErrorInModule(
+                    path.to_string(),
+                    Box::new(EvalAltResult::ErrorRuntime(other.to_string().into(), pos)),
+                    pos,
+                )),
+            })?;
         let mut module = Module::eval_ast_as_new(Scope::new(), &script.ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;
         module.build_index();
