@@ -1,4 +1,7 @@
-//! The `keyward` command: the daemon and its command-line tools.
+//! The `keyward` command: the daemon, its local tools (`plugins`), and the command-line
+//! client of a running daemon (`login`, `groups`, `keys`, ..., in `cli`).
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ struct Cli {
     /// log collectors.
     #[arg(long, global = true, env = "KEYWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    conn: cli::ConnArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,7 +51,10 @@ enum Command {
     /// Run the daemon (the default).
     Serve(ServeArgs),
     /// List the plugins the daemon would load, and the ones it would skip with the reason.
+    #[command(after_help = "Example:\n  keyward plugins --plugin-dir ./plugins")]
     Plugins,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(clap::Args)]
@@ -103,7 +111,19 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` are answers; anything else is a local error: exit code 1
+        // (clap's own is 2, which this CLI keeps for the daemon's refusals).
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    if let Some(Command::Client(command)) = cli.command {
+        let code = cli::run(cli.conn, command).await;
+        std::process::exit(code);
+    }
     let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -181,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("skipped {}: {}", p.path.display(), p.reason);
             }
         }
+        Command::Client(_) => unreachable!("client commands ran above"),
     }
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! The CLI's connection to a daemon: its REST API with the session token, answers as JSON,
+//! and every answer that is not a 2xx turned into [`CliError::Server`].
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::CliError;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(
+        addr: &str,
+        ca_cert: Option<&Path>,
+        token: Option<String>,
+    ) -> Result<Client, CliError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .user_agent(concat!("keyward-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::Local(format!("{}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| CliError::Local(format!("{}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let base = addr.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::Local(format!(
+                "the daemon's address must start with https:// or http://, not '{addr}'"
+            )));
+        }
+        Ok(Client {
+            http: builder
+                .build()
+                .map_err(|e| CliError::Local(format!("HTTP client: {e}")))?,
+            base,
+            token,
+        })
+    }
+
+    /// A call with the session token (when there is one) and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req, body).await
+    }
+
+    /// `POST /sys/v1/session/auth` with Basic credentials: base64 of `email:password`, or an
+    /// application's API key as it is.
+    pub async fn login(&self, basic: &str) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .request(Method::POST, format!("{}/sys/v1/session/auth", self.base))
+            .header("authorization", format!("Basic {basic}"));
+        self.send(req, None).await
+    }
+
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b).expect("JSON values serialize"));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CliError::Connect(format!("{}: {}", self.base, error_chain(&e))))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CliError::Connect(format!("reading the answer: {e}")))?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(CliError::Server {
+                status: status.as_u16(),
+                body: value,
+            })
+        }
+    }
+}
+
+/// reqwest's error with its causes (the TLS or connection reason is in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,305 @@
+//! `keyward policies`, `audit`, `users` and `apps`: who may do what, and what was done.
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{json_arg, query, seg};
+use crate::cli::output::{Columns, Shown};
+use crate::cli::{CliError, Ctx, local};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// The account's cryptographic policy, or a group's policies.
+    #[command(
+        after_help = "Examples:\n  keyward policies show\n  keyward policies show --group 3f0c… -o json"
+    )]
+    Show {
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Set (JSON or @file) or remove the cryptographic policy of the account or a group.
+    #[command(
+        after_help = "Example:\n  keyward policies set-crypto --group 3f0c… --policy '{\"aes\": {\"key_sizes\": [256]}}'"
+    )]
+    SetCrypto {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        policy: Option<String>,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Set (JSON or @file) or remove a group's key metadata policy.
+    #[command(
+        after_help = "Example:\n  keyward policies set-metadata --group 3f0c… --policy @metadata-policy.json"
+    )]
+    SetMetadata {
+        #[arg(long)]
+        group: String,
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        policy: Option<String>,
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+fn policy_value(policy: Option<String>, remove: bool) -> Result<Value, CliError> {
+    match (policy, remove) {
+        (_, true) => Ok(json!("remove")),
+        (Some(p), false) => json_arg("--policy", &p),
+        (None, false) => Err(local("give --policy or --remove")),
+    }
+}
+
+/// The account the session acts in: the profile's, else the only one the caller has.
+async fn account(ctx: &Ctx) -> Result<String, CliError> {
+    if let Some(a) = &ctx.account {
+        return Ok(a.clone());
+    }
+    let list = ctx.get("/sys/v1/accounts").await?;
+    match list.as_array().map(Vec::as_slice) {
+        Some([one]) => one["acct_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| local("the daemon's answer has no acct_id")),
+        _ => Err(local(
+            "several accounts: log in with --account to choose the one to act in",
+        )),
+    }
+}
+
+impl PolicyCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        match self {
+            PolicyCmd::Show { group: Some(g) } => {
+                let group = ctx.get(&format!("/sys/v1/groups/{}", seg(&g))).await?;
+                Ok(Shown::object(json!({
+                    "group_id": group["group_id"],
+                    "cryptographic_policy": group["cryptographic_policy"],
+                    "key_metadata_policy": group["key_metadata_policy"],
+                    "custom_policies": group["custom_policies"],
+                })))
+            }
+            PolicyCmd::Show { group: None } => {
+                let acct = account(ctx).await?;
+                let a = ctx.get(&format!("/sys/v1/accounts/{}", seg(&acct))).await?;
+                Ok(Shown::object(json!({
+                    "acct_id": a["acct_id"],
+                    "cryptographic_policy": a["cryptographic_policy"],
+                })))
+            }
+            PolicyCmd::SetCrypto {
+                group,
+                policy,
+                remove,
+            } => {
+                let body = json!({"cryptographic_policy": policy_value(policy, remove)?});
+                let path = match group {
+                    Some(g) => format!("/sys/v1/groups/{}", seg(&g)),
+                    None => format!("/sys/v1/accounts/{}", seg(&account(ctx).await?)),
+                };
+                let after = ctx.patch(&path, body).await?;
+                Ok(Shown::object(json!({
+                    "cryptographic_policy": after["cryptographic_policy"],
+                })))
+            }
+            PolicyCmd::SetMetadata {
+                group,
+                policy,
+                remove,
+            } => {
+                let after = ctx
+                    .patch(
+                        &format!("/sys/v1/groups/{}", seg(&group)),
+                        json!({"key_metadata_policy": policy_value(policy, remove)?}),
+                    )
+                    .await?;
+                Ok(Shown::object(json!({
+                    "group_id": after["group_id"],
+                    "key_metadata_policy": after["key_metadata_policy"],
+                })))
+            }
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// An action, such as `key.create` or `workflow_script.put`.
+    #[arg(long)]
+    action: Option<String>,
+    /// ADMINISTRATIVE, AUTH, CRYPTOOPERATION or CUSTOM.
+    #[arg(long)]
+    action_type: Option<String>,
+    /// success, failure or denied.
+    #[arg(long)]
+    outcome: Option<String>,
+    #[arg(long)]
+    actor_id: Option<String>,
+    #[arg(long)]
+    object_id: Option<String>,
+    /// How many entries (default 100).
+    #[arg(long)]
+    size: Option<u32>,
+}
+
+const EVENT: Columns = &[
+    ("TIME", "/time"),
+    ("ACTION", "/action"),
+    ("OUTCOME", "/outcome"),
+    ("ACTOR", "/actor_id"),
+    ("OBJECT", "/object_id"),
+    ("MESSAGE", "/message"),
+];
+
+impl AuditArgs {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        let logs = ctx
+            .get(&format!(
+                "/sys/v1/logs{}",
+                query(&[
+                    ("action", self.action),
+                    ("action_type", self.action_type),
+                    ("outcome", self.outcome),
+                    ("actor_id", self.actor_id),
+                    ("object_id", self.object_id),
+                    ("size", self.size.map(|s| s.to_string())),
+                ])
+            ))
+            .await?;
+        let events: Vec<Value> = logs["hits"]
+            .as_array()
+            .map(|hits| hits.iter().map(|h| h["_source"].clone()).collect())
+            .unwrap_or_default();
+        Ok(Shown::new(Value::Array(events), EVENT))
+    }
+}
+
+const USER: Columns = &[
+    ("ID", "/user_id"),
+    ("EMAIL", "/user_email"),
+    ("ROLE", "/account_role"),
+    ("STATE", "/state"),
+];
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// The account's users.
+    #[command(after_help = "Example:\n  keyward users list")]
+    List,
+    /// One user.
+    #[command(after_help = "Example:\n  keyward users show 0c1d…")]
+    Show { id: String },
+    /// Invite a user into the account.
+    #[command(
+        after_help = "Example:\n  keyward users invite --email ops@example.com --role member"
+    )]
+    Invite {
+        #[arg(long)]
+        email: String,
+        /// administrator, member or auditor.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a user from the account.
+    #[command(after_help = "Example:\n  keyward users remove 0c1d…")]
+    Remove { id: String },
+}
+
+impl UserCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        match self {
+            UserCmd::List => Ok(Shown::new(ctx.get("/sys/v1/users").await?, USER)),
+            UserCmd::Show { id } => Ok(Shown::object(
+                ctx.get(&format!("/sys/v1/users/{}", seg(&id))).await?,
+            )),
+            UserCmd::Invite { email, role } => Ok(Shown::object(
+                ctx.post(
+                    "/sys/v1/users/invite",
+                    json!({"user_email": email, "account_role": role}),
+                )
+                .await?,
+            )),
+            UserCmd::Remove { id } => {
+                ctx.delete(&format!("/sys/v1/users/{}", seg(&id))).await?;
+                Ok(Shown::object(json!({"user_id": id, "removed": true})))
+            }
+        }
+    }
+}
+
+const APP: Columns = &[
+    ("ID", "/app_id"),
+    ("NAME", "/name"),
+    ("GROUPS", "/group_ids"),
+    ("CREATED", "/created_at"),
+];
+
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// The account's applications.
+    #[command(after_help = "Example:\n  keyward apps list")]
+    List,
+    /// One application.
+    #[command(after_help = "Example:\n  keyward apps show 4d5e…")]
+    Show { id: String },
+    /// A new application in groups (every permission in each); prints its API key, this once.
+    #[command(
+        after_help = "Example:\n  keyward apps create --name payments-api --group 3f0c… -o json"
+    )]
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "group", required = true)]
+        groups: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// A new API key (the old one stops working); prints it, this once.
+    #[command(after_help = "Example:\n  keyward apps reset-secret 4d5e…")]
+    ResetSecret { id: String },
+    /// Delete an application.
+    #[command(after_help = "Example:\n  keyward apps delete 4d5e…")]
+    Delete { id: String },
+}
+
+impl AppCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        let path = |id: &str, rest: &str| format!("/sys/v1/apps/{}{rest}", seg(id));
+        match self {
+            AppCmd::List => {
+                let mut list = ctx.get("/sys/v1/apps").await?;
+                // The table shows the groups' ids; the JSON keeps their permissions.
+                if let Some(items) = list.as_array_mut() {
+                    for a in items {
+                        let groups: Vec<Value> = a["groups"]
+                            .as_object()
+                            .map(|g| g.keys().map(|k| json!(k)).collect())
+                            .unwrap_or_default();
+                        a["group_ids"] = Value::Array(groups);
+                    }
+                }
+                Ok(Shown::new(list, APP))
+            }
+            AppCmd::Show { id } => Ok(Shown::object(ctx.get(&path(&id, "")).await?)),
+            AppCmd::Create {
+                name,
+                groups,
+                description,
+            } => Ok(Shown::object(
+                ctx.post(
+                    "/sys/v1/apps",
+                    json!({"name": name, "groups": groups, "description": description}),
+                )
+                .await?,
+            )),
+            AppCmd::ResetSecret { id } => Ok(Shown::object(
+                ctx.post(&path(&id, "/reset_secret"), json!({})).await?,
+            )),
+            AppCmd::Delete { id } => {
+                ctx.delete(&path(&id, "")).await?;
+                Ok(Shown::object(json!({"app_id": id, "deleted": true})))
+            }
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! `keyward keys`: generate, import, copy, rotate, the lifecycle, rotation policies, and the
+//! cryptographic operations (which only applications may do).
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::Subcommand;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+use super::{json_arg, list_arg, query, read_file, seg};
+use crate::cli::output::{Columns, Shown};
+use crate::cli::{CliError, Ctx, local};
+
+const KEY: Columns = &[
+    ("KID", "/kid"),
+    ("NAME", "/name"),
+    ("TYPE", "/obj_type"),
+    ("SIZE", "/key_size"),
+    ("STATE", "/state"),
+    ("GROUP", "/group_id"),
+    ("EXTERNAL", "/external/id/label"),
+];
+
+const KEY_INFO: Columns = &[
+    ("kid", "/kid"),
+    ("name", "/name"),
+    ("group", "/group_id"),
+    ("type", "/obj_type"),
+    ("size", "/key_size"),
+    ("curve", "/elliptic_curve"),
+    ("state", "/state"),
+    ("enabled", "/enabled"),
+    ("operations", "/key_ops"),
+    ("created", "/created_at"),
+    ("created by", "/creator"),
+    ("deactivation", "/deactivation_date"),
+    ("external key", "/external/id/key_id"),
+    ("external state", "/external/state"),
+    ("rotation policy", "/rotation_policy"),
+    ("next rotation", "/scheduled_rotation"),
+];
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Keys you can see, across your groups (or one).
+    #[command(after_help = "Example:\n  keyward keys list --group 3f0c… -o json")]
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// One key.
+    #[command(after_help = "Example:\n  keyward keys show 9a1e…")]
+    Show { kid: String },
+    /// Generate a key (in the group's HSM when the group is linked).
+    #[command(
+        after_help = "Example:\n  keyward keys generate --name orders --type AES --size 256 --group 3f0c…"
+    )]
+    Generate {
+        #[arg(long)]
+        name: String,
+        /// AES, RSA or EC.
+        #[arg(long = "type")]
+        obj_type: String,
+        #[arg(long)]
+        size: Option<u32>,
+        /// NistP256, NistP384 or NistP521.
+        #[arg(long)]
+        curve: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Operations, comma-separated (default: every one of the type but EXPORT).
+        #[arg(long)]
+        ops: Option<String>,
+    },
+    /// Import key material from a file: AES as raw bytes, RSA and EC as PKCS#8, PKCS#1 or
+    /// SEC1, DER or PEM.
+    #[command(
+        after_help = "Example:\n  keyward keys import --name legacy --type RSA --file legacy.pem --group 3f0c…"
+    )]
+    Import {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "type")]
+        obj_type: String,
+        /// The material (`-`: stdin).
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        ops: Option<String>,
+    },
+    /// Copy a key into another group (BYOK into a linked group).
+    #[command(after_help = "Example:\n  keyward keys copy 9a1e… --group 77b2… --name orders-azure")]
+    Copy {
+        kid: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        ops: Option<String>,
+    },
+    /// Rotate keys; prints each new key id. Several keys rotate one after the other, with a
+    /// progress bar.
+    #[command(
+        after_help = "Examples:\n  keyward keys rotate 9a1e… --copies all\n  keyward keys rotate 9a1e… 4c2d… 8f00… --deactivate-old"
+    )]
+    Rotate {
+        #[arg(required = true)]
+        kids: Vec<String>,
+        /// Linked copies that rotate along: `all` (every external one) or kids, comma-separated.
+        #[arg(long)]
+        copies: Option<String>,
+        /// A key of an external key manager takes this catalog key's material.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        deactivate_old: bool,
+    },
+    /// A key's rotations.
+    #[command(after_help = "Example:\n  keyward keys rotations 9a1e…")]
+    Rotations { kid: String },
+    /// Show, set (`--set '{"interval_days": 90}'` or `--set @file`) or remove a key's rotation policy.
+    #[command(
+        after_help = "Example:\n  keyward keys rotation-policy 9a1e… --set '{\"interval_days\": 90, \"rotate_copied_keys\": \"all_external\"}'"
+    )]
+    RotationPolicy {
+        kid: String,
+        #[arg(long, conflicts_with = "remove")]
+        set: Option<String>,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Deactivate a key (it can still decrypt and verify).
+    #[command(after_help = "Example:\n  keyward keys deactivate 9a1e…")]
+    Deactivate { kid: String },
+    /// Soft delete a key in its HSM (recoverable until the HSM purges it).
+    #[command(after_help = "Example:\n  keyward keys soft-delete 9a1e… --yes")]
+    SoftDelete {
+        kid: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Recover a soft-deleted key.
+    #[command(after_help = "Example:\n  keyward keys recover 9a1e…")]
+    Recover { kid: String },
+    /// Restore a purged key into its HSM from Keyward's escrow.
+    #[command(after_help = "Example:\n  keyward keys restore 9a1e…")]
+    Restore { kid: String },
+    /// Purge a soft-deleted key's material from its HSM.
+    #[command(after_help = "Example:\n  keyward keys purge 9a1e… --yes")]
+    Purge {
+        kid: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a key from the catalog.
+    #[command(after_help = "Example:\n  keyward keys delete 9a1e…")]
+    Delete { kid: String },
+    /// Encrypt (applications): prints cipher, iv and tag, base64.
+    #[command(
+        after_help = "Example:\n  keyward keys encrypt 9a1e… --in secret.txt -o json > sealed.json"
+    )]
+    Encrypt {
+        kid: String,
+        /// The plaintext file (`-`: stdin).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// AES, or RSA.
+        #[arg(long, default_value = "AES")]
+        alg: String,
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Decrypt (applications) what `encrypt -o json` printed.
+    #[command(
+        after_help = "Example:\n  keyward keys decrypt 9a1e… --in sealed.json --out secret.txt"
+    )]
+    Decrypt {
+        kid: String,
+        /// The JSON `encrypt -o json` printed (`-`: stdin).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Write the plaintext here (else it is printed, base64, as `plain`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a file (applications).
+    #[command(after_help = "Example:\n  keyward keys sign 9a1e… --in release.tar --hash SHA256")]
+    Sign {
+        kid: String,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long, default_value = "SHA256")]
+        hash: String,
+    },
+    /// Verify a signature (applications).
+    #[command(
+        after_help = "Example:\n  keyward keys verify 9a1e… --in release.tar --signature \"$SIG\""
+    )]
+    Verify {
+        kid: String,
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Base64, as `sign` printed it.
+        #[arg(long)]
+        signature: String,
+        #[arg(long, default_value = "SHA256")]
+        hash: String,
+    },
+}
+
+fn key_path(kid: &str, rest: &str) -> String {
+    format!("/crypto/v1/keys/{}{rest}", seg(kid))
+}
+
+fn ops(text: Option<&str>) -> Option<Vec<String>> {
+    text.map(|t| list_arg(t).into_iter().map(|o| o.to_uppercase()).collect())
+}
+
+/// The bytes to import: PEM private keys become their DER.
+fn material(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let bytes = read_file(path)?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let der = PrivateKeyDer::from_pem_slice(&bytes)
+            .map_err(|e| local(format!("{}: not a PEM private key: {e:?}", path.display())))?;
+        return Ok(der.secret_der().to_vec());
+    }
+    Ok(bytes)
+}
+
+impl KeyCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        match self {
+            KeyCmd::List { group, name } => Ok(Shown::new(
+                ctx.get(&format!(
+                    "/crypto/v1/keys{}",
+                    query(&[("group_id", group), ("name", name)])
+                ))
+                .await?,
+                KEY,
+            )),
+            KeyCmd::Show { kid } => Ok(Shown::new(ctx.get(&key_path(&kid, "")).await?, KEY_INFO)),
+            KeyCmd::Generate {
+                name,
+                obj_type,
+                size,
+                curve,
+                group,
+                ops: o,
+            } => Ok(Shown::new(
+                ctx.post(
+                    "/crypto/v1/keys",
+                    json!({"name": name, "obj_type": obj_type.to_uppercase(), "key_size": size,
+                        "elliptic_curve": curve, "group_id": group, "key_ops": ops(o.as_deref())}),
+                )
+                .await?,
+                KEY_INFO,
+            )),
+            KeyCmd::Import {
+                name,
+                obj_type,
+                file,
+                group,
+                ops: o,
+            } => {
+                let value = STANDARD.encode(material(&file)?);
+                Ok(Shown::new(
+                    ctx.put(
+                        "/crypto/v1/keys",
+                        json!({"name": name, "obj_type": obj_type.to_uppercase(), "value": value,
+                            "group_id": group, "key_ops": ops(o.as_deref())}),
+                    )
+                    .await?,
+                    KEY_INFO,
+                ))
+            }
+            KeyCmd::Copy {
+                kid,
+                group,
+                name,
+                ops: o,
+            } => Ok(Shown::new(
+                ctx.post(
+                    "/crypto/v1/keys/copy",
+                    json!({"key": {"kid": kid}, "group_id": group, "name": name,
+                        "key_ops": ops(o.as_deref())}),
+                )
+                .await?,
+                KEY_INFO,
+            )),
+            KeyCmd::Rotate {
+                kids,
+                copies,
+                from,
+                deactivate_old,
+            } => rotate(ctx, kids, copies, from, deactivate_old).await,
+            KeyCmd::Rotations { kid } => Ok(Shown::new(
+                ctx.get(&key_path(&kid, "/rotations")).await?,
+                &[],
+            )),
+            KeyCmd::RotationPolicy { kid, set, remove } => {
+                let policy = match (set, remove) {
+                    (Some(p), _) => Some(json_arg("--set", &p)?),
+                    (None, true) => Some(json!("remove")),
+                    (None, false) => None,
+                };
+                let key = match policy {
+                    Some(p) => ctx.patch(&key_path(&kid, ""), json!({"rotation_policy": p})).await?,
+                    None => ctx.get(&key_path(&kid, "")).await?,
+                };
+                Ok(Shown::object(json!({
+                    "kid": key["kid"],
+                    "rotation_policy": key["rotation_policy"],
+                    "scheduled_rotation": key["scheduled_rotation"],
+                    "rotation_status": key["rotation_status"],
+                })))
+            }
+            KeyCmd::Deactivate { kid } => Ok(Shown::new(
+                ctx.post(&key_path(&kid, "/deactivate"), json!({})).await?,
+                KEY_INFO,
+            )),
+            KeyCmd::SoftDelete { kid, yes } => {
+                confirm(yes, "soft delete the key in its HSM")?;
+                Ok(Shown::new(
+                    ctx.post(&key_path(&kid, "/schedule_deletion"), json!({"confirm": true}))
+                        .await?,
+                    KEY_INFO,
+                ))
+            }
+            KeyCmd::Recover { kid } => Ok(Shown::new(
+                ctx.post(&key_path(&kid, "/recover"), json!({})).await?,
+                KEY_INFO,
+            )),
+            KeyCmd::Restore { kid } => Ok(Shown::new(
+                ctx.post(&key_path(&kid, "/restore"), json!({})).await?,
+                KEY_INFO,
+            )),
+            KeyCmd::Purge { kid, yes } => {
+                confirm(yes, "purge the key's material from its HSM")?;
+                Ok(Shown::new(
+                    ctx.post(&key_path(&kid, "/delete_key_material"), json!({"confirm": true}))
+                        .await?,
+                    KEY_INFO,
+                ))
+            }
+            KeyCmd::Delete { kid } => {
+                ctx.delete(&key_path(&kid, "")).await?;
+                Ok(Shown::object(json!({"kid": kid, "deleted": true})))
+            }
+            KeyCmd::Encrypt {
+                kid,
+                input,
+                alg,
+                mode,
+            } => {
+                let plain = STANDARD.encode(read_file(&input)?);
+                Ok(Shown::object(
+                    ctx.post(
+                        &key_path(&kid, "/encrypt"),
+                        json!({"alg": alg.to_uppercase(), "plain": plain, "mode": mode}),
+                    )
+                    .await?,
+                ))
+            }
+            KeyCmd::Decrypt { kid, input, out } => {
+                let sealed = super::json_arg("--in", &format!("@{}", input.display()))?;
+                let mut body = json!({"alg": sealed.get("alg").cloned().unwrap_or(json!("AES"))});
+                for field in ["cipher", "iv", "tag", "mode", "ad"] {
+                    if let Some(v) = sealed.get(field).filter(|v| !v.is_null()) {
+                        body[field] = v.clone();
+                    }
+                }
+                let answer = ctx.post(&key_path(&kid, "/decrypt"), body).await?;
+                match out {
+                    Some(path) => {
+                        let plain = STANDARD
+                            .decode(answer["plain"].as_str().unwrap_or_default())
+                            .map_err(|e| local(format!("the daemon's plain is not base64: {e}")))?;
+                        std::fs::write(&path, plain)
+                            .map_err(|e| local(format!("{}: {e}", path.display())))?;
+                        Ok(Shown::object(json!({"kid": answer["kid"], "written": path})))
+                    }
+                    None => Ok(Shown::object(answer)),
+                }
+            }
+            KeyCmd::Sign { kid, input, hash } => Ok(Shown::object(
+                ctx.post(
+                    &key_path(&kid, "/sign"),
+                    json!({"hash_alg": hash.to_uppercase(), "data": STANDARD.encode(read_file(&input)?)}),
+                )
+                .await?,
+            )),
+            KeyCmd::Verify {
+                kid,
+                input,
+                signature,
+                hash,
+            } => {
+                let answer = ctx
+                    .post(
+                        &key_path(&kid, "/verify"),
+                        json!({"hash_alg": hash.to_uppercase(), "data": STANDARD.encode(read_file(&input)?),
+                            "signature": signature}),
+                    )
+                    .await?;
+                if answer["result"] != true {
+                    return Err(CliError::Failed {
+                        message: "the signature does not verify".into(),
+                        record: answer,
+                    });
+                }
+                Ok(Shown::object(answer))
+            }
+        }
+    }
+}
+
+fn confirm(yes: bool, what: &str) -> Result<(), CliError> {
+    if yes {
+        Ok(())
+    } else {
+        Err(local(format!("this would {what}: add --yes to confirm")))
+    }
+}
+
+async fn rotate(
+    ctx: &Ctx,
+    kids: Vec<String>,
+    copies: Option<String>,
+    from: Option<String>,
+    deactivate_old: bool,
+) -> Result<Shown, CliError> {
+    let copies: Option<Value> = copies.map(|c| match c.as_str() {
+        "all" | "all_external" => json!("all_external"),
+        list => json!({"select": list_arg(list)}),
+    });
+    let body = json!({
+        "rotate_copied_keys": copies,
+        "rotate_from": from.map(|f| json!({"kid": f})),
+        "deactivate_rotated_key": deactivate_old.then_some(true),
+    });
+    let bar = if ctx.progress_visible() && kids.len() > 1 {
+        indicatif::ProgressBar::new(kids.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rotated {msg}")
+            .expect("a valid template"),
+    );
+    let mut rotated = Vec::new();
+    let mut failed = 0;
+    for kid in &kids {
+        bar.set_message(kid.clone());
+        match ctx.post(&key_path(kid, "/rekey"), body.clone()).await {
+            Ok(new) => rotated.push(json!({
+                "kid": kid,
+                "new_kid": new["kid"],
+                "rotated_copies": new["rotated_copies"],
+            })),
+            // One key's refusal does not stop the others; it is reported with them.
+            Err(e) if kids.len() > 1 => {
+                failed += 1;
+                rotated.push(json!({"kid": kid, "error": e.to_string()}));
+            }
+            Err(e) => return Err(e),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let value = Value::Array(rotated);
+    if failed > 0 {
+        return Err(CliError::Failed {
+            message: format!("{failed} of {} keys did not rotate", kids.len()),
+            record: value,
+        });
+    }
+    Ok(Shown::new(
+        value,
+        &[
+            ("KID", "/kid"),
+            ("NEW KID", "/new_kid"),
+            ("ERROR", "/error"),
+        ],
+    ))
+}

@@ -1,0 +1,286 @@
+//! The CLI's commands: the session ones here (`login`, `logout`, `profiles`), the families in
+//! their modules. Every leaf command's `--help` ends with an example.
+
+mod admin;
+mod automation;
+mod groups;
+mod keys;
+mod workflows;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::output::Shown;
+use super::profile::{Profile, Profiles};
+use super::{CliError, Ctx, local};
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Log in to a daemon and keep the session in a profile.
+    #[command(
+        after_help = "Examples:\n  keyward login --addr https://keyward.example.com:8443 --email admin@example.com\n  printf %s \"$API_KEY\" | keyward login --addr https://keyward.example.com:8443 --api-key-stdin --profile ci"
+    )]
+    Login(LoginArgs),
+    /// End the profile's session and forget its token.
+    #[command(after_help = "Example:\n  keyward logout --profile ci")]
+    Logout,
+    /// The login profiles (never their tokens).
+    #[command(after_help = "Example:\n  keyward profiles -o json")]
+    Profiles,
+    /// Groups and their links to Azure Managed HSM: create, link, test connection, sync.
+    #[command(subcommand)]
+    Groups(groups::GroupCmd),
+    /// Keys: generate, import, copy, rotate, lifecycle, and cryptography for applications.
+    #[command(subcommand)]
+    Keys(keys::KeyCmd),
+    /// Cryptographic and key metadata policies of the account and its groups.
+    #[command(subcommand)]
+    Policies(admin::PolicyCmd),
+    /// Workflow scripts (shipped and the account's own) and their runs.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowCmd),
+    /// Cron jobs: workflows on a schedule.
+    #[command(subcommand)]
+    Jobs(automation::JobCmd),
+    /// Webhooks that start workflows.
+    #[command(subcommand)]
+    Webhooks(automation::WebhookCmd),
+    /// Notification endpoints: signed key events sent out.
+    #[command(subcommand)]
+    Notifications(automation::NotificationCmd),
+    /// The audit log, newest first.
+    #[command(after_help = "Example:\n  keyward audit --action key.create --size 20 -o json")]
+    Audit(admin::AuditArgs),
+    /// Users of the account.
+    #[command(subcommand)]
+    Users(admin::UserCmd),
+    /// Applications of the account.
+    #[command(subcommand)]
+    Apps(admin::AppCmd),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// A user's email; the password is asked for (or read from stdin with --password-stdin).
+    #[arg(long, conflicts_with = "api_key_stdin")]
+    email: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long, requires = "email")]
+    password_stdin: bool,
+    /// Log in as an application: read its API key from stdin.
+    #[arg(long)]
+    api_key_stdin: bool,
+    /// Act in this account (users with several).
+    #[arg(long)]
+    account: Option<String>,
+}
+
+impl ClientCommand {
+    pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
+        match self {
+            ClientCommand::Login(a) => login(ctx, a).await,
+            ClientCommand::Logout => logout(ctx).await,
+            ClientCommand::Profiles => profiles(),
+            ClientCommand::Groups(c) => c.run(ctx).await,
+            ClientCommand::Keys(c) => c.run(ctx).await,
+            ClientCommand::Policies(c) => c.run(ctx).await,
+            ClientCommand::Workflows(c) => c.run(ctx).await,
+            ClientCommand::Jobs(c) => c.run(ctx).await,
+            ClientCommand::Webhooks(c) => c.run(ctx).await,
+            ClientCommand::Notifications(c) => c.run(ctx).await,
+            ClientCommand::Audit(a) => a.run(ctx).await,
+            ClientCommand::Users(c) => c.run(ctx).await,
+            ClientCommand::Apps(c) => c.run(ctx).await,
+        }
+    }
+}
+
+fn read_stdin_line() -> Result<String, CliError> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| local(format!("reading stdin: {e}")))?;
+    let s = s.trim_end_matches(['\r', '\n']).to_string();
+    if s.is_empty() {
+        return Err(local("stdin was empty"));
+    }
+    Ok(s)
+}
+
+async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
+    let addr = ctx.conn.addr.clone().or_else(|| {
+        Profiles::load()
+            .ok()
+            .and_then(|p| p.get(&ctx.conn.profile).map(|p| p.addr.clone()))
+    });
+    let Some(addr) = addr else {
+        return Err(local("give the daemon's address: keyward login --addr URL"));
+    };
+    let client = super::Client::new(&addr, ctx.conn.ca_cert.as_deref(), None)?;
+    let (basic, identity) = match (&a.email, a.api_key_stdin) {
+        (Some(email), _) => {
+            let password = if a.password_stdin {
+                read_stdin_line()?
+            } else {
+                rpassword::prompt_password(format!("Password for {email}: "))
+                    .map_err(|e| local(format!("reading the password: {e}")))?
+            };
+            (
+                STANDARD.encode(format!("{email}:{password}")),
+                email.clone(),
+            )
+        }
+        (None, true) => {
+            let key = read_stdin_line()?;
+            // An API key is base64 of `app_id:secret`: the id names the profile's identity.
+            let id = STANDARD
+                .decode(&key)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.split_once(':').map(|(i, _)| i.to_string()))
+                .ok_or_else(|| local("that is not an API key (base64 of app_id:secret)"))?;
+            (key, format!("app:{id}"))
+        }
+        (None, false) => return Err(local("give --email, or --api-key-stdin for an application")),
+    };
+    let session = client.login(&basic).await?;
+    let token = session["access_token"]
+        .as_str()
+        .ok_or_else(|| local("the daemon's answer has no access_token"))?
+        .to_string();
+    let mut account = session["acct_id"].as_str().map(str::to_string);
+    if let Some(acct) = &a.account {
+        let client = super::Client::new(&addr, ctx.conn.ca_cert.as_deref(), Some(token.clone()))?;
+        client
+            .call(
+                reqwest::Method::POST,
+                "/sys/v1/session/select_account",
+                Some(&json!({"acct_id": acct})),
+            )
+            .await?;
+        account = Some(acct.clone());
+    }
+    let mut profiles = Profiles::load()?;
+    profiles.put(
+        &ctx.conn.profile,
+        Profile {
+            addr: addr.clone(),
+            ca_cert: ctx.conn.ca_cert.clone(),
+            token: Some(token),
+            account: account.clone(),
+            identity: Some(identity.clone()),
+        },
+    );
+    profiles.save()?;
+    Ok(Shown::object(json!({
+        "profile": ctx.conn.profile,
+        "addr": addr,
+        "identity": identity,
+        "acct_id": account,
+        "expires_in": session["expires_in"],
+    })))
+}
+
+async fn logout(ctx: &Ctx) -> Result<Shown, CliError> {
+    let mut profiles = Profiles::load()?;
+    let Some(mut p) = profiles.get(&ctx.conn.profile).cloned() else {
+        return Err(local(format!("no profile '{}'", ctx.conn.profile)));
+    };
+    if p.token.is_some() {
+        match ctx.post("/sys/v1/session/terminate", json!({})).await {
+            // An expired session is as ended as a terminated one.
+            Ok(_) | Err(CliError::Server { status: 401, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    p.token = None;
+    profiles.put(&ctx.conn.profile, p);
+    profiles.save()?;
+    Ok(Shown::object(
+        json!({"profile": ctx.conn.profile, "logged_out": true}),
+    ))
+}
+
+fn profiles() -> Result<Shown, CliError> {
+    let profiles = Profiles::load()?;
+    let list: Vec<Value> = profiles
+        .all()
+        .iter()
+        .map(|(name, p)| {
+            json!({
+                "name": name,
+                "addr": p.addr,
+                "identity": p.identity,
+                "acct_id": p.account,
+                "logged_in": p.token.is_some(),
+            })
+        })
+        .collect();
+    Ok(Shown::new(
+        Value::Array(list),
+        &[
+            ("NAME", "/name"),
+            ("ADDRESS", "/addr"),
+            ("IDENTITY", "/identity"),
+            ("LOGGED IN", "/logged_in"),
+        ],
+    ))
+}
+
+/// A file's bytes (`-`: stdin).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    if path == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .map_err(|e| local(format!("reading stdin: {e}")))?;
+        return Ok(b);
+    }
+    std::fs::read(path).map_err(|e| local(format!("{}: {e}", path.display())))
+}
+
+pub fn read_text(path: &Path) -> Result<String, CliError> {
+    String::from_utf8(read_file(path)?)
+        .map_err(|_| local(format!("{}: not UTF-8 text", path.display())))
+}
+
+/// A JSON argument: inline (`{"a": 1}`) or `@file`.
+pub fn json_arg(name: &str, text: &str) -> Result<Value, CliError> {
+    let text = match text.strip_prefix('@') {
+        Some(path) => read_text(&PathBuf::from(path))?,
+        None => text.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| local(format!("{name}: not JSON: {e}")))
+}
+
+/// Comma-separated values, upper-cased (operations, events).
+pub fn list_arg(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A path segment or query value from a user's argument (ids, names), percent-encoded so
+/// that it stays one segment.
+pub fn seg(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A query string of the given pairs (those with a value), with its `?`.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
