@@ -7,6 +7,7 @@
 //! Where things live:
 //! - [`api`]: the REST API (Fortanix DSM style), one module per resource; handlers parse,
 //!   call the services and render.
+//! - [`console`]: the web console, server-rendered pages over the API's handlers.
 //! - [`keys`]: the key service, the one owner of every state change of a key, and the
 //!   integrity rules it enforces (export, copies, KMIP lifecycle, key-encryption keys),
 //!   rotation included.
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod cache;
 pub mod cadence;
 pub mod catalog;
+pub mod console;
 pub mod crypto;
 pub mod daemon;
 pub mod demo;

@@ -43,17 +43,10 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::Unauthorized("a bearer token is required (POST /sys/v1/session/auth)".into())
-        })?;
-        let session = state.sessions.get(&token).ok_or_else(|| {
+impl Caller {
+    /// The caller a session token stands for (the API's bearer token, the console's cookie).
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+        let session = state.sessions.get(token).ok_or_else(|| {
             ApiError::Unauthorized("the session is unknown or has expired".into())
         })?;
         let account_id = session.account_id.clone().ok_or_else(|| {
@@ -78,7 +71,24 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 app_groups: session.app_groups.as_ref().clone(),
             },
         };
-        Ok(Caller { access, token })
+        Ok(Caller {
+            access,
+            token: token.to_string(),
+        })
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized("a bearer token is required (POST /sys/v1/session/auth)".into())
+        })?;
+        Caller::from_token(state, &token).await
     }
 }
 

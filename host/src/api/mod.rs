@@ -231,6 +231,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crypto/v1/verify", post(crypto_ops::verify))
         .route("/crypto/v1/wrapkey", post(crypto_ops::wrap))
         .route("/crypto/v1/unwrapkey", post(crypto_ops::unwrap))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // axum adds the `Allow` header with the endpoint's methods to this answer.
         .method_not_allowed_fallback(|| async {

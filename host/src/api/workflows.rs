@@ -284,6 +284,14 @@ fn script_name(name: &str) -> ApiResult<()> {
     }
 }
 
+/// A version number from the path (parsed here, so that a bad one gets the API's JSON error).
+fn version_number(text: &str) -> ApiResult<i64> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::field("version", "must be a version number: 1, 2, ..."))
+}
+
 /// Puts the account's own version of a workflow or module (account administrators). It is
 /// compiled first: one that does not compile is refused with its line and column, and the
 /// version in use stays. The account's next runs use it; other accounts never see it.
@@ -369,9 +377,10 @@ pub async fn versions(
 pub async fn version(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path((name, version)): Path<(String, i64)>,
+    Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<ScriptVersionOut>> {
     script_name(&name)?;
+    let version = version_number(&version)?;
     let v = state
         .workflows
         .script_version(&caller.access, &name, version)
@@ -387,9 +396,10 @@ pub async fn version(
 pub async fn restore(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path((name, version)): Path<(String, i64)>,
+    Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<ScriptVersionOut>> {
     script_name(&name)?;
+    let version = version_number(&version)?;
     let v = state
         .workflows
         .restore_script(&caller.access, &name, version)

@@ -1,0 +1,357 @@
+//! The web console at `/console`: server-rendered HTML (maud) over the same handlers as the
+//! REST API — a page calls the API handler in-process and renders its typed answer, so no
+//! rule lives twice. Same origin as the API; a session cookie (`HttpOnly; Secure;
+//! SameSite=Strict`) carries the session token, every form carries a CSRF token derived from
+//! it, and every page is served with a strict Content-Security-Policy (scripts and styles
+//! only from `/console/static`, no inline code). The one script, `static/console.js`, is the
+//! project's own: test connection and sync progress.
+//!
+//! - `groups`: groups, adding one with its Azure link, the HSM/KMS tab, test, sync.
+//! - `keys`: the security objects table, adding keys, the key detail tabs and actions.
+//! - `admin`: workflows (editing with compile errors shown), audit log, users, applications,
+//!   jobs, webhooks.
+
+mod admin;
+mod groups;
+mod keys;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::extract::{Caller, ClientAddr};
+use crate::api::{ApiError, AppState};
+
+const SESSION_COOKIE: &str = "keyward_console";
+const LOGIN_COOKIE: &str = "keyward_login_csrf";
+
+/// Scripts and styles from our own origin only; no inline code, no frames, forms post here.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/groups") }),
+        )
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/static/console.js", get(script))
+        .route("/console/static/console.css", get(style))
+        .merge(groups::routes())
+        .merge(keys::routes())
+        .merge(admin::routes())
+        .layer(axum::middleware::map_response(secure_headers))
+}
+
+async fn secure_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("static/console.js"),
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("static/console.css"),
+    )
+}
+
+/// The CSRF token of a session: a hash of its token, so it needs no storage and an attacker
+/// who cannot read the (HttpOnly) cookie cannot make it.
+fn csrf_of(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(format!("keyward console csrf:{token}")))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The signed-in user of a console request (or a redirect to the login page).
+pub struct Viewer {
+    pub caller: Caller,
+    pub csrf: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let to_login = || Redirect::to("/console/login").into_response();
+        let token = jar
+            .get(SESSION_COOKIE)
+            .map(|c| c.value().to_string())
+            .ok_or_else(to_login)?;
+        let caller = Caller::from_token(state, &token)
+            .await
+            .map_err(|_| to_login())?;
+        // State changes come only with the session's CSRF token (a form field, or the
+        // script's header); reads need none.
+        if parts.method != axum::http::Method::GET {
+            let header = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok());
+            if let Some(h) = header
+                && !same(h, &csrf_of(&token))
+            {
+                return Err(forbidden("the form is out of date: reload the page"));
+            }
+        }
+        Ok(Viewer {
+            csrf: csrf_of(&token),
+            caller,
+        })
+    }
+}
+
+impl Viewer {
+    /// Checks a form's CSRF token.
+    pub fn check(&self, csrf: &str) -> Result<(), Refused> {
+        if same(csrf, &self.csrf) {
+            Ok(())
+        } else {
+            Err(Refused("the form is out of date: reload the page"))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.caller.access.is_account_admin()
+    }
+}
+
+/// A request the console refuses (403), such as a form without its CSRF token.
+pub struct Refused(&'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        forbidden(self.0)
+    }
+}
+
+fn forbidden(message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        bare_page("Refused", html! { p role="alert" { (message) } }),
+    )
+        .into_response()
+}
+
+/// Where a form goes after it was handled: back to a page, with a notice or an error shown.
+pub fn back(to: &str, outcome: Result<String, ApiError>) -> Response {
+    let (kind, text) = match outcome {
+        Ok(t) => ("notice", t),
+        Err(e) => ("error", e.to_string()),
+    };
+    let sep = if to.contains('?') { '&' } else { '?' };
+    let text = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC);
+    Redirect::to(&format!("{to}{sep}{kind}={text}")).into_response()
+}
+
+/// The banner of a page: the notice or error a form left.
+#[derive(Debug, Default, Deserialize)]
+pub struct Flash {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+fn flash(f: &Flash) -> Markup {
+    html! {
+        @if let Some(n) = &f.notice { p .notice role="status" data-testid="notice" { (n) } }
+        @if let Some(e) = &f.error { p .error role="alert" data-testid="error" { (e) } }
+    }
+}
+
+/// The frame of every signed-in page.
+pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> Response {
+    let nav = [
+        ("groups", "Groups"),
+        ("keys", "Security objects"),
+        ("workflows", "Workflows"),
+        ("jobs", "Schedules"),
+        ("webhooks", "Webhooks"),
+        ("users", "Users"),
+        ("apps", "Applications"),
+        ("audit", "Audit log"),
+    ];
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="csrf-token" content=(v.csrf);
+                title { (title) " · Keyward" }
+                link rel="stylesheet" href="/console/static/console.css";
+                script src="/console/static/console.js" defer {}
+            }
+            body {
+                header {
+                    a .brand href="/console/groups" { "Keyward" }
+                    nav aria-label="Main" {
+                        @for (id, label) in nav {
+                            a href={ "/console/" (id) } data-testid={ "nav-" (id) }
+                                aria-current=[(id == section).then_some("page")] { (label) }
+                        }
+                    }
+                    form method="post" action="/console/logout" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        button type="submit" data-testid="logout" { "Log out" }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (flash(f))
+                    (body)
+                }
+            }
+        }
+    };
+    markup.into_response()
+}
+
+fn bare_page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · Keyward" }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body { main .narrow { h1 { (title) } (body) } }
+        }
+    }
+}
+
+/// A hidden CSRF field for a form.
+pub fn csrf_field(v: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(v.csrf); }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    error: Option<String>,
+}
+
+async fn login_page(
+    jar: CookieJar,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    // A login form's CSRF token: a random cookie the form repeats (before there is a session).
+    let token = URL_SAFE_NO_PAD.encode(keyward_crypto::random_bytes(24));
+    let cookie = Cookie::build((LOGIN_COOKIE, token.clone()))
+        .path("/console")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .build();
+    let body = html! {
+        @if let Some(e) = &q.error { p .error role="alert" data-testid="error" { (e) } }
+        form method="post" action="/console/login" data-testid="login-form" {
+            input type="hidden" name="csrf" value=(token);
+            label for="email" { "Email" }
+            input id="email" name="email" type="email" autocomplete="username" required data-testid="login-email";
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" autocomplete="current-password" required data-testid="login-password";
+            button type="submit" data-testid="login-submit" { "Sign in" }
+        }
+    };
+    (jar.add(cookie), bare_page("Sign in to Keyward", body)).into_response()
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    addr: ClientAddr,
+    jar: CookieJar,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let expected = jar.get(LOGIN_COOKIE).map(|c| c.value().to_string());
+    if !expected.is_some_and(|e| same(&e, &f.csrf)) {
+        return forbidden("the sign-in form is out of date: reload the page");
+    }
+    // The API's own login: the same throttle, audit and session.
+    let mut headers = HeaderMap::new();
+    let basic = STANDARD.encode(format!("{}:{}", f.email, f.password));
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic {basic}")) {
+        headers.insert(axum::http::header::AUTHORIZATION, v);
+    }
+    match crate::api::session::auth(State(state), addr, headers).await {
+        Ok(axum::Json(session)) => {
+            let cookie = Cookie::build((SESSION_COOKIE, session.access_token))
+                .path("/")
+                .http_only(true)
+                .secure(true)
+                .same_site(SameSite::Strict)
+                .build();
+            (
+                jar.add(cookie).remove(Cookie::from(LOGIN_COOKIE)),
+                Redirect::to("/console/groups"),
+            )
+                .into_response()
+        }
+        Err(e) => back("/console/login", Err(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    jar: CookieJar,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = v.check(&f.csrf) {
+        return r.into_response();
+    }
+    state.sessions.terminate(&v.caller.token);
+    (
+        jar.remove(Cookie::build(SESSION_COOKIE).path("/")),
+        Redirect::to("/console/login"),
+    )
+        .into_response()
+}
