@@ -153,7 +153,10 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self.shot("failure").await;
-        panic!("{testid} never showed '{wanted}'; it shows '{seen}' at {}", self.url().await);
+        panic!(
+            "{testid} never showed '{wanted}'; it shows '{seen}' at {}",
+            self.url().await
+        );
     }
 
     async fn shot(&self, name: &str) {
