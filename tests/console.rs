@@ -403,6 +403,47 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
     b.click("test-connection").await;
     b.wait_text("notice", "Connected").await;
 
+    // A schedule and a webhook; the webhook's secret is shown once, never again.
+    b.goto("/console/jobs").await;
+    b.fill("job-name", "nightly-check").await;
+    b.el("workflow")
+        .await
+        .select_by_value("test_connection")
+        .await
+        .unwrap();
+    b.el("group").await.select_by_value(&group).await.unwrap();
+    b.fill("job-cron", "0 0 2 * * *").await;
+    b.click("save-job").await;
+    b.wait_text("notice", "Schedule nightly-check created")
+        .await;
+    b.click("job-pause").await;
+    b.wait_text("notice", "nightly-check paused").await;
+    assert!(b.text("jobs-table").await.contains("paused"));
+    b.shot("schedules").await;
+    b.goto("/console/webhooks").await;
+    b.fill("webhook-name", "ci-check").await;
+    b.el("workflow")
+        .await
+        .select_by_value("test_connection")
+        .await
+        .unwrap();
+    b.el("group").await.select_by_value(&group).await.unwrap();
+    b.click("save-webhook").await;
+    let shown = b.wait_text("webhook-secret", "whsec_").await;
+    assert!(
+        b.url().await.ends_with("/console/webhooks"),
+        "the secret is not in a URL"
+    );
+    let secret = shown
+        .split_whitespace()
+        .find(|w| w.starts_with("whsec_"))
+        .unwrap()
+        .to_string();
+    b.shot("webhooks").await;
+    b.goto("/console/webhooks").await;
+    b.wait_text("webhooks-table", "ci-check").await;
+    assert!(!b.client.source().await.unwrap().contains(&secret));
+
     // The other main pages.
     b.goto(&format!("/console/keys?group_id={group}")).await;
     b.wait_text("keys-table", "console-aes-azure").await;

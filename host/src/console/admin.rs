@@ -1,7 +1,7 @@
 //! Console pages of administration: workflows (shipped and the account's own versions, editing
 //! with compile errors shown where they are, versions, run history with step logs), the audit
-//! log with filters, users ("You" marked, with their groups' connection status),
-//! applications, schedules (cron jobs) and webhooks.
+//! log with filters, users ("You" marked, with their groups' connection status) and
+//! applications.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Flash, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
-use crate::api::{ApiError, AppState, apps, audit, groups, jobs, users, webhooks, workflows};
+use crate::api::{ApiError, AppState, apps, audit, groups, users, workflows};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -27,8 +27,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/audit", get(audit_log))
         .route("/console/users", get(user_list))
         .route("/console/apps", get(app_list))
-        .route("/console/jobs", get(job_list))
-        .route("/console/webhooks", get(webhook_list))
 }
 
 fn failed(v: &Viewer, title: &str, section: &str, e: ApiError) -> Response {
@@ -345,36 +343,4 @@ async fn app_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
         }
     };
     page(&v, "Applications", "apps", &Flash::default(), body)
-}
-
-async fn job_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
-    let list = match jobs::list(State(state), v.caller.clone()).await {
-        Ok(Json(l)) => l,
-        Err(e) => return failed(&v, "Schedules", "jobs", e),
-    };
-    let body = html! {
-        table data-testid="jobs-table" {
-            thead { tr { th { "Name" } th { "Workflow" } th { "Cron" } th { "Paused" } th { "Next run" } } }
-            tbody { @for j in &list {
-                tr { td { (j.name) } td { (j.workflow) } td { (j.cron) } td { (j.paused) } td { (j.next_run.clone().unwrap_or_default()) } }
-            } }
-        }
-    };
-    page(&v, "Schedules", "jobs", &Flash::default(), body)
-}
-
-async fn webhook_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
-    let list = match webhooks::list(State(state), v.caller.clone()).await {
-        Ok(Json(l)) => l,
-        Err(e) => return failed(&v, "Webhooks", "webhooks", e),
-    };
-    let body = html! {
-        table data-testid="webhooks-table" {
-            thead { tr { th { "Name" } th { "Kind" } th { "Workflow" } } }
-            tbody { @for w in &list {
-                tr { td { (w.name) } td { (w.kind) } td { (w.workflow.clone().unwrap_or_default()) } }
-            } }
-        }
-    };
-    page(&v, "Webhooks", "webhooks", &Flash::default(), body)
 }

@@ -8,10 +8,11 @@
 //!
 //! - `groups`: groups, adding one with its Azure link, the HSM/KMS tab, test, sync.
 //! - `keys`: the security objects table, adding keys, the key detail tabs and actions.
-//! - `admin`: workflows (editing with compile errors shown), audit log, users, applications,
-//!   jobs, webhooks.
+//! - `admin`: workflows (editing with compile errors shown), audit log, users, applications.
+//! - `automation`: schedules (cron jobs) and webhooks.
 
 mod admin;
+mod automation;
 mod groups;
 mod keys;
 
@@ -58,6 +59,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(groups::routes())
         .merge(keys::routes())
         .merge(admin::routes())
+        .merge(automation::routes())
         .layer(axum::middleware::map_response(secure_headers))
 }
 
