@@ -2,6 +2,8 @@
 //! client against a running daemon (the demo set-up, with its emulated Managed HSM).
 
 use std::io::{BufRead, BufReader};
+
+use keyward_emulator::config::demo;
 use std::process::{Command, Stdio};
 
 /// Starts `keyward <args> serve` on a free port and returns the log lines up to the one that
@@ -96,6 +98,7 @@ struct Demo {
     config: tempfile::TempDir,
     api: String,
     details: serde_json::Value,
+    emulator_port: u16,
 }
 
 impl Drop for Demo {
@@ -117,9 +120,10 @@ impl Demo {
     fn start() -> Demo {
         let data = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(data.path().join("daemon.log")).unwrap();
+        let emulator_port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .args(["serve", "--demo", "true", "--listen", "127.0.0.1:0"])
-            .args(["--demo-emulator-port", &free_port().to_string()])
+            .args(["--demo-emulator-port", &emulator_port.to_string()])
             .arg("--data-dir")
             .arg(data.path().join("data"))
             .env_remove("RUST_LOG")
@@ -153,6 +157,7 @@ impl Demo {
             config: tempfile::tempdir().unwrap(),
             api,
             details,
+            emulator_port,
         }
     }
 
@@ -283,7 +288,47 @@ fn every_command_family_works_against_a_running_daemon() {
     let scan = d.ok(&["groups", "sync", &hsm]);
     assert_eq!(scan["scan_result"]["$type"], "Success", "{scan}");
     assert!(scan["progress"]["seen"].as_i64().unwrap() >= 1, "{scan}");
+    // A new group linked to the demo's emulated HSM (as to a private endpoint: its own
+    // endpoints and CA); the secret comes from stdin.
     let created = d.ok(&["groups", "create", "--name", "cli-made"]);
+    let made_id = created["group_id"].as_str().unwrap().to_string();
+    let base = format!("https://localhost:{}", d.emulator_port);
+    let ca = d.data.path().join("data/emulator/ca.pem");
+    let hsm_uri = format!("https://{}.localhost:{}/", demo::HSM, d.emulator_port);
+    let linked = d.run(
+        &[
+            "groups",
+            "link",
+            &made_id,
+            "--tenant",
+            demo::TENANT,
+            "--client-id",
+            demo::CLIENT_ID,
+            "--subscription",
+            demo::SUBSCRIPTION,
+            "--instance",
+            &hsm_uri,
+            "--client-secret-stdin",
+            "--ca-pem",
+            ca.to_str().unwrap(),
+            "--identity-endpoint",
+            &base,
+            "--management-endpoint",
+            &base,
+            "--instance-suffix",
+            "localhost",
+            "-o",
+            "json",
+        ],
+        Some(demo::CLIENT_SECRET),
+    );
+    assert_eq!(linked.code, 0, "{}", linked.stderr);
+    assert!(
+        !linked.stdout.contains(demo::CLIENT_SECRET),
+        "the secret is never shown"
+    );
+    assert_eq!(linked.json()["external_kms"]["has_client_secret"], true);
+    assert_eq!(d.ok(&["groups", "check", &made_id])["status"], "Connected");
     assert_eq!(
         d.ok(&["groups", "show", created["group_id"].as_str().unwrap()])["name"],
         "cli-made"

@@ -57,6 +57,18 @@ pub enum GroupCmd {
         /// PEM of a CA to trust for Azure's endpoints instead of the public roots.
         #[arg(long)]
         ca_pem: Option<PathBuf>,
+        /// Entra ID's endpoint, for sovereign clouds and private endpoints.
+        #[arg(long)]
+        identity_endpoint: Option<String>,
+        /// Azure Resource Manager's endpoint.
+        #[arg(long)]
+        management_endpoint: Option<String>,
+        /// The DNS suffix of Managed HSM instances (`managedhsm.azure.net`).
+        #[arg(long)]
+        instance_suffix: Option<String>,
+        /// Accept certificates that do not name the host (only with a private CA).
+        #[arg(long)]
+        no_validate_hostname: bool,
     },
     /// Test a group's connection: Connected, or Not Connected with the reason.
     #[command(after_help = "Example:\n  keyward groups check 3f0c…")]
@@ -96,6 +108,10 @@ impl GroupCmd {
                 instance,
                 client_secret_stdin,
                 ca_pem,
+                identity_endpoint,
+                management_endpoint,
+                instance_suffix,
+                no_validate_hostname,
             } => {
                 let secret = if client_secret_stdin {
                     Some(super::read_stdin_line()?)
@@ -110,8 +126,16 @@ impl GroupCmd {
                     "subscription_id": subscription,
                     "instance": instance,
                 });
-                if let Some(ca) = ca_pem {
-                    link["tls"] = json!({"ca_pem": read_text(&ca)?});
+                if identity_endpoint.is_some()
+                    || management_endpoint.is_some()
+                    || instance_suffix.is_some()
+                {
+                    link["endpoints"] = json!({"identity": identity_endpoint,
+                        "management": management_endpoint, "instance_suffix": instance_suffix});
+                }
+                let ca = ca_pem.map(|p| read_text(&p)).transpose()?;
+                if ca.is_some() || no_validate_hostname {
+                    link["tls"] = json!({"ca_pem": ca, "validate_hostname": !no_validate_hostname});
                 }
                 Ok(Shown::object(
                     ctx.patch(
