@@ -734,3 +734,109 @@ async fn soft_delete_recover_purge_restore_and_delete() {
     );
     az.stop().await;
 }
+
+/// The actions the key service offers (the console's buttons) follow what it accepts: each
+/// offered action succeeds, and what it does not offer is refused.
+#[tokio::test]
+async fn offered_actions_are_the_ones_the_key_service_takes() {
+    let az = Azure::start().await;
+    let caller = keyward::api::extract::Caller::from_token(
+        &az.daemon.state,
+        az.admin.token.as_deref().unwrap(),
+    )
+    .await
+    .unwrap();
+    let keys = &az.daemon.state.keys;
+    let actions = |kid: String| {
+        let access = caller.access.clone();
+        async move { keys.actions(&access, &kid).await.unwrap() }
+    };
+    let path = |kid: &str, rest: &str| format!("/crypto/v1/keys/{kid}{rest}");
+
+    // A key held in the catalog: active keys are not deleted; deactivated ones are.
+    let local = az
+        .admin
+        .create_key(json!({"name": "local", "group_id": az.plain_group, "obj_type": "AES", "key_size": 256}))
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = actions(local.clone()).await;
+    assert!(
+        a.deactivate && a.copy && a.rotate && !a.delete && !a.soft_delete && !a.recover,
+        "{a:?}"
+    );
+    assert_eq!(
+        az.admin
+            .call(Method::DELETE, &path(&local, ""), None)
+            .await
+            .0,
+        409
+    );
+    az.admin
+        .ok(Method::POST, &path(&local, "/deactivate"), None)
+        .await;
+    let a = actions(local.clone()).await;
+    assert!(!a.deactivate && a.delete, "{a:?}");
+
+    // A virtual key: soft delete while it lives in the HSM, recover once soft-deleted.
+    let remote = az
+        .admin
+        .create_key(
+            json!({"name": "remote", "group_id": az.group, "obj_type": "AES", "key_size": 256}),
+        )
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = actions(remote.clone()).await;
+    assert!(a.soft_delete && !a.recover && !a.copy && !a.delete, "{a:?}");
+    assert_eq!(
+        az.admin
+            .call(Method::POST, &path(&remote, "/recover"), None)
+            .await
+            .0
+            / 100,
+        4,
+        "recover is not offered, and the HSM refuses it"
+    );
+    az.admin
+        .ok(
+            Method::POST,
+            &path(&remote, "/schedule_deletion"),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    let a = actions(remote.clone()).await;
+    assert!(!a.soft_delete && a.recover, "{a:?}");
+    az.admin
+        .ok(Method::POST, &path(&remote, "/recover"), None)
+        .await;
+
+    // A version a rotation replaced offers none of the key-manager flows.
+    let rotated = az
+        .admin
+        .ok(Method::POST, &path(&remote, "/rekey"), None)
+        .await;
+    let a = actions(remote.clone()).await;
+    assert!(!a.soft_delete && !a.recover && !a.rotate, "{a:?}");
+    assert!(
+        actions(rotated["kid"].as_str().unwrap().to_string())
+            .await
+            .soft_delete
+    );
+
+    // Someone who may not manage the key is offered nothing.
+    let app_caller = keyward::api::extract::Caller::from_token(
+        &az.daemon.state,
+        az.app.token.as_deref().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut narrowed = app_caller.access.clone();
+    narrowed.app_groups.clear();
+    // (Either it is not visible at all, or nothing is offered.)
+    let offered = keys.actions(&narrowed, &local).await;
+    assert!(offered.is_err() || offered.unwrap() == Default::default());
+    az.stop().await;
+}

@@ -2,7 +2,7 @@
 //! marker), adding a key (generate, or import from a file; in the group's HSM when the group
 //! is linked), and a key's detail: tabs Info, Attributes, Azure key details, Key links, Key
 //! rotation, with the actions Copy, Rotate, Deactivate, Soft delete, Recover and Delete, each
-//! offered only in the states the key service accepts it in.
+//! offered only when the key service would take it (`KeyService::actions`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +19,8 @@ use serde_json::json;
 
 use super::{Flash, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
-use crate::api::model::{GroupOut, SobjectOut};
+use crate::api::model::GroupOut;
 use crate::api::{ApiError, AppState, external_keys, groups, keys, rotation};
-use crate::catalog::sobjects::RemoteState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -216,33 +215,6 @@ async fn create(State(state): State<Arc<AppState>>, v: Viewer, mut form: Multipa
     }
 }
 
-/// Which actions the key accepts now (the key service's rules, as its state shows them).
-struct Allowed {
-    deactivate: bool,
-    soft_delete: bool,
-    recover: bool,
-    delete: bool,
-    rotate: bool,
-    copy: bool,
-}
-
-fn allowed(o: &SobjectOut) -> Allowed {
-    let live = matches!(o.state.as_str(), "PreActive" | "Active");
-    let current = o.links.replacement.is_none();
-    let remote = o.external.as_ref().map(|x| x.state);
-    Allowed {
-        deactivate: live,
-        soft_delete: current && matches!(remote, Some(RemoteState::Active | RemoteState::Disabled)),
-        recover: current && remote == Some(RemoteState::SoftDeleted),
-        delete: match remote {
-            Some(r) => r == RemoteState::Purged,
-            None => o.state != "Active",
-        },
-        rotate: live && current && remote != Some(RemoteState::SoftDeleted),
-        copy: o.external.is_none() && live,
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 struct DetailQuery {
     tab: Option<String>,
@@ -272,7 +244,12 @@ async fn detail(
     };
     let groups = group_names(&state, &v).await;
     let group = groups.iter().find(|g| g.group_id == o.group_id);
-    let may = allowed(&o);
+    // Offered exactly when the key service would take them.
+    let may = state
+        .keys
+        .actions(&v.caller.access, &kid)
+        .await
+        .unwrap_or_default();
     let tab = q.tab.as_deref().unwrap_or("info");
     let history = match tab {
         "rotation" => rotation::history(State(state.clone()), v.caller.clone(), Path(kid.clone()))

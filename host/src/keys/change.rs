@@ -156,11 +156,7 @@ impl KeyService {
         if o.is_virtual() {
             return self.delete_virtual(access, &o).await;
         }
-        if o.state(self.now()) == KeyState::Active {
-            return Err(KeyError::state(
-                "an active key cannot be deleted: deactivate or revoke it first",
-            ));
-        }
+        rules::deletable(&o, self.now())?;
         let mut tx = self.catalog().begin().await?;
         // Re-read under the write lock: the key must not have become active again (it cannot)
         // nor have been deleted meanwhile.

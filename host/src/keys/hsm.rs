@@ -362,19 +362,7 @@ impl KeyService {
     pub async fn key_flow(&self, access: &Access, kid: &str, flow: KeyFlow) -> Result<KeyView> {
         let o = self.get(access, kid).await?;
         may_manage(access, &o)?;
-        if !o.is_virtual() {
-            return Err(KeyError::state(
-                "the key is not a key of an external key manager",
-            ));
-        }
-        if o.rotated_at.is_some() {
-            return Err(KeyError::state(
-                "this is a version a rotation replaced; soft delete, recover, restore and purge act on the whole HSM key, through its current version (links.replacement)",
-            ));
-        }
-        if flow == KeyFlow::SoftDelete {
-            ensure_live(&o)?;
-        }
+        flow_allowed(&o, flow)?;
         self.key_run(access, &o, flow.workflow()).await?;
         self.forget(&o.kid);
         self.view(access, kid).await
@@ -428,6 +416,29 @@ fn check_supported(o: &SObject) -> Result<()> {
             "Azure Managed HSM holds RSA 2048/3072/4096, EC P-256/P-384/P-521 and AES 128/192/256 keys",
         ))
     }
+}
+
+/// Whether a key-manager flow may start on the key (the HSM has the last word).
+pub(super) fn flow_allowed(o: &SObject, flow: KeyFlow) -> Result<()> {
+    if !o.is_virtual() {
+        return Err(KeyError::state(
+            "the key is not a key of an external key manager",
+        ));
+    }
+    if o.rotated_at.is_some() {
+        return Err(KeyError::state(
+            "this is a version a rotation replaced; soft delete, recover, restore and purge act on the whole HSM key, through its current version (links.replacement)",
+        ));
+    }
+    if o.remote_state() == Some(RemoteState::Creating) {
+        return Err(KeyError::state(
+            "the key is still being created in the external key manager",
+        ));
+    }
+    if flow == KeyFlow::SoftDelete {
+        ensure_live(o)?;
+    }
+    Ok(())
 }
 
 /// A virtual key whose HSM key exists.

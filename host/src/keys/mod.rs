@@ -29,6 +29,7 @@
 //! requests never undo each other's writes.
 
 mod access;
+mod actions;
 mod change;
 mod create;
 mod error;
@@ -60,6 +61,7 @@ use crate::policy::{self, PolicyFinding, Verdict};
 use crate::time::Clock;
 use crate::workflows::Workflows;
 
+pub use actions::Actions;
 pub use change::KeyChange;
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};

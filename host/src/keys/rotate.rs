@@ -346,7 +346,7 @@ impl KeyService {
 
 /// Whether a key can be rotated: a current key (not one a rotation replaced) that is not
 /// destroyed.
-fn rotatable(o: &SObject, now: i64) -> Result<()> {
+pub(super) fn rotatable(o: &SObject, now: i64) -> Result<()> {
     if o.rotated_at.is_some() {
         return Err(KeyError::state(
             "the key was replaced by a rotation; rotate its replacement (links.replacement)",

@@ -161,6 +161,16 @@ impl Transition {
     }
 }
 
+/// Whether a key held in the catalog may be deleted: once it is no longer active.
+pub fn deletable(o: &SObject, now: i64) -> Result<()> {
+    if o.state(now) == KeyState::Active {
+        return Err(KeyError::state(
+            "an active key cannot be deleted: deactivate or revoke it first",
+        ));
+    }
+    Ok(())
+}
+
 /// The change a lifecycle operation makes, by the KMIP table; an empty patch when the key is
 /// already where the operation would take it.
 pub fn transition(o: &SObject, t: &Transition, now: i64) -> Result<Patch> {
