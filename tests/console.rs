@@ -459,7 +459,10 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
     b.shot("workflows").await;
 
     // On the wire: CSP, cookie flags, and CSRF.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let login = http
         .get(format!("{}/console/login", d.url))
         .send()
@@ -490,6 +493,31 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
         .ok(Method::GET, &format!("/crypto/v1/keys/{source_kid}"), None)
         .await;
     assert_ne!(key["state"], "Deactivated", "a forged form changes nothing");
+    // An id with control characters is refused with an answer, not a failed request.
+    let csrf = b
+        .client
+        .find(Locator::Css("meta[name=\"csrf-token\"]"))
+        .await
+        .unwrap()
+        .attr("content")
+        .await
+        .unwrap()
+        .unwrap();
+    let odd = http
+        .post(format!("{}/console/keys/%0D%0Aevil/deactivate", d.url))
+        .header("cookie", format!("keyward_console={}", session.value()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 303);
+    assert!(
+        odd.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/console/")
+    );
 
     b.click("logout").await;
     b.el("login-form").await;

@@ -180,7 +180,13 @@ pub fn back(to: &str, outcome: Result<String, ApiError>) -> Response {
     };
     let sep = if to.contains('?') { '&' } else { '?' };
     let text = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC);
-    Redirect::to(&format!("{to}{sep}{kind}={text}")).into_response()
+    let location = format!("{to}{sep}{kind}={text}");
+    // `to` holds ids from the request's path: one that cannot be a header value (control
+    // characters) goes to the console's start instead of failing the request.
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, v)]).into_response(),
+        Err(_) => Redirect::to("/console/groups").into_response(),
+    }
 }
 
 /// The banner of a page: the notice or error a form left.
