@@ -375,6 +375,22 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
     b.wait_text("notice", "Recovered").await;
     assert_eq!(b.text("azure-state").await, "Active");
 
+    // Tags of the Azure key: add one, remove it.
+    b.goto(&format!("/console/keys/{current}?tab=attributes"))
+        .await;
+    b.fill("tag-name", "owner").await;
+    b.fill("tag-value", "payments").await;
+    b.click("action-tag_set").await;
+    b.wait_text("notice", "Tag owner saved").await;
+    assert!(b.text("tags-table").await.contains("payments"));
+    let tagged = admin
+        .ok(Method::GET, &format!("/crypto/v1/keys/{current}"), None)
+        .await;
+    assert_eq!(tagged["custom_metadata"]["owner"], "payments");
+    b.click("action-tag_remove").await;
+    b.wait_text("notice", "Tag owner removed").await;
+    assert!(!b.text("tags-table").await.contains("payments"));
+
     // Edit a workflow with a syntax error: shown with where, not saved, the old one runs.
     b.goto("/console/workflows/test_connection").await;
     b.fill("workflow-source", "output.status = ;\n").await;

@@ -1519,3 +1519,70 @@ async fn every_change_of_a_key_and_of_its_hsm_has_exactly_one_audit_event() {
     drop(conn);
     az.stop().await;
 }
+
+/// Tag edits (the console's) apply to the key as it is when they are written: people adding
+/// different tags at once all keep theirs, and a removal removes only its own tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tag_edits_do_not_undo_each_other() {
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let group = admin.create_group("tags", json!({})).await;
+    let kid = admin
+        .create_key(
+            json!({"name": "tagged", "group_id": group, "obj_type": "AES", "key_size": 256,
+            "custom_metadata": {"keep": "me", "drop": "me"}}),
+        )
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let caller =
+        keyward::api::extract::Caller::from_token(&d.state, admin.token.as_deref().unwrap())
+            .await
+            .unwrap();
+    let edits: Vec<keyward::keys::TagEdits> = (0..6)
+        .map(|i| keyward::keys::TagEdits {
+            set: BTreeMap::from([(format!("t{i}"), format!("v{i}"))]),
+            remove: vec![],
+        })
+        .chain([keyward::keys::TagEdits {
+            set: BTreeMap::new(),
+            remove: vec!["drop".into()],
+        }])
+        .collect();
+    let runs: Vec<_> = edits
+        .into_iter()
+        .map(|e| {
+            let (keys, access, kid) = (d.state.keys.clone(), caller.access.clone(), kid.clone());
+            tokio::spawn(async move {
+                let change = keyward::keys::KeyChange {
+                    tag_edits: Some(e.clone()),
+                    ..Default::default()
+                };
+                (e, keys.update(&access, &kid, change).await.is_ok())
+            })
+        })
+        .collect();
+    let mut applied = vec![];
+    for r in runs {
+        let (e, ok) = r.await.unwrap();
+        if ok {
+            applied.push(e);
+        }
+    }
+    assert!(!applied.is_empty());
+    let key = admin
+        .ok(Method::GET, &format!("/crypto/v1/keys/{kid}"), None)
+        .await;
+    let tags = &key["custom_metadata"];
+    assert_eq!(tags["keep"], "me", "{tags}");
+    for e in &applied {
+        for (k, v) in &e.set {
+            assert_eq!(tags[k], v.as_str(), "{k} was undone: {tags}");
+        }
+        for k in &e.remove {
+            assert!(tags.get(k).is_none(), "{k} came back: {tags}");
+        }
+    }
+    d.stop().await;
+}

@@ -367,6 +367,7 @@ pub async fn update(
         activation_date: removable_time("activation_date", &req.activation_date)?,
         deactivation_date: removable_time("deactivation_date", &req.deactivation_date)?,
         tags: req.custom_metadata,
+        tag_edits: None,
         rotation_policy: req.rotation_policy.map(|p| match p {
             Removable::Set(p) => Some(p),
             Removable::Remove => None,

@@ -21,6 +21,7 @@ use super::{Flash, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
 use crate::api::model::GroupOut;
 use crate::api::{ApiError, AppState, external_keys, groups, keys, rotation};
+use crate::keys::{KeyChange, TagEdits};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -279,8 +280,22 @@ async fn detail(
                     dt { "Operations" } dd { (o.key_ops.join(", ")) }
                     dt { "Activation" } dd { (o.activation_date.clone().unwrap_or_default()) }
                     dt { "Deactivation" } dd { (o.deactivation_date.clone().unwrap_or_default()) }
-                    @for (k, val) in &o.custom_metadata { dt { (k) } dd { (val) } }
                 }
+                h2 { "Tags" @if o.external.is_some() { " (the Azure key's tags)" } }
+                table data-testid="tags-table" {
+                    thead { tr { th { "Tag" } th { "Value" } th {} } }
+                    tbody { @for (k, val) in &o.custom_metadata {
+                        tr data-testid="tag-row" { td { (k) } td { (val) } td {
+                            (action(&v, &o.kid, "tag_remove", "Remove", true, html! { input type="hidden" name="tag" value=(k); }))
+                        } }
+                    } }
+                }
+                (action(&v, &o.kid, "tag_set", "Add tag", true, html! {
+                    label for="tag" { "Tag" }
+                    input id="tag" name="tag" required data-testid="tag-name";
+                    label for="value" { "Value" }
+                    input id="value" name="value" data-testid="tag-value";
+                }))
             }
             "azure" => {
                 @if let Some(x) = &o.external {
@@ -390,6 +405,28 @@ async fn act(
                 .map(|_| (format!("{here}?tab=azure"), "Soft deleted in Azure".into())),
             Err(e) => Err(ApiError::bad(e.to_string())),
         },
+        "tag_set" | "tag_remove" => {
+            let tag = field("tag").unwrap_or_default();
+            let mut edits = TagEdits::default();
+            let done = if action == "tag_set" {
+                edits
+                    .set
+                    .insert(tag.clone(), field("value").unwrap_or_default());
+                format!("Tag {tag} saved")
+            } else {
+                edits.remove.push(tag.clone());
+                format!("Tag {tag} removed")
+            };
+            let change = KeyChange {
+                tag_edits: Some(edits),
+                ..Default::default()
+            };
+            s.0.keys
+                .update(&c.access, &kid, change)
+                .await
+                .map_err(ApiError::from)
+                .map(|_| (format!("{here}?tab=attributes"), done))
+        }
         "delete" => keys::delete(s, c, p)
             .await
             .map(|_| ("/console/keys".to_string(), "Deleted".into())),

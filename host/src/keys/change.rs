@@ -29,8 +29,18 @@ pub struct KeyChange {
     pub deactivation_date: Option<Option<i64>>,
     /// Replaces the custom metadata.
     pub tags: Option<Tags>,
+    /// Sets and removes single tags, on the key as it is when the change is written: two
+    /// people editing different tags at once both keep their edit.
+    pub tag_edits: Option<TagEdits>,
     /// Sets (`Some(Some)`) or removes (`Some(None)`) the rotation policy.
     pub rotation_policy: Option<Option<RotationPolicy>>,
+}
+
+/// Tags to set (or overwrite) and to remove.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagEdits {
+    pub set: Tags,
+    pub remove: Vec<String>,
 }
 
 impl KeyService {
@@ -203,10 +213,21 @@ fn update_patch(current: &SObject, c: &KeyChange, now: i64) -> Result<Patch> {
         date_changes(current, c.activation_date, c.deactivation_date, now)?;
     p.activation_date = activation;
     p.deactivation_date = deactivation;
-    if let Some(tags) = &c.tags {
-        check_tags(tags)?;
-        if *tags != current.tags {
-            p.tags = Some(tags.clone());
+    let mut tags = c.tags.clone();
+    if let Some(edits) = &c.tag_edits {
+        // Applied to the row this attempt read: a retry after a concurrent write re-applies
+        // them to the fresh one.
+        let mut t = tags.unwrap_or_else(|| current.tags.clone());
+        for k in &edits.remove {
+            t.remove(k);
+        }
+        t.extend(edits.set.clone());
+        tags = Some(t);
+    }
+    if let Some(tags) = tags {
+        check_tags(&tags)?;
+        if tags != current.tags {
+            p.tags = Some(tags);
         }
     }
     Ok(p)

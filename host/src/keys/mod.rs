@@ -62,7 +62,7 @@ use crate::time::Clock;
 use crate::workflows::Workflows;
 
 pub use actions::Actions;
-pub use change::KeyChange;
+pub use change::{KeyChange, TagEdits};
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};
 pub use hsm::KeyFlow;
