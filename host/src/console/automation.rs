@@ -12,7 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Flash, Viewer, back, csrf_field, page};
+use super::{CsrfForm, Flash, Viewer, back, blank_is_none, csrf_field, page};
 use crate::api::extract::Body;
 use crate::api::{ApiError, AppState, groups, jobs, webhooks, workflows};
 
@@ -22,11 +22,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/jobs/{id}/{action}", post(job_action))
         .route("/console/webhooks", get(webhook_list).post(create_webhook))
         .route("/console/webhooks/{id}/delete", post(delete_webhook))
-}
-
-fn text(s: &str) -> Value {
-    let s = s.trim();
-    if s.is_empty() { Value::Null } else { json!(s) }
 }
 
 /// The selects a job or webhook form needs: workflows and groups.
@@ -120,8 +115,8 @@ async fn create_job(
     if let Err(r) = v.check(&f.csrf) {
         return r.into_response();
     }
-    let req = json!({"name": f.name, "workflow": f.workflow, "group_id": text(&f.group_id),
-        "cron": f.cron, "time_zone": text(&f.time_zone)});
+    let req = json!({"name": f.name, "workflow": f.workflow, "group_id": blank_is_none(&f.group_id),
+        "cron": f.cron, "time_zone": blank_is_none(&f.time_zone)});
     let made = match serde_json::from_value(req) {
         Ok(r) => jobs::create(State(state), v.caller.clone(), Body(r)).await,
         Err(e) => Err(ApiError::bad(e.to_string())),
@@ -130,11 +125,6 @@ async fn create_job(
         "/console/jobs",
         made.map(|(_, Json(j))| format!("Schedule {} created", j.name)),
     )
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
 }
 
 async fn job_action(
@@ -238,8 +228,8 @@ async fn create_webhook(
     }
     let standard = f.kind == "standard";
     let req = json!({"name": f.name, "kind": f.kind,
-        "workflow": if standard { text(&f.workflow) } else { Value::Null },
-        "group_id": text(&f.group_id)});
+        "workflow": if standard { blank_is_none(&f.workflow) } else { Value::Null },
+        "group_id": blank_is_none(&f.group_id)});
     let made = match serde_json::from_value(req) {
         Ok(r) => webhooks::create(State(state.clone()), v.caller.clone(), Body(r)).await,
         Err(e) => Err(ApiError::bad(e.to_string())),

@@ -14,7 +14,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Flash, Viewer, back, csrf_field, page};
+use super::{CsrfForm, Flash, Viewer, back, blank_is_none, csrf_field, page};
 use crate::api::extract::Body;
 use crate::api::model::GroupOut;
 use crate::api::{ApiError, AppState, groups, hmg};
@@ -56,11 +56,6 @@ pub struct LinkFields {
     validate_hostname: Option<String>,
 }
 
-fn some(s: &str) -> Value {
-    let s = s.trim();
-    if s.is_empty() { Value::Null } else { json!(s) }
-}
-
 impl LinkFields {
     fn to_api(&self, new: bool) -> Value {
         let mut link = json!({"kind": "AzureManagedHsm"});
@@ -71,13 +66,13 @@ impl LinkFields {
             ("subscription_id", &self.subscription_id),
             ("instance", &self.instance),
         ] {
-            if !some(v).is_null() {
-                link[k] = some(v);
+            if !blank_is_none(v).is_null() {
+                link[k] = blank_is_none(v);
             }
         }
-        let endpoints = json!({"identity": some(&self.identity_endpoint),
-            "management": some(&self.management_endpoint),
-            "instance_suffix": some(&self.instance_suffix)});
+        let endpoints = json!({"identity": blank_is_none(&self.identity_endpoint),
+            "management": blank_is_none(&self.management_endpoint),
+            "instance_suffix": blank_is_none(&self.instance_suffix)});
         if endpoints
             .as_object()
             .is_some_and(|o| o.values().any(|v| !v.is_null()))
@@ -85,7 +80,7 @@ impl LinkFields {
             link["endpoints"] = endpoints;
         }
         if !self.ca_pem.trim().is_empty() || !new {
-            link["tls"] = json!({"ca_pem": some(&self.ca_pem),
+            link["tls"] = json!({"ca_pem": blank_is_none(&self.ca_pem),
                 "validate_hostname": self.validate_hostname.is_some()});
         }
         link
@@ -183,7 +178,7 @@ async fn create(
     if let Err(r) = v.check(&g.csrf) {
         return r.into_response();
     }
-    let mut req = json!({"name": g.name, "description": some(&g.description)});
+    let mut req = json!({"name": g.name, "description": blank_is_none(&g.description)});
     if g.link.is_some() {
         req["external_kms"] = g.fields.to_api(true);
     }
@@ -200,19 +195,6 @@ async fn create(
     }
 }
 
-fn csrf_header(v: &Viewer, headers: &HeaderMap) -> Result<(), super::Refused> {
-    v.check(
-        headers
-            .get("x-csrf-token")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default(),
-    )
-}
-
-fn json_error(e: ApiError) -> Response {
-    e.into_response()
-}
-
 /// Test connection of the Add group form (the script sends the form's fields).
 async fn check_new(
     State(state): State<Arc<AppState>>,
@@ -220,16 +202,16 @@ async fn check_new(
     headers: HeaderMap,
     Json(fields): Json<LinkFields>,
 ) -> Response {
-    if let Err(r) = csrf_header(&v, &headers) {
+    if let Err(r) = v.check_header(&headers) {
         return r.into_response();
     }
     let cfg = match serde_json::from_value(fields.to_api(true)) {
         Ok(c) => c,
-        Err(e) => return json_error(ApiError::bad(e.to_string())),
+        Err(e) => return ApiError::bad(e.to_string()).into_response(),
     };
     match hmg::check_config(State(state), v.caller.clone(), Body(cfg)).await {
         Ok(status) => status.into_response(),
-        Err(e) => json_error(e),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -339,11 +321,6 @@ async fn save_link(
     back(&to, done.map(|_| "Link saved".to_string()))
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
 async fn check(
     State(state): State<Arc<AppState>>,
     v: Viewer,
@@ -374,12 +351,12 @@ async fn sync(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = csrf_header(&v, &headers) {
+    if let Err(r) = v.check_header(&headers) {
         return r.into_response();
     }
     match hmg::start_scan(State(state), v.caller.clone(), Path(id)).await {
         Ok(r) => r.into_response(),
-        Err(e) => json_error(e),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -390,6 +367,6 @@ async fn scan(
 ) -> Response {
     match hmg::get_scan(State(state), v.caller.clone(), Path((id, scan))).await {
         Ok(r) => r.into_response(),
-        Err(e) => json_error(e),
+        Err(e) => e.into_response(),
     }
 }

@@ -98,7 +98,9 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The signed-in user of a console request (or a redirect to the login page).
+/// The signed-in user of a console request (or a redirect to the login page). Handlers that
+/// change state check its CSRF token (`check` for forms, `check_header` for the script's
+/// calls); reads need none.
 pub struct Viewer {
     pub caller: Caller,
     pub csrf: String,
@@ -120,19 +122,6 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         let caller = Caller::from_token(state, &token)
             .await
             .map_err(|_| to_login())?;
-        // State changes come only with the session's CSRF token (a form field, or the
-        // script's header); reads need none.
-        if parts.method != axum::http::Method::GET {
-            let header = parts
-                .headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok());
-            if let Some(h) = header
-                && !same(h, &csrf_of(&token))
-            {
-                return Err(forbidden("the form is out of date: reload the page"));
-            }
-        }
         Ok(Viewer {
             csrf: csrf_of(&token),
             caller,
@@ -148,6 +137,16 @@ impl Viewer {
         } else {
             Err(Refused("the form is out of date: reload the page"))
         }
+    }
+
+    /// Checks the CSRF token the page's script sends in `x-csrf-token`.
+    pub fn check_header(&self, headers: &HeaderMap) -> Result<(), Refused> {
+        self.check(
+            headers
+                .get("x-csrf-token")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        )
     }
 
     pub fn is_admin(&self) -> bool {
@@ -342,16 +341,27 @@ async fn login(
     }
 }
 
+/// A form with nothing but its CSRF token (a button).
 #[derive(Deserialize)]
-struct CsrfOnly {
-    csrf: String,
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
+/// A form field as an optional API value: empty means absent.
+pub fn blank_is_none(s: &str) -> serde_json::Value {
+    let s = s.trim();
+    if s.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(s)
+    }
 }
 
 async fn logout(
     State(state): State<Arc<AppState>>,
     v: Viewer,
     jar: CookieJar,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = v.check(&f.csrf) {
         return r.into_response();
