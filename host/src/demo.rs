@@ -317,7 +317,13 @@ pub async fn run(
     let running = crate::daemon::start(config, shutdown).await?;
     let api = format!("http://{}", running.addr);
     match prepare(&api, &em, &data_dir).await {
-        Ok(text) => println!("{text}"),
+        // A closed stdout (`keyward serve | head`) must not stop the daemon: println! would
+        // panic on the broken pipe.
+        Ok(text) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+        }
         Err(e) => tracing::error!("{e}"),
     }
     let result = running.wait().await;

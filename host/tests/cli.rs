@@ -132,7 +132,8 @@ impl Demo {
             .spawn()
             .unwrap();
         let mut api = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.trim().strip_prefix("REST API") {
                 api = rest.split_whitespace().next().map(str::to_string);
@@ -141,6 +142,8 @@ impl Demo {
                 break;
             }
         }
+        // Keep reading what the daemon still prints, as a terminal would.
+        std::thread::spawn(move || lines.for_each(drop));
         let api = api.unwrap_or_else(|| {
             panic!(
                 "the demo did not start: {}",
