@@ -80,7 +80,9 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
         listed[0].get("secret").is_none(),
         "the secret is shown once"
     );
-    let path = "/webhooks/signup-hook";
+    let path = hook["path"].as_str().unwrap().to_string();
+    let path = path.as_str();
+    assert!(path.starts_with("/webhooks/") && path.ends_with("/signup-hook"));
     let body = br#"{"email":"test@example.com","username":"test_user"}"#;
     let now = d.clock.now();
 
@@ -119,7 +121,7 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
             now,
             body.to_vec(),
             401,
-            "no v1 signature",
+            "does not check out",
         ),
         (
             "msg_3",
@@ -127,7 +129,7 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
             now - 301,
             body.to_vec(),
             401,
-            "in the past",
+            "does not check out",
         ),
         (
             "msg_4",
@@ -137,7 +139,7 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
             now + 360,
             body.to_vec(),
             401,
-            "in the future",
+            "does not check out",
         ),
         (
             "msg_5",
@@ -145,7 +147,7 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
             now,
             br#"{"email":"evil@example.com","username":"test_user"}"#.to_vec(),
             401,
-            "no v1 signature",
+            "does not check out",
         ),
         (
             "msg_6",
@@ -172,16 +174,27 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
             "{id}: {r}"
         );
     }
-    let (s, r) = post(
+    // Answered exactly as a bad signature is: the answer tells nobody which names exist.
+    let (s, unknown) = post(
         &d,
-        "/webhooks/nobody",
+        &path.replace("signup-hook", "nobody"),
         "msg_8",
         now,
         &secret.sign("msg_8", now, body),
         body,
     )
     .await;
-    assert_eq!(s, 404, "{r}");
+    let (_, bad) = post(
+        &d,
+        path,
+        "msg_8",
+        now,
+        &other.sign("msg_8", now, body),
+        body,
+    )
+    .await;
+    assert_eq!(s, 401, "{unknown}");
+    assert_eq!(unknown, bad);
     let r = http_client()
         .post(format!("{}{path}", d.url))
         .body(body.to_vec())
@@ -269,7 +282,21 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
         3,
         "{deliveries}"
     );
-    assert!(outcomes.contains(&"duplicate") && outcomes.contains(&"refused"));
+    // Refusals are counted, not stored one row each (anyone can send them).
+    assert!(outcomes.contains(&"duplicate") && !outcomes.contains(&"refused"));
+    let metrics = http_client()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keyward_webhook_refused_deliveries_total{reason=\"signature\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("keyward_webhook_refused_deliveries_total{reason=\"unknown\"}"));
     assert!(
         !deliveries
             .to_string()
@@ -296,7 +323,11 @@ async fn event_grid_handshakes_are_answered_and_key_events_sync_or_rotate() {
         )
         .await;
     let secret = hook["secret"].as_str().unwrap();
-    let url = format!("{}/webhooks/grid?secret={secret}", az.daemon.url);
+    let url = format!(
+        "{}{}?secret={secret}",
+        az.daemon.url,
+        hook["path"].as_str().unwrap()
+    );
     let http = http_client();
 
     // The Event Grid schema handshake: 200 with the validation code.
@@ -328,15 +359,11 @@ async fn event_grid_handshakes_are_answered_and_key_events_sync_or_rotate() {
         "eventemitter.example.com"
     );
     // Without the right secret, nothing.
-    let wrong = format!("{}/webhooks/grid?secret=00{}", az.daemon.url, &secret[2..]);
+    let hook_url = format!("{}{}", az.daemon.url, hook["path"].as_str().unwrap());
+    let wrong = format!("{hook_url}?secret=00{}", &secret[2..]);
     let r = http.post(&wrong).json(&validation).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = http
-        .post(format!("{}/webhooks/grid", az.daemon.url))
-        .json(&validation)
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(&hook_url).json(&validation).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     // A version made outside Keyward: KeyNewVersionCreated syncs it in as the key's replacement.

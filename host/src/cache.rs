@@ -103,21 +103,28 @@ impl<V> Cache<V> {
     }
 }
 
-/// The daemon's caches, shared by the key service and the API.
+/// The daemon's caches of catalog rows, shared by the key service and the API. (The key
+/// service keeps its cache of usable keys itself, made with [`Caches::cache`].)
 pub struct Caches {
-    /// Keys with their opened material, by key id.
-    pub keys: Cache<crate::keys::UsableKey>,
     pub groups: Cache<crate::catalog::groups::Group>,
     pub accounts: Cache<crate::catalog::accounts::Account>,
+    clock: Clock,
+    ttl_secs: i64,
 }
 
 impl Caches {
     pub fn new(clock: Clock, ttl_secs: i64) -> Caches {
         Caches {
-            keys: Cache::new(clock.clone(), ttl_secs),
             groups: Cache::new(clock.clone(), ttl_secs),
-            accounts: Cache::new(clock, ttl_secs),
+            accounts: Cache::new(clock.clone(), ttl_secs),
+            clock,
+            ttl_secs,
         }
+    }
+
+    /// A new cache with the same clock and expiry, for a layer above that caches its own.
+    pub fn cache<V>(&self) -> Cache<V> {
+        Cache::new(self.clock.clone(), self.ttl_secs)
     }
 
     /// A group of `account`.

@@ -256,7 +256,7 @@ fn app_state(
                     secs: config.scheduler.lease_secs,
                 },
             },
-            engine.clone(),
+            engine.clone() as std::sync::Weak<dyn keys::FlowRunner>,
         );
         Workflows::new(
             Services {
@@ -288,6 +288,7 @@ fn app_state(
             keys.clone(),
             workflows.clone(),
             clock.clone(),
+            metrics.clone(),
         ),
         notifications: Notifications::new(catalog.clone(), clock.clone(), &config.notify),
         deliverer: Arc::new(Deliverer::new(
@@ -351,7 +352,12 @@ pub async fn start(
     if config.notify.enabled {
         tokio::spawn(state.deliverer.clone().run(stopped.clone()));
     }
-    let server = tokio::spawn(api::serve(listener, state.clone(), wait(stopped)));
+    let server = tokio::spawn(api::serve(
+        listener,
+        state.clone(),
+        crate::console::routes(),
+        wait(stopped),
+    ));
     tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "keyward is serving");
     Ok(Running {
         addr,

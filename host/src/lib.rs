@@ -30,6 +30,11 @@
 //! - [`daemon`]: the composition root, wiring the pieces together and running until shut
 //!   down; [`demo`]: the first-run demo with the emulated HSM.
 
+/// Counts what a running workflow script allocates, for its memory budget
+/// ([`workflows::memory`]); the system allocator otherwise.
+#[global_allocator]
+static ALLOCATOR: workflows::memory::CountingAllocator = workflows::memory::CountingAllocator;
+
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Connector calls a bulk workflow step (such as sync) keeps in flight.
     #[arg(long, default_value_t = 32)]
     workflow_concurrency: usize,
+    /// Memory one workflow run may hold, in MiB; past it the run ends with an error.
+    #[arg(long, default_value_t = 64)]
+    workflow_memory_mib: usize,
     /// Let a connector plugin reach another host, e.g. a private endpoint or sovereign cloud:
     /// `azure-mhsm=https://*.managedhsm.usgovcloudapi.net`. Repeatable.
     #[arg(long = "allow-outbound", value_name = "PLUGIN=HOST")]
@@ -151,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             config.workflow_dir = args.workflow_dir;
             config.workflow_limits.timeout = Duration::from_secs(args.workflow_timeout_secs.max(1));
             config.workflow_limits.concurrency = args.workflow_concurrency.clamp(1, 64);
+            config.workflow_limits.max_memory = args.workflow_memory_mib.max(1) << 20;
             for entry in &args.allow_outbound {
                 let (plugin, host) = entry
                     .split_once('=')

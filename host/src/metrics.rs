@@ -20,8 +20,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::AppState;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
@@ -78,11 +76,60 @@ pub struct FireKind {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgressLabels {
+    /// One of the daemon's shipped workflows (an account's own scripts make no series).
     pub workflow: String,
-    /// The run's group (empty for runs without one): two groups syncing at once count apart.
-    pub group: String,
-    /// The script's counter: `seen`, `added`, `failed`, ...
+    /// One of the shipped scripts' counters: `seen`, `added`, `failed`, ...
     pub counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `unknown` (no such webhook), `signature`, `body` or `too_large`.
+    pub reason: String,
+}
+
+/// The HTTP methods that get a series of their own; any other counts as `other`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The counters a shipped script may report (`progress(#{...})`); others make no series.
+const PROGRESS_COUNTERS: [&str; 8] = [
+    "seen",
+    "added",
+    "failed",
+    "skipped",
+    "marked_deleted",
+    "marked_purged",
+    "rotated",
+    "done",
+];
+
+/// A label from a bounded set: metrics carry no account data or script-chosen strings, so
+/// their series stay few whatever requests and scripts do.
+fn bounded<'a>(value: &'a str, known: &[&'a str], other: &'a str) -> &'a str {
+    known
+        .iter()
+        .find(|k| **k == value)
+        .copied()
+        .unwrap_or(other)
+}
+
+/// Which workflow a series is about: one the daemon ships (by its name), or an account's
+/// own script, counted as `account` whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowName<'a> {
+    Shipped(&'a str),
+    Account,
+}
+
+impl WorkflowName<'_> {
+    fn label(self) -> String {
+        match self {
+            WorkflowName::Shipped(n) => n.to_string(),
+            WorkflowName::Account => "account".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +152,7 @@ pub struct Metrics {
     fires: Family<FireLabels, Counter>,
     fire_lag_seconds: Seconds<FireKind>,
     progress: Family<ProgressLabels, Gauge>,
+    webhook_refusals: Family<RefusalLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_seconds: Histogram,
 }
@@ -164,6 +212,12 @@ impl Metrics {
             "Time a plugin call took, by plugin",
             plugin_call_seconds.clone(),
         );
+        let webhook_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "webhook_refused_deliveries",
+            "Webhook deliveries refused, by reason (no such webhook, bad signature or secret, bad body, too large)",
+            webhook_refusals.clone(),
+        );
         let fires = Family::<FireLabels, Counter>::default();
         registry.register(
             "scheduler_fires",
@@ -205,20 +259,36 @@ impl Metrics {
             fires,
             fire_lag_seconds,
             progress,
+            webhook_refusals,
             deliveries,
             delivery_seconds,
         }
     }
 
-    /// A run in flight set one of its counters.
-    pub fn progress(&self, workflow: &str, group: &str, counter: &str, value: i64) {
+    /// A run of a shipped workflow in flight set one of its known counters (runs of an
+    /// account's own scripts, and counters of other names, make no series).
+    pub fn progress(&self, workflow: WorkflowName<'_>, counter: &str, value: i64) {
+        let WorkflowName::Shipped(workflow) = workflow else {
+            return;
+        };
+        if !PROGRESS_COUNTERS.contains(&counter) {
+            return;
+        }
         self.progress
             .get_or_create(&ProgressLabels {
                 workflow: workflow.to_string(),
-                group: group.to_string(),
                 counter: counter.to_string(),
             })
             .set(value);
+    }
+
+    /// A webhook delivery was refused.
+    pub fn webhook_refused(&self, reason: &str) {
+        self.webhook_refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// One attempt to deliver a notification ended.
@@ -266,22 +336,28 @@ impl Metrics {
     }
 
     /// A workflow run ended.
-    pub fn workflow_run(&self, workflow: &str, trigger: &str, succeeded: bool, seconds: f64) {
+    pub fn workflow_run(
+        &self,
+        workflow: WorkflowName<'_>,
+        trigger: &str,
+        succeeded: bool,
+        seconds: f64,
+    ) {
+        let workflow = workflow.label();
         self.workflow_runs
             .get_or_create(&RunLabels {
-                workflow: workflow.to_string(),
+                workflow: workflow.clone(),
                 trigger: trigger.to_string(),
                 outcome: if succeeded { "succeeded" } else { "failed" }.to_string(),
             })
             .inc();
         self.workflow_run_seconds
-            .get_or_create(&WorkflowLabels {
-                workflow: workflow.to_string(),
-            })
+            .get_or_create(&WorkflowLabels { workflow })
             .observe(seconds);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let method = bounded(method, &METHODS, "other");
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
@@ -311,7 +387,7 @@ impl Default for Metrics {
 }
 
 /// Counts and times every request (a layer of the API router).
-pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let route = req
         .extensions()
@@ -320,7 +396,7 @@ pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let response = next.run(req).await;
-    state.metrics.observe(
+    metrics.observe(
         &method,
         &route,
         response.status().as_u16(),

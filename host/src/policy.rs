@@ -20,7 +20,7 @@ pub const CRYPTO_POLICY_PLUGIN: &str = "crypto-policy";
 pub const METADATA_POLICY_PLUGIN: &str = "key-metadata-policy";
 
 /// One finding of one policy.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PolicyFinding {
     /// Which policy: `account crypto policy`, `group crypto policy`, `key metadata policy` or
     /// a custom plugin's name.

@@ -151,6 +151,8 @@ pub async fn call(
 
 /// Seeds `count` AES keys named `{prefix}-NNNNN` into the emulator's demo HSM.
 pub async fn seed(em: &Emulator, count: usize, prefix: &str) {
+    // This may be the process's first TLS-capable client: rustls needs its provider first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let resp = reqwest::Client::new()
         .post(format!("{}/admin/hsms/{}/seed", em.admin_url, demo::HSM))
         .json(&json!({"count": count, "prefix": prefix}))

@@ -177,6 +177,45 @@ fn may_manage(caller: &Caller, groups: &[String]) -> ApiResult<()> {
     }
 }
 
+/// EXPORT lets an application take key material out of a group: it is granted only by an
+/// account administrator, or in a group whose keys its users may export (`user_export`), so
+/// that a group administrator cannot reach through an application what the group denies them.
+/// With the short form (`groups`), a new group gets every permission the caller may grant;
+/// asked for explicitly (`add_groups`, `mod_groups`), an EXPORT they may not grant is refused.
+async fn check_export_grants(
+    c: &mut Conn,
+    caller: &Caller,
+    before: &AppGroups,
+    after: &mut AppGroups,
+    short_form: bool,
+) -> ApiResult<()> {
+    if caller.access.is_account_admin() {
+        return Ok(());
+    }
+    for (g, ps) in after.iter_mut() {
+        let had = before
+            .get(g)
+            .is_some_and(|p| p.contains(&AppPermission::Export));
+        if had || !ps.contains(&AppPermission::Export) {
+            continue;
+        }
+        let allowed = crate::catalog::groups::get(c, caller.account(), g)
+            .await?
+            .is_some_and(|group| group.user_export);
+        if allowed {
+            continue;
+        }
+        if short_form {
+            ps.retain(|p| *p != AppPermission::Export);
+        } else {
+            return Err(ApiError::Forbidden(format!(
+                "only account administrators grant EXPORT in group {g}, whose users may not export keys (user_export)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn check_groups(
     c: &mut Conn,
     account: &str,
@@ -270,7 +309,7 @@ pub async fn create(
     let now = state.now();
     let app_id = new_id();
     let key = ApiKey::generate(&app_id);
-    let app = App {
+    let mut app = App {
         id: app_id,
         account_id: account.clone(),
         name,
@@ -285,6 +324,14 @@ pub async fn create(
     };
     let mut tx = state.catalog.begin().await?;
     check_groups(&mut tx, &account, &app.groups, &app.default_group).await?;
+    check_export_grants(
+        &mut tx,
+        &caller,
+        &AppGroups::new(),
+        &mut app.groups,
+        req.groups.is_some(),
+    )
+    .await?;
     apps::insert(&mut tx, &app).await.map_err(|e| {
         if e.is_unique_violation() {
             ApiError::Conflict(format!("an application named '{}' exists", app.name))
@@ -359,9 +406,18 @@ pub async fn update(
     if let Some(d) = &req.description {
         app.description = Some(d.clone());
     }
-    let groups = groups_after(&app.groups, &req)?;
+    let mut groups = groups_after(&app.groups, &req)?;
     if groups != app.groups {
         may_manage(&caller, &group_ids(&groups))?;
+        check_groups(&mut tx, &account, &groups, &None).await?;
+        check_export_grants(
+            &mut tx,
+            &caller,
+            &app.groups,
+            &mut groups,
+            req.groups.is_some(),
+        )
+        .await?;
         app.groups = groups;
         if app
             .default_group

@@ -5,10 +5,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
-use crate::keys::KeyError;
+use crate::keys::{FlowError, KeyError};
 use crate::kms::KmsError;
 use crate::policy::{PolicyFinding, PolicyUnavailable};
-use crate::workflows::{CompileProblem, HostError, ScriptError, WorkflowError};
+use crate::workflows::{CompileProblem, HostError, HostErrorKind, ScriptError, WorkflowError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -216,16 +216,35 @@ impl From<KmsError> for ApiError {
 impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
         let m = e.message;
-        match e.kind.as_str() {
-            "not_found" => ApiError::NotFound(m),
-            "conflict" => ApiError::Conflict(m),
-            "bad_request" | "invalid" => ApiError::bad(m),
+        match e.kind {
+            HostErrorKind::NotFound => ApiError::NotFound(m),
+            HostErrorKind::Conflict => ApiError::Conflict(m),
+            HostErrorKind::BadRequest | HostErrorKind::Invalid => ApiError::bad(m),
+            // A policy's refusal inside a run answers as it would outside one.
+            HostErrorKind::Denied if !e.violations.is_empty() => {
+                ApiError::PolicyDenied(e.violations)
+            }
             // A refusal by the catalog's own rules, raised inside a run.
-            "denied" => ApiError::Forbidden(m),
-            "forbidden" | "unauthorized" | "other" => ApiError::BadGateway(m),
-            "throttled" | "unavailable" => ApiError::Unavailable(m),
-            "internal" => ApiError::Internal(m),
-            _ => ApiError::Workflow(m),
+            HostErrorKind::Denied => ApiError::Forbidden(m),
+            HostErrorKind::Forbidden | HostErrorKind::Unauthorized | HostErrorKind::Other => {
+                ApiError::BadGateway(m)
+            }
+            HostErrorKind::Throttled | HostErrorKind::Unavailable => ApiError::Unavailable(m),
+            HostErrorKind::Internal => ApiError::Internal(m),
+        }
+    }
+}
+
+/// A flow's failure: the engine's own error, read back as its type.
+impl From<FlowError> for ApiError {
+    fn from(e: FlowError) -> Self {
+        match e {
+            FlowError::Busy { .. } => ApiError::Conflict(e.to_string()),
+            FlowError::Unrecorded { .. } => ApiError::Workflow(e.to_string()),
+            FlowError::Run(inner) => match inner.downcast::<WorkflowError>() {
+                Ok(w) => ApiError::from(*w),
+                Err(other) => ApiError::Internal(other.to_string()),
+            },
         }
     }
 }
@@ -238,9 +257,11 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Host { error, .. } => ApiError::from(error),
             WorkflowError::TimedOut { .. } => ApiError::Timeout(e.to_string()),
             WorkflowError::Catalog(c) => ApiError::from(c),
+            WorkflowError::Forbidden(m) => ApiError::Forbidden(m),
             WorkflowError::Compile(_)
             | WorkflowError::Failed { .. }
-            | WorkflowError::TooManyOperations { .. } => ApiError::Workflow(e.to_string()),
+            | WorkflowError::TooManyOperations { .. }
+            | WorkflowError::OutOfMemory { .. } => ApiError::Workflow(e.to_string()),
         }
     }
 }
@@ -270,7 +291,7 @@ impl From<KeyError> for ApiError {
             KeyError::PolicyUnavailable(p) => ApiError::from(p),
             KeyError::Crypto(c) => ApiError::from(c),
             KeyError::Catalog(c) => ApiError::from(c),
-            KeyError::Workflow(w) => ApiError::from(w),
+            KeyError::Flow(f) => ApiError::from(f),
             KeyError::Kms(k) => ApiError::from(k),
             KeyError::Internal(m) => ApiError::Internal(m),
         }

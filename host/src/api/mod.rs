@@ -1,7 +1,8 @@
 //! The REST API, in the style of Fortanix DSM: `/sys/v1/...` for accounts, users,
 //! applications, groups, sessions, workflows, cron jobs, webhooks, notification endpoints and
 //! the audit log; `/crypto/v1/...` for keys (their rotation included) and cryptographic
-//! operations; `/webhooks/{name}` for webhook deliveries. Times are `YYYYMMDDTHHMMSSZ`, binary values standard base64.
+//! operations; `/webhooks/{account_id}/{name}` for webhook deliveries. Times are
+//! `YYYYMMDDTHHMMSSZ`, binary values standard base64.
 //!
 //! Handlers live in one module per resource; [`state::AppState`] holds what they share;
 //! [`extract`] authenticates callers and parses bodies; [`error::ApiError`] maps every failure
@@ -44,7 +45,10 @@ pub use state::AppState;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 256 * 1024;
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The API's routes, with `faces` (routes of layers above the API, such as the console,
+/// which the daemon adds) served beside them under the same fallbacks, body limit and
+/// metrics.
+pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
     Router::new()
         .route("/sys/v1/health", get(session::health))
         .route("/sys/v1/version", get(session::version))
@@ -145,7 +149,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(webhooks::deliveries),
         )
         .route(
-            "/webhooks/{name}",
+            "/webhooks/{account_id}/{name}",
             post(webhooks::deliver).options(webhooks::handshake),
         )
         .route(
@@ -231,7 +235,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crypto/v1/verify", post(crypto_ops::verify))
         .route("/crypto/v1/wrapkey", post(crypto_ops::wrap))
         .route("/crypto/v1/unwrapkey", post(crypto_ops::unwrap))
-        .merge(crate::console::routes())
+        .merge(faces)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // axum adds the `Allow` header with the endpoint's methods to this answer.
         .method_not_allowed_fallback(|| async {
@@ -239,7 +243,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(state)
@@ -260,14 +264,16 @@ impl ApiListener {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then flushes the audit log.
+/// Serves the API (and `faces`, see [`router`]) on `listener` until `shutdown` completes,
+/// then flushes the audit log.
 pub async fn serve(
     listener: ApiListener,
     state: Arc<AppState>,
+    faces: Router<Arc<AppState>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let audit = state.audit.clone();
-    let app = router(state).into_make_service_with_connect_info::<transport::PeerAddr>();
+    let app = router(state, faces).into_make_service_with_connect_info::<transport::PeerAddr>();
     match listener {
         ApiListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,
         ApiListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await?,

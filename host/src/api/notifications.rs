@@ -24,7 +24,7 @@ pub struct EndpointRequest {
     #[schema(format = "uri")]
     pub url: String,
     /// Which events (`key.rotated`, `key.rotation_failed`, `key.near_expiry`, `key.expired`,
-    /// `key.found`, `key.soft_deleted`, `key.purged`); empty or absent: all.
+    /// `key.found`, `key.soft_deleted`, `key.purged`, `key.drift`); empty or absent: all.
     pub events: Option<Vec<String>>,
 }
 

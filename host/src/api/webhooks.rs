@@ -1,6 +1,6 @@
 //! Webhooks: management under `/sys/v1/webhooks` (create, list, get, rotate the secret,
-//! delete, deliveries), and the deliveries themselves at `POST /webhooks/{name}` and
-//! `OPTIONS /webhooks/{name}` (no session: a delivery proves itself by its signature or its
+//! delete, deliveries), and the deliveries themselves at `POST /webhooks/{account_id}/{name}`
+//! and `OPTIONS /webhooks/{account_id}/{name}` (no session: a delivery proves itself by its signature or its
 //! secret). The webhook service (`crate::webhooks`) checks and acts.
 
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ use super::{ApiError, ApiResult, AppState};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
-    /// The path it is reached at: `POST /webhooks/{name}`.
+    /// The path it is reached at: `POST /webhooks/{account_id}/{name}`.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// `standard` (Standard Webhooks signatures; the body is the workflow's input) or
@@ -59,7 +59,7 @@ pub struct WebhookOut {
 impl WebhookOut {
     fn of(w: Webhook, secret: Option<String>) -> WebhookOut {
         WebhookOut {
-            path: format!("/webhooks/{}", w.name),
+            path: format!("/webhooks/{}/{}", w.account_id, w.name),
             id: w.id,
             name: w.name,
             kind: w.kind.as_str().to_string(),
@@ -109,7 +109,6 @@ impl From<WebhookError> for ApiError {
             WebhookError::Unauthorized(m) => ApiError::Unauthorized(m),
             WebhookError::Forbidden(m) => ApiError::Forbidden(m),
             WebhookError::NotFound(m) => ApiError::NotFound(m),
-            WebhookError::MethodNotAllowed(m) => ApiError::MethodNotAllowed(m),
             WebhookError::Conflict(m) => ApiError::Conflict(m),
             WebhookError::TooLarge => ApiError::TooLarge(crate::webhooks::MAX_BODY),
             WebhookError::Catalog(c) => ApiError::from(c),
@@ -227,13 +226,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A delivery. Standard webhooks answer 202 with the run started (200 for a repeated
 /// `webhook-id`); Event Grid deliveries 200, with `validationResponse` for a handshake.
-#[utoipa::path(post, path = "/webhooks/{name}", tag = "webhooks",
-    params(("name" = String, Path, description = "The webhook's name")),
+#[utoipa::path(post, path = "/webhooks/{account_id}/{name}", tag = "webhooks",
+    params(("account_id" = String, Path, description = "The webhook's account"), ("name" = String, Path, description = "The webhook's name")),
     responses((status = 202, description = "The workflow run started"), (status = 200, description = "A repeat, a handshake, or Event Grid events handled"),
-        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)))]
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody, description = "No such webhook, or the signature or secret does not check out (answered alike)"), (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)))]
 pub async fn deliver(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path((account, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -247,28 +246,36 @@ pub async fn deliver(
         query_secret: query.get("secret").map(String::as_str),
         aeg_event_type: header(&headers, "aeg-event-type"),
     };
-    Ok(match state.webhooks.receive(&name, &creds, &body).await? {
-        Received::Started { run_id } => {
-            (StatusCode::ACCEPTED, Json(json!({"run_id": run_id}))).into_response()
-        }
-        Received::Duplicate => Json(json!({"duplicate": true})).into_response(),
-        Received::Validation { code } => Json(json!({"validationResponse": code})).into_response(),
-        Received::Events {
-            accepted,
-            duplicates,
-            ignored,
-        } => Json(json!({"accepted": accepted, "duplicates": duplicates, "ignored": ignored}))
-            .into_response(),
-    })
+    Ok(
+        match state
+            .webhooks
+            .receive(&account, &name, &creds, &body)
+            .await?
+        {
+            Received::Started { run_id } => {
+                (StatusCode::ACCEPTED, Json(json!({"run_id": run_id}))).into_response()
+            }
+            Received::Duplicate => Json(json!({"duplicate": true})).into_response(),
+            Received::Validation { code } => {
+                Json(json!({"validationResponse": code})).into_response()
+            }
+            Received::Events {
+                accepted,
+                duplicates,
+                ignored,
+            } => Json(json!({"accepted": accepted, "duplicates": duplicates, "ignored": ignored}))
+                .into_response(),
+        },
+    )
 }
 
 /// The CloudEvents 1.0 abuse-protection handshake: answers `WebHook-Allowed-Origin`.
-#[utoipa::path(options, path = "/webhooks/{name}", tag = "webhooks",
-    params(("name" = String, Path, description = "The webhook's name")),
-    responses((status = 200, description = "Deliveries from the origin are allowed"), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 405, body = super::error::ErrorBody)))]
+#[utoipa::path(options, path = "/webhooks/{account_id}/{name}", tag = "webhooks",
+    params(("account_id" = String, Path, description = "The webhook's account"), ("name" = String, Path, description = "The webhook's name")),
+    responses((status = 200, description = "Deliveries from the origin are allowed"), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path((account, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -276,7 +283,12 @@ pub async fn handshake(
         .ok_or_else(|| ApiError::bad("the WebHook-Request-Origin header is missing"))?;
     let allowed = state
         .webhooks
-        .handshake(&name, query.get("secret").map(String::as_str), origin)
+        .handshake(
+            &account,
+            &name,
+            query.get("secret").map(String::as_str),
+            origin,
+        )
         .await?;
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();

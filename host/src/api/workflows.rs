@@ -432,12 +432,11 @@ pub async fn start(
     Path(name): Path<String>,
     Body(req): Body<RunWorkflow>,
 ) -> ApiResult<(StatusCode, Json<RunOut>)> {
-    if !caller.access.is_account_admin() {
-        return Err(ApiError::Forbidden(
-            "only account administrators run workflows by hand".into(),
-        ));
-    }
     script_name(&name)?;
+    if let Some(g) = &req.group_id {
+        id("group", g)?;
+    }
+    crate::workflows::may_start(&caller.access, &name, req.group_id.as_deref())?;
     let (group, link) = match &req.group_id {
         None => (None, None),
         Some(g) => {

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/0007_app_permissions_audit_types.sql"),
     ),
     (8, include_str!("migrations/0008_workflow_scripts.sql")),
+    (9, include_str!("migrations/0009_webhooks_per_account.sql")),
 ];
 const CHECK_CONTEXT: &str = "catalog:master-key-check";
 const CHECK_PLAINTEXT: &[u8] = b"keyward catalog";

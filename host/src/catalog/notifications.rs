@@ -21,10 +21,13 @@ pub enum EventType {
     Found,
     SoftDeleted,
     Purged,
+    /// An HSM had a key enabled, or permitting operations, beyond what the catalog allows:
+    /// put back.
+    Drift,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::Rotated,
         EventType::RotationFailed,
         EventType::NearExpiry,
@@ -32,6 +35,7 @@ impl EventType {
         EventType::Found,
         EventType::SoftDeleted,
         EventType::Purged,
+        EventType::Drift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl EventType {
             EventType::Found => "key.found",
             EventType::SoftDeleted => "key.soft_deleted",
             EventType::Purged => "key.purged",
+            EventType::Drift => "key.drift",
         }
     }
 

@@ -168,7 +168,7 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyRow> {
         kid: r.get("kid"),
         account_id: r.get("account_id"),
         policy,
-        owner: owner_of(r.get("owner_kind"), r.get("owner_id")),
+        owner: Creator::from_parts(r.get("owner_kind"), r.get("owner_id")),
         set_at: r.get("set_at"),
         next_due: r.get("next_due"),
         last_rotated_at: r.get("last_rotated_at"),
@@ -180,14 +180,6 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyRow> {
         failures: r.get("failures"),
         last_error: r.get("last_error"),
     })
-}
-
-pub(super) fn owner_of(kind: &str, id: String) -> Creator {
-    match kind {
-        "user" => Creator::User(id),
-        "app" => Creator::App(id),
-        _ => Creator::System(id),
-    }
 }
 
 /// Sets (or replaces) a key's policy; the schedule starts afresh.
@@ -398,7 +390,7 @@ fn step_from_row(r: &SqliteRow) -> Step {
         source_kid: r.get("source_kid"),
         prior_version: r.get("prior_version"),
         deactivate_old: r.get("deactivate_old"),
-        owner: owner_of(r.get("owner_kind"), r.get("owner_id")),
+        owner: Creator::from_parts(r.get("owner_kind"), r.get("owner_id")),
         worker: r.get("worker"),
         lease_until: r.get("lease_until"),
         status: StepStatus::parse(r.get("status")),

@@ -13,7 +13,6 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::cadence::Cron;
 
-use super::rotation::owner_of;
 use super::sobjects::Creator;
 use super::{CatalogError, Conn, Result};
 
@@ -48,7 +47,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job> {
         group_id: r.get("group_id"),
         cron: Cron::parse(r.get("cron"), r.get("time_zone")).map_err(|_| corrupt("cron"))?,
         input: serde_json::from_str(&input).map_err(|_| corrupt("input"))?,
-        owner: owner_of(r.get("owner_kind"), r.get("owner_id")),
+        owner: Creator::from_parts(r.get("owner_kind"), r.get("owner_id")),
         paused: r.get("paused"),
         next_due: r.get("next_due"),
         last_fire: r.get("last_fire"),

@@ -5,7 +5,6 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::rotation::owner_of;
 use super::sobjects::Creator;
 use super::{Conn, Result};
 
@@ -43,7 +42,7 @@ pub fn secret_context(id: &str) -> String {
 pub struct Webhook {
     pub id: String,
     pub account_id: String,
-    /// The path: `POST /webhooks/{name}`.
+    /// The path: `POST /webhooks/{account_id}/{name}`; unique in the account.
     pub name: String,
     pub kind: WebhookKind,
     /// Standard webhooks: the workflow a delivery runs.
@@ -71,7 +70,7 @@ fn from_row(r: &SqliteRow) -> Webhook {
         secret: r.get("secret"),
         previous_secret: r.get("previous_secret"),
         previous_until: r.get("previous_until"),
-        owner: owner_of(r.get("owner_kind"), r.get("owner_id")),
+        owner: Creator::from_parts(r.get("owner_kind"), r.get("owner_id")),
         created_at: r.get("created_at"),
     }
 }
@@ -98,14 +97,17 @@ pub async fn insert(c: &mut Conn, w: &Webhook) -> Result<()> {
     Ok(())
 }
 
-/// A webhook by its path name (deliveries: no account yet, the webhook says which).
-pub async fn by_name(c: &mut Conn, name: &str) -> Result<Option<Webhook>> {
-    Ok(sqlx::query("SELECT * FROM webhooks WHERE name = ?")
-        .bind(name)
-        .fetch_optional(c)
-        .await?
-        .as_ref()
-        .map(from_row))
+/// A webhook by its delivery path: the account and the name.
+pub async fn by_name(c: &mut Conn, account: &str, name: &str) -> Result<Option<Webhook>> {
+    Ok(
+        sqlx::query("SELECT * FROM webhooks WHERE account_id = ? AND name = ?")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(c)
+            .await?
+            .as_ref()
+            .map(from_row),
+    )
 }
 
 pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Webhook>> {

@@ -185,7 +185,7 @@ async fn render_webhooks(
         h2 { "New webhook" }
         form method="post" action="/console/webhooks" data-testid="webhook-form" {
             (csrf_field(v))
-            label for="name" { "Name (the path is /webhooks/<name>)" }
+            label for="name" { "Name (the path is /webhooks/<account id>/<name>)" }
             input id="name" name="name" required data-testid="webhook-name";
             label for="kind" { "Kind" }
             select id="kind" name="kind" data-testid="webhook-kind" {

@@ -78,7 +78,11 @@ impl KeyService {
             if current.state(now) == KeyState::Destroyed {
                 return Err(KeyError::state("a destroyed key cannot be changed"));
             }
-            let patch = update_patch(&current, &change, now)?;
+            let source_ops = match &change.key_ops {
+                Some(_) => self.copy_source_ops(access, &current.kid).await?,
+                None => None,
+            };
+            let patch = update_patch(&current, &change, source_ops.as_ref(), now)?;
             if patch.is_empty() {
                 return self.view(access, kid).await;
             }
@@ -158,6 +162,22 @@ impl KeyService {
         Err(KeyError::Concurrent)
     }
 
+    /// The operations of the key `kid` copies, when it is a copy (whatever group the source is
+    /// in: the ceiling holds for whoever updates the copy).
+    async fn copy_source_ops(&self, access: &Access, kid: &str) -> Result<Option<KeyOps>> {
+        let mut conn = self.catalog().conn().await?;
+        let Some(link) = sobjects::links_of(&mut conn, kid)
+            .await?
+            .into_iter()
+            .find(|l| l.kind == sobjects::LinkKind::Copy && l.target == kid)
+        else {
+            return Ok(None);
+        };
+        Ok(sobjects::get(&mut conn, &access.account_id, &link.source)
+            .await?
+            .map(|s| s.key_ops))
+    }
+
     /// Deletes a key: one held here once it is no longer active, a virtual key once its HSM
     /// no longer has it (FLOWS F22).
     pub async fn delete(&self, access: &Access, kid: &str) -> Result<()> {
@@ -184,7 +204,12 @@ impl KeyService {
 }
 
 /// The patch of an update, checked against the key as read.
-fn update_patch(current: &SObject, c: &KeyChange, now: i64) -> Result<Patch> {
+fn update_patch(
+    current: &SObject,
+    c: &KeyChange,
+    source_ops: Option<&KeyOps>,
+    now: i64,
+) -> Result<Patch> {
     let mut p = Patch::default();
     if let Some(n) = &c.name {
         let n = check_name(n)?;
@@ -198,7 +223,7 @@ fn update_patch(current: &SObject, c: &KeyChange, now: i64) -> Result<Patch> {
         p.description = Some(Some(d.clone()));
     }
     if let Some(ops) = &c.key_ops {
-        ops_change(current, ops)?;
+        ops_change(current, ops, source_ops)?;
         if *ops != current.key_ops {
             p.key_ops = Some(ops.clone());
         }

@@ -17,7 +17,7 @@ use crate::crypto::{self, Material};
 use crate::plugins::policy::Action;
 use crate::policy::Verdict;
 
-use super::rotate::policy_row;
+use super::build::{copy_link, policy_row};
 
 use super::access::{may_manage, may_manage_group};
 use super::error::{KeyError, Result};
@@ -446,22 +446,6 @@ fn new_object(
         rotated_at: None,
         version: 0,
     })
-}
-
-pub(super) fn copy_link(
-    access: &Access,
-    source: &SObject,
-    copy: &SObject,
-    now: i64,
-) -> sobjects::Link {
-    sobjects::Link {
-        kind: sobjects::LinkKind::Copy,
-        source: source.kid.clone(),
-        target: copy.kid.clone(),
-        target_group: Some(copy.group_id.clone()),
-        created_by: access.principal.id().to_string(),
-        created_at: now,
-    }
 }
 
 /// What the audit log records of a new key.

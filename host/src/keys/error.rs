@@ -5,7 +5,6 @@ use crate::catalog::CatalogError;
 use crate::crypto::CryptoError;
 use crate::kms::KmsError;
 use crate::policy::{PolicyFinding, PolicyUnavailable};
-use crate::workflows::WorkflowError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -44,9 +43,9 @@ pub enum KeyError {
     /// 500 (409 when a schema trigger refused the write).
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    /// Status by the workflow's failure.
+    /// Status by the flow's failure.
     #[error(transparent)]
-    Workflow(#[from] WorkflowError),
+    Flow(#[from] super::flows::FlowError),
     /// Status by the key manager's answer.
     #[error(transparent)]
     Kms(#[from] KmsError),

@@ -18,35 +18,19 @@ use crate::catalog::groups::Group;
 use crate::catalog::rotation::{self, PolicyRow, RotationPolicy};
 use crate::catalog::sobjects::{
     self, ExternalId, ExternalKey, KeyOps, KeySource, ObjType, Patch, RemoteState, SObject, Tags,
-    curve_name,
 };
 use crate::catalog::{new_id, workflow_runs};
 use crate::crypto::Material;
 use crate::kms::Link;
 use crate::policy::Verdict;
-use crate::workflows::{RunOutcome, RunRequest, Secret, WorkflowError};
 
 use super::access::may_manage;
+use super::build::{azure_name, key_input, policy_row};
 use super::create::{name_taken, new_key_details};
 use super::error::{KeyError, Result};
-use super::remote::{Pending, PendingChange, PendingNew};
-use super::rotate::policy_row;
+use super::flows::{FlowError, FlowOutcome, FlowRequest, Trigger};
+use super::flows::{Pending, PendingChange, PendingNew};
 use super::{KeyService, KeyView};
-
-/// The name a key gets in the HSM: Managed HSM key names are 1 to 127 letters, digits and
-/// dashes, so anything else becomes a dash.
-pub fn azure_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(127)
-        .collect()
-}
 
 /// What changes in the HSM when a virtual key changes (the `update` script's
 /// `input.changes`).
@@ -124,6 +108,7 @@ impl KeyService {
         Ok(link)
     }
 
+    /// One run of a flow against the group's HSM, as `access`, started by the API.
     #[allow(
         clippy::too_many_arguments,
         reason = "one run's parts, named at the call sites"
@@ -134,33 +119,25 @@ impl KeyService {
         workflow: &str,
         group: Arc<Group>,
         input: Value,
-        secrets: Vec<(String, Secret)>,
+        material: Option<Material>,
         pending: Option<Pending>,
         exclusive: Option<String>,
         run_id: Option<String>,
-    ) -> Result<RunOutcome> {
+    ) -> Result<FlowOutcome> {
         let link = self.link_for(&group)?;
-        let result = self
-            .workflows()?
-            .run(RunRequest {
-                workflow: workflow.into(),
-                trigger: crate::workflows::Trigger::Api,
-                access: access.clone(),
-                group: Some(group),
-                link: Some(link),
-                input,
-                secrets,
-                pending,
-                exclusive,
-                run_id,
-            })
-            .await;
-        match result {
-            Err(WorkflowError::Busy { run_id }) => Err(KeyError::state(format!(
-                "another change of this key is running (workflow run {run_id}); try again when it has finished"
-            ))),
-            other => Ok(other?),
-        }
+        self.launch(FlowRequest {
+            workflow: workflow.into(),
+            trigger: Trigger::Api,
+            access: access.clone(),
+            group,
+            link,
+            input,
+            material,
+            pending,
+            exclusive,
+            run_id,
+        })
+        .await
     }
 
     /// A new key in a linked group: its HSM name reserved, then generated in the HSM
@@ -226,9 +203,6 @@ impl KeyService {
         if let Some(src) = copy_of {
             input["source"] = json!({"kid": src.kid, "name": src.name});
         }
-        let secrets = material
-            .map(|m| vec![("material".to_string(), Secret(Arc::new(m)))])
-            .unwrap_or_default();
         let pending = PendingNew {
             audit_action: action.into(),
             audit_details: new_key_details(&o, &verdict, copy_of),
@@ -241,14 +215,14 @@ impl KeyService {
                 workflow,
                 group,
                 input,
-                secrets,
+                material,
                 Some(Pending::New(pending)),
                 None,
                 Some(run_id),
             )
             .await?;
         let kid = outcome.recorded.ok_or_else(|| {
-            KeyError::Workflow(WorkflowError::Failed {
+            KeyError::Flow(FlowError::Unrecorded {
                 run_id: outcome.run_id.clone(),
                 message: format!("the {workflow} workflow finished without recording the key"),
             })
@@ -333,7 +307,7 @@ impl KeyService {
                 "update",
                 group,
                 json!({"kid": current.kid, "azure_name": name, "changes": changes}),
-                vec![],
+                None,
                 Some(Pending::Change(PendingChange {
                     kid: current.kid.clone(),
                     patch,
@@ -368,7 +342,7 @@ impl KeyService {
         self.view(access, kid).await
     }
 
-    async fn key_run(&self, access: &Access, o: &SObject, workflow: &str) -> Result<RunOutcome> {
+    async fn key_run(&self, access: &Access, o: &SObject, workflow: &str) -> Result<FlowOutcome> {
         let group = self.group(&access.account_id, &o.group_id).await?;
         let name = o
             .external_name()
@@ -383,7 +357,7 @@ impl KeyService {
             workflow,
             group,
             json!({"kid": o.kid, "azure_name": name}),
-            vec![],
+            None,
             None,
             Some(exclusive_key(&o.kid)),
             None,
@@ -454,34 +428,5 @@ pub(super) fn ensure_live(o: &SObject) -> Result<()> {
             "the key is still being created in the external key manager",
         )),
         _ => Ok(()),
-    }
-}
-
-/// What a script sees of a key to create (`input.key`).
-pub(super) fn key_input(o: &SObject) -> Value {
-    json!({
-        "name": o.name,
-        "obj_type": o.obj_type.as_str(),
-        "key_size": o.key_size,
-        "elliptic_curve": o.curve.map(curve_name),
-        "key_ops": o.key_ops,
-        "enabled": o.enabled,
-        // A key active from its creation gets no not-before date in the HSM.
-        "activation_date": o.activation_date.filter(|a| *a > o.created_at),
-        "deactivation_date": o.deactivation_date,
-        "custom_metadata": o.tags,
-        "description": o.description,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hsm_names_keep_letters_digits_and_dashes() {
-        assert_eq!(azure_name("payments key/v2"), "payments-key-v2");
-        assert_eq!(azure_name("Ünïcode"), "-n-code");
-        assert_eq!(azure_name(&"x".repeat(300)).len(), 127);
     }
 }

@@ -19,8 +19,9 @@ use crate::catalog::sobjects::{self, ExternalRef, KeySource, RemoteState};
 use crate::kms::KmsError;
 
 use super::KeyService;
-use super::error::Result;
-use super::remote::RunScope;
+use super::access::may_manage;
+use super::error::{KeyError, Result};
+use super::flows::RunScope;
 
 /// What a reconciliation did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -50,9 +51,32 @@ impl KeyService {
         Ok(n)
     }
 
-    /// Writes the intent of an HSM-side change before the remote call; returns its journal
-    /// id.
+    /// Writes the intent of an HSM-side change a script makes before the remote call;
+    /// returns its journal id. The run's principal must, at this moment, manage the key it
+    /// changes (or, for a key the catalog does not know yet, the group's keys): a webhook,
+    /// job or resumed run acts with its owner's current rights.
     pub async fn journal_begin(
+        &self,
+        scope: RunScope<'_>,
+        operation: &str,
+        target: Option<&str>,
+        kid: Option<&str>,
+    ) -> Result<String> {
+        match kid {
+            Some(kid) => may_manage(scope.access, &self.in_group(scope, kid).await?)?,
+            None if scope.access.can_manage_keys(&scope.group.id) => {}
+            None => {
+                return Err(KeyError::forbidden(
+                    "the run's principal may not manage this group's keys",
+                ));
+            }
+        }
+        self.journal_open(scope, operation, target, kid).await
+    }
+
+    /// Writes the intent of an HSM-side change, whoever asked for it (the key service's own
+    /// put-backs of drift need no one's rights).
+    pub(super) async fn journal_open(
         &self,
         scope: RunScope<'_>,
         operation: &str,

@@ -20,6 +20,8 @@
 //!   syncs, escrow.
 //! - `journal`: the journal of HSM-side changes (intent before the remote call, outcome and
 //!   audit event after), and the reconciliation of what a crash left half-way.
+//! - `flows`: the port to the engine that runs HSM flows as scripts (the typed request, plan
+//!   and outcome); `build`: the pure builders of a flow (HSM names, successors, links).
 //! - `rotate`: rotation (DSM rekey) and rotation policies; `rotate_hsm`: the rotations that
 //!   give virtual keys new HSM versions (native, to catalog material, linked copies), their
 //!   crash-safe steps and their resumption.
@@ -30,9 +32,11 @@
 
 mod access;
 mod actions;
+mod build;
 mod change;
 mod create;
 mod error;
+mod flows;
 mod hsm;
 mod journal;
 mod remote;
@@ -47,7 +51,7 @@ use serde_json::Value;
 
 use crate::audit::{Auditor, Event};
 use crate::auth::{Access, Principal};
-use crate::cache::Caches;
+use crate::cache::{Cache, Caches};
 use crate::catalog::accounts::Account;
 use crate::catalog::groups::Group;
 use crate::catalog::rotation::{self, PolicyRow};
@@ -59,17 +63,20 @@ use crate::plugins::PluginRuntime;
 use crate::plugins::policy::{Action, PolicyRequest};
 use crate::policy::{self, PolicyFinding, Verdict};
 use crate::time::Clock;
-use crate::workflows::Workflows;
 
 pub use actions::Actions;
+pub use build::RekeyChange;
 pub use change::{KeyChange, TagEdits};
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};
+pub use flows::{
+    CopyOutcome, FlowError, FlowOutcome, FlowRequest, FlowRunner, MadeVersion, Pending,
+    PendingChange, PendingNew, RotationRun, RunScope, StepPlan, Trigger,
+};
 pub use hsm::KeyFlow;
 pub use journal::RemoteReport;
-pub use remote::{Deletion, Pending, PendingChange, PendingNew, RunScope};
-pub use rotate::{MAX_HSM_VERSIONS, RekeyChange, RekeySpec, Rekeyed};
-pub use rotate_hsm::{CopyOutcome, MadeVersion, RotationRun, StepPlan};
+pub use remote::Deletion;
+pub use rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};
 pub use rules::Transition;
 pub use usage::{UsableKey, WrapMode};
 
@@ -114,10 +121,12 @@ struct Inner {
     audit: Auditor,
     clock: Clock,
     caches: Arc<Caches>,
+    /// Keys with their opened material, by key id: the cryptographic hot path's cache.
+    usable: Cache<UsableKey>,
     lease: Lease,
     /// The engine that runs the scripts of HSM flows; it holds this service in turn, so the
     /// link back is weak.
-    workflows: Weak<Workflows>,
+    runner: Weak<dyn FlowRunner>,
 }
 
 /// What the key service is built from (the daemon's composition root makes these).
@@ -132,7 +141,7 @@ pub struct Parts {
 }
 
 impl KeyService {
-    pub fn new(parts: Parts, workflows: Weak<Workflows>) -> KeyService {
+    pub fn new(parts: Parts, runner: Weak<dyn FlowRunner>) -> KeyService {
         KeyService {
             inner: Arc::new(Inner {
                 catalog: parts.catalog,
@@ -140,9 +149,10 @@ impl KeyService {
                 kms: parts.kms,
                 audit: parts.audit,
                 clock: parts.clock,
+                usable: parts.caches.cache(),
                 caches: parts.caches,
                 lease: parts.lease,
-                workflows,
+                runner,
             }),
         }
     }
@@ -155,11 +165,19 @@ impl KeyService {
         self.inner.clock.now()
     }
 
-    fn workflows(&self) -> Result<Arc<Workflows>> {
-        self.inner
-            .workflows
+    /// Runs a flow to its end.
+    async fn launch(&self, req: FlowRequest) -> Result<FlowOutcome> {
+        let runner = self
+            .inner
+            .runner
             .upgrade()
-            .ok_or_else(|| KeyError::Internal("the workflow engine has stopped".into()))
+            .ok_or_else(|| KeyError::Internal("the workflow engine has stopped".into()))?;
+        match runner.run_flow(req).await {
+            Err(FlowError::Busy { run_id }) => Err(KeyError::state(format!(
+                "another change of this key is running (workflow run {run_id}); try again when it has finished"
+            ))),
+            other => Ok(other?),
+        }
     }
 
     /// A key of the caller's account that the caller may read.
@@ -249,7 +267,7 @@ impl KeyService {
 
     /// Drops a key from the cache; call after the change has committed.
     fn forget(&self, kid: &str) {
-        self.inner.caches.keys.forget(kid);
+        self.inner.usable.forget(kid);
     }
 
     /// Applies `patch` to the key at the version it was read, with its audit event, in one

@@ -13,66 +13,22 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use crate::auth::Access;
-use crate::catalog::groups::Group;
 use crate::catalog::new_id;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::sobjects::{
     self, ExternalId, ExternalKey, ExternalRef, KeyOp, KeyOps, KeySource, Origin, Patch,
     RemoteState, SObject, escrow_context,
 };
-use crate::kms::{Link, curve_of, obj_type_of, public_der};
+use crate::kms::{curve_of, obj_type_of, public_der};
 use crate::plugins::kms::{self as remote, RemoteKey};
 
 use super::access::may_manage;
-use super::create::copy_link;
+use super::build::{catalog_op, copy_link, merge_ops, remote_ops};
 use super::error::{KeyError, Result};
+use super::flows::{PendingChange, PendingNew, RunScope};
 use super::journal::release;
-use super::rules::date_changes;
+use super::rules::{self, date_changes};
 use super::{CAS_ATTEMPTS, KeyService, creator, integrity};
-
-/// What a workflow run acts with: who started it, for which group and link.
-#[derive(Clone, Copy)]
-pub struct RunScope<'a> {
-    pub access: &'a Access,
-    pub run_id: &'a str,
-    pub group: &'a Group,
-    pub link: &'a Link,
-}
-
-/// What the caller of a run validated and left for its script to record.
-#[derive(Debug, Clone)]
-pub enum Pending {
-    New(PendingNew),
-    Change(PendingChange),
-    /// New versions of virtual keys (rotations), each with its step.
-    Rotation(super::rotate_hsm::RotationRun),
-}
-
-/// A new virtual key, reserved (state `Creating`), to be completed by `keys::record`.
-#[derive(Debug, Clone)]
-pub struct PendingNew {
-    pub object: SObject,
-    pub audit_action: String,
-    pub audit_details: Value,
-    /// The key this one copies: the link is stored with it.
-    pub copy_of: Option<String>,
-}
-
-impl PendingNew {
-    /// The reserved name in the HSM.
-    pub fn hsm_name(&self) -> &str {
-        self.object.external_name().unwrap_or_default()
-    }
-}
-
-/// A change of a virtual key, to be saved by `keys::save` once the HSM made it.
-#[derive(Debug, Clone)]
-pub struct PendingChange {
-    pub kid: String,
-    pub patch: Patch,
-    pub audit_action: String,
-    pub audit_details: Value,
-}
 
 /// When a soft-deleted key was deleted and will be purged.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -260,14 +216,28 @@ impl KeyService {
             d.insert("external_key".into(), json!(r.id));
             d.insert("workflow_run".into(), json!(scope.run_id));
         }
+        let mut r = r.clone();
         for _ in 0..CAS_ATTEMPTS {
             let current = self.in_group(scope, &pending.kid).await?;
+            // What the HSM answered obeys the rules the change was decided by.
+            let intended = pending.patch.applied_to(&current);
+            let drift = rules::remote_drift(
+                &intended,
+                r.properties.enabled,
+                &remote_ops(&r.ops),
+                self.now(),
+            );
+            if !drift.is_empty() {
+                r = self
+                    .put_back(scope, &intended, &r.name, Some(&r.ops), &drift)
+                    .await?;
+            }
             let source = current
                 .external
                 .as_ref()
                 .map_or(KeySource::External, |e| e.source);
             let patch = Patch {
-                external: Some(self.external_of(scope, r, source)),
+                external: Some(self.external_of(scope, &r, source)),
                 enabled: Some(r.properties.enabled),
                 ..pending.patch.clone()
             };
@@ -278,7 +248,7 @@ impl KeyService {
                 details.clone(),
             );
             if self
-                .write_patch(scope.access, &current, &patch, event)
+                .write_recorded(scope, &current, &patch, event, &drift)
                 .await?
             {
                 return Ok(current.kid);
@@ -305,14 +275,27 @@ impl KeyService {
             ));
         }
         let account = &scope.access.account_id;
+        let reported = state;
         for _ in 0..CAS_ATTEMPTS {
             let current = self.in_group(scope, kid).await?;
             let before = current.external.clone().expect("a virtual key");
-            let ext = remote_state_of(&before, state, deletion, self.now());
-            if ext == before {
+            let now = self.now();
+            // An HSM key found enabled that the catalog's lifecycle keeps disabled is put
+            // back, not adopted.
+            let drift = match reported {
+                RemoteState::Active => rules::remote_drift(&current, true, &KeyOps::default(), now),
+                _ => rules::Drift::default(),
+            };
+            let mut state = reported;
+            if drift.enabled {
+                self.put_back(scope, &current, before.name(), None, &drift)
+                    .await?;
+                state = RemoteState::Disabled;
+            }
+            let ext = remote_state_of(&before, state, deletion, now);
+            if ext == before && drift.is_empty() {
                 return Ok(false);
             }
-            let now = self.now();
             let mut tx = self.catalog().begin().await?;
             let patch = Patch {
                 external: Some(ext),
@@ -323,6 +306,10 @@ impl KeyService {
                 .map_err(integrity)?
             {
                 continue;
+            }
+            if !drift.is_empty() {
+                self.record_drift(&mut tx, scope, &current, &drift, now)
+                    .await?;
             }
             self.event(
                 scope.access,
@@ -366,16 +353,27 @@ impl KeyService {
     }
 
     /// Refreshes a virtual key from what its HSM says now (after a recover or restore, or an
-    /// interrupted change): where it lives, whether it is enabled, its public key, its tags
-    /// and operations, and its dates where the lifecycle allows them.
+    /// interrupted change): where it lives, its public key, its tags, and its dates where the
+    /// lifecycle allows them. Enabled state and operations follow the catalog's rules: the
+    /// HSM may narrow them, never widen them; a key the HSM has enabled (or permitting more)
+    /// than the catalog allows is put back there first, with a `key.drift` audit event and
+    /// notification.
     pub async fn refresh(&self, scope: RunScope<'_>, kid: &str, r: &RemoteKey) -> Result<()> {
+        let mut r = r.clone();
         for _ in 0..CAS_ATTEMPTS {
             let current = self.in_group(scope, kid).await?;
+            let now = self.now();
+            let drift =
+                rules::remote_drift(&current, r.properties.enabled, &remote_ops(&r.ops), now);
+            if !drift.is_empty() {
+                r = self
+                    .put_back(scope, &current, &r.name, Some(&r.ops), &drift)
+                    .await?;
+            }
             let source = current
                 .external
                 .as_ref()
                 .map_or(KeySource::External, |e| e.source);
-            let now = self.now();
             let tags: sobjects::Tags = r
                 .tags
                 .iter()
@@ -390,9 +388,9 @@ impl KeyService {
             )
             .unwrap_or((None, None));
             let patch = Patch {
-                external: Some(self.external_of(scope, r, source)),
+                external: Some(self.external_of(scope, &r, source)),
                 enabled: Some(r.properties.enabled).filter(|e| *e != current.enabled),
-                pub_key: public_der(r).filter(|p| current.pub_key.as_ref() != Some(p)),
+                pub_key: public_der(&r).filter(|p| current.pub_key.as_ref() != Some(p)),
                 tags: Some(tags).filter(|t| *t != current.tags),
                 key_ops: Some(ops).filter(|o| *o != current.key_ops),
                 activation_date: activation,
@@ -406,13 +404,159 @@ impl KeyService {
                 json!({"fields": patch.fields(), "external_key": r.id, "workflow_run": scope.run_id}),
             );
             if self
-                .write_patch(scope.access, &current, &patch, event)
+                .write_recorded(scope, &current, &patch, event, &drift)
                 .await?
             {
                 return Ok(());
             }
         }
         Err(KeyError::Concurrent)
+    }
+
+    /// Puts a virtual key back in its HSM where the HSM strayed beyond the catalog's rules
+    /// (disabled again, operations narrowed to the catalog's: `ops_now` is what the HSM
+    /// permits now), journaled like any change a script makes. Returns the key as the HSM
+    /// has it afterwards.
+    async fn put_back(
+        &self,
+        scope: RunScope<'_>,
+        o: &SObject,
+        name: &str,
+        ops_now: Option<&[remote::KeyOp]>,
+        drift: &rules::Drift,
+    ) -> Result<RemoteKey> {
+        let ops = ops_now.filter(|_| !drift.extra_ops.is_empty()).map(|now| {
+            now.iter()
+                .copied()
+                .filter(|op| catalog_op(*op).is_none_or(|c| o.key_ops.contains(c)))
+                .collect::<Vec<_>>()
+        });
+        let req = remote::UpdateRequest {
+            enabled: drift.enabled.then_some(false),
+            not_before: None,
+            expires: None,
+            ops,
+            tags: None,
+        };
+        let entry = self
+            .journal_open(scope, "update_key", Some(name), Some(&o.kid))
+            .await?;
+        let key = remote::KeyRef {
+            name: name.to_string(),
+            version: None,
+        };
+        let result = self.inner.kms.update_key(scope.link, &key, &req).await;
+        let details = json!({"name": name, "put_back": {
+            "enabled": drift.enabled.then_some(false),
+            "removed_ops": drift.extra_ops,
+        }});
+        self.journal_end(
+            scope,
+            &entry,
+            "update_key",
+            result.as_ref().map(|k| Some(k.id.clone())),
+            details,
+        )
+        .await?;
+        tracing::warn!(kid = %o.kid, enabled = drift.enabled, "an HSM strayed from the catalog's rules; put back");
+        Ok(result?)
+    }
+
+    /// The `key.drift` audit event and notification of a key put back in its HSM, in the
+    /// transaction that records it.
+    async fn record_drift(
+        &self,
+        tx: &mut crate::catalog::Conn,
+        scope: RunScope<'_>,
+        current: &SObject,
+        drift: &rules::Drift,
+        now: i64,
+    ) -> Result<()> {
+        let data = json!({
+            "kid": current.kid, "name": current.name, "group_id": scope.group.id,
+            "external_name": current.external_name(), "state": current.state(now).as_str(),
+            "disabled_again": drift.enabled, "removed_ops": drift.extra_ops,
+        });
+        self.event(
+            scope.access,
+            "key.drift",
+            &current.kid,
+            json!({"workflow_run": scope.run_id, "drift": data}),
+        )
+        .outcome(
+            "put_back",
+            "the HSM strayed beyond the catalog's rules; put back",
+        )
+        .write(tx)
+        .await?;
+        notifications::enqueue(tx, &scope.access.account_id, EventType::Drift, &data, now).await?;
+        Ok(())
+    }
+
+    /// Whether a run may ask the HSM for this update of a virtual key: only what the run's
+    /// pending change of that key decided (the key service checked it against the rules),
+    /// else nothing that could widen the key (enabled, dates, operations); tags are free.
+    pub fn check_remote_update(
+        &self,
+        current: &SObject,
+        pending: Option<&PendingChange>,
+        req: &remote::UpdateRequest,
+    ) -> Result<()> {
+        let intended = match pending {
+            Some(p) if p.kid == current.kid => p.patch.applied_to(current),
+            _ => current.clone(),
+        };
+        let refuse = |what: &str| {
+            Err(KeyError::rule(format!(
+                "a workflow run changes {what} of a key in its HSM only as the key service decided (PATCH /crypto/v1/keys/{}); the catalog is the authority",
+                current.kid
+            )))
+        };
+        if req.enabled.is_some_and(|e| e != intended.enabled) {
+            return refuse("whether it is enabled");
+        }
+        if req.not_before.is_some() && req.not_before != intended.activation_date {
+            return refuse("the activation date");
+        }
+        if req.expires.is_some() && req.expires != intended.deactivation_date {
+            return refuse("the deactivation date");
+        }
+        if let Some(ops) = &req.ops
+            && remote_ops(ops).beyond(&intended.key_ops).next().is_some()
+        {
+            return refuse("the operations");
+        }
+        Ok(())
+    }
+
+    /// Writes a patch of what a run recorded, with its audit event, and, when the HSM had
+    /// to be put back, the `key.drift` event and notification, all in one transaction.
+    async fn write_recorded(
+        &self,
+        scope: RunScope<'_>,
+        current: &SObject,
+        patch: &Patch,
+        event: crate::audit::Event,
+        drift: &rules::Drift,
+    ) -> Result<bool> {
+        if drift.is_empty() {
+            return self.write_patch(scope.access, current, patch, event).await;
+        }
+        let account = &scope.access.account_id;
+        let now = self.now();
+        let mut tx = self.catalog().begin().await?;
+        if !sobjects::apply(&mut tx, account, &current.kid, current.version, patch)
+            .await
+            .map_err(integrity)?
+        {
+            return Ok(false);
+        }
+        event.write(&mut tx).await?;
+        self.record_drift(&mut tx, scope, current, drift, now)
+            .await?;
+        tx.commit().await?;
+        self.forget(&current.kid);
+        Ok(true)
     }
 
     /// Stores keys found in the HSM as virtual keys of the group, each with its escrowed
@@ -634,31 +778,6 @@ fn remote_state_of(
         }
     }
     ext
-}
-
-/// A virtual key's operations from its HSM's, keeping what only the catalog knows: EXPORT
-/// (which the HSM list never adds) and APPMANAGEABLE.
-pub(super) fn merge_ops(catalog: &KeyOps, remote: &[remote::KeyOp]) -> KeyOps {
-    let mut ops: KeyOps = remote
-        .iter()
-        .filter_map(|o| {
-            Some(match o {
-                remote::KeyOp::Encrypt => KeyOp::Encrypt,
-                remote::KeyOp::Decrypt => KeyOp::Decrypt,
-                remote::KeyOp::Sign => KeyOp::Sign,
-                remote::KeyOp::Verify => KeyOp::Verify,
-                remote::KeyOp::WrapKey => KeyOp::WrapKey,
-                remote::KeyOp::UnwrapKey => KeyOp::UnwrapKey,
-                _ => return None,
-            })
-        })
-        .collect();
-    for keep in [KeyOp::Export, KeyOp::AppManageable] {
-        if catalog.contains(keep) {
-            ops.insert(keep);
-        }
-    }
-    ops
 }
 
 #[cfg(test)]

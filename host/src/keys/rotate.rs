@@ -18,23 +18,24 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::audit::Event;
 use crate::auth::Access;
 use crate::catalog::notifications::{self, EventType};
-use crate::catalog::rotation::{self, CopySelection, PolicyRow, RotationPolicy, Step, StepKind};
+use crate::catalog::rotation::{self, CopySelection, RotationPolicy, Step, StepKind};
 use crate::catalog::schedule;
 use crate::catalog::sobjects::{
-    self, KeyOps, KeyState, LinkKind, ObjType, Patch, RemoteState, SObject, Tags, material_context,
+    self, KeyState, LinkKind, Patch, RemoteState, SObject, material_context,
 };
 use crate::catalog::{Conn, new_id};
 use crate::crypto;
 use crate::plugins::policy::Action;
 use crate::time::format_dsm;
-use crate::workflows::Trigger;
 
 use super::access::may_manage;
+use super::build::{RekeyChange, policy_row, successor};
 use super::error::{KeyError, Result};
-use super::rotate_hsm::CopyOutcome;
-use super::rules::{check_dates, check_tags, ops_change};
+use super::flows::CopyOutcome;
+use super::flows::Trigger;
 use super::{KeyRef, KeyService, KeyView, creator, integrity};
 
 /// Managed HSM keeps at most this many versions of a key; rotations count towards it.
@@ -56,19 +57,6 @@ pub struct RekeySpec {
     pub rotation_policy: Option<Option<RotationPolicy>>,
     /// What asked for the rotation (recorded with its workflow runs).
     pub trigger: Trigger,
-}
-
-/// What a rotation may change (DSM lets a rekey change these).
-#[derive(Debug, Clone, Default)]
-pub struct RekeyChange {
-    pub description: Option<String>,
-    pub key_ops: Option<KeyOps>,
-    pub enabled: Option<bool>,
-    pub activation_date: Option<i64>,
-    pub deactivation_date: Option<i64>,
-    pub tags: Option<Tags>,
-    /// Keys held in the catalog: a new size (AES, RSA).
-    pub key_size: Option<u32>,
 }
 
 /// What a rotation did.
@@ -297,9 +285,19 @@ impl KeyService {
             }
             Some(p) => {
                 rotation::remove_policy(c, &old.kid).await?;
-                if let Some(p) = p {
-                    rotation::set_policy(c, &policy_row(access, &new.kid, p, now)).await?;
+                if let Some(p) = &p {
+                    rotation::set_policy(c, &policy_row(access, &new.kid, p.clone(), now)).await?;
                 }
+                Event::new(
+                    Some(&access.account_id),
+                    &access.principal,
+                    "key.rotation_policy",
+                    now,
+                )
+                .object("sobject", &new.kid)
+                .details(json!({"rotation_policy": p, "replaced": old.kid}))
+                .write(c)
+                .await?;
             }
         }
         schedule::rotation_done(c, &old.kid, None, now).await?;
@@ -379,93 +377,6 @@ fn policy_fits(o: &SObject, p: &RotationPolicy) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-pub(super) fn policy_row(access: &Access, kid: &str, p: RotationPolicy, now: i64) -> PolicyRow {
-    PolicyRow {
-        kid: kid.to_string(),
-        account_id: access.account_id.clone(),
-        next_due: p.next_due(now, None),
-        policy: p,
-        owner: creator(&access.principal),
-        set_at: now,
-        last_rotated_at: None,
-        status: rotation::PolicyStatus::Active,
-        failures: 0,
-        last_error: None,
-    }
-}
-
-/// The replacement of a key: its name, type and group, the attributes the request changes,
-/// the rest of the replaced key's. Material, public key and check value come later.
-pub(super) fn successor(
-    access: &Access,
-    current: &SObject,
-    c: &RekeyChange,
-    now: i64,
-) -> Result<SObject> {
-    let key_ops = c.key_ops.clone().unwrap_or_else(|| current.key_ops.clone());
-    ops_change(current, &key_ops)?;
-    let key_size = match c.key_size {
-        Some(size) if current.is_virtual() => {
-            if Some(size) != current.key_size {
-                return Err(KeyError::invalid(
-                    "key_size",
-                    "the new version of a key in an external key manager keeps its size",
-                ));
-            }
-            Some(size)
-        }
-        Some(size) => {
-            if current.obj_type == ObjType::Ec {
-                return Err(KeyError::invalid(
-                    "key_size",
-                    "EC keys take an elliptic_curve instead",
-                ));
-            }
-            crypto::check_size(current.obj_type, Some(size))
-                .map_err(|e| KeyError::invalid("key_size", e.0))?;
-            Some(size)
-        }
-        None => current.key_size,
-    };
-    let tags = c.tags.clone().unwrap_or_else(|| current.tags.clone());
-    check_tags(&tags)?;
-    let activation = c.activation_date.unwrap_or(now);
-    check_dates(Some(activation), c.deactivation_date)?;
-    if c.deactivation_date.is_some_and(|d| d < now) {
-        return Err(KeyError::invalid(
-            "deactivation_date",
-            "must not be in the past",
-        ));
-    }
-    Ok(SObject {
-        kid: new_id(),
-        description: c
-            .description
-            .clone()
-            .or_else(|| current.description.clone()),
-        key_size,
-        never_exportable: !key_ops.contains(sobjects::KeyOp::Export),
-        key_ops,
-        enabled: c.enabled.unwrap_or(current.enabled),
-        activation_date: Some(activation),
-        deactivation_date: c.deactivation_date,
-        compromise_date: None,
-        destruction_date: None,
-        revocation_reason: None,
-        created_at: now,
-        lastused_at: None,
-        creator: creator(&access.principal),
-        origin: sobjects::Origin::Keyward,
-        material: None,
-        pub_key: None,
-        kcv: None,
-        tags,
-        rotated_at: None,
-        version: 0,
-        ..current.clone()
-    })
 }
 
 /// `<name> (rotated at <time>)`, made unique when one second saw two rotations.

@@ -17,8 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::{self, Access};
 use crate::catalog::notifications::{self, EventType};
@@ -29,14 +28,14 @@ use crate::crypto::Material;
 use crate::kms::public_der;
 use crate::plugins::kms::RemoteKey;
 use crate::plugins::policy::Action;
-use crate::workflows::{RunRequest, Secret, Trigger, WorkflowError};
 
 use super::access::may_manage;
-use super::create::copy_link;
+use super::build::{copy_link, copy_successor, merge_ops, rotate_from_size, successor};
 use super::error::{KeyError, Result};
-use super::hsm::{ensure_live, exclusive_key, key_input};
-use super::remote::{Pending, RunScope};
-use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed, rotated_notice, successor};
+use super::flows::{CopyOutcome, MadeVersion, Pending, RotationRun, RunScope, StepPlan};
+use super::flows::{FlowRequest, Trigger};
+use super::hsm::{ensure_live, exclusive_key};
+use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed, rotated_notice};
 use super::rules::{copy_ops, copyable};
 use super::{KeyService, creator, integrity, open_material};
 
@@ -48,73 +47,19 @@ pub struct CopyPlan {
     pub successor: SObject,
 }
 
-/// How a linked copy's rotation went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CopyOutcome {
-    /// The copy that was to rotate.
-    pub kid: String,
-    pub group_id: String,
-    /// Its replacement, holding the new version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_kid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One virtual key a rotation run gives a new version: what the key service decided before
-/// the run, for the run's host functions to act on and record.
-#[derive(Debug, Clone)]
-pub struct StepPlan {
-    pub step_id: String,
-    pub kind: StepKind,
-    /// The virtual key and its HSM name.
-    pub kid: String,
-    pub hsm_name: String,
-    /// The HSM version it has now; a different latest version is the new one.
-    pub prior_version: Option<String>,
-    /// The run takes over after an interrupted one: ask the HSM first.
-    pub resume: bool,
-    /// The virtual key the new version becomes (its id, attributes and operations).
-    pub successor: SObject,
-    pub deactivate_old: bool,
-    /// The catalog key the material comes from (copies, F26).
-    pub source_kid: Option<String>,
-}
-
-impl StepPlan {
-    /// What the script sees of it (`input.copies[i]`, `input.key`).
-    pub fn input(&self) -> Value {
-        json!({
-            "kid": self.kid, "azure_name": self.hsm_name, "prior_version": self.prior_version,
-            "resume": self.resume, "key": key_input(&self.successor),
-        })
-    }
-}
-
-/// The steps a rotation run is for (`Pending::Rotation`).
-#[derive(Debug, Clone)]
-pub struct RotationRun {
-    pub worker: String,
-    pub steps: Vec<StepPlan>,
+/// Abandoned steps resumed by one run: same account, principal, source and kind, and (but
+/// for copies of one source) the same step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ResumeGroup {
+    account: String,
+    owner: String,
+    source: Option<String>,
+    kind: &'static str,
+    run: Option<String>,
 }
 
 /// Copies whose rotation is planned (checked against the rules and policies) at once.
 const PLANNED_AT_ONCE: usize = 8;
-
-/// A version the HSM made for one step of a run, for `record_versions`.
-pub struct MadeVersion<'a> {
-    pub plan: &'a StepPlan,
-    pub remote: &'a RemoteKey,
-    pub backup: Option<&'a [u8]>,
-}
-
-impl RotationRun {
-    pub fn plan_for(&self, hsm_name: &str) -> Option<&StepPlan> {
-        self.steps
-            .iter()
-            .find(|s| s.hsm_name.eq_ignore_ascii_case(hsm_name))
-    }
-}
 
 impl KeyService {
     /// The linked copies of `current` that rotate with it: every current copy in a linked
@@ -250,15 +195,7 @@ impl KeyService {
                 let source = self.resolve(access, from).await?;
                 may_manage(access, &source)?;
                 copyable(&source, now)?;
-                if source.obj_type != current.obj_type
-                    || source.key_size != current.key_size
-                    || source.curve != current.curve
-                {
-                    return Err(KeyError::invalid(
-                        "rotate_from",
-                        "the source key must have the type and size (or curve) of the key it rotates",
-                    ));
-                }
+                next.key_size = rotate_from_size(&current, &source)?;
                 next.key_ops = match spec.change.key_ops {
                     Some(_) => copy_ops(&source, Some(next.key_ops.clone()))?,
                     None => next
@@ -321,21 +258,11 @@ impl KeyService {
                 e.into()
             }
         })?;
-        if let Some(Some(p)) = &spec.rotation_policy {
-            // Kept with the step's key until the rotation records the replacement.
-            rotation::set_policy(
-                &mut tx,
-                &super::rotate::policy_row(access, &current.kid, p.clone(), now),
-            )
-            .await?;
-        }
         tx.commit().await?;
-        if spec.rotation_policy == Some(None) {
-            let mut tx = self.catalog().begin().await?;
-            rotation::remove_policy(&mut tx, &current.kid).await?;
-            tx.commit().await?;
-        }
-        let plan = self.plan_of(&step, &current, next, false);
+        // The policy in the request is stored with the new version, in the transaction that
+        // records it: a rotation that fails changes nothing.
+        let mut plan = self.plan_of(&step, &current, next, false);
+        plan.rotation_policy = spec.rotation_policy.clone();
         let outcome = self
             .run_steps(
                 access,
@@ -377,6 +304,7 @@ impl KeyService {
             successor,
             deactivate_old: step.deactivate_old,
             source_kid: step.source_kid.clone(),
+            rotation_policy: None,
         }
     }
 
@@ -487,33 +415,23 @@ impl KeyService {
             worker: self.inner.lease.worker.clone(),
             steps: plans,
         };
-        let secrets = material
-            .map(|m| vec![("material".to_string(), Secret(Arc::new(m)))])
-            .unwrap_or_default();
-        let workflows = self.workflows()?;
         let renew = self.keep_leased(run.steps.iter().map(|s| s.step_id.clone()).collect());
-        let result = workflows
-            .run(RunRequest {
+        let result = self
+            .launch(FlowRequest {
                 workflow: workflow.into(),
                 trigger,
                 access: access.clone(),
-                group: Some(group),
-                link: Some(link),
+                group,
+                link,
                 input,
-                secrets,
+                material,
                 pending: Some(Pending::Rotation(run)),
                 exclusive,
                 run_id: None,
             })
             .await;
         renew.abort();
-        match result {
-            Ok(_) => Ok(()),
-            Err(WorkflowError::Busy { run_id }) => Err(KeyError::state(format!(
-                "another change of this key is running (workflow run {run_id}); try again when it has finished"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        result.map(|_| ())
     }
 
     /// Renews the leases of steps while their run works on them (a rotation of many copies
@@ -621,7 +539,7 @@ impl KeyService {
         let now = self.now();
         let mut next = successor(scope.access, &old, &Default::default(), now)?;
         next.origin = Origin::External;
-        next.key_ops = super::remote::merge_ops(&old.key_ops, &r.ops);
+        next.key_ops = merge_ops(&old.key_ops, &r.ops);
         next.activation_date = r
             .properties
             .not_before
@@ -643,6 +561,7 @@ impl KeyService {
             successor: next,
             deactivate_old: false,
             source_kid: None,
+            rotation_policy: None,
         };
         self.write_version(scope, &plan, None, r, backup)
             .await
@@ -712,7 +631,15 @@ impl KeyService {
         self.retire(tx, scope.access, &old, plan.deactivate_old, now)
             .await?;
         sobjects::insert(tx, &new).await.map_err(integrity)?;
-        self.rearm(tx, scope.access, &old, &new, None, now).await?;
+        self.rearm(
+            tx,
+            scope.access,
+            &old,
+            &new,
+            plan.rotation_policy.clone(),
+            now,
+        )
+        .await?;
         if let Some(source_kid) = &plan.source_kid
             && let Some(src) = sobjects::get(tx, account, source_kid).await?
         {
@@ -799,8 +726,10 @@ impl KeyService {
             let mut conn = self.catalog().conn().await?;
             rotation::abandoned_steps(&mut conn, now, 500).await?
         };
-        let mut claimed: BTreeMap<(String, String, Option<String>, &'static str), Vec<Step>> =
-            BTreeMap::new();
+        // One resumption per principal and run: copy steps of one source rotate together,
+        // as they started; every other step (one key each) resumes on its own. Each acts
+        // with the current access of the principal that started it, never another's.
+        let mut claimed: BTreeMap<ResumeGroup, Vec<Step>> = BTreeMap::new();
         for s in abandoned {
             let mut tx = self.catalog().begin().await?;
             let ok = rotation::claim_step(
@@ -813,21 +742,29 @@ impl KeyService {
             .await?;
             tx.commit().await?;
             if ok {
+                let run = match s.kind {
+                    StepKind::Copy => None,
+                    StepKind::Native | StepKind::Keyward => Some(s.id.clone()),
+                };
                 claimed
-                    .entry((
-                        s.account_id.clone(),
-                        s.group_id.clone(),
-                        s.source_kid.clone(),
-                        s.kind.as_str(),
-                    ))
+                    .entry(ResumeGroup {
+                        account: s.account_id.clone(),
+                        owner: format!("{}:{}", s.owner.kind(), s.owner.id()),
+                        source: s.source_kid.clone(),
+                        kind: s.kind.as_str(),
+                        run,
+                    })
                     .or_default()
                     .push(s);
             }
         }
         let mut n = 0;
-        for ((account, _, source, _), steps) in claimed {
+        for (g, steps) in claimed {
             n += steps.len();
-            if let Err(e) = self.resume_steps(&account, source.as_deref(), steps).await {
+            if let Err(e) = self
+                .resume_steps(&g.account, g.source.as_deref(), steps)
+                .await
+            {
                 tracing::warn!("resuming an interrupted rotation: {e}");
             }
         }
@@ -873,10 +810,28 @@ impl KeyService {
                 .fail_steps(&steps, "the source key's material is gone")
                 .await;
         }
+        // The principal's rights now, not when the rotation started.
+        let mut targets = Vec::new();
+        for s in &steps {
+            let target = self
+                .get(&access, &s.target_kid)
+                .await
+                .and_then(|t| may_manage(&access, &t).map(|()| t));
+            match target {
+                Ok(t) => targets.push(t),
+                Err(e) => {
+                    return self
+                        .fail_steps(
+                            &steps,
+                            &format!("the principal that started the rotation may no longer rotate {}: {e}", s.target_kid),
+                        )
+                        .await;
+                }
+            }
+        }
         let mut plans = Vec::new();
         let mut copies = Vec::new();
-        for s in &steps {
-            let target = self.get(&access, &s.target_kid).await?;
+        for (s, target) in steps.iter().zip(targets) {
             let next = match &source_key {
                 Some(src) => copy_successor(&access, &target, src, self.now())?,
                 None => {
@@ -906,10 +861,18 @@ impl KeyService {
             .await
     }
 
+    /// Fails steps that cannot resume, each with its audit event (as the principal that
+    /// started it, who may be gone).
     async fn fail_steps(&self, steps: &[Step], why: &str) -> Result<()> {
         let now = self.now();
         let mut tx = self.catalog().begin().await?;
         for s in steps {
+            crate::audit::Event::system(Some(&s.account_id), s.owner.id(), "key.rotate", now)
+                .object("sobject", &s.target_kid)
+                .outcome("failure", why)
+                .details(json!({"step": s.id, "resumed": true, "owner_kind": s.owner.kind()}))
+                .write(&mut tx)
+                .await?;
             rotation::finish_step(
                 &mut tx,
                 &s.id,
@@ -962,27 +925,4 @@ async fn failed_notice(
     )
     .await?;
     Ok(())
-}
-
-/// The virtual key a copy's new version becomes: the copy's attributes, with its operations
-/// cut down to what the new source permits (a copy never permits more than its source), and
-/// exportable only if the source's material has been.
-fn copy_successor(access: &Access, copy: &SObject, source: &SObject, now: i64) -> Result<SObject> {
-    let ops = copy
-        .key_ops
-        .iter()
-        .filter(|op| source.key_ops.contains(*op))
-        .collect();
-    let mut next = successor(
-        access,
-        copy,
-        &super::RekeyChange {
-            key_ops: Some(ops),
-            ..Default::default()
-        },
-        now,
-    )?;
-    next.origin = Origin::External;
-    next.never_exportable = source.never_exportable || !next.key_ops.contains(KeyOp::Export);
-    Ok(next)
 }

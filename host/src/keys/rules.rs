@@ -80,16 +80,56 @@ pub fn check_dates(activation: Option<i64>, deactivation: Option<i64>) -> Result
     Ok(())
 }
 
-/// A key's new operation list: valid for its type, and without EXPORT unless it had it
-/// (PKCS#11: extractable can be turned off, never on).
-pub fn ops_change(current: &SObject, new: &KeyOps) -> Result<()> {
+/// A key's new operation list: valid for its type, without EXPORT unless it had it
+/// (PKCS#11: extractable can be turned off, never on), and for a copy (`source`: its source's
+/// operations) nothing its source lacks: a copy never does more than the key it copies.
+pub fn ops_change(current: &SObject, new: &KeyOps, source: Option<&KeyOps>) -> Result<()> {
     check_ops(current.obj_type, new)?;
     if new.contains(KeyOp::Export) && !current.has_op(KeyOp::Export) {
         return Err(KeyError::rule(
             "EXPORT cannot be added to a key after it was created: a key that was not exportable stays so",
         ));
     }
+    if let Some(source) = source {
+        let extra: Vec<&str> = new
+            .beyond(&current.key_ops)
+            .filter(|op| !source.contains(*op))
+            .map(KeyOp::as_str)
+            .collect();
+        if !extra.is_empty() {
+            return Err(KeyError::rule(format!(
+                "a copy cannot have operations its source lacks ({})",
+                extra.join(", ")
+            )));
+        }
+    }
     Ok(())
+}
+
+/// How an external key manager's view of a virtual key strays beyond what the catalog allows:
+/// the catalog is the authority, so such drift is put back in the HSM, never adopted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Drift {
+    /// The HSM has the key enabled where the key's lifecycle forbids it.
+    pub enabled: bool,
+    /// Operations the HSM permits that the catalog does not.
+    pub extra_ops: KeyOps,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        !self.enabled && self.extra_ops.is_empty()
+    }
+}
+
+/// Compares what an HSM reports of a virtual key (`enabled`, its operations mapped to the
+/// catalog's names) with the catalog's rules: enabling follows [`enable_change`], and the
+/// operations may only be the catalog's or fewer.
+pub fn remote_drift(o: &SObject, enabled: bool, ops: &KeyOps, now: i64) -> Drift {
+    Drift {
+        enabled: enabled && enable_change(o, true, now).is_err(),
+        extra_ops: ops.beyond(&o.key_ops).collect(),
+    }
 }
 
 /// What may be copied: a key whose material is here, usable (pre-active or active, enabled),
@@ -488,12 +528,23 @@ mod tests {
         let mut with_export = k.key_ops.clone();
         with_export.insert(KeyOp::Export);
         assert!(matches!(
-            ops_change(&k, &with_export),
+            ops_change(&k, &with_export, None),
             Err(KeyError::Rule(_))
         ));
         let mut fewer = k.key_ops.clone();
         fewer.remove(KeyOp::Encrypt);
-        assert!(ops_change(&k, &fewer).is_ok());
+        assert!(ops_change(&k, &fewer, None).is_ok());
+        // A copy that was narrowed gets back only what its source has.
+        let mut copy = k.clone();
+        copy.key_ops = KeyOps::of(&[KeyOp::Encrypt]);
+        let source = KeyOps::of(&[KeyOp::Encrypt, KeyOp::Decrypt]);
+        let widened = KeyOps::of(&[KeyOp::Encrypt, KeyOp::Decrypt, KeyOp::WrapKey]);
+        assert!(matches!(
+            ops_change(&copy, &widened, Some(&source)),
+            Err(KeyError::Rule(_))
+        ));
+        assert!(ops_change(&copy, &source, Some(&source)).is_ok());
+        assert!(ops_change(&copy, &KeyOps::of(&[]), Some(&source)).is_ok());
         assert!(matches!(
             copy_ops(&k, Some(with_export)),
             Err(KeyError::Rule(_))
@@ -502,9 +553,38 @@ mod tests {
         let mut exportable = k.clone();
         exportable.key_ops.insert(KeyOp::Export);
         assert!(
-            ops_change(&exportable, &fewer).is_ok(),
+            ops_change(&exportable, &fewer, None).is_ok(),
             "EXPORT can be removed"
         );
+    }
+
+    #[test]
+    fn an_hsm_never_widens_a_virtual_key() {
+        let mut v = key(KeyState::Compromised);
+        v.enabled = false;
+        v.external = Some(
+            serde_json::from_value(serde_json::json!({
+                "kind": "AzureManagedHsm", "hsm_group_id": "g", "instance": null,
+                "id": {"label": "k", "version": "1"}, "key_id": null, "key_version": null,
+                "kty": "oct-HSM", "source": "External", "state": "Active"
+            }))
+            .unwrap(),
+        );
+        v.material = None;
+        let ops = v.key_ops.clone();
+        assert!(remote_drift(&v, true, &ops, NOW).enabled);
+        assert!(remote_drift(&v, false, &ops, NOW).is_empty());
+        let mut more = ops.clone();
+        more.insert(KeyOp::Sign);
+        assert_eq!(
+            remote_drift(&v, false, &more, NOW).extra_ops,
+            KeyOps::of(&[KeyOp::Sign])
+        );
+        // An active key may be enabled again in its HSM, as through the API.
+        let mut active = v.clone();
+        active.compromise_date = None;
+        active.deactivation_date = None;
+        assert!(remote_drift(&active, true, &ops, NOW).is_empty());
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl WrapMode {
 impl KeyService {
     /// A key with its material opened, from the cache or the catalog.
     pub async fn usable_key(&self, account: &str, kid: &str) -> Result<Arc<UsableKey>> {
-        let cache = &self.inner.caches.keys;
+        let cache = &self.inner.usable;
         let key = match cache.get(kid) {
             Some(k) => k,
             None => {

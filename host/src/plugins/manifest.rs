@@ -300,6 +300,14 @@ impl HostPattern {
         })
     }
 
+    /// The address this pattern names, when its host is an IP address rather than a name.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match &self.host {
+            HostMatch::Exact(h) => h.parse().ok(),
+            HostMatch::Subdomain(_) => None,
+        }
+    }
+
     /// Whether `url` may be requested under this pattern (scheme, host and port all match).
     pub fn matches(&self, url: &Url) -> bool {
         if url.scheme() != self.scheme {

@@ -115,6 +115,8 @@ impl Jobs {
             ));
         }
         self.may_manage(access, spec.group_id.as_deref()).await?;
+        crate::workflows::may_start(access, &spec.workflow, spec.group_id.as_deref())
+            .map_err(|e| JobError::Forbidden(e.to_string()))?;
         let cron = Cron::parse(&spec.cron, spec.time_zone.as_deref().unwrap_or("UTC"))
             .map_err(|e| invalid("cron", e.0))?;
         let input = spec.input.unwrap_or_else(|| json!({}));

@@ -33,7 +33,7 @@ use crate::catalog::rotation;
 use crate::catalog::schedule::{self, Claim, FireKey, FireKind, FireOutcome, Job};
 use crate::catalog::sobjects::{self, Creator};
 use crate::catalog::{Catalog, CatalogError};
-use crate::keys::{KeyError, KeyRef, KeyService, RekeySpec};
+use crate::keys::{FlowError, KeyError, KeyRef, KeyService, RekeySpec};
 use crate::kms::Link;
 use crate::time::Clock;
 use crate::workflows::{RunRequest, Trigger, Workflows};
@@ -377,7 +377,12 @@ impl Scheduler {
                         | KeyError::Invalid { .. }
                 );
                 let run_id = match &e {
-                    KeyError::Workflow(w) => run_of(w),
+                    KeyError::Flow(
+                        FlowError::Busy { run_id } | FlowError::Unrecorded { run_id, .. },
+                    ) => Some(run_id.clone()),
+                    KeyError::Flow(FlowError::Run(w)) => w
+                        .downcast_ref::<crate::workflows::WorkflowError>()
+                        .and_then(run_of),
                     _ => None,
                 };
                 Attempt::Failed {
@@ -424,6 +429,11 @@ impl Scheduler {
             }
             Err(e) => return failed(e.to_string(), false),
         };
+        // The owner's rights now: a job stops when its owner may no longer start its workflow.
+        if let Err(e) = crate::workflows::may_start(&access, &job.workflow, job.group_id.as_deref())
+        {
+            return failed(format!("the job's owner may no longer run it: {e}"), true);
+        }
         let (group, link) = match &job.group_id {
             None => (None, None),
             Some(g) => match self.keys.group(&job.account_id, g).await {

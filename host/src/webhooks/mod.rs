@@ -1,4 +1,4 @@
-//! Webhooks in (FLOWS F31): `POST /webhooks/{name}` starts a workflow, or, for Azure Event
+//! Webhooks in (FLOWS F31): `POST /webhooks/{account_id}/{name}` starts a workflow, or, for Azure Event
 //! Grid, syncs or rotates the key an event is about. Each webhook acts as the principal that
 //! created it, with that principal's roles when a delivery arrives.
 //!
@@ -58,9 +58,6 @@ pub enum WebhookError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
-    /// 405: the webhook does not take this method (a CloudEvents handshake at a signed one).
-    #[error("{0}")]
-    MethodNotAllowed(String),
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -133,6 +130,31 @@ pub struct Webhooks {
     keys: KeyService,
     workflows: Arc<Workflows>,
     clock: Clock,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What every refused delivery is answered, whatever the reason (an unknown name, a bad
+/// signature or secret), so that answers tell nobody which webhooks exist.
+const UNAUTHORIZED: &str = "the delivery's signature does not check out for a webhook of that name";
+
+/// Why a delivery was refused: the bounded label of its metric.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Unknown,
+    Signature,
+    Body,
+    TooLarge,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "unknown",
+            Refusal::Signature => "signature",
+            Refusal::Body => "body",
+            Refusal::TooLarge => "too_large",
+        }
+    }
 }
 
 impl Webhooks {
@@ -141,12 +163,14 @@ impl Webhooks {
         keys: KeyService,
         workflows: Arc<Workflows>,
         clock: Clock,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Webhooks {
         Webhooks {
             catalog,
             keys,
             workflows,
             clock,
+            metrics,
         }
     }
 
@@ -164,7 +188,7 @@ impl Webhooks {
         {
             return Err(invalid(
                 "name",
-                "must be 1 to 64 letters, digits, '-' or '_' (it is the path /webhooks/{name})",
+                "must be 1 to 64 letters, digits, '-' or '_' (it is the path /webhooks/{account_id}/{name})",
             ));
         }
         match spec.kind {
@@ -179,6 +203,7 @@ impl Webhooks {
                         format!("there is no workflow named '{w}'"),
                     ));
                 }
+                crate::workflows::may_start(access, w, spec.group_id.as_deref())?;
             }
             WebhookKind::EventGrid => {
                 if spec.workflow.is_some() {
@@ -216,7 +241,10 @@ impl Webhooks {
         let mut tx = self.catalog.begin().await?;
         webhooks::insert(&mut tx, &w).await.map_err(|e| {
             if e.is_unique_violation() {
-                WebhookError::Conflict(format!("a webhook named '{}' exists", w.name))
+                WebhookError::Conflict(format!(
+                    "a webhook named '{}' exists in this account",
+                    w.name
+                ))
             } else {
                 e.into()
             }
@@ -319,17 +347,21 @@ impl Webhooks {
         Ok(webhooks::deliveries(&mut conn, &w.id, limit).await?)
     }
 
-    /// A delivery to `POST /webhooks/{name}`: checked, recorded, and acted on.
+    /// A delivery to `POST /webhooks/{account}/{name}`: checked, recorded, and acted on.
     pub async fn receive(
         &self,
+        account: &str,
         name: &str,
         creds: &Credentials<'_>,
         body: &[u8],
     ) -> Result<Received, WebhookError> {
-        let w = self.by_name(name).await?;
+        let Some(w) = self.by_name(account, name).await? else {
+            self.refused(Refusal::Unknown);
+            return Err(WebhookError::Unauthorized(UNAUTHORIZED.into()));
+        };
         let now = self.clock.now();
         if body.len() > MAX_BODY {
-            self.refused(&w, "the body is too large").await;
+            self.refused(Refusal::TooLarge);
             return Err(WebhookError::TooLarge);
         }
         match w.kind {
@@ -346,16 +378,20 @@ impl Webhooks {
     /// allowed to deliver.
     pub async fn handshake(
         &self,
+        account: &str,
         name: &str,
         query_secret: Option<&str>,
         origin: &str,
     ) -> Result<String, WebhookError> {
-        let w = self.by_name(name).await?;
-        if w.kind != WebhookKind::EventGrid {
-            return Err(WebhookError::MethodNotAllowed(
-                "this webhook takes signed POST deliveries only".into(),
-            ));
-        }
+        // A standard webhook takes no handshake; it answers as an unknown name does.
+        let Some(w) = self
+            .by_name(account, name)
+            .await?
+            .filter(|w| w.kind == WebhookKind::EventGrid)
+        else {
+            self.refused(Refusal::Unknown);
+            return Err(WebhookError::Unauthorized(UNAUTHORIZED.into()));
+        };
         self.check_query_secret(&w, query_secret, self.clock.now())
             .await?;
         let mut tx = self.catalog.begin().await?;
@@ -371,11 +407,13 @@ impl Webhooks {
         Ok(origin.to_string())
     }
 
-    async fn by_name(&self, name: &str) -> Result<Webhook, WebhookError> {
+    async fn by_name(&self, account: &str, name: &str) -> Result<Option<Webhook>, WebhookError> {
+        // A path that cannot name a webhook is an unknown one, answered alike.
+        if !crate::catalog::is_id(account) {
+            return Ok(None);
+        }
         let mut conn = self.catalog.conn().await?;
-        webhooks::by_name(&mut conn, name)
-            .await?
-            .ok_or_else(|| WebhookError::NotFound(format!("no webhook named '{name}'")))
+        Ok(webhooks::by_name(&mut conn, account, name).await?)
     }
 
     /// The webhook's secrets in force: the current one, and the previous one during its
@@ -406,14 +444,17 @@ impl Webhooks {
         let id = match signature::verify(&secrets, &creds.headers, body, now) {
             Ok(id) => id,
             Err(e) => {
-                self.refused(w, &e.to_string()).await;
-                return Err(WebhookError::Unauthorized(e.to_string()));
+                // Why is logged, not answered: an unknown name and a bad signature answer
+                // alike, so the answer tells nobody which names exist.
+                tracing::debug!(webhook = %w.id, "webhook delivery refused: {e}");
+                self.refused(Refusal::Signature);
+                return Err(WebhookError::Unauthorized(UNAUTHORIZED.into()));
             }
         };
         let input: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
-                self.refused(w, "the body is not a JSON object").await;
+                self.refused(Refusal::Body);
                 return Err(WebhookError::BadDelivery(
                     "the body must be a JSON object (it becomes the workflow's input)".into(),
                 ));
@@ -461,13 +502,9 @@ impl Webhooks {
         if ok {
             return Ok(());
         }
-        let why = if given.is_none() {
-            "the secret query parameter is missing"
-        } else {
-            "the secret query parameter is wrong"
-        };
-        self.refused(w, why).await;
-        Err(WebhookError::Unauthorized(why.into()))
+        tracing::debug!(webhook = %w.id, missing = given.is_none(), "Event Grid delivery refused: secret");
+        self.refused(Refusal::Signature);
+        Err(WebhookError::Unauthorized(UNAUTHORIZED.into()))
     }
 
     async fn receive_event_grid(
@@ -480,7 +517,7 @@ impl Webhooks {
         let delivery = match event_grid::parse(aeg_event_type, body) {
             Ok(d) => d,
             Err(e) => {
-                self.refused(w, &e).await;
+                self.refused(Refusal::Body);
                 return Err(WebhookError::BadDelivery(e));
             }
         };
@@ -550,7 +587,7 @@ impl Webhooks {
         workflow: &str,
         input: Value,
     ) -> Result<String, WebhookError> {
-        let access = self.owner(w).await?;
+        let access = self.owner(w, workflow).await?;
         let (group, link) = match &w.group_id {
             None => (None, None),
             Some(g) => {
@@ -590,7 +627,7 @@ impl Webhooks {
     /// Rotates the current virtual key of the webhook's group that has this HSM name, in the
     /// background (the sender is answered at once; the rotation's runs record how it went).
     async fn rotate_named(&self, w: &Webhook, name: &str) -> Result<(), WebhookError> {
-        let access = self.owner(w).await?;
+        let access = self.owner(w, "rotate").await?;
         let group = w.group_id.clone().unwrap_or_default();
         let mut conn = self.catalog.conn().await?;
         let key = sobjects::by_external_name(&mut conn, &w.account_id, &group, name)
@@ -616,28 +653,54 @@ impl Webhooks {
         Ok(())
     }
 
-    async fn owner(&self, w: &Webhook) -> Result<Access, WebhookError> {
+    /// The webhook's owner with their rights now, if they may still start what the webhook
+    /// starts (a standard webhook's workflow; an Event Grid webhook's syncs and rotations of
+    /// its group's keys). A refusal is audited: the delivery stops here.
+    async fn owner(&self, w: &Webhook, workflow: &str) -> Result<Access, WebhookError> {
         let mut conn = self.catalog.conn().await?;
-        auth::access::load(&mut conn, &w.account_id, &w.owner)
-            .await?
-            .ok_or_else(|| {
-                WebhookError::Forbidden(
-                    "the webhook's owner no longer belongs to the account; create the webhook again".into(),
-                )
-            })
+        let access = auth::access::load(&mut conn, &w.account_id, &w.owner).await?;
+        drop(conn);
+        let checked = match access {
+            None => Err(
+                "the webhook's owner no longer belongs to the account; create the webhook again"
+                    .to_string(),
+            ),
+            Some(a) => match w.kind {
+                WebhookKind::Standard => {
+                    crate::workflows::may_start(&a, workflow, w.group_id.as_deref())
+                        .map(|()| a)
+                        .map_err(|e| e.to_string())
+                }
+                WebhookKind::EventGrid => match &w.group_id {
+                    Some(g) if a.can_manage_keys(g) => Ok(a),
+                    _ => Err("the webhook's owner may no longer manage the group's keys".into()),
+                },
+            },
+        };
+        let why = match checked {
+            Ok(a) => return Ok(a),
+            Err(why) => why,
+        };
+        let mut tx = self.catalog.begin().await?;
+        Event::system(
+            Some(&w.account_id),
+            w.owner.id(),
+            "webhook.deliver",
+            self.clock.now(),
+        )
+        .object("webhook", &w.id)
+        .outcome("denied", why.clone())
+        .details(json!({"name": w.name, "workflow": workflow, "owner_kind": w.owner.kind()}))
+        .write(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Err(WebhookError::Forbidden(why))
     }
 
-    /// Records a refused delivery (failures to record are logged: the refusal stands).
-    async fn refused(&self, w: &Webhook, why: &str) {
-        let write = async {
-            let mut tx = self.catalog.begin().await?;
-            webhooks::record(&mut tx, &w.id, "refused", Some(why), self.clock.now()).await?;
-            tx.commit().await?;
-            Ok::<_, CatalogError>(())
-        };
-        if let Err(e) = write.await {
-            tracing::error!("recording a refused webhook delivery: {e}");
-        }
+    /// Counts a refused delivery: a metric by reason, never a row each (anyone can send
+    /// them).
+    fn refused(&self, why: Refusal) {
+        self.metrics.webhook_refused(why.as_str());
     }
 
     /// Webhooks of a group are managed by who manages its keys; others by account

@@ -19,6 +19,7 @@
 
 mod editing;
 mod host_api;
+pub mod memory;
 pub mod store;
 mod values;
 
@@ -35,13 +36,13 @@ use crate::auth::Access;
 use crate::catalog::groups::Group;
 use crate::catalog::workflow_runs::{self, WorkflowRun};
 use crate::catalog::{Catalog, CatalogError, new_id};
-use crate::keys::{KeyService, Pending};
+use crate::keys::{FlowError, FlowOutcome, FlowRequest, FlowRunner, KeyService, Pending};
 use crate::kms::{Kms, Link};
 use crate::plugins::PluginRuntime;
 use crate::time::Clock;
 
 pub use editing::{MAX_SOURCE_BYTES, ScriptError};
-pub use host_api::{HostError, Secret};
+pub use host_api::{HostError, HostErrorKind, Secret};
 pub use store::{CompileProblem, Origin, ScriptInfo, ScriptStore};
 
 /// The exclusivity key of a workflow's runs, when runs of it must not overlap: one sync of
@@ -53,6 +54,86 @@ pub fn exclusive_for(workflow: &str, group: Option<&str>) -> Option<String> {
     }
 }
 
+/// The engine runs the key service's HSM flows.
+impl FlowRunner for Workflows {
+    fn run_flow(
+        self: Arc<Self>,
+        req: FlowRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<FlowOutcome, FlowError>> + Send>>
+    {
+        Box::pin(async move {
+            let run = RunRequest {
+                workflow: req.workflow,
+                trigger: req.trigger,
+                access: req.access,
+                group: Some(req.group),
+                link: Some(req.link),
+                input: req.input,
+                secrets: req
+                    .material
+                    .map(|m| vec![("material".to_string(), Secret(Arc::new(m)))])
+                    .unwrap_or_default(),
+                pending: req.pending,
+                exclusive: req.exclusive,
+                run_id: req.run_id,
+            };
+            match self.run(run).await {
+                Ok(o) => Ok(FlowOutcome {
+                    run_id: o.run_id,
+                    output: o.output,
+                    recorded: o.recorded,
+                }),
+                Err(WorkflowError::Busy { run_id }) => Err(FlowError::Busy { run_id }),
+                Err(e) => Err(FlowError::Run(Box::new(e))),
+            }
+        })
+    }
+}
+
+/// Whether `name` is one of the workflows the daemon ships (an account may have its own
+/// version of it).
+pub fn is_shipped(name: &str) -> bool {
+    store::SHIPPED.iter().any(|(n, _)| *n == name)
+}
+
+/// How the metrics name a workflow: shipped ones by name, an account's own as `account`
+/// (metrics carry no script-chosen strings).
+fn metric_name(name: &str) -> crate::metrics::WorkflowName<'_> {
+    match is_shipped(name) {
+        true => crate::metrics::WorkflowName::Shipped(name),
+        false => crate::metrics::WorkflowName::Account,
+    }
+}
+
+/// Workflows a group's key managers may start themselves for their group: those that act
+/// on the group as a whole. Every other workflow acts on keys a request names, and the key
+/// service starts it for that request after its own checks.
+pub const GROUP_WORKFLOWS: &[&str] = &["sync", "test_connection"];
+
+/// Whether `access` may start `workflow`, by hand or by binding it to a webhook or a job that
+/// starts it as them: account administrators any workflow, a group's key managers the
+/// group-wide ones for that group. Checked when the trigger is made and again, with the
+/// owner's rights at that moment, each time it fires.
+pub fn may_start(
+    access: &Access,
+    workflow: &str,
+    group: Option<&str>,
+) -> Result<(), WorkflowError> {
+    if access.is_account_admin() {
+        return Ok(());
+    }
+    match group {
+        Some(g) if GROUP_WORKFLOWS.contains(&workflow) && access.can_manage_keys(g) => Ok(()),
+        _ => Err(WorkflowError::Forbidden(format!(
+            "only account administrators start the workflow '{workflow}' (a group's key managers may start {} for their group)",
+            GROUP_WORKFLOWS.join(" and ")
+        ))),
+    }
+}
+
+/// What the progress hook ends a run with when it passes its memory budget.
+const MEMORY_LIMIT: &str = "memory limit";
+
 /// Bounds of every run.
 #[derive(Debug, Clone)]
 pub struct WorkflowLimits {
@@ -62,6 +143,9 @@ pub struct WorkflowLimits {
     pub max_operations: u64,
     /// Connector calls a bulk host function keeps in flight.
     pub concurrency: usize,
+    /// Bytes a run's script may hold at once (its values, and what its host calls return
+    /// to it); past this the run ends.
+    pub max_memory: usize,
 }
 
 impl Default for WorkflowLimits {
@@ -72,6 +156,8 @@ impl Default for WorkflowLimits {
             // need for tens of thousands of keys, far below a runaway loop's appetite.
             max_operations: 50_000_000,
             concurrency: 32,
+            // A sync of 50,000 keys holds about 40 MiB of key maps at its peak.
+            max_memory: 64 << 20,
         }
     }
 }
@@ -88,27 +174,8 @@ pub struct Services {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Trigger {
-    /// A request to the API.
-    #[default]
-    Api,
-    /// The scheduler: a rotation policy, a cron job, or a rotation resumed after a crash.
-    Schedule,
-    /// A webhook delivery.
-    Webhook,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Api => "api",
-            Trigger::Schedule => "schedule",
-            Trigger::Webhook => "webhook",
-        }
-    }
-}
+/// What asked for a run: the key service's, whose flows are most runs.
+pub use crate::keys::Trigger;
 
 /// One run to start.
 pub struct RunRequest {
@@ -157,6 +224,14 @@ pub enum WorkflowError {
     TimedOut { run_id: String, secs: u64 },
     #[error("workflow run {run_id} was stopped after {limit} operations, its limit")]
     TooManyOperations { run_id: String, limit: u64 },
+    #[error(
+        "workflow run {run_id} was stopped: it used more than {limit_mib} MiB, its memory limit"
+    )]
+    OutOfMemory { run_id: String, limit_mib: u64 },
+    /// The principal may not start this workflow (by hand, or through a webhook or job it
+    /// owns).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -173,16 +248,14 @@ pub struct Progress {
     counters: Mutex<BTreeMap<String, i64>>,
     metrics: Arc<crate::metrics::Metrics>,
     workflow: String,
-    group: String,
 }
 
 impl Progress {
-    pub fn new(metrics: Arc<crate::metrics::Metrics>, workflow: &str, group: &str) -> Progress {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>, workflow: &str) -> Progress {
         Progress {
             counters: Mutex::new(BTreeMap::new()),
             metrics,
             workflow: workflow.to_string(),
-            group: group.to_string(),
         }
     }
 
@@ -192,7 +265,7 @@ impl Progress {
             .unwrap()
             .insert(name.to_string(), value);
         self.metrics
-            .progress(&self.workflow, &self.group, name, value);
+            .progress(metric_name(&self.workflow), name, value);
     }
 
     pub fn add(&self, name: &str, delta: i64) {
@@ -203,7 +276,7 @@ impl Progress {
             *v
         };
         self.metrics
-            .progress(&self.workflow, &self.group, name, value);
+            .progress(metric_name(&self.workflow), name, value);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, i64> {
@@ -298,7 +371,11 @@ impl Workflows {
             });
         engine.disable_symbol("eval");
         if let Some(deadline) = deadline {
+            let max_memory = self.limits.max_memory;
             engine.on_progress(move |ops| {
+                if memory::held() > max_memory {
+                    return Some(Dynamic::from(MEMORY_LIMIT));
+                }
                 (ops % 1024 == 0 && Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
             });
         }
@@ -409,11 +486,7 @@ impl Workflows {
             ..req
         };
 
-        let progress = Arc::new(Progress::new(
-            self.services.metrics.clone(),
-            &req.workflow,
-            req.group.as_ref().map_or("", |g| g.id.as_str()),
-        ));
+        let progress = Arc::new(Progress::new(self.services.metrics.clone(), &req.workflow));
         self.progress
             .lock()
             .unwrap()
@@ -443,6 +516,7 @@ impl Workflows {
             let _guard = guard;
             let ctx2 = ctx.clone();
             let result = tokio::task::spawn_blocking(move || {
+                let counting = memory::Counting::start();
                 let mut scope = Scope::new();
                 scope.push_constant("input", input);
                 scope.push_constant("group", group);
@@ -452,6 +526,9 @@ impl Workflows {
                     .get("output")
                     .map(values::to_json)
                     .unwrap_or(Value::Null);
+                // The scope's values are freed here, on this thread, while it still counts.
+                drop(scope);
+                drop(counting);
                 (r, output)
             })
             .await;
@@ -467,7 +544,7 @@ impl Workflows {
             };
             let outcome = this.finish(&id, &ctx2, result, output).await;
             this.services.metrics.workflow_run(
-                &workflow,
+                metric_name(&workflow),
                 trigger,
                 outcome.is_ok(),
                 started.elapsed().as_secs_f64(),
@@ -564,6 +641,14 @@ impl Workflows {
     fn classify(&self, run_id: &str, e: EvalAltResult) -> WorkflowError {
         let run_id = run_id.to_string();
         match e {
+            EvalAltResult::ErrorTerminated(v, _)
+                if v.clone().into_string().is_ok_and(|s| s == MEMORY_LIMIT) =>
+            {
+                WorkflowError::OutOfMemory {
+                    run_id,
+                    limit_mib: (self.limits.max_memory >> 20) as u64,
+                }
+            }
             EvalAltResult::ErrorTerminated(..) => WorkflowError::TimedOut {
                 run_id,
                 secs: self.limits.timeout.as_secs(),

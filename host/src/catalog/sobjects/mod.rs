@@ -33,12 +33,7 @@ fn from_row(r: &SqliteRow) -> Result<SObject> {
     let corrupt = |what: &str| {
         CatalogError::Corrupt(format!("sobject {}: {what}", r.get::<String, _>("kid")))
     };
-    let creator_id: String = r.get("creator_id");
-    let creator = match r.get::<&str, _>("creator_kind") {
-        "user" => Creator::User(creator_id),
-        "app" => Creator::App(creator_id),
-        _ => Creator::System(creator_id),
-    };
+    let creator = Creator::from_parts(r.get("creator_kind"), r.get("creator_id"));
     let ops: String = r.get("key_ops");
     let external: Option<String> = r.get("external");
     let curve: Option<String> = r.get("elliptic_curve");

@@ -138,6 +138,10 @@ impl KeyOps {
         self.0.is_subset(&other.0)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Operations of `self` that `other` lacks.
     pub fn beyond<'a>(&'a self, other: &'a KeyOps) -> impl Iterator<Item = KeyOp> + 'a {
         self.0.difference(&other.0).copied()
@@ -218,6 +222,15 @@ pub enum Creator {
 }
 
 impl Creator {
+    /// A creator as the catalog stores it: a kind (`user`, `app`, else system) and an id.
+    pub fn from_parts(kind: &str, id: String) -> Creator {
+        match kind {
+            "user" => Creator::User(id),
+            "app" => Creator::App(id),
+            _ => Creator::System(id),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Creator::User(_) => "user",

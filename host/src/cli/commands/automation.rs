@@ -120,7 +120,7 @@ pub enum WebhookCmd {
     /// One webhook.
     #[command(after_help = "Example:\n  keyward webhooks show 6a7b…")]
     Show { id: String },
-    /// A webhook at /webhooks/<name>; prints its signing secret, this once.
+    /// A webhook at /webhooks/<account id>/<name>; prints its signing secret, this once.
     #[command(
         after_help = "Examples:\n  keyward webhooks create --name ci-sync --workflow sync --group 3f0c…\n  keyward webhooks create --name azure-events --kind event_grid --group 3f0c…"
     )]

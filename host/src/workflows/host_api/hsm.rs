@@ -20,7 +20,7 @@ use super::shapes::{
     b64url_field, deleted_item_json, deleted_json, instance_json, item_json, ops_from_json,
     spec_from_json, str_field, tags_from_json,
 };
-use super::{Backup, ByokBlob, HostError, RhaiResult, RunContext, Secret, invalid};
+use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, Secret, invalid};
 use crate::workflows::values::{from_json, to_json};
 
 impl RunContext {
@@ -75,7 +75,8 @@ impl RunContext {
                 && plan.prior_version.as_deref() != Some(k.version.as_str())
             {
                 return Err(HostError {
-                    kind: "conflict".into(),
+                    kind: HostErrorKind::Conflict,
+                    violations: vec![],
                     code: "VersionExists".into(),
                     message: format!(
                         "'{name}' already has the new version {} (made before the interruption); record it with keys::record_rotation(hsm::get_key(name), ...)",
@@ -87,6 +88,22 @@ impl RunContext {
             }
         }
         Ok(())
+    }
+
+    /// An update of a key the catalog knows changes only what the run's pending change
+    /// decided (no webhook or hand-run script re-enables or widens a key).
+    fn check_update(&self, name: &str, req: &UpdateRequest) -> RhaiResult<()> {
+        let scope = self.scope()?;
+        let keys = &self.services.keys;
+        let Some(kid) = self.keys(keys.virtual_named(scope, name))? else {
+            return Ok(());
+        };
+        let current = self.keys(keys.in_group(scope, &kid))?;
+        let pending = match &*self.pending.lock().unwrap() {
+            Some(Pending::Change(p)) => Some(p.clone()),
+            _ => None,
+        };
+        self.keys(async { keys.check_remote_update(&current, pending.as_ref(), req) })
     }
 
     /// Notes that the HSM created the run's reserved key, or a version of a rotated key.
@@ -285,6 +302,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
                 .transpose()?,
             tags: (!v["tags"].is_null()).then(|| tags_from_json(&v["tags"])),
         };
+        c.check_update(&name, &req)?;
         let key = KeyRef {
             name: name.to_string(),
             version: None,

@@ -14,7 +14,7 @@ use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{KeyRef, RemoteKey};
 
 use super::shapes::{item_json, object_json};
-use super::{Backup, ByokBlob, HostError, RhaiResult, RunContext, invalid};
+use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
 use crate::workflows::values::{from_json, to_json};
 
 const ADOPT_BATCH: usize = 100;
@@ -297,7 +297,7 @@ impl<'a> Adopter<'a> {
         let scope = self
             .c
             .scope()
-            .map_err(|_| HostError::new("invalid", "this run has no linked group"))?;
+            .map_err(|_| HostError::new(HostErrorKind::Invalid, "this run has no linked group"))?;
         let kids = self
             .c
             .services

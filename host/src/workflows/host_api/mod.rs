@@ -18,6 +18,7 @@
 //! past the run's deadline. Their errors reach the script as catchable maps
 //! `#{kind, code, message, status}`.
 
+mod error;
 mod hsm;
 mod keys;
 mod rotation;
@@ -62,117 +63,10 @@ pub struct ByokBlob {
     blob: Arc<Vec<u8>>,
 }
 
-/// An error a host function raised: what the key manager or the catalog said.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct HostError {
-    /// From the key manager: `not_found`, `unauthorized`, `forbidden`, `conflict`,
-    /// `throttled`, `bad_request`, `unavailable`, `other`. From Keyward: `invalid` (misuse by
-    /// the script or the link), `denied` (the key service's rules or a policy), `conflict`,
-    /// `not_found`, `unavailable`, `internal`.
-    pub kind: String,
-    pub code: String,
-    pub message: String,
-    pub status: Option<u16>,
-}
-
-impl std::fmt::Display for HostError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl HostError {
-    pub fn new(kind: &str, message: impl Into<String>) -> HostError {
-        HostError {
-            kind: kind.into(),
-            code: String::new(),
-            message: message.into(),
-            status: None,
-        }
-    }
-
-    fn to_dynamic(&self) -> Dynamic {
-        from_json(&json!({
-            "kind": self.kind, "code": self.code, "message": self.message, "status": self.status,
-        }))
-    }
-
-    /// A thrown map with a string `kind` and `message` (from a host function, or a script
-    /// that wants its failure classified).
-    pub fn from_dynamic(d: &Dynamic) -> Option<HostError> {
-        let v = to_json(d);
-        Some(HostError {
-            kind: v["kind"].as_str()?.to_string(),
-            message: v["message"].as_str()?.to_string(),
-            code: v["code"].as_str().unwrap_or_default().to_string(),
-            status: v["status"].as_u64().map(|s| s as u16),
-        })
-    }
-
-    fn throw(self) -> Box<EvalAltResult> {
-        Box::new(EvalAltResult::ErrorRuntime(
-            self.to_dynamic(),
-            Position::NONE,
-        ))
-    }
-}
-
-impl From<KmsError> for HostError {
-    fn from(e: KmsError) -> Self {
-        let message = e.to_string();
-        match e {
-            KmsError::Remote {
-                kind, status, code, ..
-            } => HostError {
-                kind: kind.as_str().into(),
-                code,
-                message,
-                status,
-            },
-            KmsError::NotLinked | KmsError::Incomplete(_) => HostError::new("invalid", message),
-            KmsError::Plugin(_) => HostError::new("unavailable", message),
-            KmsError::Secrets(_) => HostError::new("internal", message),
-        }
-    }
-}
-
-impl From<CatalogError> for HostError {
-    fn from(e: CatalogError) -> Self {
-        if e.is_unique_violation() {
-            return HostError::new("conflict", "the name is already taken in the catalog");
-        }
-        tracing::error!("catalog error in a workflow: {e}");
-        HostError::new("internal", "catalog error (see the daemon log)")
-    }
-}
-
-/// The key service's refusals, kept apart from the key manager's (`denied`, not
-/// `forbidden`).
-impl From<KeyError> for HostError {
-    fn from(e: KeyError) -> Self {
-        let message = e.to_string();
-        match e {
-            KeyError::Invalid { .. } | KeyError::Crypto(_) => HostError::new("invalid", message),
-            KeyError::NotFound(_) => HostError::new("not_found", message),
-            KeyError::Forbidden(_) | KeyError::Rule(_) | KeyError::PolicyDenied(_) => {
-                HostError::new("denied", message)
-            }
-            KeyError::State(_) | KeyError::NameTaken(_) | KeyError::Concurrent => {
-                HostError::new("conflict", message)
-            }
-            KeyError::PolicyUnavailable(_) => HostError::new("unavailable", message),
-            KeyError::Kms(k) => HostError::from(k),
-            KeyError::Catalog(c) => HostError::from(c),
-            KeyError::Workflow(_) | KeyError::Internal(_) => {
-                tracing::error!("key service error in a workflow: {message}");
-                HostError::new("internal", message)
-            }
-        }
-    }
-}
+pub use error::{HostError, HostErrorKind};
 
 fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {
-    HostError::new("invalid", message).throw()
+    HostError::new(HostErrorKind::Invalid, message).throw()
 }
 
 /// Everything a run's host functions share.
@@ -424,7 +318,7 @@ fn policy_module(ctx: &Arc<RunContext>) -> Module {
             })?;
             let verdict = verdict
                 .map_err(|e| HostError::from(e).throw())?
-                .map_err(|e| HostError::new("unavailable", e.to_string()).throw())?;
+                .map_err(|e| HostError::new(HostErrorKind::Unavailable, e.to_string()).throw())?;
             Ok(from_json(&json!({
                 "allowed": verdict.allowed(),
                 "violations": verdict.violations,

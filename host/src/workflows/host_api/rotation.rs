@@ -14,7 +14,7 @@ use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{ImportRequest, KeyMaterial, RemoteKey};
 
 use super::shapes::{ops_from_json, tags_from_json};
-use super::{Backup, ByokBlob, HostError, RhaiResult, RunContext, invalid};
+use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
 use crate::workflows::values::from_json;
 
 impl RunContext {
@@ -143,7 +143,10 @@ pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
                     .record_versions(scope, &run.worker, &batch)
                     .await
                     .map_err(HostError::from),
-                Err(_) => Err(HostError::new("invalid", "this run has no linked group")),
+                Err(_) => Err(HostError::new(
+                    HostErrorKind::Invalid,
+                    "this run has no linked group",
+                )),
             };
             let each: Vec<Result<String, HostError>> = match recorded {
                 Ok(results) => results

@@ -9,13 +9,18 @@
 //! not followed, retries follow the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h,
 //! 10 h, 14 h, 20 h, 24 h) or a later `Retry-After`, a 410 disables the endpoint, and so does
 //! a message that fails every attempt. Destinations must match the daemon's allowlist
-//! (`--notify-allow`): an account cannot point Keyward at internal services.
+//! (`--notify-allow`), and the addresses a name resolves to are checked before the
+//! connection ([`destination`]): an account cannot point Keyward at internal services.
+
+mod destination;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::json;
+
+pub use destination::{Destinations, is_internal};
 
 use crate::audit::Event;
 use crate::auth::Access;
@@ -106,7 +111,19 @@ impl Notifications {
     ) -> Result<(Endpoint, String), NotifyError> {
         admin(access)?;
         let parsed = Url::parse(url).map_err(|e| invalid("url", format!("not a URL: {e}")))?;
-        if !allowed(&self.allowed, &parsed) {
+        if allowed(&self.allowed, &parsed) {
+            // Checked now for a clear answer, and again at every send (a name may move).
+            let dest = Destinations::new(&self.allowed);
+            dest.check_url(&parsed).map_err(|e| invalid("url", e))?;
+            if let Some(host) = parsed.host_str()
+                && host.parse::<std::net::IpAddr>().is_err()
+                && !host.starts_with('[')
+            {
+                dest.resolve_checked(host)
+                    .await
+                    .map_err(|e| invalid("url", e))?;
+            }
+        } else {
             return Err(invalid(
                 "url",
                 if self.allowed.is_empty() {
@@ -260,7 +277,9 @@ pub struct Deliverer {
     catalog: Catalog,
     clock: Clock,
     config: NotifyConfig,
+    /// The HTTP client resolves names through these checks.
     http: reqwest::Client,
+    destinations: Destinations,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -283,8 +302,10 @@ impl Deliverer {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Deliverer {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let destinations = Destinations::new(&config.allowed_hosts);
         let http = reqwest::Client::builder()
             .tls_backend_rustls()
+            .dns_resolver(Arc::new(destinations.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .user_agent(concat!("Keyward/", env!("CARGO_PKG_VERSION")))
@@ -295,6 +316,7 @@ impl Deliverer {
             clock,
             config,
             http,
+            destinations,
             metrics,
         }
     }
@@ -411,6 +433,9 @@ impl Deliverer {
         if !allowed(&self.config.allowed_hosts, &url) {
             return failed("the destination is no longer allowed (--notify-allow)".into());
         }
+        if let Err(e) = self.destinations.check_url(&url) {
+            return failed(e);
+        }
         let secret = match self.catalog.open_sealed(&secret_context(&e.id), &e.secret) {
             Ok(s) => Secret::from_bytes(s),
             Err(err) => return failed(format!("the endpoint's secret cannot be opened: {err}")),
@@ -430,7 +455,7 @@ impl Deliverer {
             .send()
             .await;
         match sent {
-            Err(err) => failed(format!("could not deliver: {err}")),
+            Err(err) => failed(format!("could not deliver: {}", error_chain(&err))),
             Ok(r) if r.status().is_success() => Attempt::Delivered,
             Ok(r) if r.status() == reqwest::StatusCode::GONE => Attempt::Gone,
             Ok(r) => Attempt::Failed {
@@ -443,6 +468,18 @@ impl Deliverer {
             },
         }
     }
+}
+
+/// An error with its causes (a refused address is a cause of reqwest's connect error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 fn failed(error: String) -> Attempt {
