@@ -411,20 +411,25 @@ fn child_daemon() {
     });
 }
 
-#[tokio::test]
-async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled() {
-    let em = azure::emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+/// Starts the child daemon on `dir`; returns the process and its API.
+async fn spawn_child(dir: &Path) -> (std::process::Child, Endpoint) {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["child_daemon", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_DIR, dir.path())
+        .env(CHILD_DIR, dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let addr_file = dir.path().join("addr");
+    let addr_file = dir.join("addr");
     let addr = eventually(120, || async { std::fs::read_to_string(&addr_file).ok() }).await;
-    let child_daemon = Endpoint::at(&format!("http://{addr}"));
+    (child, Endpoint::at(&format!("http://{addr}")))
+}
+
+#[tokio::test]
+async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled() {
+    let em = azure::emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, child_daemon) = spawn_child(dir.path()).await;
     let admin = child_daemon.bootstrap().await;
     let group = admin
         .create_group(
@@ -574,6 +579,127 @@ async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled
         )
         .await;
     assert_eq!(scan.as_array().unwrap().len(), 0, "{scan}");
+    d.stop().await;
+    em.stop().await;
+}
+
+/// Two principals rotate a key each; the daemon is killed with SIGKILL while both new
+/// versions are in the HSM and neither is recorded. The restarted daemon resumes each
+/// rotation on its own, as the principal that started it: both keys get their new version,
+/// each recorded as its own starter.
+#[tokio::test]
+async fn resumed_rotations_act_as_the_principal_that_started_each() {
+    let em = azure::emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, child_daemon) = spawn_child(dir.path()).await;
+    let admin = child_daemon.bootstrap().await;
+    let group = admin
+        .create_group(
+            "azure",
+            json!({"external_kms": azure::link(&em, SECRET, Some(azure::HSM))}),
+        )
+        .await;
+    let (app_id, api_key) = admin.create_app("rotator", &[&group]).await;
+    let app = child_daemon.login_app(&api_key).await;
+    let k1 = admin
+        .create_key(
+            json!({"name": "by-admin", "group_id": group, "obj_type": "AES", "key_size": 256}),
+        )
+        .await;
+    let k2 = app
+        .create_key(
+            json!({"name": "by-app", "group_id": group, "obj_type": "AES", "key_size": 256}),
+        )
+        .await;
+
+    em.set_faults(FaultConfig {
+        latency_ms: 500,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let creates_before = em.counts().get("keys.create").copied().unwrap_or(0);
+    let rotations = [(admin.clone(), "by-admin"), (app.clone(), "by-app")].map(|(who, name)| {
+        tokio::spawn(async move {
+            who.call(
+                Method::POST,
+                "/crypto/v1/keys/rekey",
+                Some(json!({"name": name})),
+            )
+            .await
+        })
+    });
+    eventually(60, || async {
+        let n = em.counts().get("keys.create").copied().unwrap_or(0) - creates_before;
+        (n >= 2).then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for r in rotations {
+        let _ = r.await;
+    }
+    em.set_faults(FaultConfig::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    // Once the dead daemon's leases have run out, a new daemon takes both over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = TestDaemon::start_configured(dir.path(), |c| {
+        by_hand(c);
+        c.scheduler.lease_secs = 2;
+        allow_local(c);
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &d,
+            "SELECT COUNT(*) FROM rotation_steps WHERE status = 'pending'"
+        )
+        .await,
+        2,
+        "both rotations were interrupted before they were recorded"
+    );
+    let resumed = tick(&d).await.resumed;
+    assert_eq!(resumed, 2);
+    let steps = eventually(60, || async {
+        let pending = count(
+            &d,
+            "SELECT COUNT(*) FROM rotation_steps WHERE status = 'pending'",
+        )
+        .await;
+        (pending == 0).then_some(())
+    });
+    steps.await;
+    assert_eq!(
+        count(
+            &d,
+            "SELECT COUNT(*) FROM rotation_steps WHERE status = 'done'"
+        )
+        .await,
+        2,
+        "each key got its new version"
+    );
+
+    // Each new version is recorded as the principal that asked for it.
+    let admin = d
+        .login(
+            keyward_tests::api::ADMIN_EMAIL,
+            keyward_tests::api::ADMIN_PASSWORD,
+        )
+        .await;
+    let logs = admin
+        .ok(Method::GET, "/sys/v1/logs?action=key.rotate&size=100", None)
+        .await;
+    let rotated_by = |kid: &Value| {
+        log_entries(&logs)
+            .into_iter()
+            .find(|e| e["details"]["replaced"] == *kid && e["outcome"] == "success")
+            .unwrap_or_else(|| panic!("no rotation of {kid} in {logs}"))
+    };
+    let e1 = rotated_by(&k1["kid"]);
+    assert_eq!(e1["actor_type"], "User", "{e1}");
+    let e2 = rotated_by(&k2["kid"]);
+    assert_eq!(e2["actor_id"], app_id.as_str(), "{e2}");
     d.stop().await;
     em.stop().await;
 }

@@ -19,42 +19,8 @@ use crate::catalog::sobjects::Creator;
 use crate::catalog::{Conn, new_id};
 
 use super::extract::{Body, Caller, id};
-use super::model::{AppOut, AppWithKey, time};
+use super::model::{AppOut, AppWithKey, Permission, time};
 use super::{ApiError, ApiResult, AppState};
-
-/// One of DSM's `AppPermissions`, named as `AppPermission::as_str` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permission(pub AppPermission);
-
-impl Serialize for Permission {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Permission {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        AppPermission::parse(&name).map(Permission).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown app permission '{name}' (one of {})",
-                AppPermission::ALL.map(AppPermission::as_str).join(", ")
-            ))
-        })
-    }
-}
-
-impl utoipa::PartialSchema for Permission {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        super::schemas::names(AppPermission::ALL.map(AppPermission::as_str)).into()
-    }
-}
-
-impl utoipa::ToSchema for Permission {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "AppPermission".into()
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

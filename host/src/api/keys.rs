@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::catalog::rotation::{self, RotationPolicy};
 use crate::catalog::sobjects::{self, KeyState, ListFilter, ObjType, SortBy, parse_curve};
 use crate::crypto::RsaEncryptionMode;
-use crate::keys::{ImportValue, KeyChange, KeyRef, NewKey, Transition, WrapMode};
+use crate::keys::{ImportValue, KeyChange, KeyRef, NewKey, Transition, WrapMode, rules};
 
 use super::extract::{Body, Caller, id};
 use super::model::{
@@ -410,17 +410,6 @@ pub async fn deactivate(
     lifecycle(&state, &caller, &kid, Transition::Deactivate).await
 }
 
-/// Revocation reasons that make a key Compromised.
-pub const COMPROMISING: [&str; 2] = ["KeyCompromise", "CACompromise"];
-/// Revocation reasons that deactivate it.
-pub const DEACTIVATING: [&str; 5] = [
-    "Unspecified",
-    "AffiliationChanged",
-    "Superseded",
-    "CessationOfOperation",
-    "PrivilegeWithdrawn",
-];
-
 #[utoipa::path(post, path = "/crypto/v1/keys/{kid}/revoke", tag = "keys", request_body = Revoke,
     params(("kid" = String, Path, description = "The key's id")),
     responses((status = 200, body = SobjectOut), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
@@ -430,15 +419,11 @@ pub async fn revoke(
     Path(kid): Path<String>,
     Body(req): Body<Revoke>,
 ) -> ApiResult<Json<SobjectOut>> {
-    let compromise = match req.code.as_str() {
-        c if COMPROMISING.contains(&c) => true,
-        c if DEACTIVATING.contains(&c) => false,
-        other => {
-            return Err(ApiError::field(
-                "code",
-                format!("'{other}' is not a revocation reason"),
-            ));
-        }
+    let Some(compromise) = rules::is_compromise(&req.code) else {
+        return Err(ApiError::field(
+            "code",
+            format!("'{}' is not a revocation reason", req.code),
+        ));
     };
     let reason = match &req.message {
         Some(m) => format!("{}: {m}", req.code),

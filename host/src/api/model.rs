@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::catalog::apps::AppPermission;
 use crate::catalog::rotation::{PolicyRow, PolicyStatus, RotationPolicy};
 use crate::catalog::sobjects::{
     Creator, ExternalKey, KeyOp, KeyOps, Link, LinkKind, SObject, curve_name,
@@ -111,7 +112,7 @@ pub struct AppOut {
     pub creator: CreatorOut,
     pub enabled: bool,
     /// Each group with what the application may do with its keys (DSM's `AppGroups`).
-    pub groups: std::collections::BTreeMap<String, Vec<super::apps::Permission>>,
+    pub groups: std::collections::BTreeMap<String, Vec<Permission>>,
     pub default_group: Option<String>,
 }
 
@@ -395,4 +396,38 @@ pub struct ListOut<T: ToSchema> {
     pub total: i64,
     pub limit: u32,
     pub offset: u32,
+}
+
+/// One of DSM's `AppPermissions`, named as `AppPermission::as_str` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission(pub AppPermission);
+
+impl Serialize for Permission {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Permission {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        AppPermission::parse(&name).map(Permission).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown app permission '{name}' (one of {})",
+                AppPermission::ALL.map(AppPermission::as_str).join(", ")
+            ))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for Permission {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::names(AppPermission::ALL.map(AppPermission::as_str)).into()
+    }
+}
+
+impl utoipa::ToSchema for Permission {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AppPermission".into()
+    }
 }

@@ -60,9 +60,9 @@ pub fn link_kind() -> ObjectBuilder {
 /// KMIP revocation reasons: the two compromises, and the rest, which deactivate.
 pub fn revocation_code() -> ObjectBuilder {
     names(
-        super::keys::COMPROMISING
+        crate::keys::rules::COMPROMISING
             .into_iter()
-            .chain(super::keys::DEACTIVATING),
+            .chain(crate::keys::rules::DEACTIVATING),
     )
 }
 

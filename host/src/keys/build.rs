@@ -253,4 +253,19 @@ mod tests {
         assert_eq!(azure_name("Ünïcode"), "-n-code");
         assert_eq!(azure_name(&"x".repeat(300)).len(), 127);
     }
+
+    #[test]
+    fn a_refresh_never_adds_export() {
+        let remote_ops = [remote::KeyOp::Encrypt, remote::KeyOp::Export];
+        let merged = merge_ops(&KeyOps::of(&[KeyOp::Encrypt]), &remote_ops);
+        assert_eq!(merged, KeyOps::of(&[KeyOp::Encrypt]));
+        let kept = merge_ops(
+            &KeyOps::of(&[KeyOp::Export, KeyOp::AppManageable]),
+            &remote_ops,
+        );
+        assert_eq!(
+            kept,
+            KeyOps::of(&[KeyOp::Encrypt, KeyOp::Export, KeyOp::AppManageable])
+        );
+    }
 }

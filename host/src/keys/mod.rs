@@ -17,14 +17,16 @@
 //! - `hsm`: flows against a linked HSM, run as workflow scripts (reserving the HSM name
 //!   first, serializing changes of one key).
 //! - `remote`: what those scripts record: new virtual keys, their changes and remote state,
-//!   syncs, escrow.
+//!   syncs, escrow; `drift`: what an HSM reports obeys the catalog's rules (refresh, put
+//!   back, what a run may ask the HSM to change).
 //! - `journal`: the journal of HSM-side changes (intent before the remote call, outcome and
 //!   audit event after), and the reconciliation of what a crash left half-way.
 //! - `flows`: the port to the engine that runs HSM flows as scripts (the typed request, plan
 //!   and outcome); `build`: the pure builders of a flow (HSM names, successors, links).
 //! - `rotate`: rotation (DSM rekey) and rotation policies; `rotate_hsm`: the rotations that
-//!   give virtual keys new HSM versions (native, to catalog material, linked copies), their
-//!   crash-safe steps and their resumption.
+//!   give virtual keys new HSM versions (native, to catalog material, linked copies) and their
+//!   crash-safe steps; `rotate_record`: recording the versions they made; `rotate_resume`:
+//!   settling and resuming what a run or a crash left.
 //!
 //! Writes after creation are field-level patches applied with compare-and-swap on the row
 //! version: a request that read an older row retries on the fresh one, so concurrent
@@ -35,6 +37,7 @@ mod actions;
 mod build;
 mod change;
 mod create;
+mod drift;
 mod error;
 mod flows;
 mod hsm;
@@ -42,6 +45,8 @@ mod journal;
 mod remote;
 mod rotate;
 mod rotate_hsm;
+mod rotate_record;
+mod rotate_resume;
 pub mod rules;
 mod usage;
 

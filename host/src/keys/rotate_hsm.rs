@@ -5,39 +5,35 @@
 //! - `rotate_copies` (F24): the linked copies of a rotated catalog key, all those in one HSM
 //!   in one run, each getting the new material as a new version.
 //!
-//! Each virtual key that is to get a version has a step (`catalog::rotation`) written before
-//! any HSM call and leased to this daemon. The script's run may create versions only of its
-//! steps' keys; `keys::record_rotation` (or the bulk `keys::rotate_copies`) records each new
-//! version as a new virtual key that takes the name, with its links, escrowed backup and
-//! audit event, and finishes the step in the same transaction. A step its run did not settle
-//! is failed when the HSM did not get to make the version, and otherwise left for
-//! [`KeyService::resume_abandoned`], which first asks the HSM whether the version exists
-//! (adopting it) before making one: a crash never leaves a version unrecorded, nor makes two.
+//! Here: the planning (rules and policies, per copy) and the runs. Each virtual key that is
+//! to get a version has a step (`catalog::rotation`) written before any HSM call and leased
+//! to this daemon. The script's run may create versions only of its steps' keys;
+//! `keys::record_rotation` (or the bulk `keys::rotate_copies`) records each new version
+//! (`rotate_record`) and finishes the step in the same transaction. A step its run did not
+//! settle is failed or left for the resumption (`rotate_resume`): a crash never leaves a
+//! version unrecorded, nor makes two.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::auth::{self, Access};
-use crate::catalog::notifications::{self, EventType};
+use crate::auth::Access;
+use crate::catalog::new_id;
 use crate::catalog::rotation::{self, CopySelection, Step, StepKind, StepStatus};
-use crate::catalog::sobjects::{self, KeyOp, KeySource, LinkKind, Origin, SObject, escrow_context};
-use crate::catalog::{Conn, new_id};
+use crate::catalog::sobjects::{self, KeyOp, LinkKind, Origin, SObject};
 use crate::crypto::Material;
-use crate::kms::public_der;
-use crate::plugins::kms::RemoteKey;
 use crate::plugins::policy::Action;
 
 use super::access::may_manage;
-use super::build::{copy_link, copy_successor, merge_ops, rotate_from_size, successor};
+use super::build::{copy_successor, rotate_from_size, successor};
 use super::error::{KeyError, Result};
-use super::flows::{CopyOutcome, MadeVersion, Pending, RotationRun, RunScope, StepPlan};
+use super::flows::{CopyOutcome, Pending, RotationRun, StepPlan};
 use super::flows::{FlowRequest, Trigger};
 use super::hsm::{ensure_live, exclusive_key};
-use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed, rotated_notice};
+use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};
 use super::rules::{copy_ops, copyable};
-use super::{KeyService, creator, integrity, open_material};
+use super::{KeyService, creator, open_material};
 
 /// A linked copy that rotates along with its source, and the virtual key its new version
 /// becomes.
@@ -45,17 +41,6 @@ use super::{KeyService, creator, integrity, open_material};
 pub struct CopyPlan {
     pub copy: SObject,
     pub successor: SObject,
-}
-
-/// Abandoned steps resumed by one run: same account, principal, source and kind, and (but
-/// for copies of one source) the same step.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ResumeGroup {
-    account: String,
-    owner: String,
-    source: Option<String>,
-    kind: &'static str,
-    run: Option<String>,
 }
 
 /// Copies whose rotation is planned (checked against the rules and policies) at once.
@@ -293,7 +278,13 @@ impl KeyService {
     }
 
     /// The plan of a step for a run.
-    fn plan_of(&self, step: &Step, target: &SObject, successor: SObject, resume: bool) -> StepPlan {
+    pub(super) fn plan_of(
+        &self,
+        step: &Step,
+        target: &SObject,
+        successor: SObject,
+        resume: bool,
+    ) -> StepPlan {
         StepPlan {
             step_id: step.id.clone(),
             kind: step.kind,
@@ -378,7 +369,7 @@ impl KeyService {
     }
 
     /// One run of a rotation script for steps of one group, holding their keys.
-    async fn run_steps(
+    pub(super) async fn run_steps(
         &self,
         access: &Access,
         group_id: &str,
@@ -436,7 +427,7 @@ impl KeyService {
 
     /// Renews the leases of steps while their run works on them (a rotation of many copies
     /// can outlast one lease).
-    fn keep_leased(&self, ids: Vec<String>) -> tokio::task::JoinHandle<()> {
+    pub(super) fn keep_leased(&self, ids: Vec<String>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let every = std::time::Duration::from_secs((this.inner.lease.secs / 3).max(1) as u64);
@@ -457,436 +448,6 @@ impl KeyService {
             }
         })
     }
-
-    /// Records a new HSM version of a step's virtual key as the key that replaces it, and
-    /// finishes the step, in one transaction. Returns the new key's id.
-    pub async fn record_version(
-        &self,
-        scope: RunScope<'_>,
-        plan: &StepPlan,
-        worker: &str,
-        r: &RemoteKey,
-        backup: Option<&[u8]>,
-    ) -> Result<String> {
-        self.write_version(scope, plan, Some(worker), r, backup)
-            .await
-    }
-
-    /// Records several versions of one run in one transaction, each in a savepoint of its
-    /// own: a bulk rotation makes versions faster than one commit each could record them,
-    /// and one that cannot be recorded (its lease was taken over) leaves the others intact.
-    /// Returns each version's new key id or why it was not recorded, in the given order.
-    pub async fn record_versions(
-        &self,
-        scope: RunScope<'_>,
-        worker: &str,
-        made: &[MadeVersion<'_>],
-    ) -> Result<Vec<Result<String>>> {
-        self.write_versions(scope, Some(worker), made).await
-    }
-
-    /// The writes of `made` in one transaction, a savepoint each; the cache entries of the
-    /// replaced keys are forgotten after the commit.
-    async fn write_versions(
-        &self,
-        scope: RunScope<'_>,
-        worker: Option<&str>,
-        made: &[MadeVersion<'_>],
-    ) -> Result<Vec<Result<String>>> {
-        let mut tx = self.catalog().begin().await?;
-        let mut out = Vec::with_capacity(made.len());
-        for m in made {
-            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-            let r = self
-                .write_version_in(&mut one, scope, m.plan, worker, m.remote, m.backup)
-                .await;
-            match &r {
-                Ok(_) => one.commit().await?,
-                Err(_) => one.rollback().await?,
-            }
-            out.push(r);
-        }
-        tx.commit().await?;
-        for (m, r) in made.iter().zip(&out) {
-            if r.is_ok() {
-                self.forget(&m.plan.kid);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Records a version of a virtual key's HSM key made outside Keyward (Azure's own
-    /// rotation, the portal), found by `sync_key`: the key that replaces the virtual key, as
-    /// a rotation would record it. `None` when the virtual key has that version already.
-    pub async fn adopt_version(
-        &self,
-        scope: RunScope<'_>,
-        kid: &str,
-        r: &RemoteKey,
-        backup: Option<&[u8]>,
-    ) -> Result<Option<String>> {
-        let old = self.in_group(scope, kid).await?;
-        may_manage(scope.access, &old)?;
-        if old.rotated_at.is_some() {
-            return Err(KeyError::state(
-                "the key was replaced by a rotation; its replacement holds the HSM key's name",
-            ));
-        }
-        let prior = old.external.as_ref().and_then(|e| e.id.version.clone());
-        if prior.as_deref() == Some(r.version.as_str()) {
-            return Ok(None);
-        }
-        let now = self.now();
-        let mut next = successor(scope.access, &old, &Default::default(), now)?;
-        next.origin = Origin::External;
-        next.key_ops = merge_ops(&old.key_ops, &r.ops);
-        next.activation_date = r
-            .properties
-            .not_before
-            .or(r.properties.created)
-            .or(Some(now));
-        next.deactivation_date = r.properties.expires;
-        next.tags = r
-            .tags
-            .iter()
-            .map(|t| (t.name.clone(), t.value.clone()))
-            .collect();
-        let plan = StepPlan {
-            step_id: String::new(),
-            kind: StepKind::Native,
-            kid: old.kid.clone(),
-            hsm_name: old.external_name().unwrap_or_default().to_string(),
-            prior_version: prior,
-            resume: false,
-            successor: next,
-            deactivate_old: false,
-            source_kid: None,
-            rotation_policy: None,
-        };
-        self.write_version(scope, &plan, None, r, backup)
-            .await
-            .map(Some)
-    }
-
-    /// The one write of a new version: the old virtual key retired, the new one in its name
-    /// with links, escrow and policy, the step (if any) finished, the audit event and the
-    /// notification.
-    async fn write_version(
-        &self,
-        scope: RunScope<'_>,
-        plan: &StepPlan,
-        worker: Option<&str>,
-        r: &RemoteKey,
-        backup: Option<&[u8]>,
-    ) -> Result<String> {
-        let made = MadeVersion {
-            plan,
-            remote: r,
-            backup,
-        };
-        self.write_versions(scope, worker, std::slice::from_ref(&made))
-            .await?
-            .pop()
-            .expect("one result per version")
-    }
-
-    /// The writes of one new version in the caller's transaction (`write_versions`).
-    async fn write_version_in(
-        &self,
-        tx: &mut Conn,
-        scope: RunScope<'_>,
-        plan: &StepPlan,
-        worker: Option<&str>,
-        r: &RemoteKey,
-        backup: Option<&[u8]>,
-    ) -> Result<String> {
-        if !r.name.eq_ignore_ascii_case(&plan.hsm_name) {
-            return Err(KeyError::rule(format!(
-                "this rotation gives '{}' a new version, not '{}'",
-                plan.hsm_name, r.name
-            )));
-        }
-        if plan.prior_version.as_deref() == Some(r.version.as_str()) {
-            return Err(KeyError::rule(format!(
-                "'{}' has no new version yet (its latest is still {})",
-                r.name, r.version
-            )));
-        }
-        let account = &scope.access.account_id;
-        let now = self.now();
-        let source = match plan.kind {
-            StepKind::Native => KeySource::External,
-            StepKind::Copy | StepKind::Keyward => KeySource::Keyward,
-        };
-        let old = sobjects::get(tx, account, &plan.kid)
-            .await?
-            .filter(|o| o.group_id == scope.group.id)
-            .ok_or_else(|| {
-                KeyError::NotFound(format!("no virtual key {} in this group", plan.kid))
-            })?;
-        let mut new = plan.successor.clone();
-        new.external = Some(self.external_of(scope, r, source));
-        new.enabled = r.properties.enabled;
-        new.pub_key = public_der(r).or(new.pub_key);
-        self.retire(tx, scope.access, &old, plan.deactivate_old, now)
-            .await?;
-        sobjects::insert(tx, &new).await.map_err(integrity)?;
-        self.rearm(
-            tx,
-            scope.access,
-            &old,
-            &new,
-            plan.rotation_policy.clone(),
-            now,
-        )
-        .await?;
-        if let Some(source_kid) = &plan.source_kid
-            && let Some(src) = sobjects::get(tx, account, source_kid).await?
-        {
-            sobjects::add_link(tx, &copy_link(scope.access, &src, &new, now)).await?;
-        }
-        if let Some(b) = backup {
-            let sealed = self.catalog().seal(&escrow_context(&new.kid), b);
-            sobjects::put_escrow(tx, &new.kid, &sealed, now).await?;
-        }
-        if let Some(worker) = worker
-            && !rotation::finish_step(
-                tx,
-                &plan.step_id,
-                worker,
-                StepStatus::Done,
-                Some(&new.kid),
-                None,
-                now,
-            )
-            .await?
-        {
-            return Err(KeyError::state(
-                "the rotation step was taken over by another run (its lease expired)",
-            ));
-        }
-        self.event(
-            scope.access,
-            "key.rotate",
-            &new.kid,
-            json!({
-                "name": new.name, "replaced": old.kid, "external_key": r.id, "kind": plan.kind.as_str(),
-                "source": plan.source_kid, "deactivated": plan.deactivate_old, "workflow_run": scope.run_id,
-                "made_outside_keyward": worker.is_none(),
-            }),
-        )
-        .write(tx)
-        .await?;
-        rotated_notice(tx, &old, &new, now).await?;
-        Ok(new.kid)
-    }
-
-    /// Settles the steps a rotation run left pending: failed when the HSM did not make
-    /// their version, released for the next resumption (which adopts the version) when it
-    /// did.
-    pub async fn after_rotation_run(
-        &self,
-        account: &str,
-        run: &RotationRun,
-        reached: &HashSet<String>,
-        error: Option<&str>,
-    ) -> Result<()> {
-        let now = self.now();
-        let mut tx = self.catalog().begin().await?;
-        for p in &run.steps {
-            if reached.contains(&p.hsm_name.to_lowercase()) {
-                rotation::release_step(&mut tx, &p.step_id, &run.worker, now).await?;
-            } else {
-                let why =
-                    error.unwrap_or("the rotation run ended before this key got its new version");
-                if rotation::finish_step(
-                    &mut tx,
-                    &p.step_id,
-                    &run.worker,
-                    StepStatus::Failed,
-                    None,
-                    Some(why),
-                    now,
-                )
-                .await?
-                {
-                    failed_notice(&mut tx, account, &p.kid, &p.hsm_name, why, now).await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Takes over rotation steps whose worker stopped (their lease expired) and finishes
-    /// them, as the principal that started each. Returns how many were taken over.
-    pub async fn resume_abandoned(&self) -> Result<usize> {
-        let now = self.now();
-        let abandoned = {
-            let mut conn = self.catalog().conn().await?;
-            rotation::abandoned_steps(&mut conn, now, 500).await?
-        };
-        // One resumption per principal and run: copy steps of one source rotate together,
-        // as they started; every other step (one key each) resumes on its own. Each acts
-        // with the current access of the principal that started it, never another's.
-        let mut claimed: BTreeMap<ResumeGroup, Vec<Step>> = BTreeMap::new();
-        for s in abandoned {
-            let mut tx = self.catalog().begin().await?;
-            let ok = rotation::claim_step(
-                &mut tx,
-                &s.id,
-                &self.inner.lease.worker,
-                self.lease_until(),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            if ok {
-                let run = match s.kind {
-                    StepKind::Copy => None,
-                    StepKind::Native | StepKind::Keyward => Some(s.id.clone()),
-                };
-                claimed
-                    .entry(ResumeGroup {
-                        account: s.account_id.clone(),
-                        owner: format!("{}:{}", s.owner.kind(), s.owner.id()),
-                        source: s.source_kid.clone(),
-                        kind: s.kind.as_str(),
-                        run,
-                    })
-                    .or_default()
-                    .push(s);
-            }
-        }
-        let mut n = 0;
-        for (g, steps) in claimed {
-            n += steps.len();
-            if let Err(e) = self
-                .resume_steps(&g.account, g.source.as_deref(), steps)
-                .await
-            {
-                tracing::warn!("resuming an interrupted rotation: {e}");
-            }
-        }
-        if n > 0 {
-            tracing::info!(steps = n, "resumed interrupted rotations");
-        }
-        Ok(n)
-    }
-
-    async fn resume_steps(
-        &self,
-        account: &str,
-        source: Option<&str>,
-        steps: Vec<Step>,
-    ) -> Result<()> {
-        let first = &steps[0];
-        let access = {
-            let mut conn = self.catalog().conn().await?;
-            auth::access::load(&mut conn, account, &first.owner).await?
-        };
-        let Some(access) = access else {
-            return self
-                .fail_steps(
-                    &steps,
-                    "the principal that started the rotation no longer exists",
-                )
-                .await;
-        };
-        let source_key = match source {
-            Some(kid) => {
-                let mut conn = self.catalog().conn().await?;
-                sobjects::get(&mut conn, account, kid).await?
-            }
-            None => None,
-        };
-        let material = match (source, &source_key) {
-            (None, _) => None,
-            (Some(_), Some(src)) => open_material(self.catalog(), src)?,
-            (Some(_), None) => None,
-        };
-        if source.is_some() && material.is_none() {
-            return self
-                .fail_steps(&steps, "the source key's material is gone")
-                .await;
-        }
-        // The principal's rights now, not when the rotation started.
-        let mut targets = Vec::new();
-        for s in &steps {
-            let target = self
-                .get(&access, &s.target_kid)
-                .await
-                .and_then(|t| may_manage(&access, &t).map(|()| t));
-            match target {
-                Ok(t) => targets.push(t),
-                Err(e) => {
-                    return self
-                        .fail_steps(
-                            &steps,
-                            &format!("the principal that started the rotation may no longer rotate {}: {e}", s.target_kid),
-                        )
-                        .await;
-                }
-            }
-        }
-        let mut plans = Vec::new();
-        let mut copies = Vec::new();
-        for (s, target) in steps.iter().zip(targets) {
-            let next = match &source_key {
-                Some(src) => copy_successor(&access, &target, src, self.now())?,
-                None => {
-                    let mut next = successor(&access, &target, &Default::default(), self.now())?;
-                    next.origin = Origin::External;
-                    next
-                }
-            };
-            if first.kind == StepKind::Copy {
-                copies.push(CopyPlan {
-                    copy: target,
-                    successor: next,
-                });
-            } else {
-                plans.push(self.plan_of(s, &target, next, true));
-            }
-        }
-        if first.kind == StepKind::Copy {
-            let m =
-                material.ok_or_else(|| KeyError::Internal("copy steps without a source".into()))?;
-            self.run_copy_steps(&access, &m, copies, steps, true, Trigger::Schedule)
-                .await;
-            return Ok(());
-        }
-        let group = first.group_id.clone();
-        self.run_steps(&access, &group, plans, material, Trigger::Schedule)
-            .await
-    }
-
-    /// Fails steps that cannot resume, each with its audit event (as the principal that
-    /// started it, who may be gone).
-    async fn fail_steps(&self, steps: &[Step], why: &str) -> Result<()> {
-        let now = self.now();
-        let mut tx = self.catalog().begin().await?;
-        for s in steps {
-            crate::audit::Event::system(Some(&s.account_id), s.owner.id(), "key.rotate", now)
-                .object("sobject", &s.target_kid)
-                .outcome("failure", why)
-                .details(json!({"step": s.id, "resumed": true, "owner_kind": s.owner.kind()}))
-                .write(&mut tx)
-                .await?;
-            rotation::finish_step(
-                &mut tx,
-                &s.id,
-                &self.inner.lease.worker,
-                StepStatus::Failed,
-                None,
-                Some(why),
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 }
 
 fn copy_outcome(s: &Step, now: Option<&Step>) -> CopyOutcome {
@@ -905,24 +466,4 @@ fn copy_outcome(s: &Step, now: Option<&Step>) -> CopyOutcome {
         new_kid,
         error,
     }
-}
-
-/// The `key.rotation_failed` notification of a key whose new version was not made.
-async fn failed_notice(
-    c: &mut crate::catalog::Conn,
-    account: &str,
-    kid: &str,
-    hsm_name: &str,
-    why: &str,
-    now: i64,
-) -> Result<()> {
-    notifications::enqueue(
-        c,
-        account,
-        EventType::RotationFailed,
-        &json!({"kid": kid, "external_name": hsm_name, "error": why}),
-        now,
-    )
-    .await?;
-    Ok(())
 }

@@ -176,6 +176,28 @@ pub fn copy_ops(source: &SObject, requested: Option<KeyOps>) -> Result<KeyOps> {
     Ok(ops)
 }
 
+/// KMIP revocation reasons that make a key Compromised.
+pub const COMPROMISING: [&str; 2] = ["KeyCompromise", "CACompromise"];
+/// KMIP revocation reasons that deactivate it.
+pub const DEACTIVATING: [&str; 5] = [
+    "Unspecified",
+    "AffiliationChanged",
+    "Superseded",
+    "CessationOfOperation",
+    "PrivilegeWithdrawn",
+];
+
+/// Whether a revocation reason is a compromise (`None`: not a KMIP revocation reason).
+pub fn is_compromise(code: &str) -> Option<bool> {
+    if COMPROMISING.contains(&code) {
+        Some(true)
+    } else if DEACTIVATING.contains(&code) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// A lifecycle operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {

@@ -12,6 +12,7 @@ use wasmtime::{ResourceLimiter, Result, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::v0_1_0::kms_connector::keyward::plugin::http::{self, Request, Response};
 use super::bindings::v0_1_0::policy::keyward::plugin::{log, types};
 use super::engine::PluginEngine;
 use super::http::HttpGate;
@@ -77,6 +78,18 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The `http` import: only where the plugin's manifest and the daemon allow it.
+impl http::Host for HostState {
+    async fn send(&mut self, req: Request) -> Result<Response, http::Error> {
+        let Some(gate) = self.http.clone() else {
+            return Err(http::Error::Denied(
+                "this plugin may not make HTTP requests".into(),
+            ));
+        };
+        super::http::send(&self.plugin, &gate, req).await
     }
 }
 

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::bindings::v0_1_0::kms_connector::keyward::plugin::http::{self, Request, Response};
-use super::host::HostState;
 use super::manifest::HostPattern;
 
 /// Largest response body handed to a plugin.
@@ -181,18 +180,11 @@ pub struct HttpGate {
     pub clients: Arc<HttpClients>,
 }
 
-impl http::Host for HostState {
-    async fn send(&mut self, req: Request) -> Result<Response, http::Error> {
-        let Some(gate) = self.http.clone() else {
-            return Err(http::Error::Denied(
-                "this plugin may not make HTTP requests".into(),
-            ));
-        };
-        send(&self.plugin, &gate, req).await
-    }
-}
-
-async fn send(plugin: &str, gate: &HttpGate, req: Request) -> Result<Response, http::Error> {
+pub(super) async fn send(
+    plugin: &str,
+    gate: &HttpGate,
+    req: Request,
+) -> Result<Response, http::Error> {
     use http::Error as E;
     let url = Url::parse(&req.url).map_err(|e| E::InvalidRequest(format!("invalid URL: {e}")))?;
     if !gate.allowed.iter().any(|p| p.matches(&url)) {

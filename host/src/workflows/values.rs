@@ -7,8 +7,6 @@ use serde_json::{Value, json};
 use crate::catalog::groups::Group;
 use crate::kms::Link;
 
-use super::host_api::Secret;
-
 /// JSON to a script value (integers stay integers, `null` becomes `()`).
 pub fn from_json(v: &Value) -> Dynamic {
     match v {
@@ -67,6 +65,11 @@ pub fn describe(d: &Dynamic) -> String {
         other => other.to_string(),
     }
 }
+
+/// Key material handed to a run (import, copy). Scripts can pass it to `hsm::import_key` or
+/// `byok::wrap` but never see its bytes.
+#[derive(Clone)]
+pub struct Secret(pub std::sync::Arc<keyward_crypto::Material>);
 
 /// The script's `input`: the recorded JSON plus the opaque secrets.
 pub fn input(input: &Value, secrets: &[(String, Secret)]) -> Dynamic {

@@ -41,15 +41,11 @@ use crate::kms::{KmsError, Link};
 use crate::plugins::kms::RemoteKey;
 use crate::time::format_dsm;
 
+pub use super::values::Secret;
 use super::values::{from_json, to_json};
 use super::{Progress, RunRequest, Services};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// Key material handed to a run (import, copy). Scripts can pass it to `hsm::import_key` or
-/// `byok::wrap` but never see its bytes.
-#[derive(Clone)]
-pub struct Secret(pub Arc<keyward_crypto::Material>);
 
 /// A provider backup (all versions of a key), opaque to scripts.
 #[derive(Clone)]
