@@ -568,4 +568,3 @@ fn remote_state_of(
     }
     ext
 }
-
