@@ -69,19 +69,7 @@ async fn world() -> World {
         .to_string();
 
     // Account B: made by the admin, handed to bob, who builds his own group, app and key.
-    let acct_b = admin
-        .ok(Method::POST, "/sys/v1/accounts", Some(json!({"name": "B"})))
-        .await["acct_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    admin
-        .ok(
-            Method::POST,
-            "/sys/v1/session/select_account",
-            Some(json!({"acct_id": acct_b})),
-        )
-        .await;
+    admin.create_account("B").await;
     invite(&admin, "bob@example.com", "administrator", json!({})).await;
     let acct_a = admin
         .ok(Method::GET, "/sys/v1/accounts", None)

@@ -284,14 +284,7 @@ async fn signed_deliveries_run_the_workflow_and_bad_ones_run_nothing() {
     );
     // Refusals are counted, not stored one row each (anyone can send them).
     assert!(outcomes.contains(&"duplicate") && !outcomes.contains(&"refused"));
-    let metrics = http_client()
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("keyward_webhook_refused_deliveries_total{reason=\"signature\"}"),
         "{metrics}"

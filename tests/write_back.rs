@@ -44,17 +44,6 @@ async fn events(admin: &Api, action: &str, object: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn metrics(d: &TestDaemon) -> String {
-    http_client()
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_copy_never_gains_operations_its_source_lacks() {
     let d = TestDaemon::start().await;
@@ -293,19 +282,7 @@ async fn webhooks_and_jobs_start_only_what_their_owner_may_start_now() {
     assert_eq!(refused[0]["outcome"], "denied");
 
     // Names are the account's own: another account takes the same name (its own path)...
-    let acct_b = admin
-        .ok(Method::POST, "/sys/v1/accounts", Some(json!({"name": "B"})))
-        .await["acct_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    admin
-        .ok(
-            Method::POST,
-            "/sys/v1/session/select_account",
-            Some(json!({"acct_id": acct_b})),
-        )
-        .await;
+    let acct_b = admin.create_account("B").await;
     let theirs = admin
         .ok(
             Method::POST,
@@ -400,7 +377,7 @@ async fn metrics_labels_come_from_bounded_sets() {
             Some(json!({"group_id": g})),
         )
         .await;
-    let text = metrics(&d).await;
+    let text = d.metrics().await;
     assert!(!text.contains("MADEUP"), "made-up methods make no series");
     assert!(text.contains("method=\"other\""), "{text}");
     assert!(!text.contains("secret_customer_name"));

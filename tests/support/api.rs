@@ -26,6 +26,18 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
+    /// `GET /metrics`, as a scraper reads it.
+    pub async fn metrics(&self) -> String {
+        http_client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A daemon with a fresh data directory.
     pub async fn start() -> TestDaemon {
         let tmp = tempfile::tempdir().unwrap();
@@ -232,6 +244,27 @@ impl Api {
             "{method} {path} failed with {s}: {b}"
         );
         b
+    }
+
+    /// Creates an account and makes it the session's account; returns its id.
+    pub async fn create_account(&self, name: &str) -> String {
+        let id = self
+            .ok(
+                Method::POST,
+                "/sys/v1/accounts",
+                Some(json!({"name": name})),
+            )
+            .await["acct_id"]
+            .as_str()
+            .expect("an account id")
+            .to_string();
+        self.ok(
+            Method::POST,
+            "/sys/v1/session/select_account",
+            Some(json!({"acct_id": id})),
+        )
+        .await;
+        id
     }
 
     pub async fn create_group(&self, name: &str, extra: Value) -> String {

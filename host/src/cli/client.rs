@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use keyward::plugins::http::error_chain;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -104,16 +105,4 @@ impl Client {
             })
         }
     }
-}
-
-/// reqwest's error with its causes (the TLS or connection reason is in a source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -455,7 +455,10 @@ impl Deliverer {
             .send()
             .await;
         match sent {
-            Err(err) => failed(format!("could not deliver: {}", error_chain(&err))),
+            Err(err) => failed(format!(
+                "could not deliver: {}",
+                crate::plugins::http::error_chain(&err)
+            )),
             Ok(r) if r.status().is_success() => Attempt::Delivered,
             Ok(r) if r.status() == reqwest::StatusCode::GONE => Attempt::Gone,
             Ok(r) => Attempt::Failed {
@@ -468,18 +471,6 @@ impl Deliverer {
             },
         }
     }
-}
-
-/// An error with its causes (a refused address is a cause of reqwest's connect error).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 fn failed(error: String) -> Attempt {

@@ -273,7 +273,9 @@ fn looks_like_tls(text: &str) -> bool {
 }
 
 /// The error and all its causes on one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An HTTP client error with its causes, each said once (the TLS or connection reason is in
+/// a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
