@@ -1224,11 +1224,13 @@ async fn a_workflow_script_reaches_no_material_and_no_key_outside_its_group() {
         .await;
     let attempts = &runs[0]["output"]["attempts"];
     assert!(attempts.is_object(), "{runs}");
+    // Writes outside the run's key are refused as outside its plan; a read finds no key
+    // outside its group.
     for (what, want) in [
-        ("refresh", "not_found"),
-        ("set_state", "not_found"),
-        ("remove", "not_found"),
-        ("escrow", "not_found"),
+        ("refresh", "denied"),
+        ("set_state", "denied"),
+        ("remove", "denied"),
+        ("escrow", "denied"),
         ("get", "not_found"),
         ("record", "invalid"),
         ("creating", "invalid"),

@@ -703,3 +703,62 @@ async fn resumed_rotations_act_as_the_principal_that_started_each() {
     d.stop().await;
     em.stop().await;
 }
+
+/// A cron job runs with its owner's rights at each fire: once the owner no longer
+/// administers the group, the job's fires fail (for good) and nothing runs as them.
+#[tokio::test]
+async fn a_job_stops_when_its_owner_loses_the_right_to_run_it() {
+    let az = Azure::start_with(by_hand).await;
+    let d = &az.daemon;
+    let pw = "correct horse battery staple";
+    let invited = az
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/users/invite",
+            Some(
+                json!({"user_email": "nightly@example.com", "user_password": pw,
+                "account_role": "member", "groups": {&az.group: "administrator"}}),
+            ),
+        )
+        .await;
+    let owner = d.login("nightly@example.com", pw).await;
+    let job = owner
+        .ok(
+            Method::POST,
+            "/sys/v1/jobs",
+            Some(
+                json!({"name": "their sync", "workflow": "sync", "group_id": az.group,
+                "cron": "0 3 * * *"}),
+            ),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    az.admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/users/{}", invited["user_id"].as_str().unwrap()),
+            Some(json!({"del_groups": [&az.group]})),
+        )
+        .await;
+    d.clock.advance(DAY + 60);
+    let runs_before = count(d, "SELECT COUNT(*) FROM workflow_runs").await;
+    tick(d).await;
+    let fires = az
+        .admin
+        .ok(Method::GET, &format!("/sys/v1/jobs/{id}/fires"), None)
+        .await;
+    assert_eq!(fires[0]["status"], "failed", "{fires}");
+    assert!(
+        fires[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("may no longer run it"),
+        "{fires}"
+    );
+    assert_eq!(
+        count(d, "SELECT COUNT(*) FROM workflow_runs").await,
+        runs_before,
+        "nothing ran as the former administrator"
+    );
+}

@@ -651,3 +651,62 @@ async fn a_rotation_that_fails_changes_nothing_and_a_synced_aes_key_rotates_to_k
     assert_eq!(r["key_size"], 256, "{r}");
     settle(&az.admin).await;
 }
+
+#[tokio::test]
+async fn a_run_acts_only_on_the_keys_it_was_started_for() {
+    let az = Azure::start().await;
+    for name in ["mine", "bystander"] {
+        az.admin
+            .create_key(
+                json!({"name": name, "group_id": az.group, "obj_type": "AES", "key_size": 256}),
+            )
+            .await;
+    }
+    let mine = az
+        .admin
+        .ok(
+            Method::POST,
+            "/crypto/v1/keys/info",
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    // The account's own soft delete also deletes another key of the group.
+    az.admin
+        .ok(
+            Method::PUT,
+            "/sys/v1/workflows/soft_delete",
+            Some(json!({"source": "hsm::delete_key(\"bystander\");\nhsm::delete_key(input.azure_name);\n"})),
+        )
+        .await;
+    let (s, body) = az
+        .admin
+        .call(
+            Method::POST,
+            &format!("/crypto/v1/keys/{}/schedule_deletion", kid(&mine)),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("acts on the keys it was started for"),
+        "{body}"
+    );
+    assert!(az.remote("bystander").await.is_some());
+    assert!(az.remote("mine").await.is_some());
+    // The shipped script deletes the key it was started for.
+    az.admin
+        .ok(Method::DELETE, "/sys/v1/workflows/soft_delete", None)
+        .await;
+    az.admin
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{}/schedule_deletion", kid(&mine)),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    assert!(az.remote("mine").await.is_none());
+    assert!(az.remote("bystander").await.is_some());
+}

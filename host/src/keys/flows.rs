@@ -118,6 +118,56 @@ pub enum Pending {
     Change(PendingChange),
     /// New versions of virtual keys (rotations), each with its step.
     Rotation(RotationRun),
+    /// One key's flow (soft delete, recover, restore, purge, delete): the run acts on that
+    /// key alone.
+    Key(KeyTarget),
+}
+
+/// The key a key flow is for.
+#[derive(Debug, Clone)]
+pub struct KeyTarget {
+    pub kid: String,
+    pub hsm_name: String,
+}
+
+/// What a run may act on: the keys its plan names (by id and by HSM name), or, for a run
+/// without a plan (a sync, a script run by hand), the keys of its group.
+#[derive(Debug, Clone, Default)]
+pub struct RunTargets {
+    /// `None`: the group's keys.
+    pub kids: Option<Vec<String>>,
+    /// HSM names, lowercased.
+    pub names: Option<Vec<String>>,
+}
+
+impl RunTargets {
+    pub fn of(pending: Option<&Pending>) -> RunTargets {
+        let (kids, names): (Vec<String>, Vec<&str>) = match pending {
+            None => return RunTargets::default(),
+            Some(Pending::New(p)) => (vec![p.object.kid.clone()], vec![p.hsm_name()]),
+            Some(Pending::Change(p)) => (vec![p.kid.clone()], vec![p.hsm_name.as_str()]),
+            Some(Pending::Key(k)) => (vec![k.kid.clone()], vec![k.hsm_name.as_str()]),
+            Some(Pending::Rotation(r)) => (
+                r.steps.iter().map(|s| s.kid.clone()).collect(),
+                r.steps.iter().map(|s| s.hsm_name.as_str()).collect(),
+            ),
+        };
+        RunTargets {
+            kids: Some(kids),
+            names: Some(names.into_iter().map(str::to_lowercase).collect()),
+        }
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.kids
+            .as_ref()
+            .is_none_or(|k| k.iter().any(|x| x == kid))
+    }
+
+    pub fn has_name(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        self.names.as_ref().is_none_or(|n| n.contains(&name))
+    }
 }
 
 /// A new virtual key, reserved (state `Creating`), to be completed by `keys::record`.
@@ -141,6 +191,8 @@ impl PendingNew {
 #[derive(Debug, Clone)]
 pub struct PendingChange {
     pub kid: String,
+    /// Its name in the HSM.
+    pub hsm_name: String,
     pub patch: Patch,
     pub audit_action: String,
     pub audit_details: Value,

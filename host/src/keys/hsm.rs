@@ -29,7 +29,7 @@ use super::build::{azure_name, key_input, policy_row};
 use super::create::{name_taken, new_key_details};
 use super::error::{KeyError, Result};
 use super::flows::{FlowError, FlowOutcome, FlowRequest, Trigger};
-use super::flows::{Pending, PendingChange, PendingNew};
+use super::flows::{KeyTarget, Pending, PendingChange, PendingNew};
 use super::{KeyService, KeyView};
 
 /// What changes in the HSM when a virtual key changes (the `update` script's
@@ -310,6 +310,7 @@ impl KeyService {
                 None,
                 Some(Pending::Change(PendingChange {
                     kid: current.kid.clone(),
+                    hsm_name: name.to_string(),
                     patch,
                     audit_action: audit_action.into(),
                     audit_details,
@@ -358,7 +359,10 @@ impl KeyService {
             group,
             json!({"kid": o.kid, "azure_name": name}),
             None,
-            None,
+            Some(Pending::Key(KeyTarget {
+                kid: o.kid.clone(),
+                hsm_name: name.to_string(),
+            })),
             Some(exclusive_key(&o.kid)),
             None,
         )

@@ -75,8 +75,8 @@ pub use change::{KeyChange, TagEdits};
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};
 pub use flows::{
-    CopyOutcome, FlowError, FlowOutcome, FlowRequest, FlowRunner, MadeVersion, Pending,
-    PendingChange, PendingNew, RotationRun, RunScope, StepPlan, Trigger,
+    CopyOutcome, FlowError, FlowOutcome, FlowRequest, FlowRunner, KeyTarget, MadeVersion, Pending,
+    PendingChange, PendingNew, RotationRun, RunScope, RunTargets, StepPlan, Trigger,
 };
 pub use hsm::KeyFlow;
 pub use journal::RemoteReport;

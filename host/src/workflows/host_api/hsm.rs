@@ -205,6 +205,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             tags: tags_from_json(&v["tags"]),
         };
         c.check_reserved(&req.name)?;
+        c.check_name(&req.name)?;
         let k = c.journaled(
             "create_key",
             &req.name,
@@ -243,6 +244,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             c.services.kms.create_key(link, &req),
             remote_id,
         )?;
+        c.keks.lock().unwrap().insert(req.name.to_lowercase());
         c.log(&format!("created key-exchange key {}", k.id));
         Ok(c.remember(&k))
     });
@@ -252,6 +254,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         move |name: ImmutableString, material: Secret, opts: Map| {
             let link = c.link()?;
             c.check_reserved(&name)?;
+            c.check_name(&name)?;
             let req = import_request(&name, material_of(&material.0), &opts)?;
             let k = c.journaled(
                 "import_key",
@@ -271,6 +274,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         move |name: ImmutableString, blob: ByokBlob, opts: Map| {
             let link = c.link()?;
             c.check_reserved(&name)?;
+            c.check_name(&name)?;
             let material = KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
                 kek_id: blob.kek_id.clone(),
                 spec: blob.spec,
@@ -302,6 +306,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
                 .transpose()?,
             tags: (!v["tags"].is_null()).then(|| tags_from_json(&v["tags"])),
         };
+        c.check_name(&name)?;
         c.check_update(&name, &req)?;
         let key = KeyRef {
             name: name.to_string(),
@@ -320,6 +325,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     let c = ctx.clone();
     m.set_native_fn("rotate_key", move |name: ImmutableString| {
         let link = c.link()?;
+        c.check_name(&name)?;
         c.check_reserved(&name)?;
         let k = c.journaled(
             "rotate_key",
@@ -335,6 +341,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     let c = ctx.clone();
     m.set_native_fn("delete_key", move |name: ImmutableString| {
         let link = c.link()?;
+        c.check_name(&name)?;
         let d = c.journaled(
             "delete_key",
             &name,
@@ -348,6 +355,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     let c = ctx.clone();
     m.set_native_fn("recover_key", move |name: ImmutableString| {
         let link = c.link()?;
+        c.check_name(&name)?;
         let k = c.journaled(
             "recover_key",
             &name,
@@ -361,6 +369,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     let c = ctx.clone();
     m.set_native_fn("purge_key", move |name: ImmutableString| {
         let link = c.link()?;
+        c.check_name(&name)?;
         c.journaled(
             "purge_key",
             &name,
@@ -376,17 +385,21 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         let link = c.link()?;
         let b = c.kms(c.services.kms.backup_key(link, &name))?;
         c.log(&format!("backed up {name} ({} bytes)", b.len()));
-        Ok(Backup(Arc::new(b)))
+        Ok(Backup {
+            blob: Arc::new(b),
+            name: name.to_string(),
+        })
     });
     let c = ctx.clone();
     m.set_native_fn("restore_key", move |backup: Backup| {
         let link = c.link()?;
+        c.check_name(&backup.name)?;
         // The backup's key name is known only once the HSM has restored it.
         let k = c.journaled(
             "restore_key",
             "",
             json!({}),
-            c.services.kms.restore_key(link, &backup.0),
+            c.services.kms.restore_key(link, &backup.blob),
             remote_id,
         )?;
         c.log(&format!("restored {} from a backup", k.id));

@@ -85,12 +85,13 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     m.set_native_fn(
         "adopt_version",
         move |kid: ImmutableString, remote: Map, backup: Backup| {
+            c.check_kid(&kid)?;
             let remote = c.remembered(&remote)?;
             let new = c.keys(c.services.keys.adopt_version(
                 c.scope()?,
                 &kid,
                 &remote,
-                Some(backup.0.as_slice()),
+                Some(backup.blob.as_slice()),
             ))?;
             if let Some(n) = &new {
                 c.log(&format!(
@@ -119,6 +120,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     m.set_native_fn(
         "set_remote_state",
         move |kid: ImmutableString, state: ImmutableString, details: Map| {
+            c.check_kid(&kid)?;
             let state = RemoteState::parse(&state).ok_or_else(|| {
                 invalid(format!(
                     "'{state}' is not a remote state (Active, Disabled, SoftDeleted, Purged)"
@@ -150,6 +152,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     );
     let c = ctx.clone();
     m.set_native_fn("refresh", move |kid: ImmutableString, remote: Map| {
+        c.check_kid(&kid)?;
         let remote = c.remembered(&remote)?;
         c.keys(c.services.keys.refresh(c.scope()?, &kid, &remote))?;
         c.log(&format!("refreshed {kid} from the HSM"));
@@ -157,18 +160,26 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     });
     let c = ctx.clone();
     m.set_native_fn("escrow", move |kid: ImmutableString| {
-        let blob = c.keys(c.services.keys.escrow(c.scope()?, &kid))?;
+        c.check_kid(&kid)?;
+        let scope = c.scope()?;
+        let o = c.keys(c.services.keys.in_group(scope, &kid))?;
+        let blob = c.keys(c.services.keys.escrow(scope, &kid))?;
         c.log(&format!("took the escrowed backup of {kid}"));
-        Ok(Backup(Arc::new(blob)))
+        Ok(Backup {
+            blob: Arc::new(blob),
+            name: o.external_name().unwrap_or_default().to_string(),
+        })
     });
     let c = ctx.clone();
     m.set_native_fn("put_escrow", move |kid: ImmutableString, backup: Backup| {
-        c.keys(c.services.keys.put_escrow(c.scope()?, &kid, &backup.0))?;
+        c.check_kid(&kid)?;
+        c.keys(c.services.keys.put_escrow(c.scope()?, &kid, &backup.blob))?;
         c.log(&format!("escrowed a backup of {kid}"));
         Ok(())
     });
     let c = ctx.clone();
     m.set_native_fn("remove", move |kid: ImmutableString| {
+        c.check_kid(&kid)?;
         c.keys(c.services.keys.remove_virtual(c.scope()?, &kid))?;
         c.log(&format!(
             "removed virtual key {kid} and its escrowed backup"
@@ -207,7 +218,7 @@ fn record(c: &RunContext, remote: &RemoteKey, backup: Option<&Backup>) -> RhaiRe
         c.scope()?,
         &pending,
         remote,
-        backup.map(|b| b.0.as_slice()),
+        backup.map(|b| b.blob.as_slice()),
     ))?;
     *c.pending.lock().unwrap() = None;
     c.log(&format!("recorded virtual key {kid} for {}", remote.id));

@@ -36,7 +36,7 @@ use crate::audit::Event;
 use crate::auth::Access;
 use crate::catalog::CatalogError;
 use crate::catalog::groups::Group;
-use crate::keys::{KeyError, Pending, PendingNew, RotationRun, RunScope};
+use crate::keys::{KeyError, Pending, PendingNew, RotationRun, RunScope, RunTargets};
 use crate::kms::{KmsError, Link};
 use crate::plugins::kms::RemoteKey;
 use crate::time::format_dsm;
@@ -47,9 +47,13 @@ use super::{Progress, RunRequest, Services};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// A provider backup (all versions of a key), opaque to scripts.
+/// A provider backup (all versions of a key), opaque to scripts, with the HSM name of the
+/// key it holds (a restore acts on that key).
 #[derive(Clone)]
-pub struct Backup(Arc<Vec<u8>>);
+pub struct Backup {
+    blob: Arc<Vec<u8>>,
+    name: String,
+}
 
 /// A BYOK transfer blob made for one key-exchange key.
 #[derive(Clone)]
@@ -76,6 +80,11 @@ pub struct RunContext {
     deadline: Instant,
     concurrency: usize,
     pending: Mutex<Option<Pending>>,
+    /// What the run may act on, fixed when it starts (the pending plan is taken as it is
+    /// recorded).
+    targets: RunTargets,
+    /// Key-exchange keys this run made (lowercased): it may delete and purge those too.
+    keks: Mutex<HashSet<String>>,
     /// The HSM names (lowercased) of the run's reserved key or rotated keys for which the
     /// HSM made a key or version: an unrecorded one is kept for reconciliation rather than
     /// released.
@@ -110,6 +119,8 @@ impl RunContext {
             deadline,
             concurrency: concurrency.max(1),
             pending: Mutex::new(req.pending.clone()),
+            targets: RunTargets::of(req.pending.as_ref()),
+            keks: Mutex::new(HashSet::new()),
             reached_hsm: Mutex::new(HashSet::new()),
             recorded: Mutex::new(None),
             progress,
@@ -191,6 +202,32 @@ impl RunContext {
     }
 
     /// The run as the key service sees it.
+    /// A run acts on the keys its plan names (a key flow or a change on its key, a new key's
+    /// run on the reserved name, a rotation on its steps' keys) and on the key-exchange keys
+    /// it made; a run without a plan on the keys of its group.
+    fn check_name(&self, name: &str) -> RhaiResult<()> {
+        if self.targets.has_name(name) || self.keks.lock().unwrap().contains(&name.to_lowercase()) {
+            return Ok(());
+        }
+        Err(HostError::new(
+            HostErrorKind::Denied,
+            format!("this run acts on the keys it was started for, not on '{name}'"),
+        )
+        .throw())
+    }
+
+    /// As [`check_name`](Self::check_name), for a key of the catalog.
+    fn check_kid(&self, kid: &str) -> RhaiResult<()> {
+        if self.targets.has_kid(kid) {
+            return Ok(());
+        }
+        Err(HostError::new(
+            HostErrorKind::Denied,
+            format!("this run acts on the keys it was started for, not on {kid}"),
+        )
+        .throw())
+    }
+
     fn scope(&self) -> RhaiResult<RunScope<'_>> {
         Ok(RunScope {
             access: &self.access,

@@ -42,7 +42,7 @@ pub fn record_rotation(
         plan,
         &run.worker,
         &remote,
-        backup.map(|b| b.0.as_slice()),
+        backup.map(|b| b.blob.as_slice()),
     ))?;
     *c.recorded.lock().unwrap() = Some(kid.clone());
     c.log(&format!(
