@@ -12,12 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::audit::Event;
 use crate::catalog::sobjects::{KeyOp, ObjType};
-use crate::crypto::{self, HashAlg, RsaEncryptionMode, RsaSignatureMode, Shape};
-use crate::keys::{ImportValue, KeyRef, NewKey, UsableKey, WrapMode};
-use crate::kms::Link;
-use crate::plugins::kms::{CryptRequest, KeyRef as RemoteRef};
+use crate::crypto::{HashAlg, RsaEncryptionMode, RsaSignatureMode};
+use crate::keys::{CryptParams, ImportValue, KeyRef, NewKey, SignParams, UsableKey, WrapMode};
 
 use super::extract::{Body, Caller, id};
 use super::model::{KeyDescriptor, SobjectOut, b64, from_b64, parse_ops};
@@ -233,27 +230,23 @@ async fn usable(
     Ok(state.keys.usable_for(&caller.access, &key, op).await?)
 }
 
-/// Where a virtual key's operations go: its group's link and its name in the HSM.
-async fn remote(state: &AppState, key: &UsableKey) -> ApiResult<(Link, RemoteRef)> {
-    Ok(state.keys.remote_of(&key.object).await?)
-}
-
-async fn record(state: &AppState, caller: &Caller, key: &UsableKey, op: KeyOp, details: Value) {
-    let now = state.now();
-    state
-        .audit
-        .later(
-            Event::new(
-                Some(caller.account()),
-                caller.principal(),
-                &format!("key.{}", op.as_str().to_ascii_lowercase()),
-                now,
-            )
-            .object("sobject", &key.object.kid)
-            .details(details),
-        )
-        .await;
-    state.audit.key_used(&key.object.kid, now).await;
+/// The request's modes and parameters for an encryption, decryption or wrap.
+fn crypt_params(
+    key: &UsableKey,
+    alg: &str,
+    mode: &Option<Value>,
+    iv: &Option<String>,
+    ad: &Option<String>,
+    tag: &Option<String>,
+) -> ApiResult<CryptParams> {
+    let (aes_mode, rsa_mode) = modes(key, alg, mode)?;
+    Ok(CryptParams {
+        aes_mode,
+        rsa_mode,
+        iv: opt_b64("iv", iv)?,
+        ad: opt_b64("ad", ad)?,
+        tag: opt_b64("tag", tag)?,
+    })
 }
 
 async fn do_encrypt(
@@ -263,58 +256,16 @@ async fn do_encrypt(
     req: EncryptRequest,
 ) -> ApiResult<Json<EncryptResponse>> {
     let key = usable(state, caller, path_kid, &req.key, KeyOp::Encrypt).await?;
-    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let params = crypt_params(&key, &req.alg, &req.mode, &req.iv, &req.ad, &None)?;
     if req.tag_len.is_some_and(|t| t != 128) {
         return Err(ApiError::field("tag_len", "only 128 is supported"));
     }
     let plain = from_b64("plain", &req.plain)?;
-    let iv = opt_b64("iv", &req.iv)?;
-    let ad = opt_b64("ad", &req.ad)?;
-    let e = match &key.material {
-        Some(m) => crypto::encrypt(
-            m,
-            aes_mode.as_deref(),
-            &rsa_mode,
-            &plain,
-            iv.as_deref(),
-            ad.as_deref(),
-        )?,
-        None => {
-            let alg = crypto::encryption_alg(
-                Shape::of_object(&key.object),
-                aes_mode.as_deref(),
-                &rsa_mode,
-            )?;
-            let (link, kref) = remote(state, &key).await?;
-            let r = state
-                .kms
-                .encrypt(
-                    &link,
-                    &kref,
-                    &CryptRequest {
-                        algorithm: alg.into(),
-                        value: plain,
-                        iv,
-                        aad: ad,
-                        tag: None,
-                    },
-                )
-                .await?;
-            crypto::Encrypted {
-                cipher: r.value,
-                iv: r.iv,
-                tag: r.tag,
-            }
-        }
-    };
-    record(
-        state,
-        caller,
-        &key,
-        KeyOp::Encrypt,
-        serde_json::json!({"alg": req.alg}),
-    )
-    .await;
+    let details = serde_json::json!({"alg": req.alg});
+    let e = state
+        .keys
+        .encrypt(&caller.access, &key, params, plain, details)
+        .await?;
     Ok(Json(EncryptResponse {
         kid: key.object.kid.clone(),
         cipher: b64(&e.cipher),
@@ -330,53 +281,13 @@ async fn do_decrypt(
     req: DecryptRequest,
 ) -> ApiResult<Json<DecryptResponse>> {
     let key = usable(state, caller, path_kid, &req.key, KeyOp::Decrypt).await?;
-    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let params = crypt_params(&key, &req.alg, &req.mode, &req.iv, &req.ad, &req.tag)?;
     let cipher = from_b64("cipher", &req.cipher)?;
-    let iv = opt_b64("iv", &req.iv)?;
-    let ad = opt_b64("ad", &req.ad)?;
-    let tag = opt_b64("tag", &req.tag)?;
-    let plain = match &key.material {
-        Some(m) => crypto::decrypt(
-            m,
-            aes_mode.as_deref(),
-            &rsa_mode,
-            &cipher,
-            iv.as_deref(),
-            ad.as_deref(),
-            tag.as_deref(),
-        )?,
-        None => {
-            let alg = crypto::encryption_alg(
-                Shape::of_object(&key.object),
-                aes_mode.as_deref(),
-                &rsa_mode,
-            )?;
-            let (link, kref) = remote(state, &key).await?;
-            state
-                .kms
-                .decrypt(
-                    &link,
-                    &kref,
-                    &CryptRequest {
-                        algorithm: alg.into(),
-                        value: cipher,
-                        iv,
-                        aad: ad,
-                        tag,
-                    },
-                )
-                .await?
-                .value
-        }
-    };
-    record(
-        state,
-        caller,
-        &key,
-        KeyOp::Decrypt,
-        serde_json::json!({"alg": req.alg}),
-    )
-    .await;
+    let details = serde_json::json!({"alg": req.alg});
+    let plain = state
+        .keys
+        .decrypt(&caller.access, &key, params, cipher, details)
+        .await?;
     Ok(Json(DecryptResponse {
         kid: key.object.kid.clone(),
         plain: b64(&plain),
@@ -399,34 +310,15 @@ async fn do_sign(
 ) -> ApiResult<Json<SignResponse>> {
     let key = usable(state, caller, path_kid, &req.key, KeyOp::Sign).await?;
     let d = digest(req.hash_alg, &req.hash, &req.data)?;
-    let sig = match &key.material {
-        Some(m) => crypto::sign(m, req.hash_alg, &req.mode, &d)?,
-        None => {
-            let alg =
-                crypto::signature_alg(Shape::of_object(&key.object), req.hash_alg, &req.mode)?;
-            let (link, kref) = remote(state, &key).await?;
-            state
-                .kms
-                .sign(
-                    &link,
-                    &kref,
-                    &crate::plugins::kms::SignRequest {
-                        algorithm: alg.into(),
-                        digest: d,
-                    },
-                )
-                .await?
-                .signature
-        }
+    let params = SignParams {
+        hash: req.hash_alg,
+        mode: &req.mode,
     };
-    record(
-        state,
-        caller,
-        &key,
-        KeyOp::Sign,
-        serde_json::json!({"hash_alg": req.hash_alg}),
-    )
-    .await;
+    let details = serde_json::json!({"hash_alg": req.hash_alg});
+    let sig = state
+        .keys
+        .sign(&caller.access, &key, params, d, details)
+        .await?;
     // ECDSA signatures leave as DER, as DSM's do (the crypto code and Azure make r ‖ s).
     let sig = match (key.object.obj_type, key.object.curve) {
         (ObjType::Ec, Some(curve)) => keyward_crypto::ecdsa_signature_to_der(curve, &sig)
@@ -455,34 +347,14 @@ async fn do_verify(
         }
         _ => sig,
     };
-    let result = match &key.material {
-        Some(m) => crypto::verify(m, req.hash_alg, &req.mode, &d, &sig)?,
-        None => {
-            let alg =
-                crypto::signature_alg(Shape::of_object(&key.object), req.hash_alg, &req.mode)?;
-            let (link, kref) = remote(state, &key).await?;
-            state
-                .kms
-                .verify(
-                    &link,
-                    &kref,
-                    &crate::plugins::kms::VerifyRequest {
-                        algorithm: alg.into(),
-                        digest: d,
-                        signature: sig,
-                    },
-                )
-                .await?
-        }
+    let params = SignParams {
+        hash: req.hash_alg,
+        mode: &req.mode,
     };
-    record(
-        state,
-        caller,
-        &key,
-        KeyOp::Verify,
-        serde_json::json!({"hash_alg": req.hash_alg, "result": result}),
-    )
-    .await;
+    let result = state
+        .keys
+        .verify(&caller.access, &key, params, d, sig)
+        .await?;
     Ok(Json(VerifyResponse {
         kid: key.object.kid.clone(),
         result,
@@ -496,7 +368,7 @@ async fn do_wrap(
     req: WrapRequest,
 ) -> ApiResult<Json<WrapResponse>> {
     let key = usable(state, caller, path_kid, &req.key, KeyOp::WrapKey).await?;
-    let (aes_mode, rsa_mode) = modes(&key, &req.alg, &req.mode)?;
+    let params = crypt_params(&key, &req.alg, &req.mode, &None, &None, &None)?;
     // Wrapping hands the subject's material out under another key: it is an export of the
     // subject, with the same rules.
     let subject_ref = match (&req.subject, &req.kid) {
@@ -513,50 +385,21 @@ async fn do_wrap(
         }
     };
     let subject_key = state.keys.exportable(&caller.access, &subject_ref).await?;
-    let subject = &subject_key.object;
     let subject_material = subject_key
         .material
         .as_ref()
         .ok_or_else(|| ApiError::Conflict("the key to wrap has no material here".into()))?;
-    let wrapped = match &key.material {
-        Some(m) => crypto::wrap(
-            m,
-            aes_mode.as_deref(),
-            &rsa_mode,
-            &subject_material.to_der(),
-        )?,
-        None => {
-            let alg = crypto::wrapping_alg(
-                Shape::of_object(&key.object),
-                aes_mode.as_deref(),
-                &rsa_mode,
-            )?;
-            let (link, kref) = remote(state, &key).await?;
-            state
-                .kms
-                .wrap_key(
-                    &link,
-                    &kref,
-                    &CryptRequest {
-                        algorithm: alg.into(),
-                        value: subject_material.to_der(),
-                        iv: None,
-                        aad: None,
-                        tag: None,
-                    },
-                )
-                .await?
-                .value
-        }
-    };
-    record(
-        state,
-        caller,
-        &key,
-        KeyOp::WrapKey,
-        serde_json::json!({"alg": req.alg, "subject": subject.kid}),
-    )
-    .await;
+    let details = serde_json::json!({"alg": req.alg, "subject": subject_key.object.kid});
+    let wrapped = state
+        .keys
+        .wrap(
+            &caller.access,
+            &key,
+            params,
+            subject_material.to_der(),
+            details,
+        )
+        .await?;
     Ok(Json(WrapResponse {
         kid: key.object.kid.clone(),
         wrapped_key: b64(&wrapped),

@@ -13,7 +13,8 @@
 //! - `access`: who may manage, export and use a key.
 //! - `create`: new keys, imports and copies, in the catalog or in a linked HSM.
 //! - `change`: updates, lifecycle operations and deletion.
-//! - `usage`: what a cryptographic operation may use, export, and unwrapping under a KEK.
+//! - `usage`: what a cryptographic operation may use, export, and unwrapping under a KEK;
+//!   `operate`: the operations themselves, here or in the key's HSM, with their audit event.
 //! - `hsm`: flows against a linked HSM, run as workflow scripts (reserving the HSM name
 //!   first, serializing changes of one key).
 //! - `remote`: what those scripts record: new virtual keys, their changes and remote state,
@@ -42,6 +43,7 @@ mod error;
 mod flows;
 mod hsm;
 mod journal;
+mod operate;
 mod remote;
 mod rotate;
 mod rotate_hsm;
@@ -80,6 +82,7 @@ pub use flows::{
 };
 pub use hsm::KeyFlow;
 pub use journal::RemoteReport;
+pub use operate::{CryptParams, SignParams};
 pub use remote::Deletion;
 pub use rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};
 pub use rules::Transition;
