@@ -54,11 +54,54 @@ pub(super) fn key_input(o: &SObject) -> Value {
         "elliptic_curve": o.curve.map(curve_name),
         "key_ops": o.key_ops,
         "enabled": o.enabled,
-        // A key active from its creation gets no not-before date in the HSM.
-        "activation_date": o.activation_date.filter(|a| *a > o.created_at),
+        "activation_date": remote_attributes(o).not_before,
         "deactivation_date": o.deactivation_date,
         "custom_metadata": o.tags,
         "description": o.description,
+    })
+}
+
+/// The attributes a key's new version gets in its HSM (what `key_input` shows a script, in
+/// the connector's types): its operations the HSM knows, whether it is enabled, its dates
+/// and its tags.
+pub fn remote_attributes(o: &SObject) -> RemoteAttributes {
+    RemoteAttributes {
+        ops: o.key_ops.iter().filter_map(remote_op).collect(),
+        enabled: o.enabled,
+        // A key active from its creation gets no not-before date in the HSM.
+        not_before: o.activation_date.filter(|a| *a > o.created_at),
+        expires: o.deactivation_date,
+        tags: o
+            .tags
+            .iter()
+            .map(|(name, value)| remote::Tag {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// See [`remote_attributes`].
+#[derive(Debug, Clone)]
+pub struct RemoteAttributes {
+    pub ops: Vec<remote::KeyOp>,
+    pub enabled: bool,
+    pub not_before: Option<i64>,
+    pub expires: Option<i64>,
+    pub tags: Vec<remote::Tag>,
+}
+
+/// The HSM's name of a catalog operation (`None`: one the HSM does not know).
+fn remote_op(op: KeyOp) -> Option<remote::KeyOp> {
+    Some(match op {
+        KeyOp::Encrypt => remote::KeyOp::Encrypt,
+        KeyOp::Decrypt => remote::KeyOp::Decrypt,
+        KeyOp::Sign => remote::KeyOp::Sign,
+        KeyOp::Verify => remote::KeyOp::Verify,
+        KeyOp::WrapKey => remote::KeyOp::WrapKey,
+        KeyOp::UnwrapKey => remote::KeyOp::UnwrapKey,
+        _ => return None,
     })
 }
 
@@ -267,5 +310,22 @@ mod tests {
             kept,
             KeyOps::of(&[KeyOp::Encrypt, KeyOp::Export, KeyOp::AppManageable])
         );
+    }
+
+    #[test]
+    fn the_catalog_and_the_hsm_name_operations_alike() {
+        for op in KeyOps::of(&[
+            KeyOp::Encrypt,
+            KeyOp::Decrypt,
+            KeyOp::Sign,
+            KeyOp::Verify,
+            KeyOp::WrapKey,
+            KeyOp::UnwrapKey,
+        ])
+        .iter()
+        {
+            assert_eq!(remote_op(op).and_then(catalog_op), Some(op));
+        }
+        assert_eq!(remote_op(KeyOp::Export), None);
     }
 }

@@ -72,7 +72,7 @@ use crate::policy::{self, PolicyFinding, Verdict};
 use crate::time::Clock;
 
 pub use actions::Actions;
-pub use build::RekeyChange;
+pub use build::{RekeyChange, RemoteAttributes, remote_attributes};
 pub use change::{KeyChange, TagEdits};
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use rhai::{Dynamic, Map};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::keys::{MadeVersion, Pending, RotationRun, StepPlan};
 use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{ImportRequest, KeyMaterial, RemoteKey};
 
-use super::shapes::{ops_from_json, tags_from_json};
 use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
 use crate::workflows::values::from_json;
 
@@ -210,19 +209,11 @@ async fn rotate_one(
     };
     let remote = match existing {
         Some(k) => k,
-        None => match import_request(plan, blob) {
-            Ok(req) => match kms.import_key(link, &req).await {
-                Ok(k) => k,
-                Err(error) => {
-                    return CopyResult::Failed {
-                        error,
-                        reached: false,
-                    };
-                }
-            },
-            Err(message) => {
+        None => match kms.import_key(link, &import_request(plan, blob)).await {
+            Ok(k) => k,
+            Err(error) => {
                 return CopyResult::Failed {
-                    error: KmsError::Incomplete(message),
+                    error,
                     reached: false,
                 };
             }
@@ -241,20 +232,20 @@ async fn rotate_one(
 }
 
 /// The BYOK import of a copy's new version, with the attributes of the key it becomes.
-fn import_request(plan: &StepPlan, blob: &ByokBlob) -> Result<ImportRequest, String> {
-    let key: Value = plan.input()["key"].clone();
-    Ok(ImportRequest {
+fn import_request(plan: &StepPlan, blob: &ByokBlob) -> ImportRequest {
+    let a = crate::keys::remote_attributes(&plan.successor);
+    ImportRequest {
         name: plan.hsm_name.clone(),
         material: KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
             kek_id: blob.kek_id.clone(),
             spec: blob.spec,
             blob: blob.blob.to_vec(),
         }),
-        ops: ops_from_json(&key["key_ops"]).map_err(|e| e.to_string())?,
-        enabled: key["enabled"].as_bool().unwrap_or(true),
-        not_before: key["activation_date"].as_i64(),
-        expires: key["deactivation_date"].as_i64(),
-        tags: tags_from_json(&key["custom_metadata"]),
+        ops: a.ops,
+        enabled: a.enabled,
+        not_before: a.not_before,
+        expires: a.expires,
+        tags: a.tags,
         hsm: true,
-    })
+    }
 }
