@@ -4,9 +4,10 @@
 //! every account's scripts share the daemon's process: one run binding a large array to many
 //! variables could take the whole machine's memory. The daemon's global allocator therefore
 //! counts, on a thread that is running a script, the bytes allocated minus the bytes freed
-//! since the run began (a run's script has a blocking thread of its own, and its host calls
-//! run on that thread too); the engine's progress hook ends the run once the count passes the
-//! budget. Outside a run the allocator only reads one thread-local flag.
+//! since the run began (a run's script has a blocking thread of its own); the engine's
+//! progress hook ends the run once the count passes the budget. The I/O of host calls is not
+//! counted (its buffers are freed by other threads, which would make the count drift), what
+//! they hand the script is. Outside a run the allocator only reads one thread-local flag.
 //!
 //! `tracking-allocator` offers allocation groups, but wraps every allocation of the process
 //! with a header and a tracker call; this wrapper adds nothing outside a script's thread.
@@ -76,6 +77,33 @@ impl Counting {
 impl Drop for Counting {
     fn drop(&mut self) {
         let _ = COUNTING.try_with(|c| c.set(false));
+    }
+}
+
+/// Runs `f` without counting its allocations (and frees) on this thread.
+pub fn paused<T>(f: impl FnOnce() -> T) -> T {
+    let _p = Paused::new();
+    f()
+}
+
+/// Stops counting on this thread until dropped (for work of the daemon's that a host call
+/// starts, such as tasks other threads run and free).
+pub struct Paused {
+    was: bool,
+}
+
+impl Paused {
+    #[allow(clippy::new_without_default, reason = "a guard, made where it starts")]
+    pub fn new() -> Paused {
+        Paused {
+            was: COUNTING.with(|c| c.replace(false)),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = COUNTING.try_with(|c| c.set(self.was));
     }
 }
 

@@ -277,6 +277,8 @@ impl<'a> Adopter<'a> {
         let kms = self.c.services.kms.clone();
         let link = self.link.clone();
         let _guard = self.c.rt.enter();
+        // The task is the daemon's work (another thread frees it), not the script's memory.
+        let _uncounted = crate::workflows::memory::Paused::new();
         self.tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
             let key = KeyRef {
@@ -386,8 +388,13 @@ fn adopt_listed(c: &Arc<RunContext>, nc: &NativeCallContext, filter: FnPtr) -> R
     loop {
         let p = c.kms(c.services.kms.list_keys(&adopter.link, page.as_deref()))?;
         for item in &p.items {
+            // What a sync needs of every key (a whole item each would make a large HSM's
+            // sync hold far more than its memory budget).
+            let mut seen = Map::new();
+            seen.insert("name".into(), item.name.clone().into());
+            seen.insert("enabled".into(), item.properties.enabled.into());
+            listed.push(Dynamic::from_map(seen));
             let d = from_json(&item_json(item));
-            listed.push(d.clone());
             if !known.contains(&item.name.to_lowercase())
                 && filter.call_within_context::<bool>(nc, (d,))?
             {

@@ -179,14 +179,16 @@ impl RunContext {
     /// Runs `fut` on the daemon's runtime, but not past the run's deadline.
     fn block<T>(&self, fut: impl Future<Output = T>) -> RhaiResult<T> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        self.rt
-            .block_on(tokio::time::timeout_at(deadline, fut))
-            .map_err(|_| {
+        // The I/O a host call does (connections, buffers that other threads free) is the
+        // daemon's, not the script's: the budget counts what the call hands the script.
+        super::memory::paused(|| self.rt.block_on(tokio::time::timeout_at(deadline, fut))).map_err(
+            |_| {
                 Box::new(EvalAltResult::ErrorTerminated(
                     "time limit".into(),
                     Position::NONE,
                 ))
-            })
+            },
+        )
     }
 
     fn link(&self) -> RhaiResult<&Link> {

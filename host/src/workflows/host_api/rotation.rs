@@ -75,6 +75,8 @@ pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let _guard = c.rt.enter();
+        // The tasks are the daemon's work (other threads free them), not the script's memory.
+        let _uncounted = crate::workflows::memory::Paused::new();
         for plan in run.steps.iter().cloned() {
             let (kms, link, slots, blob) = (
                 c.services.kms.clone(),
