@@ -334,6 +334,15 @@ async fn one_accounts_script_cannot_take_the_daemons_memory() {
         run["error"].as_str().unwrap().contains("memory limit"),
         "{run}"
     );
+    // The process never held what the script asked for (120 x 16 MB): its peak stays far
+    // below, whatever the other tests of this binary hold meanwhile.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kib < 1 << 20, "peak RSS {peak_kib} KiB");
     // The daemon goes on, and a script within its budget runs.
     admin
         .ok(
