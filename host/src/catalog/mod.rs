@@ -226,3 +226,81 @@ pub fn is_id(s: &str) -> bool {
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catalog version 9 makes webhook names unique per account by building the webhooks
+    /// tables anew: a catalog upgraded from version 8 keeps its webhooks and accepted
+    /// deliveries (refusals are no longer stored), and the cascade still holds.
+    #[tokio::test]
+    async fn upgrading_to_per_account_webhook_names_keeps_webhooks_and_deliveries() {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let apply = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 8) {
+            assert!(*version <= 8);
+            apply(sql).await;
+        }
+        let seed = "
+            INSERT INTO accounts (id, name, created_at) VALUES ('a1', 'one', 0), ('a2', 'two', 0);
+            INSERT INTO webhooks (id, account_id, name, kind, workflow, secret, owner_kind, owner_id, created_at)
+                VALUES ('w1', 'a1', 'deploy', 'standard', 'sync', x'00', 'user', 'u1', 0),
+                       ('w2', 'a2', 'other', 'standard', 'sync', x'00', 'user', 'u2', 0);
+            INSERT INTO webhook_deliveries (webhook_id, message_id, received_at, outcome, run_id)
+                VALUES ('w1', 'msg_1', 1, 'accepted', 'r1'), ('w1', NULL, 2, 'refused', NULL);
+        ";
+        apply(seed).await;
+        let (_, v9) = MIGRATIONS.iter().find(|(v, _)| *v == 9).unwrap();
+        apply(v9).await;
+
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM webhooks").await, 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM webhook_deliveries WHERE outcome = 'accepted' AND message_id = 'msg_1'").await,
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM webhook_deliveries WHERE outcome = 'refused'").await,
+            0
+        );
+        // Another account may take a name; the same account may not take it twice.
+        sqlx::raw_sql("INSERT INTO webhooks (id, account_id, name, kind, workflow, secret, owner_kind, owner_id, created_at) VALUES ('w3', 'a2', 'deploy', 'standard', 'sync', x'00', 'user', 'u2', 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let again = sqlx::raw_sql("INSERT INTO webhooks (id, account_id, name, kind, workflow, secret, owner_kind, owner_id, created_at) VALUES ('w4', 'a2', 'deploy', 'standard', 'sync', x'00', 'user', 'u2', 0)")
+            .execute(&pool)
+            .await;
+        assert!(again.is_err());
+        // Deleting a webhook still deletes its deliveries.
+        sqlx::raw_sql("DELETE FROM webhooks WHERE id = 'w1'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM webhook_deliveries").await, 0);
+    }
+}
