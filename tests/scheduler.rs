@@ -425,6 +425,18 @@ async fn spawn_child(dir: &Path) -> (std::process::Child, Endpoint) {
     (child, Endpoint::at(&format!("http://{addr}")))
 }
 
+/// A new daemon on the killed child's catalog, once the dead one's leases have run out.
+async fn restart_on(dir: &Path) -> TestDaemon {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    TestDaemon::start_configured(dir, |c| {
+        by_hand(c);
+        c.scheduler.lease_secs = 2;
+        allow_local(c);
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled() {
     let em = azure::emulator().await;
@@ -491,15 +503,7 @@ async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled
     // Requests the killed daemon had sent are still answered by the HSM: let them land.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    // A new daemon on the same catalog, once the dead one's leases have run out.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let d = TestDaemon::start_configured(dir.path(), |c| {
-        by_hand(c);
-        c.scheduler.lease_secs = 2;
-        allow_local(c);
-    })
-    .await
-    .unwrap();
+    let d = restart_on(dir.path()).await;
     let mut resumed = 0;
     for _ in 0..5 {
         resumed += tick(&d).await.resumed;
@@ -641,15 +645,7 @@ async fn resumed_rotations_act_as_the_principal_that_started_each() {
     em.set_faults(FaultConfig::default()).unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 
-    // Once the dead daemon's leases have run out, a new daemon takes both over.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let d = TestDaemon::start_configured(dir.path(), |c| {
-        by_hand(c);
-        c.scheduler.lease_secs = 2;
-        allow_local(c);
-    })
-    .await
-    .unwrap();
+    let d = restart_on(dir.path()).await;
     assert_eq!(
         count(
             &d,

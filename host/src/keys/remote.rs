@@ -272,6 +272,8 @@ impl KeyService {
         }
         let account = &scope.access.account_id;
         let reported = state;
+        // A retry after a concurrent write does not ask the HSM again.
+        let mut put_back = false;
         for _ in 0..CAS_ATTEMPTS {
             let current = self.in_group(scope, kid).await?;
             let before = current.external.clone().expect("a virtual key");
@@ -284,8 +286,11 @@ impl KeyService {
             };
             let mut state = reported;
             if drift.enabled {
-                self.put_back(scope, &current, before.name(), None, &drift)
-                    .await?;
+                if !put_back {
+                    self.put_back(scope, &current, before.name(), None, &drift)
+                        .await?;
+                    put_back = true;
+                }
                 state = RemoteState::Disabled;
             }
             let ext = remote_state_of(&before, state, deletion, now);
