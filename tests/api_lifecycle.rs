@@ -583,20 +583,23 @@ async fn an_apps_credential_is_readable_by_its_managers_only() {
     assert_ne!(cred["credential"]["api_key"], api_key.as_str());
 
     let mut conn = d.state.catalog.conn().await.unwrap();
-    let reads: i64 = sqlx::query_scalar(
+    let reads: i64 = keyward::catalog::db::query(
         "SELECT COUNT(*) FROM audit_events WHERE action = 'app.credential_read' AND object_id = ?",
     )
     .bind(&app_id)
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut conn)
     .await
-    .unwrap();
+    .unwrap()
+    .get(0);
     assert_eq!(reads, 2, "each read is recorded");
     // At rest the secret is sealed, never in the clear.
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT api_secret_sealed FROM apps WHERE id = ?")
-        .bind(&app_id)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let stored: Vec<u8> =
+        keyward::catalog::db::query("SELECT api_secret_sealed FROM apps WHERE id = ?")
+            .bind(&app_id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
     let new_secret = cred["credential"]["secret"].as_str().unwrap().as_bytes();
     assert!(!stored.windows(new_secret.len()).any(|w| w == new_secret));
 }

@@ -253,12 +253,7 @@ async fn secrets_never_leak() {
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
     assert!(logs.contains("keyward is serving"), "logs were captured");
-    let mut catalog_files = Vec::new();
-    for f in ["catalog.db", "catalog.db-wal"] {
-        if let Ok(bytes) = std::fs::read(data_dir.join(f)) {
-            catalog_files.extend(bytes);
-        }
-    }
+    let catalog_files = keyward_tests::postgres::catalog_bytes(&data_dir).await;
     assert!(catalog_files.len() > 10_000, "the catalog files were read");
     let secrets: Vec<(&str, Vec<u8>)> = vec![
         ("admin password", admin_password.into()),

@@ -274,7 +274,7 @@ async fn a_group_saved_while_not_connected_is_fixed_later_but_its_instance_never
     // The secret is sealed at rest and absent from the audit log.
     let logs = admin.ok(Method::GET, "/sys/v1/logs", None).await;
     assert!(!logs.to_string().contains(SECRET));
-    let raw = std::fs::read(d.data_dir.join("catalog.db")).unwrap();
+    let raw = keyward_tests::postgres::catalog_bytes(&d.data_dir).await;
     assert!(!raw.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
 
     d.stop().await;

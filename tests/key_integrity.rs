@@ -13,7 +13,6 @@ use keyward_tests::api::{Api, TestDaemon, b64, catalog_snapshot, unb64};
 use keyward_tests::azure::{Azure, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 const DAY: i64 = 86_400;
 
@@ -58,9 +57,9 @@ fn denied(s: u16, body: &Value, what: &str) {
 /// The sealed material column of a key (present or not).
 async fn has_material(d: &TestDaemon, kid: &str) -> bool {
     let mut conn = d.state.catalog.conn().await.unwrap();
-    sqlx::query("SELECT material IS NOT NULL FROM sobjects WHERE kid = ?")
+    keyward::catalog::db::query("SELECT material IS NOT NULL FROM sobjects WHERE kid = ?")
         .bind(kid)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap()
         .get(0)
@@ -70,12 +69,12 @@ async fn has_material(d: &TestDaemon, kid: &str) -> bool {
 /// through the batched queue, so when they arrive depends on its flush.
 async fn audit_count(d: &TestDaemon, action: &str, object: &str) -> i64 {
     let mut conn = d.state.catalog.conn().await.unwrap();
-    sqlx::query(
+    keyward::catalog::db::query(
         "SELECT COUNT(*) FROM audit_events WHERE action = ? AND object_id = ? AND outcome = 'success'",
     )
         .bind(action)
         .bind(object)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap()
         .get(0)
@@ -278,16 +277,16 @@ async fn the_catalog_itself_refuses_what_the_rules_forbid() {
     let mut conn = w.d.state.catalog.conn().await.unwrap();
     for sql in [
         r#"UPDATE sobjects SET key_ops = '["ENCRYPT","EXPORT"]' WHERE kid = ?"#,
-        "UPDATE sobjects SET never_exportable = 0 WHERE kid = ?",
+        "UPDATE sobjects SET never_exportable = NOT never_exportable WHERE kid = ?",
         "UPDATE sobjects SET compromise_date = NULL WHERE kid = ?",
         "UPDATE sobjects SET deactivation_date = NULL WHERE kid = ?",
-        "UPDATE sobjects SET material = x'00' WHERE kid = ?",
+        "UPDATE sobjects SET material = ? WHERE kid = ?",
     ] {
-        let e = sqlx::query(sql)
-            .bind(&k)
-            .execute(&mut *conn)
-            .await
-            .expect_err(sql);
+        let mut q = keyward::catalog::db::query(sql);
+        if sql.contains("material") {
+            q = q.bind(vec![0u8]);
+        }
+        let e = q.bind(&k).execute(&mut conn).await.expect_err(sql);
         assert!(e.to_string().contains("integrity:"), "{sql}: {e}");
     }
     drop(conn);
@@ -297,12 +296,13 @@ async fn the_catalog_itself_refuses_what_the_rules_forbid() {
     let mut conn = w.d.state.catalog.conn().await.unwrap();
     for sql in [
         "UPDATE sobjects SET destruction_date = NULL WHERE kid = ?",
-        "UPDATE sobjects SET material = x'00' WHERE kid = ?",
+        "UPDATE sobjects SET material = ? WHERE kid = ?",
     ] {
-        assert!(
-            sqlx::query(sql).bind(&k).execute(&mut *conn).await.is_err(),
-            "{sql}"
-        );
+        let mut q = keyward::catalog::db::query(sql);
+        if sql.contains("material") {
+            q = q.bind(vec![0u8]);
+        }
+        assert!(q.bind(&k).execute(&mut conn).await.is_err(), "{sql}");
     }
 }
 
@@ -649,11 +649,11 @@ async fn unwrapping_under_a_kek_is_the_keks_cryptographic_operation() {
     assert_eq!(audit_count(&w.d, "key.unwrapkey", &kek).await, 1);
     w.d.state.audit.flush().await;
     let mut conn = w.d.state.catalog.conn().await.unwrap();
-    let denied_events: i64 = sqlx::query(
+    let denied_events: i64 = keyward::catalog::db::query(
         "SELECT COUNT(*) FROM audit_events WHERE action = 'key.unwrapkey' AND object_id = ? AND outcome = 'denied'",
     )
     .bind(&kek)
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut conn)
     .await
     .unwrap()
     .get(0);
@@ -1038,9 +1038,10 @@ async fn cached_keys_expire_and_a_change_is_seen_at_once() {
     // A change the cache was not told of (another daemon on the same catalog) is seen once
     // the entry expires.
     let mut conn = w.d.state.catalog.conn().await.unwrap();
-    sqlx::query("UPDATE sobjects SET enabled = 0 WHERE kid = ?")
+    keyward::catalog::db::query("UPDATE sobjects SET enabled = ? WHERE kid = ?")
+        .bind(false)
         .bind(&k)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await
         .unwrap();
     drop(conn);
@@ -1056,12 +1057,16 @@ async fn an_audit_event_that_cannot_be_written_is_retried_and_a_change_without_o
         .create_key(json!({"name": "audited", "obj_type": "AES", "key_size": 256}))
         .await);
     let mut conn = w.d.state.catalog.conn().await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )
-    .execute(&mut *conn)
-    .await
-    .unwrap();
+    let outage = match conn.backend() {
+        keyward::catalog::Backend::Sqlite => {
+            "CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+        }
+        keyward::catalog::Backend::Postgres => {
+            "CREATE FUNCTION audit_outage() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END; $$;
+             CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_outage();"
+        }
+    };
+    conn.run_script(outage).await.unwrap();
     drop(conn);
     // A cryptographic operation is queued for the log ...
     app.ok(
@@ -1082,10 +1087,11 @@ async fn an_audit_event_that_cannot_be_written_is_retried_and_a_change_without_o
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(audit_count(&w.d, "key.encrypt", &k).await, 0);
     let mut conn = w.d.state.catalog.conn().await.unwrap();
-    sqlx::raw_sql("DROP TRIGGER audit_outage")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let restore = match conn.backend() {
+        keyward::catalog::Backend::Sqlite => "DROP TRIGGER audit_outage",
+        keyward::catalog::Backend::Postgres => "DROP TRIGGER audit_outage ON audit_events",
+    };
+    conn.run_script(restore).await.unwrap();
     drop(conn);
     w.d.state.audit.flush().await;
     assert_eq!(
@@ -1141,7 +1147,7 @@ async fn one_hsm_name_gives_one_key_and_one_clear_conflict() {
     assert_eq!(s, 409, "{body}");
     assert_eq!(
         az.count(
-            "SELECT COUNT(*) FROM sobjects WHERE lower(json_extract(external, '$.id.label')) = ?",
+            "SELECT COUNT(*) FROM sobjects WHERE lower({label}) = ?",
             "twin-key"
         )
         .await,
@@ -1272,7 +1278,7 @@ async fn a_reservation_is_released_or_completed_by_the_next_sync() {
     };
     let reservations = || {
         az.count(
-            "SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.state') = ?",
+            "SELECT COUNT(*) FROM sobjects WHERE {json:external:state} = ?",
             "Creating",
         )
     };
@@ -1353,20 +1359,21 @@ throw "the daemon went away";
         .await
         .unwrap();
     let mut conn = az.daemon.state.catalog.conn().await.unwrap();
-    let account: String = sqlx::query("SELECT account_id FROM sobjects WHERE kid = ?")
-        .bind(&kid)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap()
-        .get(0);
-    sqlx::query(
+    let account: String =
+        keyward::catalog::db::query("SELECT account_id FROM sobjects WHERE kid = ?")
+            .bind(&kid)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+    keyward::catalog::db::query(
         "INSERT INTO hsm_ops (id, account_id, group_id, run_id, actor_kind, actor_id, operation, target, kid, status, started_at)
          VALUES ('00000000-0000-4000-8000-000000000001', ?, ?, NULL, 'user', 'u', 'update_key', 'half-done', ?, 'interrupted', 0)",
     )
     .bind(&account)
     .bind(&az.group)
     .bind(&kid)
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await
     .unwrap();
     drop(conn);
@@ -1465,12 +1472,12 @@ async fn every_change_of_a_key_and_of_its_hsm_has_exactly_one_audit_event() {
         expect("key.sync", f);
     }
     let mut conn = az.daemon.state.catalog.conn().await.unwrap();
-    let rows = sqlx::query(
+    let rows = keyward::catalog::db::query(
         "SELECT action, object_id, COUNT(*) FROM audit_events WHERE action LIKE 'key.%' AND outcome = 'success'
            AND action NOT IN ('key.encrypt', 'key.decrypt', 'key.sign', 'key.verify', 'key.wrapkey')
          GROUP BY action, object_id",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap();
     let got: BTreeMap<(String, String), i64> = rows
@@ -1480,10 +1487,10 @@ async fn every_change_of_a_key_and_of_its_hsm_has_exactly_one_audit_event() {
     assert_eq!(got, want);
 
     // Each change in the HSM: one journal entry, finished, and one event.
-    let journal: BTreeMap<String, i64> = sqlx::query(
+    let journal: BTreeMap<String, i64> = keyward::catalog::db::query(
         "SELECT operation, COUNT(*) FROM hsm_ops WHERE status = 'succeeded' GROUP BY operation",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap()
     .iter()
@@ -1502,16 +1509,17 @@ async fn every_change_of_a_key_and_of_its_hsm_has_exactly_one_audit_event() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(journal, expected_ops);
-    let open: i64 = sqlx::query("SELECT COUNT(*) FROM hsm_ops WHERE status <> 'succeeded'")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap()
-        .get(0);
+    let open: i64 =
+        keyward::catalog::db::query("SELECT COUNT(*) FROM hsm_ops WHERE status <> 'succeeded'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(open, 0);
-    let events: BTreeMap<String, i64> = sqlx::query(
+    let events: BTreeMap<String, i64> = keyward::catalog::db::query(
         "SELECT substr(action, 5), COUNT(*) FROM audit_events WHERE action LIKE 'hsm.%' GROUP BY action",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap()
     .iter()

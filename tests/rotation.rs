@@ -339,11 +339,8 @@ async fn an_azure_native_key_gets_a_new_version_and_the_old_one_stays_usable() {
     assert_eq!(s, 409, "{b}");
     assert!(az.sync().await.is_empty());
     assert_eq!(
-        az.count(
-            "SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.id.label') = ?",
-            "native"
-        )
-        .await,
+        az.count("SELECT COUNT(*) FROM sobjects WHERE {label} = ?", "native")
+            .await,
         2
     );
 }

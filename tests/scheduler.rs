@@ -28,10 +28,10 @@ async fn tick(d: &TestDaemon) -> TickReport {
 }
 
 async fn count(d: &TestDaemon, sql: &str) -> i64 {
-    use sqlx::Row;
     let mut conn = d.state.catalog.conn().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(&mut *conn)
+    keyward::catalog::db::Builder::new(sql)
+        .build()
+        .fetch_one(&mut conn)
         .await
         .unwrap()
         .get(0)
@@ -283,7 +283,11 @@ async fn a_cron_job_syncs_a_group_on_time() {
     let next = keyward::time::parse_dsm(job["next_run"].as_str().unwrap()).unwrap();
     assert!(next > d.clock.now() && next <= d.clock.now() + DAY);
     let synced = || async {
-        count(d, "SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.id.label') LIKE 'nightly-%'").await
+        count(
+            d,
+            "SELECT COUNT(*) FROM sobjects WHERE {label} LIKE 'nightly-%'",
+        )
+        .await
     };
 
     // Not before its time...
@@ -398,6 +402,7 @@ fn child_daemon() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut config = DaemonConfig::new(&dir);
+        config.database = keyward_tests::postgres::location_for(Path::new(&dir)).await;
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.plugin_cache_dir = Some(keyward_tests::cache_dir());
         config.scheduler.enabled = false;
@@ -561,7 +566,11 @@ async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled
             "{name}"
         );
         assert_eq!(
-            count(&d, &format!("SELECT COUNT(*) FROM sobjects WHERE json_extract(external, '$.id.label') = '{name}'")).await,
+            count(
+                &d,
+                &format!("SELECT COUNT(*) FROM sobjects WHERE {{label}} = '{name}'")
+            )
+            .await,
             2,
             "{name}: one virtual key per version"
         );

@@ -23,10 +23,9 @@ output.username = input.username;
 "#;
 
 async fn runs(d: &TestDaemon) -> i64 {
-    use sqlx::Row;
     let mut conn = d.state.catalog.conn().await.unwrap();
-    sqlx::query("SELECT COUNT(*) FROM workflow_runs")
-        .fetch_one(&mut *conn)
+    keyward::catalog::db::query("SELECT COUNT(*) FROM workflow_runs")
+        .fetch_one(&mut conn)
         .await
         .unwrap()
         .get(0)

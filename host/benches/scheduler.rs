@@ -12,8 +12,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use keyward::catalog::db::{Builder, query};
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Row};
 use support::{Daemon, env};
 
 const TARGET_MS: f64 = 50.0;
@@ -47,13 +47,14 @@ async fn main() {
     let scheduler = &d.running.state.scheduler;
     let catalog = &d.running.state.catalog;
     let mut conn = catalog.conn().await.unwrap();
-    let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!(
+    let plan: Vec<String> = Builder::new(format!(
         "EXPLAIN QUERY PLAN {}",
         keyward::catalog::rotation::due_policies_sql()
-    )))
+    ))
+    .build()
     .bind(0_i64)
     .bind(1000_i64)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap()
     .iter()
@@ -65,10 +66,7 @@ async fn main() {
     // the same 1%.
     let mut claim = Duration::ZERO;
     for _ in 0..ROUNDS {
-        sqlx::query("DELETE FROM fires")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        query("DELETE FROM fires").execute(&mut conn).await.unwrap();
         let t = Instant::now();
         let claimed = scheduler.claim_due().await.unwrap();
         claim += t.elapsed();
@@ -103,8 +101,8 @@ async fn main() {
 async fn seed(d: &Daemon, kid: &str, n: usize, due: usize) {
     let catalog = &d.running.state.catalog;
     let mut tx = catalog.begin().await.unwrap();
-    let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('sobjects')")
-        .fetch_all(&mut *tx)
+    let columns: Vec<String> = query("SELECT name FROM pragma_table_info('sobjects')")
+        .fetch_all(&mut tx)
         .await
         .unwrap()
         .iter()
@@ -124,9 +122,10 @@ async fn seed(d: &Daemon, kid: &str, n: usize, due: usize) {
         columns.join(", "),
         select.join(", ")
     );
-    sqlx::query(AssertSqlSafe(sql))
+    Builder::new(sql)
+        .build()
         .bind(kid)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .unwrap();
     let now = d.running.state.clock.now();
@@ -140,9 +139,10 @@ async fn seed(d: &Daemon, kid: &str, n: usize, due: usize) {
         past = now - 3600,
         future = now + 30 * 86_400,
     );
-    sqlx::query(AssertSqlSafe(sql))
+    Builder::new(sql)
+        .build()
         .bind(kid)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();

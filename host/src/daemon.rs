@@ -18,7 +18,7 @@ use crate::audit::Auditor;
 use crate::auth::{LoginThrottle, Sessions, ThrottleLimits};
 use crate::cache::Caches;
 use crate::catalog::seal::SealError;
-use crate::catalog::{Catalog, CatalogError, MasterKey};
+use crate::catalog::{Catalog, CatalogError, Location, MasterKey};
 use crate::keys::{self, KeyService};
 use crate::kms::Kms;
 use crate::notify::{Deliverer, Notifications, NotifyConfig};
@@ -39,9 +39,12 @@ pub struct TlsFiles {
 /// Everything the daemon needs to start. Defaults keep all state under one data directory.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// Holds the catalog (`catalog.db`), the master key (`master.key`), the compiled-plugin
-    /// cache and, by default, the plugin directory.
+    /// Holds the catalog (`catalog.db`, unless `database` says otherwise), the master key
+    /// (`master.key`), the compiled-plugin cache and, by default, the plugin directory.
     pub data_dir: PathBuf,
+    /// Where the catalog lives. Default: SQLite at `<data_dir>/catalog.db`. Daemons that
+    /// share a PostgreSQL catalog must share the master key too.
+    pub database: Option<Location>,
     /// Extra plugins (`<name>.toml` + `<name>.wasm`). Default: `<data_dir>/plugins`.
     pub plugin_dir: Option<PathBuf>,
     /// How often the plugin directory is rescanned for new or changed plugins.
@@ -77,6 +80,7 @@ impl DaemonConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         DaemonConfig {
             data_dir: data_dir.into(),
+            database: None,
             plugin_dir: None,
             plugin_scan_interval: Duration::from_secs(2),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -93,6 +97,13 @@ impl DaemonConfig {
             scheduler: SchedulerConfig::default(),
             notify: NotifyConfig::default(),
         }
+    }
+
+    /// Where the catalog lives: `database`, or the data directory's SQLite file.
+    pub fn database(&self) -> Location {
+        self.database
+            .clone()
+            .unwrap_or_else(|| Location::Sqlite(self.data_dir.join("catalog.db")))
     }
 
     pub fn workflow_dir(&self) -> PathBuf {
@@ -174,12 +185,19 @@ pub async fn start_plugins(config: &DaemonConfig) -> Result<PluginRuntime, Daemo
 /// Opens the catalog with the master key (file or `KEYWARD_MASTER_KEY`). A wrong master key
 /// is refused here, before anything is served.
 pub async fn open_catalog(config: &DaemonConfig) -> Result<Catalog, DaemonError> {
+    let catalog = open_catalog_unmigrated(config).await?;
+    catalog.migrate().await?;
+    Ok(catalog)
+}
+
+/// Opens the catalog without migrating it (`keyward migrate` migrates it itself).
+pub async fn open_catalog_unmigrated(config: &DaemonConfig) -> Result<Catalog, DaemonError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     let master = MasterKey::load_or_create(&config.data_dir.join("master.key"))?;
-    Ok(Catalog::open(&config.data_dir.join("catalog.db"), master).await?)
+    Ok(Catalog::open_unmigrated(&config.database(), master).await?)
 }
 
 /// A started daemon.
@@ -198,6 +216,7 @@ impl Running {
             .await
             .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
         let _ = self.watcher.await;
+        self.state.caches.disconnect();
         self.state.catalog.close().await;
         served.map_err(DaemonError::Serve)
     }
@@ -237,11 +256,13 @@ fn app_state(
 ) -> AppState {
     let clock = config.clock.clone();
     let audit = Auditor::start(catalog.clone());
-    let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs));
+    // This daemon's id: in its leases and claims, and in the changes it tells the others.
+    let worker = crate::catalog::new_id();
+    let caches = Arc::new(Caches::new(clock.clone(), config.cache_ttl_secs, &worker));
+    caches.connect(&catalog);
     let kms = Kms::new(plugins.clone());
     // One registry: the plugin runtime's, which counts plugin calls.
     let metrics = plugins.metrics();
-    let worker = crate::catalog::new_id();
     let workflows = Arc::new_cyclic(|engine| {
         let keys = KeyService::new(
             keys::Parts {
@@ -260,6 +281,7 @@ fn app_state(
         );
         Workflows::new(
             Services {
+                daemon_id: worker.clone(),
                 catalog: catalog.clone(),
                 keys,
                 plugins: plugins.clone(),
@@ -279,9 +301,10 @@ fn app_state(
         workflows.clone(),
         clock.clone(),
         config.scheduler.clone(),
-        worker,
+        worker.clone(),
     ));
     AppState {
+        daemon_id: worker,
         jobs: Jobs::new(catalog.clone(), workflows.clone(), clock.clone()),
         webhooks: Webhooks::new(
             catalog.clone(),
@@ -299,8 +322,8 @@ fn app_state(
         )),
         scheduler,
         keys,
-        sessions: Sessions::new(clock.clone(), config.session_lifetime_secs),
-        logins: LoginThrottle::new(clock.clone(), config.login_limits),
+        sessions: Sessions::new(catalog.clone(), clock.clone(), config.session_lifetime_secs),
+        logins: LoginThrottle::new(catalog.clone(), clock.clone(), config.login_limits),
         catalog,
         plugins,
         kms,

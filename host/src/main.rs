@@ -27,6 +27,16 @@ struct Cli {
         default_value = "keyward-data"
     )]
     data_dir: PathBuf,
+    /// Where the catalog lives: `sqlite://<path>` or `postgres://user:password@host[:port]
+    /// [,host2[:port]...]/database[?target_session_attrs=read-write]`. Default: SQLite in the
+    /// data directory. Daemons sharing a PostgreSQL catalog share the master key too.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database: Option<keyward::catalog::Location>,
     /// Directory of additional plugins (<name>.toml + <name>.wasm). Default: <data-dir>/plugins.
     #[arg(long, global = true, env = "KEYWARD_PLUGIN_DIR")]
     plugin_dir: Option<PathBuf>,
@@ -53,8 +63,35 @@ enum Command {
     /// List the plugins the daemon would load, and the ones it would skip with the reason.
     #[command(after_help = "Example:\n  keyward plugins --plugin-dir ./plugins")]
     Plugins,
+    /// Bring the catalog to this daemon's schema version and exit (the daemon also migrates
+    /// when it starts; daemons starting together migrate once).
+    #[command(
+        after_help = "Example:\n  keyward migrate --database postgres://keyward@db1,db2/keyward?target_session_attrs=read-write"
+    )]
+    Migrate,
+    /// Work on catalog databases directly (the daemons may be stopped).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Copy a whole catalog into an empty database, e.g. from SQLite to PostgreSQL. Sealed
+    /// secrets are copied as they are: the daemons on the new catalog need the same master
+    /// key (this command checks that it opens both).
+    #[command(
+        after_help = "Example:\n  keyward catalog copy --from sqlite://keyward-data/catalog.db --to postgres://keyward@db1/keyward"
+    )]
+    Copy {
+        /// The catalog to copy: sqlite://<path> or postgres://...
+        #[arg(long)]
+        from: keyward::catalog::Location,
+        /// An empty database to copy it into.
+        #[arg(long)]
+        to: keyward::catalog::Location,
+    },
 }
 
 #[derive(clap::Args)]
@@ -139,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut config = DaemonConfig::new(cli.data_dir);
     config.plugin_dir = cli.plugin_dir;
+    config.database = cli.database;
     let command = cli
         .command
         .unwrap_or_else(|| Command::Serve(ServeArgs::parse_from(["serve"])));
@@ -204,6 +242,39 @@ async fn main() -> anyhow::Result<()> {
             for p in runtime.problems() {
                 println!("skipped {}: {}", p.path.display(), p.reason);
             }
+        }
+        Command::Migrate => {
+            let location = config.database();
+            let catalog = daemon::open_catalog_unmigrated(&config).await?;
+            let before = catalog.version().await?;
+            let applied = catalog.migrate().await?;
+            let after = catalog.version().await?;
+            catalog.close().await;
+            if applied.is_empty() {
+                println!("{location}: at version {after}, nothing to do");
+            } else {
+                println!("{location}: migrated from version {before} to {after}");
+            }
+        }
+        Command::Catalog(CatalogCommand::Copy { from, to }) => {
+            if from == to {
+                anyhow::bail!("--from and --to name the same database");
+            }
+            let master =
+                keyward::catalog::MasterKey::load_or_create(&config.data_dir.join("master.key"))?;
+            let source = keyward::catalog::Catalog::open_at(&from, master.clone())
+                .await
+                .with_context(|| format!("opening {from}"))?;
+            let destination = keyward::catalog::Catalog::open_at(&to, master)
+                .await
+                .with_context(|| format!("opening {to}"))?;
+            let counts = keyward::catalog::copy::copy(&source, &destination).await?;
+            source.close().await;
+            destination.close().await;
+            for (table, n) in &counts {
+                println!("{table:<24} {n}");
+            }
+            println!("copied {from} to {to}");
         }
         Command::Client(_) => unreachable!("client commands ran above"),
     }

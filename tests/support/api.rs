@@ -78,6 +78,7 @@ impl TestDaemon {
         adjust: impl FnOnce(&mut DaemonConfig),
     ) -> Result<TestDaemon, daemon::DaemonError> {
         let mut config = DaemonConfig::new(dir);
+        config.database = crate::postgres::location_for(dir).await;
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.plugin_cache_dir = Some(crate::cache_dir());
         adjust(&mut config);
@@ -197,6 +198,15 @@ pub struct Api {
 }
 
 impl Api {
+    /// The same session, sent to another daemon (one sharing the catalog).
+    pub fn on(&self, base: &str) -> Api {
+        Api {
+            http: self.http.clone(),
+            base: base.to_string(),
+            token: self.token.clone(),
+        }
+    }
+
     /// Status and JSON body (or the text as a JSON string) of a call.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
@@ -329,43 +339,56 @@ pub async fn catalog_snapshot(d: &TestDaemon) -> String {
     catalog_snapshot_without(d, &[]).await
 }
 
-/// Every row of every catalog table but `skip` (say, the audit log, which records refusals).
+/// Every row of every catalog table but `skip` (say, the audit log, which records refusals),
+/// each table's rows sorted, on either backend.
 pub async fn catalog_snapshot_without(d: &TestDaemon, skip: &[&str]) -> String {
-    use sqlx::Row;
+    use keyward::catalog::Backend;
+    use keyward::catalog::db::{Builder, query};
     d.state.audit.flush().await;
     let mut conn = d.state.catalog.conn().await.unwrap();
-    let tables: Vec<String> = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let backend = conn.backend();
+    let tables: Vec<String> = match backend {
+        Backend::Sqlite => query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"),
+        Backend::Postgres => query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name"),
+    }
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     let mut out = String::new();
     for t in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
-        let cols: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT name FROM pragma_table_info('{t}')"
-        )))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-        let expr = cols
+        let row_text = match backend {
+            Backend::Sqlite => {
+                let cols: Vec<String> =
+                    Builder::new(format!("SELECT name FROM pragma_table_info('{t}')"))
+                        .build()
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                cols.iter()
+                    .map(|c| format!("quote(\"{c}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || ',' || ")
+            }
+            Backend::Postgres => format!("row_to_json(\"{t}\")::text"),
+        };
+        let mut rows: Vec<String> = Builder::new(format!("SELECT {row_text} FROM \"{t}\""))
+            .build()
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
             .iter()
-            .map(|c| format!("quote(\"{c}\")"))
-            .collect::<Vec<_>>()
-            .join(" || ',' || ");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {expr} FROM \"{t}\" ORDER BY rowid"
-        )))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+            .map(|r| r.get(0))
+            .collect();
+        rows.sort();
         out.push_str(&format!("== {t}\n"));
         for r in rows {
-            out.push_str(&r.get::<String, _>(0));
+            out.push_str(&r);
             out.push('\n');
         }
     }

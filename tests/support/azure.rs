@@ -124,14 +124,14 @@ impl Azure {
 
     /// The group's link, for looking at the HSM directly.
     pub async fn link(&self) -> Link {
-        use sqlx::Row;
         let mut conn = self.daemon.state.catalog.conn().await.unwrap();
-        let account: String = sqlx::query("SELECT account_id FROM groups WHERE id = ?")
-            .bind(&self.group)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap()
-            .get(0);
+        let account: String =
+            keyward::catalog::db::query("SELECT account_id FROM groups WHERE id = ?")
+                .bind(&self.group)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+                .get(0);
         let g = self
             .daemon
             .state
@@ -184,11 +184,11 @@ impl Azure {
 
     /// Runs `SELECT COUNT(*) ...` on the catalog.
     pub async fn count(&self, sql: &str, bind: &str) -> i64 {
-        use sqlx::Row;
         let mut conn = self.daemon.state.catalog.conn().await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        keyward::catalog::db::Builder::new(sql)
+            .build()
             .bind(bind)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await
             .unwrap()
             .get(0)

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod azure;
+pub mod postgres;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
+use crate::auth::sessions::Sessions;
 use crate::auth::{ApiKey, Principal};
 use crate::catalog::apps::{self, App, AppGroups, AppPermission};
 use crate::catalog::sobjects::Creator;
@@ -414,12 +415,11 @@ pub async fn update(
         )
         .write(&mut tx)
         .await?;
-    tx.commit().await?;
-    if app.enabled {
-        state.sessions.update_app_groups(&app.id, &app.groups);
-    } else {
-        state.sessions.end_all_of(&app.id);
+    // Sessions read the application's groups on each use; a disabled one's sessions end.
+    if !app.enabled {
+        Sessions::end_all_of(&mut tx, &app.id).await?;
     }
+    tx.commit().await?;
     Ok(Json(out(&app)))
 }
 
@@ -437,12 +437,12 @@ pub async fn delete(
     let app = load(&mut tx, &account, &app_id).await?;
     may_manage(&caller, &group_ids(&app.groups))?;
     apps::delete(&mut tx, &account, &app.id).await?;
+    Sessions::end_all_of(&mut tx, &app.id).await?;
     Event::new(Some(&account), caller.principal(), "app.delete", now)
         .object("app", &app.id)
         .write(&mut tx)
         .await?;
     tx.commit().await?;
-    state.sessions.end_all_of(&app.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -511,12 +511,12 @@ pub async fn reset_secret(
     app.api_key_hash = key.hash();
     app.api_secret_sealed = Some(seal_secret(&state, &key));
     apps::update(&mut tx, &app).await?;
+    Sessions::end_all_of(&mut tx, &app.id).await?;
     Event::new(Some(&account), caller.principal(), "app.reset_secret", now)
         .object("app", &app.id)
         .write(&mut tx)
         .await?;
     tx.commit().await?;
-    state.sessions.end_all_of(&app.id);
     Ok(Json(AppWithKey {
         app: out(&app),
         api_key: key.encoded(),

@@ -177,6 +177,13 @@ impl From<CatalogError> for ApiError {
         if e.is_unique_violation() {
             return ApiError::Conflict("the name is already taken".into());
         }
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the catalog database is unavailable");
+            return ApiError::Unavailable(
+                "the catalog database is unavailable; nothing was changed, try again shortly"
+                    .into(),
+            );
+        }
         ApiError::Internal(e.to_string())
     }
 }
@@ -256,6 +263,7 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::Busy { .. } => ApiError::Conflict(e.to_string()),
             WorkflowError::Host { error, .. } => ApiError::from(error),
             WorkflowError::TimedOut { .. } => ApiError::Timeout(e.to_string()),
+            WorkflowError::LeaseLost { .. } => ApiError::Unavailable(e.to_string()),
             WorkflowError::Catalog(c) => ApiError::from(c),
             WorkflowError::Forbidden(m) => ApiError::Forbidden(m),
             WorkflowError::Compile(_)

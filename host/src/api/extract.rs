@@ -46,7 +46,7 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
 impl Caller {
     /// The caller a session token stands for (the API's bearer token, the console's cookie).
     pub async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-        let session = state.sessions.get(token).ok_or_else(|| {
+        let session = state.sessions.get(token).await?.ok_or_else(|| {
             ApiError::Unauthorized("the session is unknown or has expired".into())
         })?;
         let account_id = session.account_id.clone().ok_or_else(|| {
@@ -134,13 +134,43 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde's messages name the field for unknown, missing and mistyped fields; keep them.
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::bad(format!("malformed JSON: {e}"))
         } else {
             ApiError::bad(format!("invalid request: {e}"))
         }
-    })
+    })?;
+    if has_nul_escape(bytes) {
+        // PostgreSQL cannot store it in text, and no name, tag or description needs it:
+        // refused alike on both catalogs.
+        return Err(ApiError::bad(
+            "text in the request contains a NUL character (\\u0000), which is not allowed",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether a JSON document (already known to be valid) has a string with `\u0000` in it.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut i = 0;
+    while i < json.len() {
+        match (in_string, json[i]) {
+            (false, b'"') => in_string = true,
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                // The escaped character is never a quote that ends the string.
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Checks that a path segment is an id (so `/keys/not-an-id` is a clear 400, not a 404).
@@ -149,5 +179,22 @@ pub fn id(kind: &str, value: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad(format!("'{value}' is not a valid {kind} id")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn nul_escapes_are_found_in_strings_only() {
+        assert!(has_nul_escape(br#"{"name": "a\u0000b"}"#));
+        assert!(has_nul_escape(br#"{"tags": {"\u0000": "x"}}"#));
+        assert!(
+            !has_nul_escape(br#"{"name": "a\\u0000b"}"#),
+            "an escaped backslash"
+        );
+        assert!(!has_nul_escape(br#"{"name": "say \"\u00e9\""}"#));
+        assert!(!has_nul_escape(br#"{"n": 0}"#));
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::{ApiKey, Principal, Session, verify_password_or_dummy};
-use crate::catalog::{accounts, apps, users};
+use crate::catalog::{accounts, apps, leases, users};
 
 use super::extract::{Body, Caller, ClientAddr};
 use super::{ApiError, ApiResult, AppState};
@@ -38,9 +38,102 @@ pub struct SelectAccount {
     pub acct_id: String,
 }
 
-#[utoipa::path(get, path = "/sys/v1/health", tag = "session", responses((status = 200, description = "The daemon is up")))]
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// What `GET /sys/v1/health` says: for load balancers (503 takes the daemon out) and for
+/// operators (which daemon, which database server, what it holds).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// `ok`, or `unavailable` when the catalog database does not answer (with 503).
+    pub status: &'static str,
+    /// This daemon's id (in its leases and claims).
+    pub daemon_id: String,
+    pub database: DatabaseHealth,
+    /// Leases of singleton work this daemon holds (by the database's clock).
+    pub leases: Vec<LeaseOut>,
+    /// Scheduled work this daemon has claimed (fires of rotations and jobs, rotation steps).
+    pub claims: Vec<ClaimOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseHealth {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The PostgreSQL server in use (of several, the primary found).
+    pub host: Option<String>,
+    pub reachable: bool,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+    /// The catalog's schema version.
+    pub schema_version: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaseOut {
+    pub name: String,
+    /// What holds it, e.g. a workflow run's id.
+    pub detail: Option<String>,
+    /// Unix milliseconds, by the database's clock.
+    pub valid_until_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimOut {
+    pub name: String,
+    /// When the claim lapses unless renewed (Unix seconds).
+    pub until: i64,
+}
+
+#[utoipa::path(get, path = "/sys/v1/health", tag = "session", responses(
+    (status = 200, body = HealthOut, description = "The daemon and its database are up"),
+    (status = 503, body = HealthOut, description = "The catalog database does not answer")))]
+pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthOut>) {
+    let catalog = &state.catalog;
+    let reached = async {
+        catalog.ping().await?;
+        let version = catalog.version().await?;
+        let mut c = catalog.conn().await?;
+        let leases = leases::held_by(&mut c, &state.daemon_id).await?;
+        let claims = leases::claims_of(&mut c, &state.daemon_id, state.now()).await?;
+        Ok::<_, crate::catalog::CatalogError>((version, leases, claims))
+    }
+    .await;
+    let (status, reachable, error, version, leases, claims) = match reached {
+        Ok((v, l, c)) => (StatusCode::OK, true, None, Some(v), l, c),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            Some(e.to_string()),
+            None,
+            vec![],
+            vec![],
+        ),
+    };
+    let out = HealthOut {
+        status: if reachable { "ok" } else { "unavailable" },
+        daemon_id: state.daemon_id.clone(),
+        database: DatabaseHealth {
+            backend: catalog.backend().name(),
+            host: catalog.current_host(),
+            reachable,
+            error,
+            schema_version: version,
+        },
+        leases: leases
+            .into_iter()
+            .map(|l| LeaseOut {
+                name: l.name,
+                detail: l.detail,
+                valid_until_ms: l.valid_until,
+            })
+            .collect(),
+        claims: claims
+            .into_iter()
+            .map(|c| ClaimOut {
+                name: c.name,
+                until: c.until,
+            })
+            .collect(),
+    };
+    (status, Json(out))
 }
 
 /// DSM's `VersionResponse`: DSM clients read it before anything else.
@@ -109,7 +202,7 @@ pub async fn auth(
     } else {
         ApiKey::parse(credentials).map_or_else(String::new, |k| k.app_id)
     };
-    if let Err(retry_after) = state.logins.check(&login, address) {
+    if let Err(retry_after) = state.logins.check(&login, address).await? {
         return Err(ApiError::TooManyRequests {
             message: format!(
                 "too many failed logins for this account or from this address; try again in {retry_after} s"
@@ -119,8 +212,8 @@ pub async fn auth(
     }
     let result = authenticate(&state, credentials, name, secret, now).await;
     match &result {
-        Ok(_) => state.logins.succeeded(&login),
-        Err(ApiError::Unauthorized(_)) => state.logins.failed(&login, address),
+        Ok(_) => state.logins.succeeded(&login).await?,
+        Err(ApiError::Unauthorized(_)) => state.logins.failed(&login, address).await?,
         Err(_) => {}
     }
     result
@@ -179,9 +272,7 @@ async fn authenticate(
                 .await?;
         }
         tx.commit().await?;
-        let (token, session) = state
-            .sessions
-            .create(principal, account, Default::default());
+        let (token, session) = state.sessions.create(principal, account).await?;
         return Ok(Json(response(state, token, &session)));
     }
 
@@ -224,10 +315,10 @@ async fn authenticate(
                 .object("app", &app.id),
         )
         .await;
-    let (token, session) =
-        state
-            .sessions
-            .create(principal, Some(app.account_id.clone()), app.groups.clone());
+    let (token, session) = state
+        .sessions
+        .create(principal, Some(app.account_id.clone()))
+        .await?;
     Ok(Json(response(state, token, &session)))
 }
 
@@ -238,7 +329,7 @@ pub async fn terminate(
 ) -> ApiResult<StatusCode> {
     let token = super::extract::bearer(&headers)
         .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
-    if state.sessions.terminate(&token) {
+    if state.sessions.terminate(&token).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::Unauthorized(
@@ -255,6 +346,7 @@ pub async fn refresh(
     let session = state
         .sessions
         .refresh(&caller.token)
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("the session is unknown or has expired".into()))?;
     Ok(Json(response(&state, caller.token, &session)))
 }
@@ -269,10 +361,10 @@ pub async fn select_account(
 ) -> ApiResult<Json<AuthResponse>> {
     let token = super::extract::bearer(&headers)
         .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
-    let session = state
-        .sessions
-        .get(&token)
-        .ok_or_else(|| ApiError::Unauthorized("the session is unknown or has expired".into()))?;
+    let session =
+        state.sessions.get(&token).await?.ok_or_else(|| {
+            ApiError::Unauthorized("the session is unknown or has expired".into())
+        })?;
     let Principal::User { user_id, .. } = &session.principal else {
         return Err(ApiError::Forbidden(
             "applications belong to one account".into(),
@@ -291,6 +383,7 @@ pub async fn select_account(
     let session = state
         .sessions
         .select_account(&token, &req.acct_id)
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("the session has expired".into()))?;
     Ok(Json(response(&state, token, &session)))
 }

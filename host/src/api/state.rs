@@ -25,6 +25,8 @@ use crate::workflows::Workflows;
 use super::ApiError;
 
 pub struct AppState {
+    /// This daemon's id: in its leases, claims and the changes it tells the others.
+    pub daemon_id: String,
     pub catalog: Catalog,
     pub keys: KeyService,
     pub jobs: Jobs,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::audit::Event;
+use crate::auth::sessions::Sessions;
 use crate::auth::{Principal, credentials::MIN_PASSWORD_LEN, hash_password, verify_password};
 use crate::catalog::accounts::{self, Account, AccountRole};
 use crate::catalog::groups::{self, GroupRole};
@@ -426,7 +427,8 @@ pub async fn update(
         user.password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        state.sessions.end_all_of(&user.id);
+        // Every session of the user ends with the change, on every daemon.
+        Sessions::end_all_of(&mut tx, &user.id).await?;
     }
     if let Some(f) = req.first_name {
         user.first_name = Some(f);

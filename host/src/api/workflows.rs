@@ -91,6 +91,7 @@ pub async fn list(
 ) -> ApiResult<Json<WorkflowsOut>> {
     let workflows = state.workflows.clone();
     let account = caller.account().to_string();
+    workflows.refresh_account_scripts(&account).await?;
     let list = tokio::task::spawn_blocking(move || workflows.list(&account))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -116,6 +117,7 @@ pub async fn get(
     }
     let workflows = state.workflows.clone();
     let account = caller.account().to_string();
+    workflows.refresh_account_scripts(&account).await?;
     let (source, info) = tokio::task::spawn_blocking(move || {
         let source = workflows.source(&account, &name)?;
         let info = workflows

@@ -1,15 +1,17 @@
-//! Sessions: a bearer token per successful authentication, kept in memory (hashed), expiring
-//! after a period of inactivity unless refreshed. A restart ends every session; clients
-//! authenticate again.
+//! Sessions: a bearer token per successful authentication, stored in the catalog (as its
+//! SHA-256), so that every daemon sharing the catalog knows it, a restart keeps it, and a
+//! logout, a password change or a deleted application ends it everywhere at once. A session
+//! expires after a period of inactivity unless refreshed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::apps::AppGroups;
+use crate::catalog::apps::{self, AppGroups};
+use crate::catalog::sessions::{self as stored, SessionRow};
+use crate::catalog::{self, Catalog, Conn};
 use crate::time::Clock;
 
 /// Who a session belongs to.
@@ -33,6 +35,13 @@ impl Principal {
             Principal::App { app_id, .. } => app_id,
         }
     }
+
+    fn name(&self) -> &str {
+        match self {
+            Principal::User { email, .. } => email,
+            Principal::App { name, .. } => name,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,130 +49,165 @@ pub struct Session {
     pub principal: Principal,
     /// The account the session acts in (a user selects one of theirs).
     pub account_id: Option<String>,
-    /// For applications: the groups they belong to (kept current when the app changes).
+    /// For applications: the groups they belong to, as the catalog has them now.
     pub app_groups: Arc<AppGroups>,
     pub expires_at: i64,
 }
 
 #[derive(Clone)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    catalog: Catalog,
     clock: Clock,
     pub lifetime_secs: i64,
 }
 
-fn key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
 }
 
 impl Sessions {
-    pub fn new(clock: Clock, lifetime_secs: i64) -> Sessions {
+    pub fn new(catalog: Catalog, clock: Clock, lifetime_secs: i64) -> Sessions {
         Sessions {
-            inner: Default::default(),
+            catalog,
             clock,
             lifetime_secs,
         }
     }
 
     /// Starts a session; returns its bearer token.
-    pub fn create(
+    pub async fn create(
         &self,
         principal: Principal,
         account_id: Option<String>,
-        app_groups: AppGroups,
-    ) -> (String, Session) {
+    ) -> catalog::Result<(String, Session)> {
         let token = URL_SAFE_NO_PAD.encode(keyward_crypto::random_bytes(32));
-        let session = Session {
-            principal,
-            account_id,
-            app_groups: Arc::new(app_groups),
-            expires_at: self.clock.now() + self.lifetime_secs,
-        };
-        let mut map = self.inner.lock().unwrap();
         let now = self.clock.now();
-        // Expired sessions go when new ones come, so the map does not grow without bound.
-        if map.len() > 1024 {
-            map.retain(|_, s| s.expires_at > now);
-        }
-        map.insert(key(&token), session.clone());
-        (token, session)
+        let row = SessionRow {
+            token_hash: hash(&token),
+            principal_kind: principal.kind().to_string(),
+            principal_id: principal.id().to_string(),
+            principal_name: principal.name().to_string(),
+            account_id,
+            created_at: now,
+            expires_at: now + self.lifetime_secs,
+        };
+        let mut tx = self.catalog.begin().await?;
+        // Expired sessions go when new ones come, so the table does not grow without bound.
+        stored::purge(&mut tx, now, now - super::throttle::LONGEST_WINDOW_SECS).await?;
+        stored::insert(&mut tx, &row).await?;
+        tx.commit().await?;
+        let mut c = self.catalog.conn().await?;
+        let session = session_of(&mut c, row).await?;
+        Ok((token, session))
     }
 
     /// The live session of `token`.
-    pub fn get(&self, token: &str) -> Option<Session> {
-        let map = self.inner.lock().unwrap();
-        map.get(&key(token))
-            .filter(|s| s.expires_at > self.clock.now())
-            .cloned()
-    }
-
-    pub fn refresh(&self, token: &str) -> Option<Session> {
-        let mut map = self.inner.lock().unwrap();
-        let now = self.clock.now();
-        let s = map.get_mut(&key(token)).filter(|s| s.expires_at > now)?;
-        s.expires_at = now + self.lifetime_secs;
-        Some(s.clone())
-    }
-
-    pub fn select_account(&self, token: &str, account: &str) -> Option<Session> {
-        let mut map = self.inner.lock().unwrap();
-        let s = map.get_mut(&key(token))?;
-        s.account_id = Some(account.to_string());
-        Some(s.clone())
-    }
-
-    pub fn terminate(&self, token: &str) -> bool {
-        self.inner.lock().unwrap().remove(&key(token)).is_some()
-    }
-
-    /// Ends every session of a principal (password change, API key reset, removal).
-    pub fn end_all_of(&self, principal_id: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .retain(|_, s| s.principal.id() != principal_id);
-    }
-
-    /// Keeps the group list of an application's sessions current.
-    pub fn update_app_groups(&self, app_id: &str, groups: &AppGroups) {
-        let groups = Arc::new(groups.clone());
-        for s in self.inner.lock().unwrap().values_mut() {
-            if s.principal.id() == app_id {
-                s.app_groups = groups.clone();
-            }
+    pub async fn get(&self, token: &str) -> catalog::Result<Option<Session>> {
+        let mut c = self.catalog.conn().await?;
+        match stored::live(&mut c, &hash(token), self.clock.now()).await? {
+            Some(row) => Ok(Some(session_of(&mut c, row).await?)),
+            None => Ok(None),
         }
     }
+
+    /// Extends a live session by the lifetime.
+    pub async fn refresh(&self, token: &str) -> catalog::Result<Option<Session>> {
+        let now = self.clock.now();
+        let mut c = self.catalog.conn().await?;
+        if !stored::extend(&mut c, &hash(token), now, now + self.lifetime_secs).await? {
+            return Ok(None);
+        }
+        drop(c);
+        self.get(token).await
+    }
+
+    pub async fn select_account(
+        &self,
+        token: &str,
+        account: &str,
+    ) -> catalog::Result<Option<Session>> {
+        let mut c = self.catalog.conn().await?;
+        if !stored::set_account(&mut c, &hash(token), self.clock.now(), account).await? {
+            return Ok(None);
+        }
+        drop(c);
+        self.get(token).await
+    }
+
+    pub async fn terminate(&self, token: &str) -> catalog::Result<bool> {
+        let mut c = self.catalog.conn().await?;
+        stored::delete(&mut c, &hash(token)).await
+    }
+
+    /// Ends every session of a principal (password change, API key reset, removal), in the
+    /// transaction of that change.
+    pub async fn end_all_of(c: &mut Conn, principal_id: &str) -> catalog::Result<()> {
+        stored::delete_of(c, principal_id).await?;
+        Ok(())
+    }
+}
+
+async fn session_of(c: &mut Conn, row: SessionRow) -> catalog::Result<Session> {
+    let (principal, app_groups) = match row.principal_kind.as_str() {
+        "app" => {
+            let groups = apps::groups_of(c, &row.principal_id).await?;
+            (
+                Principal::App {
+                    app_id: row.principal_id,
+                    name: row.principal_name,
+                },
+                groups,
+            )
+        }
+        _ => (
+            Principal::User {
+                user_id: row.principal_id,
+                email: row.principal_name,
+            },
+            AppGroups::new(),
+        ),
+    };
+    Ok(Session {
+        principal,
+        account_id: row.account_id,
+        app_groups: Arc::new(app_groups),
+        expires_at: row.expires_at,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_expire_refresh_and_end() {
+    #[tokio::test]
+    async fn sessions_expire_refresh_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(
+            &dir.path().join("catalog.db"),
+            catalog::MasterKey::generate(),
+        )
+        .await
+        .unwrap();
         let clock = Clock::system();
-        let s = Sessions::new(clock.clone(), 600);
+        let s = Sessions::new(catalog.clone(), clock.clone(), 600);
         let p = Principal::User {
             user_id: "u".into(),
             email: "u@x".into(),
         };
-        let (t, _) = s.create(p, None, Default::default());
-        assert!(s.get(&t).is_some());
+        let (t, _) = s.create(p.clone(), None).await.unwrap();
+        assert!(s.get(&t).await.unwrap().is_some());
         clock.advance(500);
-        assert!(s.refresh(&t).is_some());
+        assert!(s.refresh(&t).await.unwrap().is_some());
         clock.advance(500);
-        assert!(s.get(&t).is_some(), "refreshed");
+        assert!(s.get(&t).await.unwrap().is_some(), "refreshed");
         clock.advance(601);
-        assert!(s.get(&t).is_none(), "expired");
-        let (t2, _) = s.create(
-            Principal::User {
-                user_id: "u".into(),
-                email: "u@x".into(),
-            },
-            None,
-            Default::default(),
-        );
-        s.end_all_of("u");
-        assert!(s.get(&t2).is_none());
+        assert!(s.get(&t).await.unwrap().is_none(), "expired");
+        assert!(s.refresh(&t).await.unwrap().is_none(), "expired for good");
+        let (t2, _) = s.create(p, None).await.unwrap();
+        let mut tx = catalog.begin().await.unwrap();
+        Sessions::end_all_of(&mut tx, "u").await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(s.get(&t2).await.unwrap().is_none());
+        assert!(!s.terminate(&t2).await.unwrap());
     }
 }

@@ -1,16 +1,19 @@
 //! Failed logins, counted per account name (email, or application id) and per source
-//! address over a sliding window. Past a limit, logins from there are refused (429 with
-//! `Retry-After`) until the oldest failure leaves the window, so guessing passwords costs a
-//! lot of time while a user who mistypes a few times is not locked out for long.
+//! address over a sliding window, in the catalog, so that every daemon sharing it counts the
+//! same failures. Past a limit, logins from there are refused (429 with `Retry-After`) until
+//! the oldest failure leaves the window, so guessing passwords costs a lot of time while a
+//! user who mistypes a few times is not locked out for long.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
 
+use sha2::{Digest, Sha256};
+
+use crate::catalog::sessions::{self as stored, Scope};
+use crate::catalog::{self, Catalog};
 use crate::time::Clock;
 
-/// Entries beyond this count make the next failure sweep out the old ones.
-const SWEEP_ABOVE: usize = 10_000;
+/// The longest window failures are kept for; older ones are purged.
+pub const LONGEST_WINDOW_SECS: i64 = 3600;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleLimits {
@@ -31,96 +34,95 @@ impl Default for ThrottleLimits {
     }
 }
 
-#[derive(Default)]
-struct Failures {
-    by_name: HashMap<String, VecDeque<i64>>,
-    by_address: HashMap<IpAddr, VecDeque<i64>>,
-}
-
 pub struct LoginThrottle {
-    failures: Mutex<Failures>,
+    catalog: Catalog,
     clock: Clock,
     limits: ThrottleLimits,
 }
 
-/// Seconds until `window` has room again, if it is full.
-fn wait(window: Option<&VecDeque<i64>>, limit: usize, now: i64, span: i64) -> Option<u64> {
-    let w = window?;
-    let recent = w.iter().filter(|t| **t > now - span).count();
-    (recent >= limit).then(|| {
-        let oldest = w.iter().rev().nth(limit - 1).copied().unwrap_or(now);
+/// Seconds until a subject has room again, given its newest failures (newest first, at most
+/// `limit` of them, all within the window), if it is full.
+fn wait(recent: &[i64], limit: usize, now: i64, span: i64) -> Option<u64> {
+    (limit > 0 && recent.len() >= limit).then(|| {
+        let oldest = recent[limit - 1];
         (oldest + span - now).max(1) as u64
     })
 }
 
-fn record<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, VecDeque<i64>>,
-    key: K,
-    now: i64,
-    span: i64,
-    keep: usize,
-) {
-    if map.len() > SWEEP_ABOVE {
-        map.retain(|_, w| w.back().is_some_and(|t| *t > now - span));
-    }
-    let w = map.entry(key).or_default();
-    w.push_back(now);
-    while w.len() > keep || w.front().is_some_and(|t| *t <= now - span) {
-        w.pop_front();
-    }
+/// The stored form of an account name: its SHA-256, since people type passwords there.
+fn name_subject(name: &str) -> Vec<u8> {
+    Sha256::digest(name.to_lowercase().as_bytes()).to_vec()
+}
+
+fn address_subject(address: IpAddr) -> Vec<u8> {
+    address.to_string().into_bytes()
 }
 
 impl LoginThrottle {
-    pub fn new(clock: Clock, limits: ThrottleLimits) -> LoginThrottle {
+    pub fn new(catalog: Catalog, clock: Clock, limits: ThrottleLimits) -> LoginThrottle {
         LoginThrottle {
-            failures: Mutex::new(Failures::default()),
+            catalog,
             clock,
-            limits,
+            limits: ThrottleLimits {
+                window_secs: limits.window_secs.clamp(1, LONGEST_WINDOW_SECS),
+                ..limits
+            },
         }
     }
 
     /// `Err(seconds)` when a login for `name` from `address` must wait.
-    pub fn check(&self, name: &str, address: Option<IpAddr>) -> Result<(), u64> {
+    pub async fn check(
+        &self,
+        name: &str,
+        address: Option<IpAddr>,
+    ) -> catalog::Result<Result<(), u64>> {
         let now = self.clock.now();
         let span = self.limits.window_secs;
-        let f = self.failures.lock().unwrap();
-        let by_name = wait(
-            f.by_name.get(&name.to_lowercase()),
+        let mut c = self.catalog.conn().await?;
+        let names = stored::recent_failures(
+            &mut c,
+            Scope::Name,
+            &name_subject(name),
+            now - span,
             self.limits.per_name,
-            now,
-            span,
-        );
-        let by_address =
-            address.and_then(|a| wait(f.by_address.get(&a), self.limits.per_address, now, span));
-        match by_name.max(by_address) {
+        )
+        .await?;
+        let by_name = wait(&names, self.limits.per_name, now, span);
+        let by_address = match address {
+            Some(a) => {
+                let recent = stored::recent_failures(
+                    &mut c,
+                    Scope::Address,
+                    &address_subject(a),
+                    now - span,
+                    self.limits.per_address,
+                )
+                .await?;
+                wait(&recent, self.limits.per_address, now, span)
+            }
+            None => None,
+        };
+        Ok(match by_name.max(by_address) {
             Some(secs) => Err(secs),
             None => Ok(()),
-        }
+        })
     }
 
-    pub fn failed(&self, name: &str, address: Option<IpAddr>) {
+    pub async fn failed(&self, name: &str, address: Option<IpAddr>) -> catalog::Result<()> {
         let now = self.clock.now();
-        let span = self.limits.window_secs;
-        let mut f = self.failures.lock().unwrap();
-        record(
-            &mut f.by_name,
-            name.to_lowercase(),
-            now,
-            span,
-            self.limits.per_name,
-        );
+        let mut tx = self.catalog.begin().await?;
+        stored::record_failure(&mut tx, Scope::Name, &name_subject(name), now).await?;
         if let Some(a) = address {
-            record(&mut f.by_address, a, now, span, self.limits.per_address);
+            stored::record_failure(&mut tx, Scope::Address, &address_subject(a), now).await?;
         }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A successful login clears the failures of its name (not of its address).
-    pub fn succeeded(&self, name: &str) {
-        self.failures
-            .lock()
-            .unwrap()
-            .by_name
-            .remove(&name.to_lowercase());
+    pub async fn succeeded(&self, name: &str) -> catalog::Result<()> {
+        let mut c = self.catalog.conn().await?;
+        stored::clear_failures(&mut c, Scope::Name, &name_subject(name)).await
     }
 }
 
@@ -128,10 +130,18 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn failures_past_the_limit_wait_until_the_window_moves() {
+    #[tokio::test]
+    async fn failures_past_the_limit_wait_until_the_window_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(
+            &dir.path().join("catalog.db"),
+            catalog::MasterKey::generate(),
+        )
+        .await
+        .unwrap();
         let clock = Clock::system();
         let t = LoginThrottle::new(
+            catalog,
             clock.clone(),
             ThrottleLimits {
                 per_name: 3,
@@ -141,27 +151,27 @@ mod tests {
         );
         let addr: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            assert!(t.check("A@example.com", Some(addr)).is_ok());
-            t.failed("a@example.com", Some(addr));
+            assert!(t.check("A@example.com", Some(addr)).await.unwrap().is_ok());
+            t.failed("a@example.com", Some(addr)).await.unwrap();
         }
-        let wait = t.check("a@example.com", None).unwrap_err();
+        let wait = t.check("a@example.com", None).await.unwrap().unwrap_err();
         assert!((1..=60).contains(&wait), "{wait}");
         // Other names from the same address still get their chance, up to its limit.
-        t.failed("b@example.com", Some(addr));
-        assert!(t.check("b@example.com", Some(addr)).is_ok());
-        t.failed("c@example.com", Some(addr));
+        t.failed("b@example.com", Some(addr)).await.unwrap();
+        assert!(t.check("b@example.com", Some(addr)).await.unwrap().is_ok());
+        t.failed("c@example.com", Some(addr)).await.unwrap();
         assert!(
-            t.check("d@example.com", Some(addr)).is_err(),
+            t.check("d@example.com", Some(addr)).await.unwrap().is_err(),
             "the address is over its limit"
         );
-        assert!(t.check("d@example.com", None).is_ok());
+        assert!(t.check("d@example.com", None).await.unwrap().is_ok());
         clock.advance(61);
         assert!(
-            t.check("a@example.com", Some(addr)).is_ok(),
+            t.check("a@example.com", Some(addr)).await.unwrap().is_ok(),
             "the window moved"
         );
-        t.failed("a@example.com", None);
-        t.succeeded("a@example.com");
-        assert!(t.check("a@example.com", None).is_ok());
+        t.failed("a@example.com", None).await.unwrap();
+        t.succeeded("a@example.com").await.unwrap();
+        assert!(t.check("a@example.com", None).await.unwrap().is_ok());
     }
 }

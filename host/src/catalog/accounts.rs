@@ -1,7 +1,6 @@
 //! Accounts (the top-level, fully isolated containers) and their members.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use crate::catalog::db::{self, Row};
 
 use super::{Conn, Result};
 
@@ -62,7 +61,7 @@ impl AccountRole {
     }
 }
 
-fn from_row(r: &SqliteRow) -> Account {
+fn from_row(r: &Row) -> Account {
     Account {
         id: r.get("id"),
         name: r.get("name"),
@@ -74,7 +73,7 @@ fn from_row(r: &SqliteRow) -> Account {
 }
 
 pub async fn insert(c: &mut Conn, a: &Account) -> Result<()> {
-    sqlx::query("INSERT INTO accounts (id, name, description, created_at, created_by, crypto_policy) VALUES (?, ?, ?, ?, ?, ?)")
+    db::query("INSERT INTO accounts (id, name, description, created_at, created_by, crypto_policy) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&a.id)
         .bind(&a.name)
         .bind(&a.description)
@@ -87,7 +86,7 @@ pub async fn insert(c: &mut Conn, a: &Account) -> Result<()> {
 }
 
 pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Account>> {
-    Ok(sqlx::query("SELECT * FROM accounts WHERE id = ?")
+    Ok(db::query("SELECT * FROM accounts WHERE id = ?")
         .bind(id)
         .fetch_optional(c)
         .await?
@@ -96,7 +95,7 @@ pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Account>> {
 }
 
 pub async fn update(c: &mut Conn, a: &Account) -> Result<()> {
-    sqlx::query("UPDATE accounts SET name = ?, description = ?, crypto_policy = ? WHERE id = ?")
+    db::query("UPDATE accounts SET name = ?, description = ?, crypto_policy = ? WHERE id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.crypto_policy)
@@ -107,7 +106,7 @@ pub async fn update(c: &mut Conn, a: &Account) -> Result<()> {
 }
 
 pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM accounts WHERE id = ?")
+    db::query("DELETE FROM accounts WHERE id = ?")
         .bind(id)
         .execute(c)
         .await?;
@@ -116,7 +115,7 @@ pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
 
 /// The accounts a user belongs to, with the user's role in each.
 pub async fn for_user(c: &mut Conn, user_id: &str) -> Result<Vec<(Account, AccountRole)>> {
-    let rows = sqlx::query(
+    let rows = db::query(
         "SELECT a.*, m.role FROM accounts a JOIN account_members m ON m.account_id = a.id WHERE m.user_id = ? ORDER BY a.created_at",
     )
     .bind(user_id)
@@ -135,7 +134,7 @@ pub async fn set_member(
     role: AccountRole,
     at: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO account_members (account_id, user_id, role, added_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (account_id, user_id) DO UPDATE SET role = excluded.role",
     )
@@ -149,13 +148,13 @@ pub async fn set_member(
 }
 
 pub async fn remove_member(c: &mut Conn, account: &str, user: &str) -> Result<()> {
-    sqlx::query("DELETE FROM account_members WHERE account_id = ? AND user_id = ?")
+    db::query("DELETE FROM account_members WHERE account_id = ? AND user_id = ?")
         .bind(account)
         .bind(user)
         .execute(&mut *c)
         .await?;
     // Group roles in the account go with the membership.
-    sqlx::query("DELETE FROM group_members WHERE user_id = ? AND group_id IN (SELECT id FROM groups WHERE account_id = ?)")
+    db::query("DELETE FROM group_members WHERE user_id = ? AND group_id IN (SELECT id FROM groups WHERE account_id = ?)")
         .bind(user)
         .bind(account)
         .execute(c)
@@ -164,7 +163,7 @@ pub async fn remove_member(c: &mut Conn, account: &str, user: &str) -> Result<()
 }
 
 pub async fn member_role(c: &mut Conn, account: &str, user: &str) -> Result<Option<AccountRole>> {
-    let row = sqlx::query("SELECT role FROM account_members WHERE account_id = ? AND user_id = ?")
+    let row = db::query("SELECT role FROM account_members WHERE account_id = ? AND user_id = ?")
         .bind(account)
         .bind(user)
         .fetch_optional(c)
@@ -173,7 +172,7 @@ pub async fn member_role(c: &mut Conn, account: &str, user: &str) -> Result<Opti
 }
 
 pub async fn count_administrators(c: &mut Conn, account: &str) -> Result<i64> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "SELECT COUNT(*) FROM account_members WHERE account_id = ? AND role = 'administrator'",
     )
     .bind(account)

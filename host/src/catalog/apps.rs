@@ -3,10 +3,8 @@
 //! read again), belong to groups, and are the only principals that perform cryptographic
 //! operations.
 
+use crate::catalog::db::{self, Row};
 use std::collections::BTreeMap;
-
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::sobjects::KeyOp;
 use super::{CatalogError, Conn, Result};
@@ -131,7 +129,7 @@ pub fn secret_context(app_id: &str) -> String {
     format!("app-secret:{app_id}")
 }
 
-fn from_row(r: &SqliteRow) -> App {
+fn from_row(r: &Row) -> App {
     App {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -153,7 +151,7 @@ async fn with_groups(c: &mut Conn, mut app: App) -> Result<App> {
 }
 
 pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO apps (id, account_id, name, description, created_at, created_by, api_key_hash, api_secret_sealed, enabled, default_group)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -173,7 +171,7 @@ pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
 }
 
 pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
-    sqlx::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, api_secret_sealed = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
+    db::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, api_secret_sealed = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.api_key_hash)
@@ -189,12 +187,12 @@ pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
 
 /// Only groups of the application's own account are linked.
 async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &AppGroups) -> Result<()> {
-    sqlx::query("DELETE FROM app_groups WHERE app_id = ?")
+    db::query("DELETE FROM app_groups WHERE app_id = ?")
         .bind(app)
         .execute(&mut *c)
         .await?;
     for (g, permissions) in groups {
-        sqlx::query(
+        db::query(
             "INSERT INTO app_groups (app_id, group_id, permissions) SELECT ?, id, ? FROM groups WHERE id = ? AND account_id = ?",
         )
         .bind(app)
@@ -208,7 +206,7 @@ async fn set_groups(c: &mut Conn, account: &str, app: &str, groups: &AppGroups) 
 }
 
 pub async fn groups_of(c: &mut Conn, app: &str) -> Result<AppGroups> {
-    let rows = sqlx::query("SELECT group_id, permissions FROM app_groups WHERE app_id = ?")
+    let rows = db::query("SELECT group_id, permissions FROM app_groups WHERE app_id = ?")
         .bind(app)
         .fetch_all(c)
         .await?;
@@ -219,7 +217,7 @@ pub async fn groups_of(c: &mut Conn, app: &str) -> Result<AppGroups> {
 
 /// An application of `account`.
 pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<App>> {
-    match sqlx::query("SELECT * FROM apps WHERE id = ? AND account_id = ?")
+    match db::query("SELECT * FROM apps WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .fetch_optional(&mut *c)
@@ -232,7 +230,7 @@ pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<App>> {
 
 /// The application an API key names, whatever its account (logging in decides the account).
 pub async fn get_for_login(c: &mut Conn, id: &str) -> Result<Option<App>> {
-    match sqlx::query("SELECT * FROM apps WHERE id = ?")
+    match db::query("SELECT * FROM apps WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *c)
         .await?
@@ -243,7 +241,7 @@ pub async fn get_for_login(c: &mut Conn, id: &str) -> Result<Option<App>> {
 }
 
 pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<App>> {
-    let rows = sqlx::query("SELECT * FROM apps WHERE account_id = ? ORDER BY name")
+    let rows = db::query("SELECT * FROM apps WHERE account_id = ? ORDER BY name")
         .bind(account)
         .fetch_all(&mut *c)
         .await?;
@@ -255,7 +253,7 @@ pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<App>> {
 }
 
 pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM apps WHERE id = ? AND account_id = ?")
+    db::query("DELETE FROM apps WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .execute(c)

@@ -1,7 +1,6 @@
 //! The audit log: who did what to which object, when, and with what outcome. Never secret.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use crate::catalog::db::{self, Row};
 
 use super::{Conn, Result};
 
@@ -73,7 +72,7 @@ pub struct AuditEvent {
     pub details: Option<serde_json::Value>,
 }
 
-fn from_row(r: &SqliteRow) -> AuditEvent {
+fn from_row(r: &Row) -> AuditEvent {
     let details: Option<String> = r.get("details");
     AuditEvent {
         id: r.get("id"),
@@ -97,7 +96,7 @@ impl AuditEvent {
 }
 
 pub async fn insert(c: &mut Conn, e: &AuditEvent) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO audit_events (account_id, at, actor_kind, actor_id, action, action_type, object_kind, object_id, outcome, message, details)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -136,7 +135,7 @@ pub struct AuditFilter {
     pub offset: u32,
 }
 
-fn push_any(q: &mut QueryBuilder<Sqlite>, column: &str, values: impl IntoIterator<Item = String>) {
+fn push_any(q: &mut db::Builder, column: &str, values: impl IntoIterator<Item = String>) {
     let values: Vec<String> = values.into_iter().collect();
     if values.is_empty() {
         return;
@@ -159,7 +158,7 @@ pub struct Logged {
 
 /// Newest first.
 pub async fn query(c: &mut Conn, f: &AuditFilter) -> Result<Vec<Logged>> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+    let mut q: db::Builder = db::Builder::new(
         "SELECT e.*, s.group_id AS key_group FROM audit_events e
          LEFT JOIN sobjects s ON e.object_kind = 'sobject' AND s.kid = e.object_id
          WHERE e.account_id = ",

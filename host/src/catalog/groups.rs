@@ -1,11 +1,10 @@
 //! Groups: collections of security objects sharing access policy, attached policies and,
 //! optionally, a link to an external key manager.
 
+use crate::catalog::db::{self, Row};
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{CatalogError, Conn, Result};
 
@@ -160,7 +159,7 @@ pub fn secrets_context(group_id: &str) -> String {
     format!("group:{group_id}:link-secrets")
 }
 
-fn from_row(r: &SqliteRow) -> Result<Group> {
+fn from_row(r: &Row) -> Result<Group> {
     let custom: String = r.get("custom_policies");
     let kind: Option<String> = r.get("hmg_kind");
     let link = match kind {
@@ -197,7 +196,7 @@ fn config_json(l: &ExternalLink) -> String {
 }
 
 pub async fn insert(c: &mut Conn, g: &Group) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO groups (id, account_id, name, description, created_at, created_by, crypto_policy, key_metadata_policy,
                              custom_policies, hmg_kind, hmg_config, hmg_secrets, user_export)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -235,8 +234,7 @@ pub struct GroupPatch {
 /// Writes the settings a patch changes (callers re-read the group in the same write
 /// transaction, so nothing read before it is written back).
 pub async fn apply(c: &mut Conn, account: &str, id: &str, p: &GroupPatch) -> Result<()> {
-    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-        sqlx::QueryBuilder::new("UPDATE groups SET id = id");
+    let mut q: db::Builder = db::Builder::new("UPDATE groups SET id = id");
     if let Some(v) = &p.name {
         q.push(", name = ").push_bind(v.clone());
     }
@@ -279,21 +277,36 @@ pub async fn set_connection(
     id: &str,
     record: &ConnectionRecord,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE groups SET hmg_config = json_set(hmg_config, '$.connection', json(?))
-         WHERE id = ? AND account_id = ? AND hmg_kind IS NOT NULL",
+    let config: Option<String> = db::query(
+        "SELECT hmg_config FROM groups WHERE id = ? AND account_id = ? AND hmg_kind IS NOT NULL",
     )
-    .bind(serde_json::to_string(record).expect("serialize"))
     .bind(id)
     .bind(account)
-    .execute(c)
-    .await?;
+    .fetch_optional(&mut *c)
+    .await?
+    .and_then(|r| r.get(0));
+    let Some(config) = config else {
+        return Ok(());
+    };
+    // The link's settings are kept as they are; only `connection` is replaced.
+    let mut settings: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&config)
+        .map_err(|e| super::CatalogError::Corrupt(format!("group {id} link settings: {e}")))?;
+    settings.insert(
+        "connection".to_string(),
+        serde_json::to_value(record).expect("serialize"),
+    );
+    db::query("UPDATE groups SET hmg_config = ? WHERE id = ? AND account_id = ?")
+        .bind(serde_json::Value::Object(settings).to_string())
+        .bind(id)
+        .bind(account)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 /// A group of `account`.
 pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Group>> {
-    sqlx::query("SELECT * FROM groups WHERE id = ? AND account_id = ?")
+    db::query("SELECT * FROM groups WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .fetch_optional(c)
@@ -304,7 +317,7 @@ pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Group>>
 }
 
 pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<Group>> {
-    sqlx::query("SELECT * FROM groups WHERE account_id = ? ORDER BY name")
+    db::query("SELECT * FROM groups WHERE account_id = ? ORDER BY name")
         .bind(account)
         .fetch_all(c)
         .await?
@@ -314,7 +327,7 @@ pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<Group>> {
 }
 
 pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM groups WHERE id = ? AND account_id = ?")
+    db::query("DELETE FROM groups WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .execute(c)
@@ -325,7 +338,7 @@ pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
 pub async fn object_count(c: &mut Conn, id: &str) -> Result<i64> {
     // `id` is a group the caller loaded from its own account.
     Ok(
-        sqlx::query("SELECT COUNT(*) FROM sobjects WHERE group_id = ?")
+        db::query("SELECT COUNT(*) FROM sobjects WHERE group_id = ?")
             .bind(id)
             .fetch_one(c)
             .await?
@@ -342,7 +355,7 @@ pub async fn set_member(
     user: &str,
     role: GroupRole,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO group_members (group_id, user_id, role)
          SELECT id, ?, ? FROM groups WHERE id = ? AND account_id = ?
          ON CONFLICT (group_id, user_id) DO UPDATE SET role = excluded.role",
@@ -358,7 +371,7 @@ pub async fn set_member(
 
 /// Takes a user's role in a group of `account` away.
 pub async fn remove_member(c: &mut Conn, account: &str, group: &str, user: &str) -> Result<()> {
-    sqlx::query(
+    db::query(
         "DELETE FROM group_members WHERE group_id = ? AND user_id = ?
            AND group_id IN (SELECT id FROM groups WHERE account_id = ?)",
     )
@@ -376,7 +389,7 @@ pub async fn roles_of_user(
     account: &str,
     user: &str,
 ) -> Result<HashMap<String, GroupRole>> {
-    let rows = sqlx::query(
+    let rows = db::query(
         "SELECT m.group_id, m.role FROM group_members m JOIN groups g ON g.id = m.group_id WHERE g.account_id = ? AND m.user_id = ?",
     )
     .bind(account)
@@ -392,7 +405,7 @@ pub async fn roles_of_user(
 pub async fn members(c: &mut Conn, group: &str) -> Result<Vec<(String, GroupRole)>> {
     // `group` is a group the caller loaded from its own account.
     let rows =
-        sqlx::query("SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY user_id")
+        db::query("SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY user_id")
             .bind(group)
             .fetch_all(c)
             .await?;

@@ -3,9 +3,8 @@
 //! stops in between leaves it `pending`, marked `interrupted` at the next start, for the next
 //! sync of the group to reconcile.
 
+use crate::catalog::db::{self, Row};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{CatalogError, Conn, Result};
 
@@ -71,7 +70,7 @@ pub struct HsmOp {
     pub outcome: Option<OpOutcome>,
 }
 
-fn from_row(r: &SqliteRow) -> Result<HsmOp> {
+fn from_row(r: &Row) -> Result<HsmOp> {
     let outcome: Option<String> = r.get("outcome");
     Ok(HsmOp {
         id: r.get("id"),
@@ -95,7 +94,7 @@ fn from_row(r: &SqliteRow) -> Result<HsmOp> {
 }
 
 pub async fn insert(c: &mut Conn, op: &HsmOp) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO hsm_ops (id, account_id, group_id, run_id, actor_kind, actor_id, operation, target, kid, status,
             started_at, finished_at, outcome)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -132,7 +131,7 @@ pub async fn finish(
     outcome: &OpOutcome,
     at: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE hsm_ops SET status = ?, outcome = ?, finished_at = ? WHERE id = ? AND status = ?",
     )
     .bind(to.as_str())
@@ -148,7 +147,7 @@ pub async fn finish(
 
 /// Marks what a previous daemon left pending as interrupted.
 pub async fn interrupt_pending(c: &mut Conn, at: i64) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE hsm_ops SET status = 'interrupted', finished_at = ? WHERE status = 'pending'",
     )
     .bind(at)
@@ -159,7 +158,7 @@ pub async fn interrupt_pending(c: &mut Conn, at: i64) -> Result<u64> {
 
 /// The interrupted changes of a group, oldest first.
 pub async fn interrupted_in_group(c: &mut Conn, group_id: &str) -> Result<Vec<HsmOp>> {
-    sqlx::query(
+    db::query(
         "SELECT * FROM hsm_ops WHERE group_id = ? AND status = 'interrupted' ORDER BY started_at, id",
     )
     .bind(group_id)
@@ -172,7 +171,7 @@ pub async fn interrupted_in_group(c: &mut Conn, group_id: &str) -> Result<Vec<Hs
 
 /// The changes a workflow run made, oldest first.
 pub async fn of_run(c: &mut Conn, run_id: &str) -> Result<Vec<HsmOp>> {
-    sqlx::query("SELECT * FROM hsm_ops WHERE run_id = ? ORDER BY started_at, rowid")
+    db::query("SELECT * FROM hsm_ops WHERE run_id = ? ORDER BY started_at, {seq}")
         .bind(run_id)
         .fetch_all(c)
         .await?

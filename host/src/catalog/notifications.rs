@@ -4,9 +4,8 @@
 //! unreported and nothing unreported is claimed. Also the record of expiry warnings sent, so
 //! each goes out once per key, threshold and deactivation date, whichever daemon sends it.
 
+use crate::catalog::db::{self, Row};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{CatalogError, Conn, Result, new_id};
 
@@ -76,7 +75,7 @@ pub struct Endpoint {
     pub created_at: i64,
 }
 
-fn endpoint_from_row(r: &SqliteRow) -> Result<Endpoint> {
+fn endpoint_from_row(r: &Row) -> Result<Endpoint> {
     let events: String = r.get("events");
     let names: Vec<String> = serde_json::from_str(&events)
         .map_err(|_| CatalogError::Corrupt("notification endpoint events".into()))?;
@@ -95,7 +94,7 @@ fn endpoint_from_row(r: &SqliteRow) -> Result<Endpoint> {
 
 pub async fn insert_endpoint(c: &mut Conn, e: &Endpoint) -> Result<()> {
     let events: Vec<&str> = e.events.iter().map(|t| t.as_str()).collect();
-    sqlx::query(
+    db::query(
         "INSERT INTO notification_endpoints (id, account_id, url, secret, events, enabled, disabled_reason, created_by, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -114,7 +113,7 @@ pub async fn insert_endpoint(c: &mut Conn, e: &Endpoint) -> Result<()> {
 }
 
 pub async fn endpoint(c: &mut Conn, account: &str, id: &str) -> Result<Option<Endpoint>> {
-    sqlx::query("SELECT * FROM notification_endpoints WHERE id = ? AND account_id = ?")
+    db::query("SELECT * FROM notification_endpoints WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .fetch_optional(c)
@@ -125,7 +124,7 @@ pub async fn endpoint(c: &mut Conn, account: &str, id: &str) -> Result<Option<En
 }
 
 pub async fn endpoints_of(c: &mut Conn, account: &str) -> Result<Vec<Endpoint>> {
-    sqlx::query("SELECT * FROM notification_endpoints WHERE account_id = ? ORDER BY created_at")
+    db::query("SELECT * FROM notification_endpoints WHERE account_id = ? ORDER BY created_at")
         .bind(account)
         .fetch_all(c)
         .await?
@@ -136,7 +135,7 @@ pub async fn endpoints_of(c: &mut Conn, account: &str) -> Result<Vec<Endpoint>> 
 
 pub async fn delete_endpoint(c: &mut Conn, account: &str, id: &str) -> Result<bool> {
     Ok(
-        sqlx::query("DELETE FROM notification_endpoints WHERE id = ? AND account_id = ?")
+        db::query("DELETE FROM notification_endpoints WHERE id = ? AND account_id = ?")
             .bind(id)
             .bind(account)
             .execute(c)
@@ -154,7 +153,7 @@ pub async fn set_enabled(
     enabled: bool,
     reason: Option<&str>,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE notification_endpoints SET enabled = ?, disabled_reason = ? WHERE id = ? AND account_id = ?",
     )
     .bind(enabled)
@@ -176,15 +175,14 @@ pub async fn enqueue(
     data: &Value,
     now: i64,
 ) -> Result<usize> {
-    let endpoints: Vec<(String, String)> = sqlx::query(
-        "SELECT id, events FROM notification_endpoints WHERE account_id = ? AND enabled = 1",
-    )
-    .bind(account)
-    .fetch_all(&mut *c)
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    let endpoints: Vec<(String, String)> =
+        db::query("SELECT id, events FROM notification_endpoints WHERE account_id = ? AND enabled")
+            .bind(account)
+            .fetch_all(&mut *c)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
     let mut n = 0;
     for (endpoint, events) in endpoints {
         let names: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
@@ -197,7 +195,7 @@ pub async fn enqueue(
             "timestamp": crate::time::format_rfc3339(now),
             "data": data,
         });
-        sqlx::query(
+        db::query(
             "INSERT INTO outbox (id, account_id, endpoint_id, event_type, payload, created_at, attempts, next_attempt_at, status)
              VALUES (?, ?, ?, ?, ?, ?, 0, ?, 'pending')",
         )
@@ -233,7 +231,7 @@ pub struct Message {
     pub delivered_at: Option<i64>,
 }
 
-fn message_from_row(r: &SqliteRow) -> Message {
+fn message_from_row(r: &Row) -> Message {
     Message {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -257,7 +255,7 @@ pub async fn take_due(
     lease_until: i64,
     limit: u32,
 ) -> Result<Vec<Message>> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE outbox SET lease_until = ? WHERE id IN (
             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?
               AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?)
@@ -275,7 +273,7 @@ pub async fn take_due(
 }
 
 pub async fn delivered(c: &mut Conn, id: &str, now: i64) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, lease_until = NULL, last_error = NULL WHERE id = ?",
     )
     .bind(now)
@@ -287,7 +285,7 @@ pub async fn delivered(c: &mut Conn, id: &str, now: i64) -> Result<()> {
 
 /// Schedules the next attempt (`Some(at)`) or gives the message up (`None`).
 pub async fn attempt_failed(c: &mut Conn, id: &str, error: &str, next: Option<i64>) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?, lease_until = NULL,
            status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
            next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
@@ -303,7 +301,7 @@ pub async fn attempt_failed(c: &mut Conn, id: &str, error: &str, next: Option<i6
 
 /// Gives up every pending message of an endpoint (it was disabled).
 pub async fn fail_pending(c: &mut Conn, endpoint: &str, reason: &str) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE outbox SET status = 'failed', last_error = ?, lease_until = NULL WHERE endpoint_id = ? AND status = 'pending'",
     )
     .bind(reason)
@@ -314,15 +312,15 @@ pub async fn fail_pending(c: &mut Conn, endpoint: &str, reason: &str) -> Result<
 }
 
 /// Newest first. Messages made in the same second tie on `created_at`; ids are random, so
-/// insertion order (`rowid`) breaks the tie.
+/// insertion order (`{seq}`, see `db`) breaks the tie.
 pub async fn messages_of(
     c: &mut Conn,
     account: &str,
     endpoint: &str,
     limit: u32,
 ) -> Result<Vec<Message>> {
-    Ok(sqlx::query(
-        "SELECT * FROM outbox WHERE account_id = ? AND endpoint_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+    Ok(db::query(
+        "SELECT * FROM outbox WHERE account_id = ? AND endpoint_id = ? ORDER BY created_at DESC, {seq} DESC LIMIT ?",
     )
     .bind(account)
     .bind(endpoint)
@@ -347,7 +345,7 @@ pub struct Expiring {
 /// Current keys whose deactivation date falls before `until` and after `since` (served by the
 /// partial index on `deactivation_date`).
 pub async fn expiring(c: &mut Conn, since: i64, until: i64, limit: u32) -> Result<Vec<Expiring>> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "SELECT kid, account_id, group_id, name, deactivation_date FROM sobjects
          WHERE deactivation_date IS NOT NULL AND destruction_date IS NULL
            AND deactivation_date > ? AND deactivation_date <= ? AND rotated_at IS NULL
@@ -377,7 +375,7 @@ pub async fn notice_once(
     deactivation: i64,
     now: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "INSERT INTO expiry_notices (kid, threshold_days, deactivation_date, sent_at) VALUES (?, ?, ?, ?)
          ON CONFLICT DO NOTHING",
     )

@@ -9,9 +9,8 @@
 //! retries. At most one step per key is pending (a unique index), so a key never rotates
 //! twice at once.
 
+use crate::catalog::db::{self, Row};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::cadence::{Cadence, Cron};
 
@@ -160,7 +159,7 @@ pub struct PolicyRow {
     pub last_error: Option<String>,
 }
 
-fn policy_from_row(r: &SqliteRow) -> Result<PolicyRow> {
+fn policy_from_row(r: &Row) -> Result<PolicyRow> {
     let text: String = r.get("policy");
     let policy = serde_json::from_str(&text)
         .map_err(|e| CatalogError::Corrupt(format!("rotation policy: {e}")))?;
@@ -184,7 +183,7 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyRow> {
 
 /// Sets (or replaces) a key's policy; the schedule starts afresh.
 pub async fn set_policy(c: &mut Conn, row: &PolicyRow) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO rotation_policies (kid, account_id, policy, owner_kind, owner_id, set_at, next_due, last_rotated_at, status, failures, last_error)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', 0, NULL)
          ON CONFLICT (kid) DO UPDATE SET policy = excluded.policy, owner_kind = excluded.owner_kind,
@@ -205,7 +204,7 @@ pub async fn set_policy(c: &mut Conn, row: &PolicyRow) -> Result<()> {
 }
 
 pub async fn remove_policy(c: &mut Conn, kid: &str) -> Result<bool> {
-    Ok(sqlx::query("DELETE FROM rotation_policies WHERE kid = ?")
+    Ok(db::query("DELETE FROM rotation_policies WHERE kid = ?")
         .bind(kid)
         .execute(c)
         .await?
@@ -214,7 +213,7 @@ pub async fn remove_policy(c: &mut Conn, kid: &str) -> Result<bool> {
 }
 
 pub async fn policy_of(c: &mut Conn, kid: &str) -> Result<Option<PolicyRow>> {
-    sqlx::query("SELECT * FROM rotation_policies WHERE kid = ?")
+    db::query("SELECT * FROM rotation_policies WHERE kid = ?")
         .bind(kid)
         .fetch_optional(c)
         .await?
@@ -228,8 +227,7 @@ pub async fn policies_of(c: &mut Conn, kids: &[String]) -> Result<Vec<PolicyRow>
     if kids.is_empty() {
         return Ok(vec![]);
     }
-    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-        sqlx::QueryBuilder::new("SELECT * FROM rotation_policies WHERE kid IN (");
+    let mut q: db::Builder = db::Builder::new("SELECT * FROM rotation_policies WHERE kid IN (");
     let mut sep = q.separated(", ");
     for k in kids {
         sep.push_bind(k.clone());
@@ -252,7 +250,7 @@ pub async fn move_policy(
     rotated_at: i64,
     next_due: Option<i64>,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE rotation_policies SET kid = ?, last_rotated_at = ?, next_due = ?, status = 'active', failures = 0, last_error = NULL WHERE kid = ?",
     )
     .bind(to)
@@ -266,7 +264,7 @@ pub async fn move_policy(
 
 /// Records a failed scheduled rotation; `stop` marks the policy failed.
 pub async fn policy_failed(c: &mut Conn, kid: &str, error: &str, stop: bool) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE rotation_policies SET failures = failures + 1, last_error = ?,
            status = CASE WHEN ? THEN 'failed' ELSE status END WHERE kid = ?",
     )
@@ -295,7 +293,8 @@ pub async fn due_policies(
     now: i64,
     limit: u32,
 ) -> Result<Vec<(String, String, i64)>> {
-    Ok(sqlx::query(sqlx::AssertSqlSafe(due_policies_sql()))
+    Ok(db::Builder::new(due_policies_sql())
+        .build()
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(c)
@@ -380,7 +379,7 @@ pub struct Step {
     pub updated_at: i64,
 }
 
-fn step_from_row(r: &SqliteRow) -> Step {
+fn step_from_row(r: &Row) -> Step {
     Step {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -403,7 +402,7 @@ fn step_from_row(r: &SqliteRow) -> Step {
 
 /// Writes a pending step. A key with a pending step already is refused (unique index).
 pub async fn insert_step(c: &mut Conn, s: &Step) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO rotation_steps (id, account_id, kind, target_kid, group_id, source_kid, prior_version, deactivate_old,
             owner_kind, owner_id, worker, lease_until, status, new_kid, error, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
@@ -429,7 +428,7 @@ pub async fn insert_step(c: &mut Conn, s: &Step) -> Result<()> {
 }
 
 pub async fn step(c: &mut Conn, id: &str) -> Result<Option<Step>> {
-    Ok(sqlx::query("SELECT * FROM rotation_steps WHERE id = ?")
+    Ok(db::query("SELECT * FROM rotation_steps WHERE id = ?")
         .bind(id)
         .fetch_optional(c)
         .await?
@@ -440,7 +439,7 @@ pub async fn step(c: &mut Conn, id: &str) -> Result<Option<Step>> {
 /// The pending step of a key, if it has one.
 pub async fn pending_step_of(c: &mut Conn, target_kid: &str) -> Result<Option<Step>> {
     Ok(
-        sqlx::query("SELECT * FROM rotation_steps WHERE target_kid = ? AND status = 'pending'")
+        db::query("SELECT * FROM rotation_steps WHERE target_kid = ? AND status = 'pending'")
             .bind(target_kid)
             .fetch_optional(c)
             .await?
@@ -451,7 +450,7 @@ pub async fn pending_step_of(c: &mut Conn, target_kid: &str) -> Result<Option<St
 
 /// Pending steps whose lease has expired: their worker stopped.
 pub async fn abandoned_steps(c: &mut Conn, now: i64, limit: u32) -> Result<Vec<Step>> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "SELECT * FROM rotation_steps WHERE status = 'pending' AND lease_until < ? ORDER BY lease_until LIMIT ?",
     )
     .bind(now)
@@ -471,7 +470,7 @@ pub async fn claim_step(
     lease_until: i64,
     now: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE rotation_steps SET worker = ?, lease_until = ?, updated_at = ?
          WHERE id = ? AND status = 'pending' AND lease_until < ?",
     )
@@ -494,8 +493,7 @@ pub async fn renew_steps(
     lease_until: i64,
 ) -> Result<()> {
     for chunk in ids.chunks(500) {
-        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-            sqlx::QueryBuilder::new("UPDATE rotation_steps SET lease_until = ");
+        let mut q: db::Builder = db::Builder::new("UPDATE rotation_steps SET lease_until = ");
         q.push_bind(lease_until)
             .push(" WHERE status = 'pending' AND worker = ")
             .push_bind(worker.to_string())
@@ -521,7 +519,7 @@ pub async fn finish_step(
     error: Option<&str>,
     now: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE rotation_steps SET status = ?, new_kid = ?, error = ?, updated_at = ?
          WHERE id = ? AND worker = ? AND status = 'pending'",
     )
@@ -539,7 +537,7 @@ pub async fn finish_step(
 
 /// Lets a pending step be taken over at once (its run ended without settling it).
 pub async fn release_step(c: &mut Conn, id: &str, worker: &str, now: i64) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE rotation_steps SET lease_until = ?, updated_at = ? WHERE id = ? AND worker = ? AND status = 'pending'",
     )
     .bind(now - 1)

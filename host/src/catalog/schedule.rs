@@ -7,9 +7,8 @@
 //! first, with the attempt number raised. Only the holder of the current attempt can record
 //! the outcome, so a worker that stalled past its lease cannot overwrite its successor's.
 
+use crate::catalog::db::{self, Row};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::cadence::Cron;
 
@@ -35,7 +34,7 @@ pub struct Job {
     pub created_at: i64,
 }
 
-fn job_from_row(r: &SqliteRow) -> Result<Job> {
+fn job_from_row(r: &Row) -> Result<Job> {
     let corrupt =
         |what: &str| CatalogError::Corrupt(format!("job {}: {what}", r.get::<String, _>("id")));
     let input: String = r.get("input");
@@ -56,7 +55,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job> {
 }
 
 pub async fn insert_job(c: &mut Conn, j: &Job) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO jobs (id, account_id, name, workflow, group_id, cron, time_zone, input, owner_kind, owner_id, paused, next_due, last_fire, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -80,7 +79,7 @@ pub async fn insert_job(c: &mut Conn, j: &Job) -> Result<()> {
 }
 
 pub async fn job(c: &mut Conn, account: &str, id: &str) -> Result<Option<Job>> {
-    sqlx::query("SELECT * FROM jobs WHERE id = ? AND account_id = ?")
+    db::query("SELECT * FROM jobs WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .fetch_optional(c)
@@ -91,7 +90,7 @@ pub async fn job(c: &mut Conn, account: &str, id: &str) -> Result<Option<Job>> {
 }
 
 pub async fn jobs_of(c: &mut Conn, account: &str) -> Result<Vec<Job>> {
-    sqlx::query("SELECT * FROM jobs WHERE account_id = ? ORDER BY name")
+    db::query("SELECT * FROM jobs WHERE account_id = ? ORDER BY name")
         .bind(account)
         .fetch_all(c)
         .await?
@@ -109,7 +108,7 @@ pub async fn set_paused(
     next_due: Option<i64>,
 ) -> Result<bool> {
     Ok(
-        sqlx::query("UPDATE jobs SET paused = ?, next_due = ? WHERE id = ? AND account_id = ?")
+        db::query("UPDATE jobs SET paused = ?, next_due = ? WHERE id = ? AND account_id = ?")
             .bind(paused)
             .bind(next_due)
             .bind(id)
@@ -123,7 +122,7 @@ pub async fn set_paused(
 
 pub async fn delete_job(c: &mut Conn, account: &str, id: &str) -> Result<bool> {
     Ok(
-        sqlx::query("DELETE FROM jobs WHERE id = ? AND account_id = ?")
+        db::query("DELETE FROM jobs WHERE id = ? AND account_id = ?")
             .bind(id)
             .bind(account)
             .execute(c)
@@ -136,10 +135,11 @@ pub async fn delete_job(c: &mut Conn, account: &str, id: &str) -> Result<bool> {
 /// Jobs due at `now` (served by the partial index on `next_due`).
 pub async fn due_jobs(c: &mut Conn, now: i64, limit: u32) -> Result<Vec<Job>> {
     let sql = format!(
-        "SELECT * FROM jobs WHERE paused = 0 AND next_due <= ?1 AND {} ORDER BY next_due LIMIT ?2",
+        "SELECT * FROM jobs WHERE NOT paused AND next_due <= ?1 AND {} ORDER BY next_due LIMIT ?2",
         claimable(FireKind::Job, "jobs.id", "jobs.next_due")
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    db::Builder::new(sql)
+        .build()
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(c)
@@ -157,7 +157,7 @@ pub async fn advance_job(
     next_due: Option<i64>,
 ) -> Result<bool> {
     Ok(
-        sqlx::query("UPDATE jobs SET next_due = ?, last_fire = ? WHERE id = ? AND next_due = ?")
+        db::query("UPDATE jobs SET next_due = ?, last_fire = ? WHERE id = ? AND next_due = ?")
             .bind(next_due)
             .bind(due_at)
             .bind(id)
@@ -222,7 +222,7 @@ pub async fn claim(
     lease_until: i64,
     now: i64,
 ) -> Result<Option<Claim>> {
-    let attempt: Option<i64> = sqlx::query(
+    let attempt: Option<i64> = db::query(
         "INSERT INTO fires (kind, target, due_at, account_id, worker, attempt, lease_until, status, claimed_at)
          VALUES (?, ?, ?, ?, ?, 1, ?, 'running', ?)
          ON CONFLICT (kind, target, due_at) DO UPDATE SET
@@ -274,7 +274,7 @@ pub async fn finish(c: &mut Conn, claim: &Claim, outcome: &FireOutcome, now: i64
         FireOutcome::Retry { at, run_id, error } => ("retry", Some(*at), run_id, Some(error)),
         FireOutcome::Failed { run_id, error } => ("failed", None, run_id, Some(error)),
     };
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE fires SET status = ?, next_attempt_at = ?, run_id = COALESCE(?, run_id), error = ?, finished_at = ?
          WHERE kind = ? AND target = ? AND due_at = ? AND worker = ? AND attempt = ? AND status = 'running'",
     )
@@ -296,7 +296,7 @@ pub async fn finish(c: &mut Conn, claim: &Claim, outcome: &FireOutcome, now: i64
 
 /// Extends the lease of a claim while its attempt runs; `false` when the claim is stale.
 pub async fn renew(c: &mut Conn, claim: &Claim, lease_until: i64) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE fires SET lease_until = ? WHERE kind = ? AND target = ? AND due_at = ? AND worker = ? AND attempt = ? AND status = 'running'",
     )
     .bind(lease_until)
@@ -314,7 +314,7 @@ pub async fn renew(c: &mut Conn, claim: &Claim, lease_until: i64) -> Result<bool
 /// Marks the running fire of a key's rotation succeeded: called in the transaction of the
 /// rotation itself, so a crash after it commits leaves nothing to redo.
 pub async fn rotation_done(c: &mut Conn, kid: &str, run_id: Option<&str>, now: i64) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE fires SET status = 'succeeded', finished_at = ?, run_id = COALESCE(?, run_id)
          WHERE kind = 'rotation' AND target = ? AND status IN ('running', 'retry')",
     )
@@ -351,8 +351,7 @@ pub async fn history(
     if targets.is_empty() {
         return Ok(vec![]);
     }
-    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-        sqlx::QueryBuilder::new("SELECT * FROM fires WHERE account_id = ");
+    let mut q: db::Builder = db::Builder::new("SELECT * FROM fires WHERE account_id = ");
     q.push_bind(account.to_string())
         .push(" AND kind = ")
         .push_bind(kind.as_str())

@@ -1,7 +1,6 @@
 //! Users: identified by email, logging in with a password (stored as an argon2 hash).
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use crate::catalog::db::{self, Row};
 
 use super::accounts::AccountRole;
 use super::{Conn, Result};
@@ -18,7 +17,7 @@ pub struct User {
     pub last_login: Option<i64>,
 }
 
-fn from_row(r: &SqliteRow) -> User {
+fn from_row(r: &Row) -> User {
     User {
         id: r.get("id"),
         email: r.get("email"),
@@ -31,14 +30,14 @@ fn from_row(r: &SqliteRow) -> User {
 }
 
 pub async fn count(c: &mut Conn) -> Result<i64> {
-    Ok(sqlx::query("SELECT COUNT(*) FROM users")
+    Ok(db::query("SELECT COUNT(*) FROM users")
         .fetch_one(c)
         .await?
         .get(0))
 }
 
 pub async fn insert(c: &mut Conn, u: &User) -> Result<()> {
-    sqlx::query("INSERT INTO users (id, email, password_hash, first_name, last_name, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+    db::query("INSERT INTO users (id, email, password_hash, first_name, last_name, created_at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&u.id)
         .bind(&u.email)
         .bind(&u.password_hash)
@@ -51,7 +50,7 @@ pub async fn insert(c: &mut Conn, u: &User) -> Result<()> {
 }
 
 pub async fn get(c: &mut Conn, id: &str) -> Result<Option<User>> {
-    Ok(sqlx::query("SELECT * FROM users WHERE id = ?")
+    Ok(db::query("SELECT * FROM users WHERE id = ?")
         .bind(id)
         .fetch_optional(c)
         .await?
@@ -61,7 +60,7 @@ pub async fn get(c: &mut Conn, id: &str) -> Result<Option<User>> {
 
 pub async fn get_by_email(c: &mut Conn, email: &str) -> Result<Option<User>> {
     Ok(
-        sqlx::query("SELECT * FROM users WHERE email = ? COLLATE NOCASE")
+        db::query("SELECT * FROM users WHERE lower(email) = lower(?)")
             .bind(email)
             .fetch_optional(c)
             .await?
@@ -71,7 +70,7 @@ pub async fn get_by_email(c: &mut Conn, email: &str) -> Result<Option<User>> {
 }
 
 pub async fn update(c: &mut Conn, u: &User) -> Result<()> {
-    sqlx::query("UPDATE users SET first_name = ?, last_name = ?, password_hash = ? WHERE id = ?")
+    db::query("UPDATE users SET first_name = ?, last_name = ?, password_hash = ? WHERE id = ?")
         .bind(&u.first_name)
         .bind(&u.last_name)
         .bind(&u.password_hash)
@@ -82,7 +81,7 @@ pub async fn update(c: &mut Conn, u: &User) -> Result<()> {
 }
 
 pub async fn set_last_login(c: &mut Conn, id: &str, at: i64) -> Result<()> {
-    sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
+    db::query("UPDATE users SET last_login = ? WHERE id = ?")
         .bind(at)
         .bind(id)
         .execute(c)
@@ -92,7 +91,7 @@ pub async fn set_last_login(c: &mut Conn, id: &str, at: i64) -> Result<()> {
 
 /// Members of an account with their roles.
 pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<(User, AccountRole)>> {
-    let rows = sqlx::query("SELECT u.*, m.role FROM users u JOIN account_members m ON m.user_id = u.id WHERE m.account_id = ? ORDER BY u.email")
+    let rows = db::query("SELECT u.*, m.role FROM users u JOIN account_members m ON m.user_id = u.id WHERE m.account_id = ? ORDER BY u.email")
         .bind(account)
         .fetch_all(c)
         .await?;

@@ -2,8 +2,7 @@
 //! rotates a key) and their deliveries. Secrets are stored sealed; an accepted delivery's
 //! message id is unique per webhook, so a replay is recognised.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use crate::catalog::db::{self, Row};
 
 use super::sobjects::Creator;
 use super::{Conn, Result};
@@ -59,7 +58,7 @@ pub struct Webhook {
     pub created_at: i64,
 }
 
-fn from_row(r: &SqliteRow) -> Webhook {
+fn from_row(r: &Row) -> Webhook {
     Webhook {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -76,7 +75,7 @@ fn from_row(r: &SqliteRow) -> Webhook {
 }
 
 pub async fn insert(c: &mut Conn, w: &Webhook) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO webhooks (id, account_id, name, kind, workflow, group_id, secret, previous_secret, previous_until, owner_kind, owner_id, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -100,7 +99,7 @@ pub async fn insert(c: &mut Conn, w: &Webhook) -> Result<()> {
 /// A webhook by its delivery path: the account and the name.
 pub async fn by_name(c: &mut Conn, account: &str, name: &str) -> Result<Option<Webhook>> {
     Ok(
-        sqlx::query("SELECT * FROM webhooks WHERE account_id = ? AND name = ?")
+        db::query("SELECT * FROM webhooks WHERE account_id = ? AND name = ?")
             .bind(account)
             .bind(name)
             .fetch_optional(c)
@@ -112,7 +111,7 @@ pub async fn by_name(c: &mut Conn, account: &str, name: &str) -> Result<Option<W
 
 pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Webhook>> {
     Ok(
-        sqlx::query("SELECT * FROM webhooks WHERE id = ? AND account_id = ?")
+        db::query("SELECT * FROM webhooks WHERE id = ? AND account_id = ?")
             .bind(id)
             .bind(account)
             .fetch_optional(c)
@@ -124,7 +123,7 @@ pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<Webhook
 
 pub async fn of_account(c: &mut Conn, account: &str) -> Result<Vec<Webhook>> {
     Ok(
-        sqlx::query("SELECT * FROM webhooks WHERE account_id = ? ORDER BY name")
+        db::query("SELECT * FROM webhooks WHERE account_id = ? ORDER BY name")
             .bind(account)
             .fetch_all(c)
             .await?
@@ -143,7 +142,7 @@ pub async fn rotate_secret(
     previous: Option<&[u8]>,
     previous_until: Option<i64>,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE webhooks SET secret = ?, previous_secret = ?, previous_until = ? WHERE id = ? AND account_id = ?",
     )
     .bind(secret)
@@ -159,7 +158,7 @@ pub async fn rotate_secret(
 
 pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<bool> {
     Ok(
-        sqlx::query("DELETE FROM webhooks WHERE id = ? AND account_id = ?")
+        db::query("DELETE FROM webhooks WHERE id = ? AND account_id = ?")
             .bind(id)
             .bind(account)
             .execute(c)
@@ -186,7 +185,7 @@ pub struct Delivery {
 /// Records an accepted delivery; `false` when a delivery with that message id was accepted
 /// before (a replay).
 pub async fn accept(c: &mut Conn, webhook: &str, message_id: &str, at: i64) -> Result<Option<i64>> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "INSERT INTO webhook_deliveries (webhook_id, message_id, received_at, outcome) VALUES (?, ?, ?, 'accepted')
          ON CONFLICT (webhook_id, message_id) DO NOTHING RETURNING id",
     )
@@ -206,7 +205,7 @@ pub async fn record(
     error: Option<&str>,
     at: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO webhook_deliveries (webhook_id, message_id, received_at, outcome, error) VALUES (?, NULL, ?, ?, ?)",
     )
     .bind(webhook)
@@ -225,7 +224,7 @@ pub async fn set_run(
     run_id: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE webhook_deliveries SET run_id = ?, error = ?, outcome = CASE WHEN ? IS NULL THEN outcome ELSE 'failed' END WHERE id = ?",
     )
     .bind(run_id)
@@ -238,22 +237,22 @@ pub async fn set_run(
 }
 
 pub async fn deliveries(c: &mut Conn, webhook: &str, limit: u32) -> Result<Vec<Delivery>> {
-    Ok(sqlx::query(
-        "SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?",
+    Ok(
+        db::query("SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(webhook)
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(|r| Delivery {
+                id: r.get("id"),
+                webhook_id: r.get("webhook_id"),
+                message_id: r.get("message_id"),
+                received_at: r.get("received_at"),
+                outcome: r.get("outcome"),
+                run_id: r.get("run_id"),
+                error: r.get("error"),
+            })
+            .collect(),
     )
-    .bind(webhook)
-    .bind(i64::from(limit))
-    .fetch_all(c)
-    .await?
-    .iter()
-    .map(|r| Delivery {
-        id: r.get("id"),
-        webhook_id: r.get("webhook_id"),
-        message_id: r.get("message_id"),
-        received_at: r.get("received_at"),
-        outcome: r.get("outcome"),
-        run_id: r.get("run_id"),
-        error: r.get("error"),
-    })
-    .collect())
 }

@@ -1,9 +1,8 @@
 //! Workflow runs: what ran, why, for whom, with which (non-secret) inputs, how it ended and
 //! its step log.
 
+use crate::catalog::db::{self, Row};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{CatalogError, Conn, Result};
 
@@ -27,7 +26,7 @@ pub struct WorkflowRun {
     pub finished_at: Option<i64>,
 }
 
-fn json(r: &SqliteRow, col: &str) -> Result<Option<Value>> {
+fn json(r: &Row, col: &str) -> Result<Option<Value>> {
     let text: Option<String> = r.get(col);
     text.map(|t| {
         serde_json::from_str(&t).map_err(|_| CatalogError::Corrupt(format!("workflow run {col}")))
@@ -35,7 +34,7 @@ fn json(r: &SqliteRow, col: &str) -> Result<Option<Value>> {
     .transpose()
 }
 
-fn from_row(r: &SqliteRow) -> Result<WorkflowRun> {
+fn from_row(r: &Row) -> Result<WorkflowRun> {
     Ok(WorkflowRun {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -54,7 +53,7 @@ fn from_row(r: &SqliteRow) -> Result<WorkflowRun> {
 }
 
 pub async fn insert(c: &mut Conn, run: &WorkflowRun) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO workflow_runs (id, account_id, group_id, workflow, trigger, principal, inputs, status, log, output,
             error, started_at, finished_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -87,7 +86,7 @@ pub async fn finish(
     error: Option<&str>,
     at: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE workflow_runs SET status = ?, log = ?, output = ?, error = ?, finished_at = ? WHERE id = ?",
     )
     .bind(status)
@@ -104,7 +103,7 @@ pub async fn finish(
 /// Whether a run is still going (a daemon that stopped mid-run left it `interrupted`).
 pub async fn is_running(c: &mut Conn, id: &str) -> Result<bool> {
     Ok(
-        sqlx::query("SELECT 1 FROM workflow_runs WHERE id = ? AND status = 'running'")
+        db::query("SELECT 1 FROM workflow_runs WHERE id = ? AND status = 'running'")
             .bind(id)
             .fetch_optional(c)
             .await?
@@ -114,7 +113,7 @@ pub async fn is_running(c: &mut Conn, id: &str) -> Result<bool> {
 
 /// Runs left `running` by a daemon that stopped mid-run are marked `interrupted`.
 pub async fn interrupt_unfinished(c: &mut Conn, at: i64) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "UPDATE workflow_runs SET status = 'interrupted', finished_at = ?, error = 'the daemon stopped during the run'
          WHERE status = 'running'",
     )
@@ -126,7 +125,7 @@ pub async fn interrupt_unfinished(c: &mut Conn, at: i64) -> Result<u64> {
 
 /// A run of `account`.
 pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<WorkflowRun>> {
-    sqlx::query("SELECT * FROM workflow_runs WHERE id = ? AND account_id = ?")
+    db::query("SELECT * FROM workflow_runs WHERE id = ? AND account_id = ?")
         .bind(id)
         .bind(account)
         .fetch_optional(c)
@@ -147,7 +146,7 @@ pub struct RunFilter {
 
 /// Runs of an account, newest first.
 pub async fn list(c: &mut Conn, f: &RunFilter) -> Result<Vec<WorkflowRun>> {
-    let mut q = sqlx::QueryBuilder::new("SELECT * FROM workflow_runs WHERE account_id = ");
+    let mut q = db::Builder::new("SELECT * FROM workflow_runs WHERE account_id = ");
     q.push_bind(f.account_id.clone());
     if let Some(g) = &f.group_id {
         q.push(" AND group_id = ").push_bind(g.clone());
@@ -155,7 +154,7 @@ pub async fn list(c: &mut Conn, f: &RunFilter) -> Result<Vec<WorkflowRun>> {
     if let Some(w) = &f.workflow {
         q.push(" AND workflow = ").push_bind(w.clone());
     }
-    q.push(" ORDER BY started_at DESC, rowid DESC LIMIT ")
+    q.push(" ORDER BY started_at DESC, {seq} DESC LIMIT ")
         .push_bind(i64::from(f.limit))
         .push(" OFFSET ")
         .push_bind(i64::from(f.offset));

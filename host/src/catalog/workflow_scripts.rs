@@ -1,8 +1,7 @@
 //! An account's versions of workflow scripts: append-only, the newest in use. A version
 //! without a source records that the account went back to the daemon's script.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use crate::catalog::db::{self, Row};
 
 use super::{Conn, Result};
 
@@ -32,7 +31,7 @@ pub struct NewVersion<'a> {
     pub comment: Option<&'a str>,
 }
 
-fn from_row(r: &SqliteRow) -> ScriptVersion {
+fn from_row(r: &Row) -> ScriptVersion {
     ScriptVersion {
         account_id: r.get("account_id"),
         name: r.get("name"),
@@ -54,7 +53,7 @@ macro_rules! columns {
 /// Adds the next version of a script (inside the caller's transaction, which is `BEGIN
 /// IMMEDIATE`: two puts cannot take the same number).
 pub async fn insert(c: &mut Conn, v: &NewVersion<'_>) -> Result<ScriptVersion> {
-    let row = sqlx::query(concat!(
+    let row = db::query(concat!(
         "INSERT INTO workflow_scripts (",
         columns!(),
         ") SELECT ?, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?
@@ -78,7 +77,7 @@ pub async fn insert(c: &mut Conn, v: &NewVersion<'_>) -> Result<ScriptVersion> {
 
 /// The versions of one script of an account, newest first.
 pub async fn versions(c: &mut Conn, account_id: &str, name: &str) -> Result<Vec<ScriptVersion>> {
-    let rows = sqlx::query(concat!(
+    let rows = db::query(concat!(
         "SELECT ",
         columns!(),
         " FROM workflow_scripts WHERE account_id = ? AND name = ? ORDER BY version DESC"
@@ -96,7 +95,7 @@ pub async fn get(
     name: &str,
     version: i64,
 ) -> Result<Option<ScriptVersion>> {
-    let row = sqlx::query(concat!(
+    let row = db::query(concat!(
         "SELECT ",
         columns!(),
         " FROM workflow_scripts WHERE account_id = ? AND name = ? AND version = ?"
@@ -110,8 +109,23 @@ pub async fn get(
 }
 
 /// The version in use of every script of every account (what the daemon loads at start).
+/// The versions in use of one account's scripts.
+pub async fn current_of(c: &mut Conn, account: &str) -> Result<Vec<ScriptVersion>> {
+    let rows = db::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM workflow_scripts w
+          WHERE account_id = ? AND version = (SELECT MAX(version) FROM workflow_scripts
+                            WHERE account_id = w.account_id AND name = w.name)"
+    ))
+    .bind(account)
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 pub async fn current_all(c: &mut Conn) -> Result<Vec<ScriptVersion>> {
-    let rows = sqlx::query(concat!(
+    let rows = db::query(concat!(
         "SELECT ",
         columns!(),
         " FROM workflow_scripts w

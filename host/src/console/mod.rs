@@ -366,7 +366,9 @@ async fn logout(
     if let Err(r) = v.check(&f.csrf) {
         return r.into_response();
     }
-    state.sessions.terminate(&v.caller.token);
+    if let Err(e) = state.sessions.terminate(&v.caller.token).await {
+        return ApiError::from(e).into_response();
+    }
     (
         jar.remove(Cookie::build(SESSION_COOKIE).path("/")),
         Redirect::to("/console/login"),

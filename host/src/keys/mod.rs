@@ -157,7 +157,7 @@ impl KeyService {
                 kms: parts.kms,
                 audit: parts.audit,
                 clock: parts.clock,
-                usable: parts.caches.cache(),
+                usable: parts.caches.cache("keys"),
                 caches: parts.caches,
                 lease: parts.lease,
                 runner,

@@ -57,13 +57,14 @@ impl KeyService {
         let mut tx = self.catalog().begin().await?;
         let mut out = Vec::with_capacity(made.len());
         for m in made {
-            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            // One savepoint per version: a version that fails is undone alone.
+            tx.savepoint("version").await?;
             let r = self
-                .write_version_in(&mut one, scope, m.plan, worker, m.remote, m.backup)
+                .write_version_in(&mut tx, scope, m.plan, worker, m.remote, m.backup)
                 .await;
             match &r {
-                Ok(_) => one.commit().await?,
-                Err(_) => one.rollback().await?,
+                Ok(_) => tx.release_savepoint("version").await?,
+                Err(_) => tx.rollback_to_savepoint("version").await?,
             }
             out.push(r);
         }

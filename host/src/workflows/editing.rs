@@ -84,9 +84,33 @@ impl Workflows {
             let mut conn = self.services.catalog.conn().await?;
             workflow_scripts::current_all(&mut conn).await?
         };
-        let engine = self.base_engine(None, None);
         let n = current.len();
-        for v in current {
+        self.install_versions(current);
+        Ok(n)
+    }
+
+    /// Brings this daemon's copy of an account's scripts up to the catalog's versions in
+    /// use: another daemon sharing the catalog may have put, restored or reverted one. Read
+    /// before each run and each listing, so a change on any daemon is what the next run on
+    /// every daemon uses.
+    pub async fn refresh_account_scripts(&self, account: &str) -> Result<(), CatalogError> {
+        let current = {
+            let mut conn = self.services.catalog.conn().await?;
+            workflow_scripts::current_of(&mut conn, account).await?
+        };
+        let changed: Vec<_> = current
+            .into_iter()
+            .filter(|v| self.store.account_version(&v.account_id, &v.name) != Some(v.version))
+            .collect();
+        if !changed.is_empty() {
+            self.install_versions(changed);
+        }
+        Ok(())
+    }
+
+    fn install_versions(&self, versions: Vec<workflow_scripts::ScriptVersion>) {
+        let engine = self.base_engine(None, None);
+        for v in versions {
             let compiled = match &v.source {
                 None => Ok(None),
                 Some(src) => self
@@ -105,7 +129,6 @@ impl Workflows {
             self.store
                 .install(&v.account_id, &v.name, v.version, compiled);
         }
-        Ok(n)
     }
 
     /// Compiles a script without storing it.

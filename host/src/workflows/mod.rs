@@ -19,6 +19,7 @@
 
 mod editing;
 mod host_api;
+mod lease;
 pub mod memory;
 pub mod store;
 mod values;
@@ -133,6 +134,15 @@ pub fn may_start(
 
 /// What the progress hook ends a run with when it passes its memory budget.
 const MEMORY_LIMIT: &str = "memory limit";
+const LEASE_LOST: &str = "lease lost";
+
+/// Whether a run must stop now: past its memory budget or its deadline.
+fn progress_check(limits: &WorkflowLimits, deadline: Instant, ops: u64) -> Option<Dynamic> {
+    if memory::held() > limits.max_memory {
+        return Some(Dynamic::from(MEMORY_LIMIT));
+    }
+    (ops.is_multiple_of(1024) && Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
+}
 
 /// Bounds of every run.
 #[derive(Debug, Clone)]
@@ -165,6 +175,8 @@ impl Default for WorkflowLimits {
 /// What runs need from the daemon.
 #[derive(Clone)]
 pub struct Services {
+    /// This daemon's id (in the leases of its runs).
+    pub daemon_id: String,
     pub catalog: Catalog,
     pub keys: KeyService,
     pub plugins: PluginRuntime,
@@ -222,6 +234,10 @@ pub enum WorkflowError {
     Failed { run_id: String, message: String },
     #[error("workflow run {run_id} was stopped after {secs} s, its time limit")]
     TimedOut { run_id: String, secs: u64 },
+    #[error(
+        "workflow run {run_id} was stopped: its lease on the catalog could not be renewed, so another daemon may take the work over"
+    )]
+    LeaseLost { run_id: String },
     #[error("workflow run {run_id} was stopped after {limit} operations, its limit")]
     TooManyOperations { run_id: String, limit: u64 },
     #[error(
@@ -311,11 +327,13 @@ pub struct Workflows {
     progress: Mutex<HashMap<String, Arc<Progress>>>,
 }
 
-/// Releases an exclusive key and a progress entry when a run ends, however it ends.
+/// Releases an exclusive key (and its lease) and a progress entry when a run ends, however
+/// it ends.
 struct RunGuard {
     workflows: Arc<Workflows>,
     run_id: String,
     exclusive: Option<String>,
+    _lease: Option<lease::RunLease>,
 }
 
 impl Drop for RunGuard {
@@ -371,13 +389,8 @@ impl Workflows {
             });
         engine.disable_symbol("eval");
         if let Some(deadline) = deadline {
-            let max_memory = self.limits.max_memory;
-            engine.on_progress(move |ops| {
-                if memory::held() > max_memory {
-                    return Some(Dynamic::from(MEMORY_LIMIT));
-                }
-                (ops % 1024 == 0 && Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
-            });
+            let limits = self.limits.clone();
+            engine.on_progress(move |ops| progress_check(&limits, deadline, ops));
         }
         host_api::register_types(&mut engine);
         engine
@@ -435,6 +448,7 @@ impl Workflows {
     /// Starts a workflow; the run is recorded before this returns.
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<RunHandle, WorkflowError> {
         let account = req.access.account_id.clone();
+        self.refresh_account_scripts(&account).await?;
         let script = self.store.script(
             &self.base_engine(None, Some(&account)),
             Some(&account),
@@ -450,10 +464,36 @@ impl Workflows {
             }
             held.insert(key.clone(), run_id.clone());
         }
-        let guard = RunGuard {
+        let mut guard = RunGuard {
             workflows: self.clone(),
             run_id: run_id.clone(),
             exclusive: req.exclusive.clone(),
+            _lease: None,
+        };
+        // The key is this daemon's; now the catalog's, across daemons.
+        let stop = match &req.exclusive {
+            Some(key) => {
+                match lease::take(
+                    &self.services.catalog,
+                    &self.services.daemon_id,
+                    key,
+                    &run_id,
+                )
+                .await?
+                {
+                    Ok(l) => {
+                        let stop = l.stop_flag();
+                        guard._lease = Some(l);
+                        Some(stop)
+                    }
+                    Err(other) => {
+                        return Err(WorkflowError::Busy {
+                            run_id: other.unwrap_or_else(|| "on another daemon".into()),
+                        });
+                    }
+                }
+            }
+            None => None,
         };
         let now = self.services.clock.now();
         let mut recorded_inputs = req.input.clone();
@@ -503,6 +543,17 @@ impl Workflows {
         ));
         let engine = {
             let mut e = self.base_engine(Some(deadline), Some(&account));
+            if let Some(stop) = stop {
+                e.on_progress({
+                    let limits = self.limits.clone();
+                    move |ops| {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            return Some(Dynamic::from(LEASE_LOST));
+                        }
+                        progress_check(&limits, deadline, ops)
+                    }
+                });
+            }
             host_api::register(&mut e, ctx.clone());
             e
         };
@@ -648,6 +699,11 @@ impl Workflows {
                     run_id,
                     limit_mib: (self.limits.max_memory >> 20) as u64,
                 }
+            }
+            EvalAltResult::ErrorTerminated(v, _)
+                if v.clone().into_string().is_ok_and(|s| s == LEASE_LOST) =>
+            {
+                WorkflowError::LeaseLost { run_id }
             }
             EvalAltResult::ErrorTerminated(..) => WorkflowError::TimedOut {
                 run_id,

@@ -212,6 +212,15 @@ impl ScriptStore {
         );
     }
 
+    /// The number of the account's version of `name` this daemon has installed.
+    pub fn account_version(&self, account: &str, name: &str) -> Option<i64> {
+        self.accounts
+            .lock()
+            .unwrap()
+            .get(&(account.to_string(), name.to_string()))
+            .map(|e| e.version)
+    }
+
     /// The account's version in use of `name`, if it has one with a source.
     fn account_script(&self, account: Option<&str>, name: &str) -> Option<(Arc<AST>, Arc<str>)> {
         let account = account?;

@@ -1,7 +1,7 @@
 //! Links between keys (a copy and its source, a rotated key and its replacement) and the
 //! escrowed backups of virtual keys.
 
-use sqlx::Row;
+use crate::catalog::db;
 
 use super::{Conn, Result};
 
@@ -24,7 +24,7 @@ pub struct Link {
 }
 
 pub async fn add_link(c: &mut Conn, l: &Link) -> Result<()> {
-    sqlx::query("INSERT INTO key_links (kind, source_kid, target_kid, target_group, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+    db::query("INSERT INTO key_links (kind, source_kid, target_kid, target_group, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(match l.kind {
             LinkKind::Copy => "copy",
             LinkKind::Replacement => "replacement",
@@ -42,7 +42,7 @@ pub async fn add_link(c: &mut Conn, l: &Link) -> Result<()> {
 /// Every link where `kid` is the source or the target, oldest first.
 pub async fn links_of(c: &mut Conn, kid: &str) -> Result<Vec<Link>> {
     let rows =
-        sqlx::query("SELECT * FROM key_links WHERE source_kid = ? OR target_kid = ? ORDER BY id")
+        db::query("SELECT * FROM key_links WHERE source_kid = ? OR target_kid = ? ORDER BY id")
             .bind(kid)
             .bind(kid)
             .fetch_all(c)
@@ -65,7 +65,7 @@ pub async fn links_of(c: &mut Conn, kid: &str) -> Result<Vec<Link>> {
 }
 
 pub async fn put_escrow(c: &mut Conn, kid: &str, sealed: &[u8], at: i64) -> Result<()> {
-    sqlx::query("INSERT INTO escrow_blobs (kid, blob, created_at) VALUES (?, ?, ?) ON CONFLICT (kid) DO UPDATE SET blob = excluded.blob, created_at = excluded.created_at")
+    db::query("INSERT INTO escrow_blobs (kid, blob, created_at) VALUES (?, ?, ?) ON CONFLICT (kid) DO UPDATE SET blob = excluded.blob, created_at = excluded.created_at")
         .bind(kid)
         .bind(sealed)
         .bind(at)
@@ -75,7 +75,7 @@ pub async fn put_escrow(c: &mut Conn, kid: &str, sealed: &[u8], at: i64) -> Resu
 }
 
 pub async fn get_escrow(c: &mut Conn, kid: &str) -> Result<Option<Vec<u8>>> {
-    Ok(sqlx::query("SELECT blob FROM escrow_blobs WHERE kid = ?")
+    Ok(db::query("SELECT blob FROM escrow_blobs WHERE kid = ?")
         .bind(kid)
         .fetch_optional(c)
         .await?

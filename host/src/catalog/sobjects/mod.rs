@@ -8,11 +8,9 @@
 //! stated on one row (EXPORT is never added, a destroyed key stays destroyed, ...) are also
 //! triggers in the schema (migration 3), under the key service's own checks.
 
+use crate::catalog::db::{self, Row};
 mod links;
 mod model;
-
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{CatalogError, Conn, Result};
 
@@ -29,7 +27,7 @@ pub fn escrow_context(kid: &str) -> String {
     format!("sobject:{kid}:escrow")
 }
 
-fn from_row(r: &SqliteRow) -> Result<SObject> {
+fn from_row(r: &Row) -> Result<SObject> {
     let corrupt = |what: &str| {
         CatalogError::Corrupt(format!("sobject {}: {what}", r.get::<String, _>("kid")))
     };
@@ -81,8 +79,8 @@ async fn load_tags(c: &mut Conn, objects: &mut [SObject]) -> Result<()> {
     if objects.is_empty() {
         return Ok(());
     }
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT kid, name, value FROM sobject_tags WHERE kid IN (");
+    let mut q: db::Builder =
+        db::Builder::new("SELECT kid, name, value FROM sobject_tags WHERE kid IN (");
     let mut sep = q.separated(", ");
     for o in objects.iter() {
         sep.push_bind(o.kid.clone());
@@ -98,12 +96,12 @@ async fn load_tags(c: &mut Conn, objects: &mut [SObject]) -> Result<()> {
 }
 
 async fn save_tags(c: &mut Conn, kid: &str, tags: &Tags) -> Result<()> {
-    sqlx::query("DELETE FROM sobject_tags WHERE kid = ?")
+    db::query("DELETE FROM sobject_tags WHERE kid = ?")
         .bind(kid)
         .execute(&mut *c)
         .await?;
     for (k, v) in tags {
-        sqlx::query("INSERT INTO sobject_tags (kid, name, value) VALUES (?, ?, ?)")
+        db::query("INSERT INTO sobject_tags (kid, name, value) VALUES (?, ?, ?)")
             .bind(kid)
             .bind(k)
             .bind(v)
@@ -114,7 +112,7 @@ async fn save_tags(c: &mut Conn, kid: &str, tags: &Tags) -> Result<()> {
 }
 
 pub async fn insert(c: &mut Conn, o: &SObject) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO sobjects (kid, account_id, group_id, name, description, obj_type, key_size, elliptic_curve, key_ops,
             enabled, activation_date, deactivation_date, compromise_date, destruction_date, revocation_reason, created_at,
             lastused_at, creator_kind, creator_id, origin, never_exportable, material, pub_key, kcv, external, rotated_at, version)
@@ -263,8 +261,7 @@ pub async fn apply(
     version: i64,
     patch: &Patch,
 ) -> Result<bool> {
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("UPDATE sobjects SET version = version + 1");
+    let mut q: db::Builder = db::Builder::new("UPDATE sobjects SET version = version + 1");
     if let Some(v) = &patch.name {
         q.push(", name = ").push_bind(v.clone());
     }
@@ -323,7 +320,7 @@ pub async fn apply(
 
 /// A key of `account`.
 pub async fn get(c: &mut Conn, account: &str, kid: &str) -> Result<Option<SObject>> {
-    let Some(row) = sqlx::query("SELECT * FROM sobjects WHERE kid = ? AND account_id = ?")
+    let Some(row) = db::query("SELECT * FROM sobjects WHERE kid = ? AND account_id = ?")
         .bind(kid)
         .bind(account)
         .fetch_optional(&mut *c)
@@ -339,7 +336,7 @@ pub async fn get(c: &mut Conn, account: &str, kid: &str) -> Result<Option<SObjec
 
 pub async fn get_by_name(c: &mut Conn, account: &str, name: &str) -> Result<Option<SObject>> {
     let kid: Option<String> =
-        sqlx::query("SELECT kid FROM sobjects WHERE account_id = ? AND name = ?")
+        db::query("SELECT kid FROM sobjects WHERE account_id = ? AND name = ?")
             .bind(account)
             .bind(name)
             .fetch_optional(&mut *c)
@@ -353,7 +350,7 @@ pub async fn get_by_name(c: &mut Conn, account: &str, name: &str) -> Result<Opti
 
 pub async fn delete(c: &mut Conn, account: &str, kid: &str) -> Result<bool> {
     Ok(
-        sqlx::query("DELETE FROM sobjects WHERE kid = ? AND account_id = ?")
+        db::query("DELETE FROM sobjects WHERE kid = ? AND account_id = ?")
             .bind(kid)
             .bind(account)
             .execute(c)
@@ -387,12 +384,12 @@ pub struct ListFilter {
     pub sort: SortBy,
 }
 
-fn push_filter(q: &mut QueryBuilder<Sqlite>, f: &ListFilter) {
+fn push_filter(q: &mut db::Builder, f: &ListFilter) {
     q.push(" WHERE account_id = ")
         .push_bind(f.account_id.clone());
     if let Some(groups) = &f.visible_groups {
         if groups.is_empty() {
-            q.push(" AND 0");
+            q.push(" AND FALSE");
         } else {
             q.push(" AND group_id IN (");
             let mut sep = q.separated(", ");
@@ -437,7 +434,7 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, f: &ListFilter) {
 }
 
 pub async fn list(c: &mut Conn, f: &ListFilter) -> Result<Vec<SObject>> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM sobjects");
+    let mut q: db::Builder = db::Builder::new("SELECT * FROM sobjects");
     push_filter(&mut q, f);
     q.push(match f.sort {
         SortBy::NameAsc => " ORDER BY name ASC",
@@ -456,18 +453,20 @@ pub async fn list(c: &mut Conn, f: &ListFilter) -> Result<Vec<SObject>> {
 }
 
 pub async fn count(c: &mut Conn, f: &ListFilter) -> Result<i64> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM sobjects");
+    let mut q: db::Builder = db::Builder::new("SELECT COUNT(*) FROM sobjects");
     push_filter(&mut q, f);
     Ok(q.build().fetch_one(c).await?.get(0))
 }
 
 /// Records last use of keys (batched by the audit writer).
 pub async fn mark_used(c: &mut Conn, kid: &str, at: i64) -> Result<()> {
-    sqlx::query("UPDATE sobjects SET lastused_at = MAX(COALESCE(lastused_at, 0), ?) WHERE kid = ?")
-        .bind(at)
-        .bind(kid)
-        .execute(c)
-        .await?;
+    db::query(
+        "UPDATE sobjects SET lastused_at = {greatest}(COALESCE(lastused_at, 0), ?) WHERE kid = ?",
+    )
+    .bind(at)
+    .bind(kid)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -482,7 +481,7 @@ pub struct ExternalRef {
 
 /// The current virtual keys of a group (without the versions rotations replaced).
 pub async fn external_refs(c: &mut Conn, group_id: &str) -> Result<Vec<ExternalRef>> {
-    let rows = sqlx::query(
+    let rows = db::query(
         "SELECT kid, name, enabled, external FROM sobjects WHERE group_id = ? AND external IS NOT NULL AND rotated_at IS NULL",
     )
     .bind(group_id)
@@ -512,11 +511,11 @@ pub async fn external_labels_present(
     if labels.is_empty() {
         return Ok(Default::default());
     }
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT lower(json_extract(external, '$.id.label')) FROM sobjects WHERE external IS NOT NULL AND rotated_at IS NULL AND group_id = ",
+    let mut q: db::Builder = db::Builder::new(
+        "SELECT lower({label}) FROM sobjects WHERE external IS NOT NULL AND rotated_at IS NULL AND group_id = ",
     );
     q.push_bind(group_id.to_string())
-        .push(" AND lower(json_extract(external, '$.id.label')) IN (");
+        .push(" AND lower({label}) IN (");
     let mut sep = q.separated(", ");
     for l in labels {
         sep.push_bind(l.to_lowercase());
@@ -537,9 +536,9 @@ pub async fn by_external_name(
     group_id: &str,
     name: &str,
 ) -> Result<Option<SObject>> {
-    let kid: Option<String> = sqlx::query(
+    let kid: Option<String> = db::query(
         "SELECT kid FROM sobjects WHERE account_id = ? AND group_id = ? AND external IS NOT NULL
-           AND rotated_at IS NULL AND lower(json_extract(external, '$.id.label')) = lower(?)",
+           AND rotated_at IS NULL AND lower({label}) = lower(?)",
     )
     .bind(account)
     .bind(group_id)
@@ -556,7 +555,7 @@ pub async fn by_external_name(
 /// Whether the account has a key of that name.
 pub async fn name_taken(c: &mut Conn, account: &str, name: &str) -> Result<bool> {
     Ok(
-        sqlx::query("SELECT 1 FROM sobjects WHERE account_id = ? AND name = ?")
+        db::query("SELECT 1 FROM sobjects WHERE account_id = ? AND name = ?")
             .bind(account)
             .bind(name)
             .fetch_optional(c)
@@ -573,9 +572,9 @@ pub async fn replaced_versions(
     group_id: &str,
     name: &str,
 ) -> Result<Vec<SObject>> {
-    let kids: Vec<String> = sqlx::query(
+    let kids: Vec<String> = db::query(
         "SELECT kid FROM sobjects WHERE account_id = ? AND group_id = ? AND external IS NOT NULL
-           AND rotated_at IS NOT NULL AND lower(json_extract(external, '$.id.label')) = lower(?)
+           AND rotated_at IS NOT NULL AND lower({label}) = lower(?)
          ORDER BY rotated_at",
     )
     .bind(account)
@@ -597,9 +596,9 @@ pub async fn replaced_versions(
 
 /// How many virtual keys (current and replaced versions) a group's HSM key has.
 pub async fn version_count(c: &mut Conn, group_id: &str, name: &str) -> Result<i64> {
-    Ok(sqlx::query(
+    Ok(db::query(
         "SELECT COUNT(*) FROM sobjects WHERE group_id = ? AND external IS NOT NULL
-           AND lower(json_extract(external, '$.id.label')) = lower(?)",
+           AND lower({label}) = lower(?)",
     )
     .bind(group_id)
     .bind(name)
