@@ -407,6 +407,7 @@ fn child_daemon() {
         config.plugin_cache_dir = Some(keyward_tests::cache_dir());
         config.scheduler.enabled = false;
         config.scheduler.lease_secs = 2;
+        config.workflow_limits.lease_ttl = Duration::from_secs(2);
         allow_local(&mut config);
         let running = keyward::daemon::start(config, std::future::pending())
             .await
@@ -436,6 +437,7 @@ async fn restart_on(dir: &Path) -> TestDaemon {
     TestDaemon::start_configured(dir, |c| {
         by_hand(c);
         c.scheduler.lease_secs = 2;
+        c.workflow_limits.lease_ttl = Duration::from_secs(2);
         allow_local(c);
     })
     .await

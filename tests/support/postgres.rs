@@ -170,6 +170,9 @@ impl Cluster {
                 "-R",
                 "-X",
                 "stream",
+                // An immediate checkpoint, not a spread one (which takes minutes).
+                "-c",
+                "fast",
             ],
         );
         assert!(out.status.success(), "pg_basebackup: {out:?}");
@@ -177,9 +180,16 @@ impl Cluster {
         append(
             &dir.join("postgresql.conf"),
             &format!(
-                "port = {port}\nunix_socket_directories = '{}'\n\
-                 primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=standby'\n",
+                "port = {port}\nunix_socket_directories = '{}'\n",
                 tmp.path().display(),
+            ),
+        );
+        // pg_basebackup -R wrote a primary_conninfo into postgresql.auto.conf, which wins
+        // over postgresql.conf: the standby's name goes there.
+        append(
+            &dir.join("postgresql.auto.conf"),
+            &format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=standby'\n",
                 primary.port
             ),
         );
@@ -255,6 +265,27 @@ impl Cluster {
             &["-D", self.dir.to_str().unwrap(), "-w", "promote"],
         );
         assert!(out.status.success(), "pg_ctl promote: {out:?}");
+    }
+
+    /// Waits until a standby streams from this primary as its synchronous standby.
+    pub async fn synchronous_standby(&self) {
+        use sqlx::Row;
+        for _ in 0..400 {
+            if let Ok(mut c) = sqlx::PgConnection::connect(&self.admin_url()).await {
+                let sync = sqlx::query(
+                    "SELECT COUNT(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                )
+                .fetch_one(&mut c)
+                .await
+                .map(|r| r.get::<i64, _>(0))
+                .unwrap_or(0);
+                if sync > 0 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no synchronous standby streams from port {}", self.port);
     }
 
     /// Waits until the server answers queries.

@@ -259,12 +259,15 @@ pub async fn take_due(
         "UPDATE outbox SET lease_until = ? WHERE id IN (
             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?
               AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?)
+           AND (lease_until IS NULL OR lease_until < ?)
          RETURNING *",
     )
     .bind(lease_until)
     .bind(now)
     .bind(now)
     .bind(i64::from(limit))
+    // Checked again on the row itself: a concurrent taker's lease stands.
+    .bind(now)
     .fetch_all(c)
     .await?
     .iter()

@@ -1,8 +1,9 @@
 //! A run's hold on its exclusive key (one sync of a group at a time, ...) across every daemon
 //! sharing the catalog: a lease row (`catalog::leases`, timed by the database's clock) taken
-//! before the run starts and renewed every [`RENEW`] while it runs. When a renewal fails
-//! (the database is unreachable, or the lease was lost) the run is told to stop at once, two
-//! renewal periods before the lease could run out and another daemon take the work over.
+//! before the run starts and renewed every third of its TTL ([`TTL`] by default, so every 5 s)
+//! while it runs. When a renewal fails (the database is unreachable, or the lease was lost)
+//! the run is told to stop at once, two renewal periods before the lease could run out and
+//! another daemon take the work over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,10 +11,8 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, CatalogError, leases};
 
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal, by default.
 pub const TTL: Duration = Duration::from_secs(15);
-/// How often a holder renews it.
-pub const RENEW: Duration = Duration::from_secs(5);
 
 /// A held lease, renewed until dropped (and then given up).
 pub struct RunLease {
@@ -24,10 +23,6 @@ pub struct RunLease {
     renewer: tokio::task::JoinHandle<()>,
 }
 
-fn ttl_ms() -> i64 {
-    TTL.as_millis() as i64
-}
-
 /// Takes the lease of exclusive key `key` for run `run_id` of daemon `holder`. `Err(run)`:
 /// another run holds it (its id, when known).
 pub async fn take(
@@ -35,10 +30,13 @@ pub async fn take(
     holder: &str,
     key: &str,
     run_id: &str,
+    ttl: Duration,
 ) -> Result<Result<RunLease, Option<String>>, CatalogError> {
     let name = format!("run:{key}");
+    let ttl_ms = ttl.as_millis() as i64;
+    let renew = ttl / 3;
     let mut c = catalog.conn().await?;
-    if !leases::take(&mut c, &name, holder, Some(run_id), ttl_ms()).await? {
+    if !leases::take(&mut c, &name, holder, Some(run_id), ttl_ms).await? {
         let other = leases::holder_of(&mut c, &name).await?;
         return Ok(Err(other.and_then(|l| l.detail)));
     }
@@ -54,12 +52,12 @@ pub async fn take(
         );
         async move {
             loop {
-                tokio::time::sleep(RENEW).await;
+                tokio::time::sleep(renew).await;
                 let renewed = async {
                     let mut c = catalog.conn().await?;
-                    leases::take(&mut c, &name, &holder, Some(&run_id), ttl_ms()).await
+                    leases::take(&mut c, &name, &holder, Some(&run_id), ttl_ms).await
                 };
-                match tokio::time::timeout(RENEW, renewed).await {
+                match tokio::time::timeout(renew, renewed).await {
                     Ok(Ok(true)) => {}
                     outcome => {
                         tracing::warn!(run = %run_id, lease = %name, ?outcome, "the run's lease could not be renewed; stopping the run");

@@ -156,6 +156,9 @@ pub struct WorkflowLimits {
     /// Bytes a run's script may hold at once (its values, and what its host calls return
     /// to it); past this the run ends.
     pub max_memory: usize,
+    /// How long the lease of a run with an exclusive key lasts without renewal (renewed
+    /// every third of it): after a daemon dies, how soon another may run the same work.
+    pub lease_ttl: Duration,
 }
 
 impl Default for WorkflowLimits {
@@ -168,6 +171,7 @@ impl Default for WorkflowLimits {
             concurrency: 32,
             // A sync of 50,000 keys holds about 40 MiB of key maps at its peak.
             max_memory: 64 << 20,
+            lease_ttl: lease::TTL,
         }
     }
 }
@@ -478,6 +482,7 @@ impl Workflows {
                     &self.services.daemon_id,
                     key,
                     &run_id,
+                    self.limits.lease_ttl,
                 )
                 .await?
                 {
