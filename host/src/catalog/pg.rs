@@ -19,6 +19,15 @@ use sqlx::{ConnectOptions, Connection, Postgres, Row};
 /// How long a request waits for a database connection before it fails.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Settings of every connection, so that no statement or transaction of a daemon holds the
+/// catalog indefinitely: a statement (the serializing lock's wait included) ends after 30 s,
+/// and a transaction left idle (a daemon stuck or cut off mid-transaction, still holding the
+/// write lock) is ended by the server after 60 s.
+const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
+
 /// libpq's `target_session_attrs`: which servers a connection may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAttrs {
@@ -102,7 +111,10 @@ impl Hosts {
             .iter()
             .map(|u| {
                 PgConnectOptions::from_str(u)
-                    .map(|o| o.log_statements(tracing::log::LevelFilter::Debug))
+                    .map(|o| {
+                        o.log_statements(tracing::log::LevelFilter::Debug)
+                            .options(SESSION_SETTINGS.iter().copied())
+                    })
                     .map_err(UrlError::Invalid)
             })
             .collect::<Result<Vec<_>, _>>()?;
