@@ -22,6 +22,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::catalog::changes::{self, Change, Feed};
 use crate::time::Clock;
 
+/// The key an announcement uses for "every entry of the cache".
+const EVERY_ENTRY: &str = "*";
+
 /// Entries beyond this count make a store sweep out the expired ones first.
 const SWEEP_ABOVE: usize = 50_000;
 
@@ -135,6 +138,15 @@ impl<V: Send + Sync + 'static> Cache<V> {
         }
     }
 
+    /// Drops every entry here and on the other daemons (a change that touches entries the
+    /// writer cannot name, such as every session of a user); call after the commit.
+    pub fn forget_all(&self) {
+        self.shared.forget_local(None);
+        if let Some((name, bus)) = &self.bus {
+            bus.announce(name, EVERY_ENTRY);
+        }
+    }
+
     /// The entry, or what `load` reads (stored when the rules allow).
     pub async fn get_or_load<E, F>(&self, key: &str, load: F) -> Result<Option<Arc<V>>, E>
     where
@@ -181,6 +193,9 @@ impl Bus {
                 continue;
             };
             match feed {
+                Feed::Changed(c) if c.cache == *name && c.key == EVERY_ENTRY => {
+                    cache.forget_local(None)
+                }
                 Feed::Changed(c) if c.cache == *name => cache.forget_local(Some(&c.key)),
                 Feed::Changed(_) => {}
                 Feed::Resync => cache.forget_local(None),

@@ -322,7 +322,12 @@ fn app_state(
         )),
         scheduler,
         keys,
-        sessions: Sessions::new(catalog.clone(), clock.clone(), config.session_lifetime_secs),
+        sessions: Sessions::new(
+            catalog.clone(),
+            clock.clone(),
+            config.session_lifetime_secs,
+            &caches,
+        ),
         logins: LoginThrottle::new(catalog.clone(), clock.clone(), config.login_limits),
         catalog,
         plugins,

@@ -415,11 +415,12 @@ pub async fn update(
         )
         .write(&mut tx)
         .await?;
-    // Sessions read the application's groups on each use; a disabled one's sessions end.
+    // A disabled application's sessions end; the others carry the new groups.
     if !app.enabled {
         Sessions::end_all_of(&mut tx, &app.id).await?;
     }
     tx.commit().await?;
+    state.sessions.changed();
     Ok(Json(out(&app)))
 }
 
@@ -443,6 +444,7 @@ pub async fn delete(
         .write(&mut tx)
         .await?;
     tx.commit().await?;
+    state.sessions.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -517,6 +519,7 @@ pub async fn reset_secret(
         .write(&mut tx)
         .await?;
     tx.commit().await?;
+    state.sessions.changed();
     Ok(Json(AppWithKey {
         app: out(&app),
         api_key: key.encoded(),

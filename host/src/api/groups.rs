@@ -376,5 +376,7 @@ pub async fn delete(
         .await?;
     tx.commit().await?;
     state.forget_group(&g.id);
+    // Applications' sessions carry their groups.
+    state.sessions.changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -464,6 +464,9 @@ pub async fn update(
         .await?;
     let out = user_out(&mut tx, &account, &user, role).await?;
     tx.commit().await?;
+    if req.user_password.is_some() {
+        state.sessions.changed();
+    }
     Ok(Json(out))
 }
 

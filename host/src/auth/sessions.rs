@@ -2,6 +2,10 @@
 //! SHA-256), so that every daemon sharing the catalog knows it, a restart keeps it, and a
 //! logout, a password change or a deleted application ends it everywhere at once. A session
 //! expires after a period of inactivity unless refreshed.
+//!
+//! Each request reads its session; the daemon caches them (with the application's groups)
+//! like keys, and every change forgets the cached entries here and, through the change feed,
+//! on the other daemons.
 
 use std::sync::Arc;
 
@@ -9,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use crate::cache::{Cache, Caches};
 use crate::catalog::apps::{self, AppGroups};
 use crate::catalog::sessions::{self as stored, SessionRow};
 use crate::catalog::{self, Catalog, Conn};
@@ -54,23 +59,29 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-#[derive(Clone)]
 pub struct Sessions {
     catalog: Catalog,
     clock: Clock,
     pub lifetime_secs: i64,
+    /// Live sessions by the hex of their token hash.
+    cache: Cache<Session>,
 }
 
 fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+fn cache_key(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Sessions {
-    pub fn new(catalog: Catalog, clock: Clock, lifetime_secs: i64) -> Sessions {
+    pub fn new(catalog: Catalog, clock: Clock, lifetime_secs: i64, caches: &Caches) -> Sessions {
         Sessions {
             catalog,
             clock,
             lifetime_secs,
+            cache: caches.cache("sessions"),
         }
     }
 
@@ -103,21 +114,35 @@ impl Sessions {
 
     /// The live session of `token`.
     pub async fn get(&self, token: &str) -> catalog::Result<Option<Session>> {
-        let mut c = self.catalog.conn().await?;
-        match stored::live(&mut c, &hash(token), self.clock.now()).await? {
-            Some(row) => Ok(Some(session_of(&mut c, row).await?)),
-            None => Ok(None),
-        }
+        let hash = hash(token);
+        let now = self.clock.now();
+        let session = self
+            .cache
+            .get_or_load(&cache_key(&hash), async {
+                let mut c = self.catalog.conn().await?;
+                match stored::live(&mut c, &hash, now).await? {
+                    Some(row) => {
+                        Ok::<_, catalog::CatalogError>(Some(session_of(&mut c, row).await?))
+                    }
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        Ok(session
+            .filter(|s| s.expires_at > now)
+            .map(|s| s.as_ref().clone()))
     }
 
     /// Extends a live session by the lifetime.
     pub async fn refresh(&self, token: &str) -> catalog::Result<Option<Session>> {
         let now = self.clock.now();
         let mut c = self.catalog.conn().await?;
-        if !stored::extend(&mut c, &hash(token), now, now + self.lifetime_secs).await? {
+        let hash = hash(token);
+        if !stored::extend(&mut c, &hash, now, now + self.lifetime_secs).await? {
             return Ok(None);
         }
         drop(c);
+        self.cache.forget(&cache_key(&hash));
         self.get(token).await
     }
 
@@ -127,23 +152,34 @@ impl Sessions {
         account: &str,
     ) -> catalog::Result<Option<Session>> {
         let mut c = self.catalog.conn().await?;
-        if !stored::set_account(&mut c, &hash(token), self.clock.now(), account).await? {
+        let hash = hash(token);
+        if !stored::set_account(&mut c, &hash, self.clock.now(), account).await? {
             return Ok(None);
         }
         drop(c);
+        self.cache.forget(&cache_key(&hash));
         self.get(token).await
     }
 
     pub async fn terminate(&self, token: &str) -> catalog::Result<bool> {
         let mut c = self.catalog.conn().await?;
-        stored::delete(&mut c, &hash(token)).await
+        let hash = hash(token);
+        let ended = stored::delete(&mut c, &hash).await?;
+        self.cache.forget(&cache_key(&hash));
+        Ok(ended)
     }
 
     /// Ends every session of a principal (password change, API key reset, removal), in the
-    /// transaction of that change.
+    /// transaction of that change; call [`Sessions::changed`] after its commit.
     pub async fn end_all_of(c: &mut Conn, principal_id: &str) -> catalog::Result<()> {
         stored::delete_of(c, principal_id).await?;
         Ok(())
+    }
+
+    /// Forgets every cached session, here and on the other daemons: after a commit that
+    /// ended sessions or changed what they carry (an application's groups).
+    pub fn changed(&self) {
+        self.cache.forget_all();
     }
 }
 
@@ -189,7 +225,8 @@ mod tests {
         .await
         .unwrap();
         let clock = Clock::system();
-        let s = Sessions::new(catalog.clone(), clock.clone(), 600);
+        let caches = Caches::new(clock.clone(), 30, "test");
+        let s = Sessions::new(catalog.clone(), clock.clone(), 600, &caches);
         let p = Principal::User {
             user_id: "u".into(),
             email: "u@x".into(),
@@ -207,6 +244,7 @@ mod tests {
         let mut tx = catalog.begin().await.unwrap();
         Sessions::end_all_of(&mut tx, "u").await.unwrap();
         tx.commit().await.unwrap();
+        s.changed();
         assert!(s.get(&t2).await.unwrap().is_none());
         assert!(!s.terminate(&t2).await.unwrap());
     }
