@@ -233,3 +233,123 @@ async fn a_promoted_standby_keeps_every_acknowledged_write_with_its_audit_event(
     }
     drop(primary);
 }
+
+/// The deployment example of docs/deployment.md: two daemons behind nginx (`deploy/nginx.conf`,
+/// Debian's nginx), PostgreSQL primary and synchronous standby. Clients talk to nginx only;
+/// a daemon dies and the database fails over, and the clients carry on.
+#[tokio::test]
+async fn the_deployment_example_keeps_serving_through_a_lost_daemon_and_a_failover() {
+    let primary = Cluster::primary();
+    let url = create_database(&primary.admin_url()).await;
+    let standby = Cluster::standby_of(&primary);
+    primary.synchronous_standby().await;
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let multi = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let p = pair_on(&multi).await;
+    let nginx = Nginx::start(&p.a.url, &p.b.url);
+    let lb = keyward_tests::api::Endpoint::at(&nginx.url);
+    let admin = lb.bootstrap().await;
+    let group = admin.create_group("g", json!({})).await;
+    let (_, api_key) = admin.create_app("app", &[group.as_str()]).await;
+    let key = admin
+        .create_key(json!({"name": "k", "group_id": group, "obj_type": "AES", "key_size": 256}))
+        .await;
+    let path = format!("/crypto/v1/keys/{}/encrypt", key["kid"].as_str().unwrap());
+    let app = lb.login_app(&api_key).await;
+    let encrypt = || {
+        let (app, path) = (app.clone(), path.clone());
+        async move {
+            app.call(
+                Method::POST,
+                &path,
+                Some(json!({"alg": "AES", "mode": "GCM", "plain": b64(b"through nginx")})),
+            )
+            .await
+            .0
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(encrypt().await, 200);
+    }
+    // Daemon A goes away: nginx passes every request to B.
+    let Pair { a, b, _dirs } = p;
+    a.stop().await;
+    for _ in 0..10 {
+        assert_eq!(encrypt().await, 200, "served by B");
+    }
+    // The primary goes away; the standby is promoted; B follows it.
+    primary.stop();
+    standby.promote();
+    keyward_tests::azure::eventually(60, || async {
+        let (s, _) = admin
+            .call(
+                Method::POST,
+                "/crypto/v1/keys",
+                Some(json!({"name": "after failover", "group_id": group, "obj_type": "AES", "key_size": 256})),
+            )
+            .await;
+        (s == 201).then_some(())
+    })
+    .await;
+    assert_eq!(encrypt().await, 200);
+    drop(nginx);
+    b.stop().await;
+}
+
+/// nginx from Debian's packages with `deploy/nginx.conf`, in the foreground, on a free port.
+struct Nginx {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(a: &str, b: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let template = include_str!("../deploy/nginx.conf");
+        let conf = template
+            .replace("{DIR}", &dir.path().display().to_string())
+            .replace("{LISTEN}", &format!("127.0.0.1:{port}"))
+            .replace("{DAEMON_A}", a.trim_start_matches("http://"))
+            .replace("{DAEMON_B}", b.trim_start_matches("http://"));
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&path)
+            .args(["-p", &dir.path().display().to_string(), "-g", "daemon off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx from Debian's packages (tests/deps.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, so that the master stops its workers (SIGKILL would leave them behind).
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -5,7 +5,7 @@
 # tests) and PostgreSQL (started on a loopback port by tests/postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests/browser-deps.sh
+tests/deps.sh
 PG_URL="$(tests/postgres.sh start)"
 cargo test --workspace
 KEYWARD_TEST_DATABASE="$PG_URL" cargo test -p keyward-tests
