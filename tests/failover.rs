@@ -41,6 +41,24 @@ async fn pair_on(url: &str) -> Pair {
     }
 }
 
+/// A primary with a new database, and its synchronous standby.
+async fn primary_and_standby() -> (Cluster, Cluster, String) {
+    let primary = Cluster::primary();
+    let url = create_database(&primary.admin_url()).await;
+    let standby = Cluster::standby_of(&primary);
+    primary.synchronous_standby().await;
+    let database = url.rsplit('/').next().unwrap().to_string();
+    (primary, standby, database)
+}
+
+/// The URL daemons use to follow whichever of the two is the primary.
+fn multi_host(primary: &Cluster, standby: &Cluster, database: &str) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
+        primary.port, standby.port
+    )
+}
+
 async fn health(d: &TestDaemon) -> (u16, Value) {
     d.anonymous()
         .call(Method::GET, "/sys/v1/health", None)
@@ -132,16 +150,8 @@ async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_ag
 
 #[tokio::test]
 async fn a_promoted_standby_keeps_every_acknowledged_write_with_its_audit_event() {
-    let primary = Cluster::primary();
-    let url = create_database(&primary.admin_url()).await;
-    let standby = Cluster::standby_of(&primary);
-    primary.synchronous_standby().await;
-    let database = url.rsplit('/').next().unwrap().to_string();
-    let multi = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let p = pair_on(&multi).await;
+    let (primary, standby, database) = primary_and_standby().await;
+    let p = pair_on(&multi_host(&primary, &standby, &database)).await;
     let admin = p.a.bootstrap().await;
     let group = admin.create_group("g", json!({})).await;
 
@@ -239,16 +249,8 @@ async fn a_promoted_standby_keeps_every_acknowledged_write_with_its_audit_event(
 /// a daemon dies and the database fails over, and the clients carry on.
 #[tokio::test]
 async fn the_deployment_example_keeps_serving_through_a_lost_daemon_and_a_failover() {
-    let primary = Cluster::primary();
-    let url = create_database(&primary.admin_url()).await;
-    let standby = Cluster::standby_of(&primary);
-    primary.synchronous_standby().await;
-    let database = url.rsplit('/').next().unwrap().to_string();
-    let multi = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let p = pair_on(&multi).await;
+    let (primary, standby, database) = primary_and_standby().await;
+    let p = pair_on(&multi_host(&primary, &standby, &database)).await;
     let nginx = Nginx::start(&p.a.url, &p.b.url);
     let lb = keyward_tests::api::Endpoint::at(&nginx.url);
     let admin = lb.bootstrap().await;
