@@ -102,9 +102,14 @@ async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_ag
     pg.stop();
     for (api, d) in [(&app_a, &p.a), (&app_b, &p.b)] {
         let started = Instant::now();
+        // A daemon that has the session and the key cached may still encrypt (its audit
+        // event waits in the audit writer's queue); otherwise it says the database is gone.
         let (s, body) = encrypt(api.clone()).await;
-        assert_eq!(s, 503, "{body}");
-        assert_eq!(body["code"], "Unavailable");
+        match s {
+            200 => assert!(body["cipher"].is_string(), "{body}"),
+            503 => assert_eq!(body["code"], "Unavailable"),
+            other => panic!("encrypt answered {other} with the database down: {body}"),
+        }
         let (s, _) = admin
             .on(&d.url)
             .call(
