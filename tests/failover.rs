@@ -102,8 +102,8 @@ async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_ag
     pg.stop();
     for (api, d) in [(&app_a, &p.a), (&app_b, &p.b)] {
         let started = Instant::now();
-        // A daemon that has the session and the key cached may still encrypt (its audit
-        // event waits in the audit writer's queue); otherwise it says the database is gone.
+        // Sessions are read from PostgreSQL on every request, so this is a 503; were the
+        // session cached, the cached key could still encrypt (its audit event queued).
         let (s, body) = encrypt(api.clone()).await;
         match s {
             200 => assert!(body["cipher"].is_string(), "{body}"),

@@ -3,9 +3,10 @@
 //! logout, a password change or a deleted application ends it everywhere at once. A session
 //! expires after a period of inactivity unless refreshed.
 //!
-//! Each request reads its session; the daemon caches them (with the application's groups)
-//! like keys, and every change forgets the cached entries here and, through the change feed,
-//! on the other daemons.
+//! Each request reads its session. On SQLite (one daemon) the daemon caches them, with the
+//! application's groups, and every change forgets the cached entries. On PostgreSQL every
+//! request reads its session from the catalog, so that a logout on one daemon ends the
+//! session on every other at once, not a notification later.
 
 use std::sync::Arc;
 
@@ -63,8 +64,8 @@ pub struct Sessions {
     catalog: Catalog,
     clock: Clock,
     pub lifetime_secs: i64,
-    /// Live sessions by the hex of their token hash.
-    cache: Cache<Session>,
+    /// Live sessions by the hex of their token hash (SQLite only, see the module doc).
+    cache: Option<Cache<Session>>,
 }
 
 fn hash(token: &str) -> Vec<u8> {
@@ -77,11 +78,12 @@ fn cache_key(hash: &[u8]) -> String {
 
 impl Sessions {
     pub fn new(catalog: Catalog, clock: Clock, lifetime_secs: i64, caches: &Caches) -> Sessions {
+        let cached = catalog.backend() == catalog::Backend::Sqlite;
         Sessions {
             catalog,
             clock,
             lifetime_secs,
-            cache: caches.cache("sessions"),
+            cache: cached.then(|| caches.cache("sessions")),
         }
     }
 
@@ -116,21 +118,21 @@ impl Sessions {
     pub async fn get(&self, token: &str) -> catalog::Result<Option<Session>> {
         let hash = hash(token);
         let now = self.clock.now();
-        let session = self
-            .cache
-            .get_or_load(&cache_key(&hash), async {
-                let mut c = self.catalog.conn().await?;
-                match stored::live(&mut c, &hash, now).await? {
-                    Some(row) => {
-                        Ok::<_, catalog::CatalogError>(Some(session_of(&mut c, row).await?))
-                    }
-                    None => Ok(None),
-                }
-            })
-            .await?;
-        Ok(session
-            .filter(|s| s.expires_at > now)
-            .map(|s| s.as_ref().clone()))
+        let load = async {
+            let mut c = self.catalog.conn().await?;
+            match stored::live(&mut c, &hash, now).await? {
+                Some(row) => Ok::<_, catalog::CatalogError>(Some(session_of(&mut c, row).await?)),
+                None => Ok(None),
+            }
+        };
+        let session = match &self.cache {
+            Some(cache) => cache
+                .get_or_load(&cache_key(&hash), load)
+                .await?
+                .map(|s| s.as_ref().clone()),
+            None => load.await?,
+        };
+        Ok(session.filter(|s| s.expires_at > now))
     }
 
     /// Extends a live session by the lifetime.
@@ -142,7 +144,7 @@ impl Sessions {
             return Ok(None);
         }
         drop(c);
-        self.cache.forget(&cache_key(&hash));
+        self.forget(&hash);
         self.get(token).await
     }
 
@@ -157,7 +159,7 @@ impl Sessions {
             return Ok(None);
         }
         drop(c);
-        self.cache.forget(&cache_key(&hash));
+        self.forget(&hash);
         self.get(token).await
     }
 
@@ -165,7 +167,7 @@ impl Sessions {
         let mut c = self.catalog.conn().await?;
         let hash = hash(token);
         let ended = stored::delete(&mut c, &hash).await?;
-        self.cache.forget(&cache_key(&hash));
+        self.forget(&hash);
         Ok(ended)
     }
 
@@ -179,7 +181,15 @@ impl Sessions {
     /// Forgets every cached session, here and on the other daemons: after a commit that
     /// ended sessions or changed what they carry (an application's groups).
     pub fn changed(&self) {
-        self.cache.forget_all();
+        if let Some(cache) = &self.cache {
+            cache.forget_all();
+        }
+    }
+
+    fn forget(&self, hash: &[u8]) {
+        if let Some(cache) = &self.cache {
+            cache.forget(&cache_key(hash));
+        }
     }
 }
 
