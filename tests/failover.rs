@@ -3,43 +3,14 @@
 //! no database, nothing committed is lost, and both daemons serve again without a restart,
 //! following the primary through the multi-host URL. Each test runs clusters of its own.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keyward::catalog::Location;
 use keyward_tests::api::{Api, TestDaemon, b64};
-use keyward_tests::postgres::{Cluster, create_database};
+use keyward_tests::postgres::{Cluster, Pair, create_database};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Pair {
-    a: TestDaemon,
-    b: TestDaemon,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-/// Two daemons on `url`, sharing the master key.
-async fn pair_on(url: &str) -> Pair {
-    let location = Location::from_str(url).unwrap();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = TestDaemon::start_configured(da.path(), {
-        let location = location.clone();
-        move |c| c.database = Some(location)
-    })
-    .await
-    .expect("daemon A starts");
-    std::fs::copy(da.path().join("master.key"), db.path().join("master.key")).unwrap();
-    let b = TestDaemon::start_configured(db.path(), move |c| c.database = Some(location))
-        .await
-        .expect("daemon B starts");
-    Pair {
-        a,
-        b,
-        _dirs: (da, db),
-    }
-}
 
 /// A primary with a new database, and its synchronous standby.
 async fn primary_and_standby() -> (Cluster, Cluster, String) {
@@ -69,7 +40,7 @@ async fn health(d: &TestDaemon) -> (u16, Value) {
 async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_again() {
     let pg = Cluster::primary();
     let url = create_database(&pg.admin_url()).await;
-    let p = pair_on(&url).await;
+    let p = Pair::on(&url, |_| {}).await;
     let admin = p.a.bootstrap().await;
     let group = admin.create_group("g", json!({})).await;
     let (_, api_key) = admin.create_app("app", &[group.as_str()]).await;
@@ -156,7 +127,7 @@ async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_ag
 #[tokio::test]
 async fn a_promoted_standby_keeps_every_acknowledged_write_with_its_audit_event() {
     let (primary, standby, database) = primary_and_standby().await;
-    let p = pair_on(&multi_host(&primary, &standby, &database)).await;
+    let p = Pair::on(&multi_host(&primary, &standby, &database), |_| {}).await;
     let admin = p.a.bootstrap().await;
     let group = admin.create_group("g", json!({})).await;
 
@@ -255,7 +226,7 @@ async fn a_promoted_standby_keeps_every_acknowledged_write_with_its_audit_event(
 #[tokio::test]
 async fn the_deployment_example_keeps_serving_through_a_lost_daemon_and_a_failover() {
     let (primary, standby, database) = primary_and_standby().await;
-    let p = pair_on(&multi_host(&primary, &standby, &database)).await;
+    let p = Pair::on(&multi_host(&primary, &standby, &database), |_| {}).await;
     let nginx = Nginx::start(&p.a.url, &p.b.url);
     let lb = keyward_tests::api::Endpoint::at(&nginx.url);
     let admin = lb.bootstrap().await;
@@ -282,7 +253,7 @@ async fn the_deployment_example_keeps_serving_through_a_lost_daemon_and_a_failov
         assert_eq!(encrypt().await, 200);
     }
     // Daemon A goes away: nginx passes every request to B.
-    let Pair { a, b, _dirs } = p;
+    let Pair { a, b, .. } = p;
     a.stop().await;
     for _ in 0..10 {
         assert_eq!(encrypt().await, 200, "served by B");

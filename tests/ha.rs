@@ -6,15 +6,12 @@
 //! They use the suite's PostgreSQL when it runs on one (`KEYWARD_TEST_DATABASE`), otherwise
 //! a cluster of their own.
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use keyward::catalog::Location;
 use keyward::webhooks::signature::Secret;
 use keyward_tests::api::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, TestDaemon, b64, http_client};
 use keyward_tests::azure::eventually;
-use keyward_tests::postgres::{Cluster, admin_url, create_database};
+use keyward_tests::postgres::{Cluster, Pair, admin_url, create_database};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -24,15 +21,8 @@ const BOUND_SECS: u64 = 5;
 
 const ECHO: &str = "output.said = \"the daemon's echo\";\noutput.input = input;\n";
 
-struct Pair {
-    a: TestDaemon,
-    b: TestDaemon,
-    _dirs: (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir),
-    _cluster: Option<Cluster>,
-}
-
-/// Two daemons on one new PostgreSQL database, sharing the master key, each with the same
-/// workflow directory (a deployment ships the same scripts to every daemon).
+/// Two daemons on one new PostgreSQL database, each with the same workflow directory (a
+/// deployment ships the same scripts to every daemon).
 async fn pair() -> Pair {
     let (cluster, admin) = match admin_url() {
         Some(url) => (None, url),
@@ -43,32 +33,13 @@ async fn pair() -> Pair {
         }
     };
     let url = create_database(&admin).await;
-    let location = Location::from_str(&url).unwrap();
     let scripts = tempfile::tempdir().unwrap();
     std::fs::write(scripts.path().join("echo.rhai"), ECHO).unwrap();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let start = |dir: &Path| {
-        let location = location.clone();
-        let scripts = scripts.path().to_path_buf();
-        let dir = dir.to_path_buf();
-        async move {
-            TestDaemon::start_configured(&dir, move |c| {
-                c.database = Some(location);
-                c.workflow_dir = Some(scripts);
-            })
-            .await
-            .expect("the daemon starts")
-        }
-    };
-    let a = start(da.path()).await;
-    std::fs::copy(da.path().join("master.key"), db.path().join("master.key")).unwrap();
-    let b = start(db.path()).await;
-    Pair {
-        a,
-        b,
-        _dirs: (da, db, scripts),
-        _cluster: cluster,
-    }
+    let dir = scripts.path().to_path_buf();
+    Pair::on(&url, move |c| c.workflow_dir = Some(dir.clone()))
+        .await
+        .keeping(scripts)
+        .keeping(cluster)
 }
 
 /// The same session, through the other daemon.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A PostgreSQL cluster for the test suite, from Debian's packages, on a loopback port.
 #
-#   tests/postgres.sh start   installs PostgreSQL when missing, makes a cluster under
-#                             target/postgres (once) and starts it; prints its admin URL
+#   tests/postgres.sh start   installs PostgreSQL when missing, makes a cluster (once) and
+#                             starts it; prints its admin URL
 #   tests/postgres.sh stop    stops it
 #
 # The suite runs against it with KEYWARD_TEST_DATABASE=<the URL>: each test daemon gets a
@@ -14,7 +14,14 @@ cd "$(dirname "$0")/.."
 PORT="${KEYWARD_TEST_PG_PORT:-55432}"
 DIR="$PWD/target/postgres"
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+else
+    # As root the cluster runs as Debian's `postgres` user, who may not be let into the
+    # checkout (under a private home or temporary directory): it lives under /tmp instead,
+    # one per checkout.
+    DIR="/tmp/keyward-postgres-$(printf %s "$PWD" | sha256sum | cut -c1-12)"
+fi
 
 bindir() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1

@@ -1,8 +1,9 @@
 //! The scheduler (F25, F31) with its clock driven by the tests: scheduled rotations day by
-//! day, catching up once after an outage, two daemons on one catalog rotating each key once,
-//! a failing key that does not hold up the others and ends up failed, a cron job syncing a
-//! group on time; and a daemon killed with SIGKILL in the middle of rotating a source key's
-//! 50 linked copies, after which a restarted daemon leaves catalog and HSM in agreement.
+//! day, catching up once after an outage, two daemons on one catalog rotating each of 50
+//! HSM-backed keys once, a failing key that does not hold up the others and ends up failed, a
+//! cron job syncing a group on time; and one of two daemons killed with SIGKILL in the middle
+//! of rotating a source key's 50 linked copies, after which the other finishes the work and
+//! catalog and HSM agree.
 
 use std::path::Path;
 use std::time::Duration;
@@ -123,46 +124,83 @@ async fn a_daily_policy_rotates_once_a_day_and_once_after_an_outage() {
     );
 }
 
+/// The number of versions of `name` in the HSM that group `gid` of `account` links to.
+async fn hsm_versions(d: &TestDaemon, account: &str, gid: &str, name: &str) -> usize {
+    let g = d.state.group(account, gid).await.unwrap().unwrap();
+    let link = keyward::kms::Link::of_group(&d.state.catalog, &g).unwrap();
+    d.state
+        .kms
+        .list_versions(&link, name, None)
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// Both daemons' schedulers run their rounds at once over the same 50 due rotations of
+/// HSM-backed keys: each key gets exactly one new version in the HSM a day.
 #[tokio::test]
 async fn two_daemons_on_one_catalog_rotate_each_key_exactly_once() {
+    let em = azure::emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let a = TestDaemon::start_configured(dir.path(), by_hand)
+    let config = |c: &mut DaemonConfig| {
+        by_hand(c);
+        allow_local(c);
+    };
+    let a = TestDaemon::start_configured(dir.path(), config)
         .await
         .unwrap();
-    let b = TestDaemon::start_configured(dir.path(), by_hand)
+    let b = TestDaemon::start_configured(dir.path(), config)
         .await
         .unwrap();
     let admin = a.bootstrap().await;
-    let g = admin.create_group("plain", json!({})).await;
-    for i in 0..20 {
-        daily_key(&admin, &g, &format!("k{i:02}")).await;
+    let g = admin
+        .create_group(
+            "azure",
+            json!({"external_kms": azure::link(&em, SECRET, Some(azure::HSM))}),
+        )
+        .await;
+    let mut account = String::new();
+    for i in 0..50 {
+        let k = admin
+            .create_key(json!({"name": format!("k{i:02}"), "group_id": g, "obj_type": "AES",
+                "key_size": 256, "rotation_policy": {"interval_days": 1}}))
+            .await;
+        account = k["acct_id"].as_str().unwrap().to_string();
     }
-    for day in 1..=3 {
+    for day in 1..=2 {
         a.clock.advance(DAY);
         b.clock.advance(DAY);
         let (ra, rb) = tokio::join!(tick(&a), tick(&b));
-        assert_eq!(ra.rotated + rb.rotated, 20, "day {day}: {ra:?} {rb:?}");
+        assert_eq!(ra.rotated + rb.rotated, 50, "day {day}: {ra:?} {rb:?}");
+        assert_eq!(ra.rotation_failures + rb.rotation_failures, 0);
         assert_eq!(
             count(
                 &a,
                 "SELECT COUNT(*) FROM sobjects WHERE rotated_at IS NOT NULL"
             )
             .await,
-            20 * day,
+            50 * day,
             "day {day}: each key rotated once"
         );
         assert_eq!(
             count(&a, "SELECT COUNT(*) FROM sobjects WHERE rotated_at IS NULL").await,
-            20
+            50
         );
     }
     assert_eq!(
         count(&a, "SELECT COUNT(*) FROM fires WHERE status = 'succeeded'").await,
-        60,
+        100,
         "one fire per key and day"
     );
+    // The HSM agrees: the first version and one a day, none twice.
+    for i in 0..50 {
+        let name = format!("k{i:02}");
+        assert_eq!(hsm_versions(&b, &account, &g, &name).await, 3, "{name}");
+    }
     b.stop().await;
     a.stop().await;
+    em.stop().await;
 }
 
 #[tokio::test]
@@ -431,9 +469,8 @@ async fn spawn_child(dir: &Path) -> (std::process::Child, Endpoint) {
     (child, Endpoint::at(&format!("http://{addr}")))
 }
 
-/// A new daemon on the killed child's catalog, once the dead one's leases have run out.
-async fn restart_on(dir: &Path) -> TestDaemon {
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// Another daemon on the child's catalog, with the child's short leases.
+async fn second_daemon(dir: &Path) -> TestDaemon {
     TestDaemon::start_configured(dir, |c| {
         by_hand(c);
         c.scheduler.lease_secs = 2;
@@ -444,12 +481,22 @@ async fn restart_on(dir: &Path) -> TestDaemon {
     .unwrap()
 }
 
+/// A new daemon on the killed child's catalog, once the dead one's leases have run out.
+async fn restart_on(dir: &Path) -> TestDaemon {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    second_daemon(dir).await
+}
+
+/// Two daemons share the catalog; one is killed with SIGKILL while it rotates a source key's
+/// 50 linked copies, and the other, running all along, takes the work over once the dead
+/// one's leases expire.
 #[tokio::test]
 async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled() {
     let em = azure::emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, child_daemon) = spawn_child(dir.path()).await;
     let admin = child_daemon.bootstrap().await;
+    let d = second_daemon(dir.path()).await;
     let group = admin
         .create_group(
             "azure",
@@ -510,7 +557,9 @@ async fn a_daemon_killed_while_rotating_50_copies_leaves_nothing_lost_or_doubled
     // Requests the killed daemon had sent are still answered by the HSM: let them land.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let d = restart_on(dir.path()).await;
+    // The survivor's clock passes the dead one's leases (2 s); its scheduler rounds take
+    // the interrupted copies over.
+    d.clock.advance(3);
     let mut resumed = 0;
     for _ in 0..5 {
         resumed += tick(&d).await.resumed;

@@ -8,7 +8,8 @@
 //! 2-core machine. PostgreSQL is the test suite's (`tests/postgres.sh start`, which installs
 //! Debian's `postgresql` when it is missing), or `KEYWARD_BENCH_POSTGRES=<admin URL>`.
 
-use std::str::FromStr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use keyward::catalog::Location;
 use keyward::daemon::{self, DaemonConfig};
 use keyward::plugins::policy::{Action, KeyOp, PolicyRequest, Principal};
 use serde_json::{Value, json};
+use support::{new_database, postgres_admin};
 
 const WINDOW: Duration = Duration::from_secs(5);
 const CONCURRENCY: usize = 16;
@@ -180,34 +182,6 @@ async fn audit_events(catalog: &keyward::catalog::Catalog) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-/// The admin URL of a PostgreSQL to measure on.
-fn postgres_admin() -> String {
-    if let Ok(url) = std::env::var("KEYWARD_BENCH_POSTGRES") {
-        return url;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/postgres.sh");
-    let out = std::process::Command::new(script)
-        .arg("start")
-        .output()
-        .expect("tests/postgres.sh start");
-    assert!(out.status.success(), "tests/postgres.sh start: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn new_database(admin: &str) -> Location {
-    use sqlx::Connection;
-    let name = format!("kw_bench_{}", keyward::catalog::new_id().replace('-', ""));
-    let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} TEMPLATE template0"
-    )))
-    .execute(&mut c)
-    .await
-    .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    Location::from_str(&format!("{base}/{name}")).unwrap()
 }
 
 #[tokio::main]

@@ -1,5 +1,5 @@
-//! The suite's database switch, and PostgreSQL clusters for the tests that stop, restart or
-//! fail over their database.
+//! The suite's database switch, PostgreSQL clusters for the tests that stop, restart or
+//! fail over their database, and two daemons sharing one PostgreSQL catalog.
 //!
 //! `KEYWARD_TEST_DATABASE=postgres://...` (an administrator's URL, e.g. the one
 //! `tests/postgres.sh start` prints) runs every test daemon on PostgreSQL: each data
@@ -13,7 +13,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use keyward::catalog::Location;
+use keyward::daemon::DaemonConfig;
 use sqlx::Connection;
+
+use crate::api::TestDaemon;
 
 const MARKER: &str = "test-database-url";
 
@@ -368,4 +371,49 @@ fn decoded_hex(text: &str) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// Two daemons on one PostgreSQL catalog, sharing the master key and nothing else, as behind
+/// a load balancer; with whatever else the test needs (a cluster, a directory) kept alive
+/// as long as they are.
+pub struct Pair {
+    pub a: TestDaemon,
+    pub b: TestDaemon,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    kept: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Pair {
+    /// Two daemons on the database at `url`, each configured further by `adjust`.
+    pub async fn on(url: &str, adjust: impl Fn(&mut DaemonConfig) + Clone + 'static) -> Pair {
+        let location = Location::from_str(url).expect("a database URL");
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let start = |dir: &Path, name: &str| {
+            let (location, adjust) = (location.clone(), adjust.clone());
+            let (dir, name) = (dir.to_path_buf(), name.to_string());
+            async move {
+                TestDaemon::start_configured(&dir, move |c| {
+                    c.database = Some(location);
+                    adjust(c);
+                })
+                .await
+                .unwrap_or_else(|e| panic!("daemon {name} starts: {e}"))
+            }
+        };
+        let a = start(da.path(), "A").await;
+        std::fs::copy(da.path().join("master.key"), db.path().join("master.key")).unwrap();
+        let b = start(db.path(), "B").await;
+        Pair {
+            a,
+            b,
+            _dirs: (da, db),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps `thing` alive as long as the pair.
+    pub fn keeping(mut self, thing: impl std::any::Any) -> Pair {
+        self.kept.push(Box::new(thing));
+        self
+    }
 }

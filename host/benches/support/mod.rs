@@ -1,13 +1,16 @@
 //! What the benchmarks against a running daemon share: a daemon on a loopback port with an
-//! administrator logged in, a group linked to the Azure Managed HSM emulator, and the
-//! request counts and lower bound the emulator-backed benchmarks print.
+//! administrator logged in, on SQLite or on a fresh PostgreSQL database, a group linked to
+//! the Azure Managed HSM emulator, and the request counts and lower bound the
+//! emulator-backed benchmarks print.
 #![allow(dead_code)] // each bench binary uses its own part of this
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use keyward::catalog::Location;
 use keyward::daemon::{self, DaemonConfig, Running};
 use keyward::kms::AZURE_PLUGIN;
 use keyward::plugins::HostPattern;
@@ -27,6 +30,46 @@ pub fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The admin URL of a PostgreSQL to measure on: `KEYWARD_BENCH_POSTGRES`, or the test
+/// suite's cluster (`tests/postgres.sh start`, which installs Debian's `postgresql` when it
+/// is missing).
+pub fn postgres_admin() -> String {
+    if let Ok(url) = std::env::var("KEYWARD_BENCH_POSTGRES") {
+        return url;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/postgres.sh");
+    let out = std::process::Command::new(script)
+        .arg("start")
+        .output()
+        .expect("tests/postgres.sh start");
+    assert!(out.status.success(), "tests/postgres.sh start: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A new, empty database on the PostgreSQL at `admin`.
+pub async fn new_database(admin: &str) -> Location {
+    use sqlx::Connection;
+    let name = format!("kw_bench_{}", keyward::catalog::new_id().replace('-', ""));
+    let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Location::from_str(&format!("{base}/{name}")).unwrap()
+}
+
+/// The catalogs the benchmarks compare: SQLite (`None`, the embedded default) and a fresh
+/// PostgreSQL database; with their names for the printed figures.
+pub async fn catalogs() -> [(&'static str, Option<Location>); 2] {
+    [
+        ("SQLite", None),
+        ("PostgreSQL", Some(new_database(&postgres_admin()).await)),
+    ]
+}
+
 pub struct Daemon {
     pub running: Running,
     pub api: String,
@@ -37,14 +80,25 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// A daemon on `127.0.0.1:0` with a fresh catalog, its plugin allowed to reach the
-    /// emulator `em` if given, configured further by `tune`; its first user signed up and
-    /// logged in.
+    /// A daemon on `127.0.0.1:0` with a fresh SQLite catalog, its plugin allowed to reach
+    /// the emulator `em` if given, configured further by `tune`; its first user signed up
+    /// and logged in.
     pub async fn start(em: Option<&Emulator>, tune: impl FnOnce(&mut DaemonConfig)) -> Daemon {
+        Daemon::start_on(None, em, tune).await
+    }
+
+    /// As [`Daemon::start`], with the catalog on `database` (SQLite in a fresh data
+    /// directory when `None`); a PostgreSQL database must be empty.
+    pub async fn start_on(
+        database: Option<Location>,
+        em: Option<&Emulator>,
+        tune: impl FnOnce(&mut DaemonConfig),
+    ) -> Daemon {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let mut config = DaemonConfig::new(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database = database;
         if let Some(em) = em {
             config.extra_outbound_hosts.insert(
                 AZURE_PLUGIN.into(),

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::{ApiKey, Principal, Session, verify_password_or_dummy};
-use crate::catalog::{accounts, apps, leases, users};
+use crate::catalog::{accounts, apps, users};
 
 use super::extract::{Body, Caller, ClientAddr};
 use super::{ApiError, ApiResult, AppState};
@@ -87,17 +87,16 @@ pub struct ClaimOut {
     (status = 503, body = HealthOut, description = "The catalog database does not answer")))]
 pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthOut>) {
     let catalog = &state.catalog;
-    let reached = async {
-        catalog.ping().await?;
-        let version = catalog.version().await?;
-        let mut c = catalog.conn().await?;
-        let leases = leases::held_by(&mut c, &state.daemon_id).await?;
-        let claims = leases::claims_of(&mut c, &state.daemon_id, state.now()).await?;
-        Ok::<_, crate::catalog::CatalogError>((version, leases, claims))
-    }
-    .await;
+    let reached = catalog.standing(&state.daemon_id, state.now()).await;
     let (status, reachable, error, version, leases, claims) = match reached {
-        Ok((v, l, c)) => (StatusCode::OK, true, None, Some(v), l, c),
+        Ok(s) => (
+            StatusCode::OK,
+            true,
+            None,
+            Some(s.schema_version),
+            s.leases,
+            s.claims,
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,

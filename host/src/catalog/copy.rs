@@ -64,8 +64,6 @@ pub enum CopyError {
         "the destination already has a catalog ({accounts} accounts): copy into an empty database"
     )]
     NotEmpty { accounts: i64 },
-    #[error("the destination is the source")]
-    SameDatabase,
     #[error("column {table}.{column} of the source is missing in the destination")]
     Column { table: String, column: String },
 }

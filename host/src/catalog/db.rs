@@ -361,11 +361,11 @@ impl Query {
     pub async fn execute(self, c: &mut Conn) -> Result<Done, sqlx::Error> {
         let sql = AssertSqlSafe(self.text(c.backend()));
         let rows_affected = match c.raw() {
-            Raw::Sqlite(c) => sqlite_bound(sql, self.args)
+            Raw::Sqlite(c) => bound::<Sqlite>(sql, self.args)
                 .execute(c)
                 .await?
                 .rows_affected(),
-            Raw::Pg(c) => pg_bound(sql, self.args).execute(c).await?.rows_affected(),
+            Raw::Pg(c) => bound::<Postgres>(sql, self.args).execute(c).await?.rows_affected(),
         };
         Ok(Done { rows_affected })
     }
@@ -373,13 +373,13 @@ impl Query {
     pub async fn fetch_all(self, c: &mut Conn) -> Result<Vec<Row>, sqlx::Error> {
         let sql = AssertSqlSafe(self.text(c.backend()));
         Ok(match c.raw() {
-            Raw::Sqlite(c) => sqlite_bound(sql, self.args)
+            Raw::Sqlite(c) => bound::<Sqlite>(sql, self.args)
                 .fetch_all(c)
                 .await?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Raw::Pg(c) => pg_bound(sql, self.args)
+            Raw::Pg(c) => bound::<Postgres>(sql, self.args)
                 .fetch_all(c)
                 .await?
                 .into_iter()
@@ -391,11 +391,11 @@ impl Query {
     pub async fn fetch_optional(self, c: &mut Conn) -> Result<Option<Row>, sqlx::Error> {
         let sql = AssertSqlSafe(self.text(c.backend()));
         Ok(match c.raw() {
-            Raw::Sqlite(c) => sqlite_bound(sql, self.args)
+            Raw::Sqlite(c) => bound::<Sqlite>(sql, self.args)
                 .fetch_optional(c)
                 .await?
                 .map(Row::Sqlite),
-            Raw::Pg(c) => pg_bound(sql, self.args)
+            Raw::Pg(c) => bound::<Postgres>(sql, self.args)
                 .fetch_optional(c)
                 .await?
                 .map(Row::Pg),
@@ -409,23 +409,19 @@ impl Query {
     }
 }
 
-fn sqlite_bound(
+/// The statement with its values bound, for either driver.
+fn bound<DB>(
     sql: AssertSqlSafe<Arc<str>>,
     args: Vec<Arg>,
-) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
-    args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
-        Arg::Int(v) => q.bind(v),
-        Arg::Real(v) => q.bind(v),
-        Arg::Bool(v) => q.bind(v),
-        Arg::Text(v) => q.bind(v),
-        Arg::Blob(v) => q.bind(v),
-    })
-}
-
-fn pg_bound(
-    sql: AssertSqlSafe<Arc<str>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+) -> sqlx::query::Query<'static, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<f64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<bool>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<Vec<u8>>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
         Arg::Int(v) => q.bind(v),
         Arg::Real(v) => q.bind(v),

@@ -223,6 +223,14 @@ impl Location {
     }
 }
 
+/// The schema version and what one daemon holds: the catalog's part of its health.
+#[derive(Debug)]
+pub struct Standing {
+    pub schema_version: i64,
+    pub leases: Vec<leases::Lease>,
+    pub claims: Vec<leases::Claim>,
+}
+
 #[derive(Clone)]
 pub struct Catalog {
     pool: db::Pool,
@@ -361,12 +369,22 @@ impl Catalog {
         &self.pool
     }
 
-    /// Whether the database answers now (within two seconds).
-    pub async fn ping(&self) -> Result<()> {
+    /// What the daemon `holder` stands on, read over one connection within two seconds
+    /// (health asks while the database may be gone: it must neither hang nor take several
+    /// connections from a pool that is short of them).
+    pub async fn standing(&self, holder: &str, now: i64) -> Result<Standing> {
         let probe = async {
             let mut c = self.conn().await?;
-            db::query("SELECT 1").execute(&mut c).await?;
-            Ok::<_, CatalogError>(())
+            let schema_version =
+                db::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                    .fetch_one(&mut c)
+                    .await?
+                    .get(0);
+            Ok::<_, CatalogError>(Standing {
+                schema_version,
+                leases: leases::held_by(&mut c, holder).await?,
+                claims: leases::claims_of(&mut c, holder, now).await?,
+            })
         };
         tokio::time::timeout(Duration::from_secs(2), probe)
             .await
