@@ -163,8 +163,10 @@ async fn two_daemons_on_one_catalog_rotate_each_key_exactly_once() {
     let mut account = String::new();
     for i in 0..50 {
         let k = admin
-            .create_key(json!({"name": format!("k{i:02}"), "group_id": g, "obj_type": "AES",
-                "key_size": 256, "rotation_policy": {"interval_days": 1}}))
+            .create_key(
+                json!({"name": format!("k{i:02}"), "group_id": g, "obj_type": "AES",
+                "key_size": 256, "rotation_policy": {"interval_days": 1}}),
+            )
             .await;
         account = k["acct_id"].as_str().unwrap().to_string();
     }

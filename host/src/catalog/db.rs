@@ -365,7 +365,10 @@ impl Query {
                 .execute(c)
                 .await?
                 .rows_affected(),
-            Raw::Pg(c) => bound::<Postgres>(sql, self.args).execute(c).await?.rows_affected(),
+            Raw::Pg(c) => bound::<Postgres>(sql, self.args)
+                .execute(c)
+                .await?
+                .rows_affected(),
         };
         Ok(Done { rows_affected })
     }
