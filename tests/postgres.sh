@@ -30,7 +30,8 @@ bindir() {
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` user
 # that Debian's package creates.
 as_owner() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # (from `/`: the checkout may be closed to `postgres`)
+    if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 case "${1:-start}" in
@@ -46,7 +47,6 @@ start)
         as_owner "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
         cat >>"$DIR/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
-port = $PORT
 unix_socket_directories = '$DIR'
 max_connections = 400
 shared_buffers = 128MB
@@ -54,9 +54,10 @@ fsync = on
 EOF
     fi
     if ! as_owner "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-        as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w start >/dev/null
+        as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -o "-p $PORT" -w start >/dev/null
     fi
-    echo "postgres://postgres@127.0.0.1:$PORT/postgres"
+    # The port it runs on, which is $PORT unless it was started earlier with another.
+    echo "postgres://postgres@127.0.0.1:$(sed -n 4p "$DIR/data/postmaster.pid")/postgres"
     ;;
 stop)
     BIN="$(bindir)"

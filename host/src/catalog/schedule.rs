@@ -7,6 +7,8 @@
 //! first, with the attempt number raised. Only the holder of the current attempt can record
 //! the outcome, so a worker that stalled past its lease cannot overwrite its successor's.
 
+use std::collections::HashMap;
+
 use crate::catalog::db::{self, Row};
 use serde_json::Value;
 
@@ -212,41 +214,74 @@ pub(super) fn claimable(kind: FireKind, target: &str, due: &str) -> String {
     )
 }
 
-/// Claims a fire: inserts it, or takes it over when its retry is due or its lease expired.
-/// `None`: another worker holds it, or it is finished.
-pub async fn claim(
+/// Fires per claiming statement (seven values each, far below either database's limit).
+const CLAIM_BATCH: usize = 500;
+
+/// Claims fires, each with its account: inserts each, or takes it over when its retry is
+/// due or its lease expired. One statement per 500 fires, so a round that claims a thousand
+/// costs two round trips to the database, not a thousand. Returns the fires claimed; the
+/// others are held by another worker or finished.
+pub async fn claim_all(
     c: &mut Conn,
-    key: &FireKey,
-    account: &str,
+    fires: &[(FireKey, &str)],
     worker: &str,
     lease_until: i64,
     now: i64,
-) -> Result<Option<Claim>> {
-    let attempt: Option<i64> = db::query(
-        "INSERT INTO fires (kind, target, due_at, account_id, worker, attempt, lease_until, status, claimed_at)
-         VALUES (?, ?, ?, ?, ?, 1, ?, 'running', ?)
-         ON CONFLICT (kind, target, due_at) DO UPDATE SET
-           worker = excluded.worker, attempt = fires.attempt + 1, lease_until = excluded.lease_until,
-           status = 'running', claimed_at = excluded.claimed_at, next_attempt_at = NULL
-         WHERE (fires.status = 'retry' AND fires.next_attempt_at <= excluded.claimed_at)
-            OR (fires.status = 'running' AND fires.lease_until < excluded.claimed_at)
-         RETURNING attempt",
-    )
-    .bind(key.kind.as_str())
-    .bind(&key.target)
-    .bind(key.due_at)
-    .bind(account)
-    .bind(worker)
-    .bind(lease_until)
-    .bind(now)
-    .fetch_optional(c)
-    .await?
-    .map(|r| r.get(0));
-    Ok(attempt.map(|attempt| Claim {
-        key: key.clone(),
-        worker: worker.to_string(),
-        attempt,
-    }))
+) -> Result<Vec<Claim>> {
+    let mut claims = Vec::new();
+    for chunk in fires.chunks(CLAIM_BATCH) {
+        let mut q = db::Builder::new(
+            "INSERT INTO fires (kind, target, due_at, account_id, worker, attempt, lease_until, status, claimed_at) VALUES ",
+        );
+        for (i, (key, account)) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(key.kind.as_str())
+                .push(", ")
+                .push_bind(key.target.clone())
+                .push(", ")
+                .push_bind(key.due_at)
+                .push(", ")
+                .push_bind(account.to_string())
+                .push(", ")
+                .push_bind(worker.to_string())
+                .push(", 1, ")
+                .push_bind(lease_until)
+                .push(", 'running', ")
+                .push_bind(now)
+                .push(")");
+        }
+        q.push(
+            " ON CONFLICT (kind, target, due_at) DO UPDATE SET
+               worker = excluded.worker, attempt = fires.attempt + 1, lease_until = excluded.lease_until,
+               status = 'running', claimed_at = excluded.claimed_at, next_attempt_at = NULL
+             WHERE (fires.status = 'retry' AND fires.next_attempt_at <= excluded.claimed_at)
+                OR (fires.status = 'running' AND fires.lease_until < excluded.claimed_at)
+             RETURNING kind, target, due_at, attempt",
+        );
+        let claimed: HashMap<(String, String, i64), i64> = q
+            .build()
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+            .collect();
+        // In the order asked for (RETURNING promises none).
+        for (key, _) in chunk {
+            let id = (
+                key.kind.as_str().to_string(),
+                key.target.clone(),
+                key.due_at,
+            );
+            if let Some(&attempt) = claimed.get(&id) {
+                claims.push(Claim {
+                    key: key.clone(),
+                    worker: worker.to_string(),
+                    attempt,
+                });
+            }
+        }
+    }
+    Ok(claims)
 }
 
 /// How a fire's attempt ended.

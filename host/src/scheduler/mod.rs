@@ -242,22 +242,16 @@ impl Scheduler {
         let mut tx = self.catalog.begin().await?;
         let due_policies = rotation::due_policies(&mut tx, now, 1000).await?;
         let due_jobs = schedule::due_jobs(&mut tx, now, 1000).await?;
-        let mut claims = Vec::new();
+        // Every due fire, oldest policies first, with what running it needs: its account,
+        // and the job if it is one.
+        let mut due: Vec<(FireKey, String, Option<Job>)> = Vec::new();
         for (kid, account, due_at) in due_policies {
             let key = FireKey {
                 kind: FireKind::Rotation,
                 target: kid,
                 due_at,
             };
-            if let Some(claim) =
-                schedule::claim(&mut tx, &key, &account, &self.worker, lease_until, now).await?
-            {
-                claims.push(DueFire {
-                    claim,
-                    account,
-                    job: None,
-                });
-            }
+            due.push((key, account, None));
         }
         for job in due_jobs {
             let Some(due_at) = job.next_due else { continue };
@@ -266,20 +260,24 @@ impl Scheduler {
                 target: job.id.clone(),
                 due_at,
             };
-            if let Some(claim) = schedule::claim(
-                &mut tx,
-                &key,
-                &job.account_id,
-                &self.worker,
-                lease_until,
-                now,
-            )
+            due.push((key, job.account_id.clone(), Some(job)));
+        }
+        let fires: Vec<(FireKey, &str)> = due
+            .iter()
+            .map(|(key, account, _)| (key.clone(), account.as_str()))
+            .collect();
+        // The claims come in the order asked for: a subsequence of `due`.
+        let mut claimed = schedule::claim_all(&mut tx, &fires, &self.worker, lease_until, now)
             .await?
-            {
+            .into_iter()
+            .peekable();
+        let mut claims = Vec::new();
+        for (key, account, job) in due {
+            if let Some(claim) = claimed.next_if(|c| c.key == key) {
                 claims.push(DueFire {
                     claim,
-                    account: job.account_id.clone(),
-                    job: Some(job),
+                    account,
+                    job,
                 });
             }
         }
