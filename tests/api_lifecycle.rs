@@ -254,6 +254,40 @@ async fn policies_deny_warn_and_dry_run_visibly() {
         upd["policy_warnings"][0]["rule"],
         "custom-metadata.owner.required"
     );
+    // Tag edits leave the other tags and meet the same policy.
+    let edited = app
+        .ok(
+            Method::PATCH,
+            &format!("/crypto/v1/keys/{kid}"),
+            Some(json!({"custom_metadata_edits": {"set": {"owner": "risk", "env": "prod"}}})),
+        )
+        .await;
+    assert_eq!(
+        edited["custom_metadata"],
+        json!({"owner": "risk", "env": "prod"})
+    );
+    assert!(edited.get("policy_warnings").is_none(), "{edited}");
+    let edited = app
+        .ok(
+            Method::PATCH,
+            &format!("/crypto/v1/keys/{kid}"),
+            Some(json!({"custom_metadata_edits": {"remove": ["owner"]}})),
+        )
+        .await;
+    assert_eq!(edited["custom_metadata"], json!({"env": "prod"}));
+    assert_eq!(
+        edited["policy_warnings"][0]["rule"],
+        "custom-metadata.owner.required"
+    );
+    let (s, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/crypto/v1/keys/{kid}"),
+            Some(json!({"custom_metadata": {}, "custom_metadata_edits": {"remove": ["env"]}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["field"], "custom_metadata_edits");
 
     // An account-wide dry-run policy records without denying.
     let accounts = admin.ok(Method::GET, "/sys/v1/accounts", None).await;

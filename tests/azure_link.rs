@@ -334,6 +334,37 @@ async fn tls_settings_decide_whom_the_connector_trusts() {
         .await;
     assert_eq!(status["status"], "Connected");
 
+    // `null` takes a setting back: the client certificate (with its sealed key), then the
+    // CA (the public roots again, which do not know the emulator's: Not Connected).
+    let cleared = admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(
+                json!({"external_kms": {"kind": "AzureManagedHsm", "tls": {"client_cert": null}}}),
+            ),
+        )
+        .await;
+    let tls = &cleared["external_kms"]["tls"];
+    assert!(tls["client_cert"].is_null(), "{cleared}");
+    assert_eq!(tls["has_client_key"], false, "{cleared}");
+    assert!(tls["ca_pem"].is_string(), "the rest stays: {cleared}");
+    let public = admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{g}"),
+            Some(json!({"external_kms": {"kind": "AzureManagedHsm", "tls": {"ca_pem": null}}})),
+        )
+        .await;
+    assert!(
+        public["external_kms"]["tls"]["ca_pem"].is_null(),
+        "{public}"
+    );
+    let status = admin
+        .ok(Method::POST, &format!("/sys/v1/groups/{g}/hmg/check"), None)
+        .await;
+    assert_eq!(status["status"], "Not Connected");
+
     let mut bad = link(&em, SECRET, None);
     bad["tls"]["ca_pem"] = json!("not a certificate");
     let (s, body) = admin

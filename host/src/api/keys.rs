@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::catalog::rotation::{self, RotationPolicy};
 use crate::catalog::sobjects::{self, KeyState, ListFilter, ObjType, SortBy, parse_curve};
 use crate::crypto::RsaEncryptionMode;
-use crate::keys::{ImportValue, KeyChange, KeyRef, NewKey, Transition, WrapMode, rules};
+use crate::keys::{ImportValue, KeyChange, KeyRef, NewKey, TagEdits, Transition, WrapMode, rules};
 
 use super::extract::{Body, Caller, id};
 use super::model::{
@@ -102,9 +102,25 @@ pub struct KeyUpdate {
     pub deactivation_date: Option<Removable<String>>,
     /// Replaces the custom metadata.
     pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// Keyward: tags to set (or overwrite) and to remove, each applied to the key as it is
+    /// when written, so concurrent edits of different tags all stay (`custom_metadata`
+    /// replaces the whole map). Not with `custom_metadata`.
+    pub custom_metadata_edits: Option<TagEditsIn>,
     /// A rotation policy (as at creation), or `"remove"`.
     #[schema(value_type = Option<Object>)]
     pub rotation_policy: Option<Removable<RotationPolicy>>,
+}
+
+/// Tag edits of a key update.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagEditsIn {
+    /// Tags to set or overwrite.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Names of tags to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -366,8 +382,19 @@ pub async fn update(
         enabled: req.enabled,
         activation_date: removable_time("activation_date", &req.activation_date)?,
         deactivation_date: removable_time("deactivation_date", &req.deactivation_date)?,
+        tag_edits: match (&req.custom_metadata, req.custom_metadata_edits) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::field(
+                    "custom_metadata_edits",
+                    "give custom_metadata (the whole map) or its edits, not both",
+                ));
+            }
+            (_, edits) => edits.map(|e| TagEdits {
+                set: e.set,
+                remove: e.remove,
+            }),
+        },
         tags: req.custom_metadata,
-        tag_edits: None,
         rotation_policy: req.rotation_policy.map(|p| match p {
             Removable::Set(p) => Some(p),
             Removable::Remove => None,

@@ -13,6 +13,7 @@ use crate::catalog::groups::{
 };
 use crate::kms;
 
+use super::model::Removable;
 use super::{ApiError, ApiResult, AppState};
 
 /// The link of a group to an external key manager (Azure Managed HSM). Secrets
@@ -38,9 +39,16 @@ pub struct ExternalKmsIn {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsIn {
-    /// PEM of a CA to trust instead of the public roots; absent: the public roots.
-    pub ca_pem: Option<String>,
-    pub client_cert: Option<String>,
+    /// PEM of a CA to trust instead of the public roots; `null` (or `"remove"`): the public
+    /// roots again; absent: as it is.
+    #[serde(default, deserialize_with = "super::model::null_removes")]
+    #[schema(value_type = Option<String>)]
+    pub ca_pem: Option<Removable<String>>,
+    /// PEM of a client certificate (chain), with `client_key`; `null` (or `"remove"`)
+    /// removes both.
+    #[serde(default, deserialize_with = "super::model::null_removes")]
+    #[schema(value_type = Option<String>)]
+    pub client_cert: Option<Removable<String>>,
     pub client_key: Option<String>,
     /// Check that certificates name the host (default true).
     pub validate_hostname: Option<bool>,
@@ -170,11 +178,18 @@ pub fn link_settings(
             secrets.insert("client_key".into(), k);
         }
         let t = config.tls.get_or_insert_with(LinkTls::default);
-        if let Some(ca) = tls.ca_pem {
-            t.ca_pem = Some(ca);
+        match tls.ca_pem {
+            Some(Removable::Set(ca)) => t.ca_pem = Some(ca),
+            Some(Removable::Remove) => t.ca_pem = None,
+            None => {}
         }
-        if let Some(c) = tls.client_cert {
-            t.client_cert = Some(c);
+        match tls.client_cert {
+            Some(Removable::Set(c)) => t.client_cert = Some(c),
+            Some(Removable::Remove) => {
+                t.client_cert = None;
+                secrets.remove("client_key");
+            }
+            None => {}
         }
         if let Some(v) = tls.validate_hostname {
             t.validate_hostname = v;

@@ -75,6 +75,22 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Removable<T> {
     }
 }
 
+/// For a field where `null` removes what is stored (as DSM's `"remove"` does) and an absent
+/// field keeps it: `#[serde(default, deserialize_with = "null_removes")]`.
+pub fn null_removes<'de, D, T>(d: D) -> Result<Option<Removable<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(Some(Removable::Remove));
+    }
+    Removable::deserialize(v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountOut {
     pub acct_id: String,

@@ -9,6 +9,12 @@ use serde_json::Value;
 
 use super::CliError;
 
+/// A daemon's answer: its JSON, and the total a paged list reports (`X-Total-Count`).
+pub struct Answer {
+    pub value: Value,
+    pub total: Option<u64>,
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -53,7 +59,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, CliError> {
+    ) -> Result<Answer, CliError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -68,14 +74,14 @@ impl Client {
             .http
             .request(Method::POST, format!("{}/sys/v1/session/auth", self.base))
             .header("authorization", format!("Basic {basic}"));
-        self.send(req, None).await
+        Ok(self.send(req, None).await?.value)
     }
 
     async fn send(
         &self,
         mut req: reqwest::RequestBuilder,
         body: Option<&Value>,
-    ) -> Result<Value, CliError> {
+    ) -> Result<Answer, CliError> {
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
@@ -86,6 +92,10 @@ impl Client {
             .await
             .map_err(|e| CliError::Connect(format!("{}: {}", self.base, error_chain(&e))))?;
         let status = resp.status();
+        let total = resp
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         let bytes = resp
             .bytes()
             .await
@@ -97,7 +107,7 @@ impl Client {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if status.is_success() {
-            Ok(value)
+            Ok(Answer { value, total })
         } else {
             Err(CliError::Server {
                 status: status.as_u16(),

@@ -56,6 +56,20 @@ pub struct ConnArgs {
     pub output: Format,
 }
 
+/// Paging flags of every list the daemon pages.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Paging {
+    /// Rows per page, 1 to 1000.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub limit: u64,
+    /// Rows to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Every row from the offset on, however many pages that takes.
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Exit code 1: bad arguments, an unreadable file, no profile.
@@ -67,6 +81,10 @@ pub enum CliError {
     /// Exit code 2: what the daemon ran (a sync, a workflow run) failed; its record says why.
     #[error("{message}")]
     Failed { message: String, record: Value },
+    /// Exit code 1: what was asked is answered no (a connection test that did not
+    /// connect); the record says why.
+    #[error("{message}")]
+    No { message: String, record: Value },
     /// Exit code 2: the daemon answered with an error.
     #[error("the daemon answered {status}: {}", server_message(.body))]
     Server { status: u16, body: Value },
@@ -82,7 +100,7 @@ fn server_message(body: &Value) -> String {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Local(_) => 1,
+            CliError::Local(_) | CliError::No { .. } => 1,
             CliError::Connect(_) | CliError::Failed { .. } | CliError::Server { .. } => 2,
         }
     }
@@ -93,6 +111,9 @@ impl CliError {
             CliError::Connect(m) => json!({"error": {"kind": "connection", "message": m}}),
             CliError::Failed { message, record } => {
                 json!({"error": {"kind": "failed", "message": message, "record": record}})
+            }
+            CliError::No { message, record } => {
+                json!({"error": {"kind": "no", "message": message, "record": record}})
             }
             CliError::Server { status, body } => {
                 let mut e =
@@ -165,7 +186,56 @@ impl Ctx {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, CliError> {
-        self.client()?.call(method, path, body.as_ref()).await
+        Ok(self
+            .client()?
+            .call(method, path, body.as_ref())
+            .await?
+            .value)
+    }
+
+    /// A paged list (`path` with its filters, without `limit` and `offset`): one page, or
+    /// with `--all` every page from the offset on. A page that leaves rows out says so on
+    /// stderr, so a cut list is never mistaken for the whole.
+    pub async fn list(&self, path: &str, paging: &Paging) -> Result<Value, CliError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut offset = paging.offset;
+        let limit = if paging.all { 1000 } else { paging.limit };
+        loop {
+            let page = self
+                .client()?
+                .call(
+                    Method::GET,
+                    &format!("{path}{sep}limit={limit}&offset={offset}"),
+                    None,
+                )
+                .await?;
+            let got = match page.value {
+                Value::Array(rows) => rows,
+                other => return Ok(other),
+            };
+            let n = got.len() as u64;
+            items.extend(got);
+            offset += n;
+            // Lists without a total have more while pages come back full.
+            let more = match page.total {
+                Some(total) => offset < total,
+                None => n == limit,
+            };
+            if !more || n == 0 {
+                break;
+            }
+            if !paging.all {
+                let of = page.total.map(|t| format!(" of {t}")).unwrap_or_default();
+                eprintln!(
+                    "showing {}{of} from offset {}; --all for every one, --offset {offset} for the next page",
+                    items.len(),
+                    paging.offset
+                );
+                break;
+            }
+        }
+        Ok(Value::Array(items))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {

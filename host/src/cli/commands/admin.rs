@@ -192,7 +192,7 @@ pub enum UserCmd {
     Show { id: String },
     /// Invite a user into the account.
     #[command(
-        after_help = "Example:\n  keyward users invite --email ops@example.com --role member"
+        after_help = "Examples:\n  keyward users invite --email ops@example.com --role member\n  printf %s \"$FIRST_PASSWORD\" | keyward users invite --email new@example.com --role member --password-stdin"
     )]
     Invite {
         #[arg(long)]
@@ -200,6 +200,10 @@ pub enum UserCmd {
         /// administrator, member or auditor.
         #[arg(long)]
         role: String,
+        /// A user new to the daemon needs a first password: read it from stdin (a user of
+        /// another account joins with their own).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Remove a user from the account.
     #[command(after_help = "Example:\n  keyward users remove 0c1d…")]
@@ -213,13 +217,17 @@ impl UserCmd {
             UserCmd::Show { id } => Ok(Shown::object(
                 ctx.get(&format!("/sys/v1/users/{}", seg(&id))).await?,
             )),
-            UserCmd::Invite { email, role } => Ok(Shown::object(
-                ctx.post(
-                    "/sys/v1/users/invite",
-                    json!({"user_email": email, "account_role": role}),
-                )
-                .await?,
-            )),
+            UserCmd::Invite {
+                email,
+                role,
+                password_stdin,
+            } => {
+                let mut body = json!({"user_email": email, "account_role": role});
+                if password_stdin {
+                    body["user_password"] = json!(super::read_stdin_line()?);
+                }
+                Ok(Shown::object(ctx.post("/sys/v1/users/invite", body).await?))
+            }
             UserCmd::Remove { id } => {
                 ctx.delete(&format!("/sys/v1/users/{}", seg(&id))).await?;
                 Ok(Shown::object(json!({"user_id": id, "removed": true})))

@@ -36,43 +36,27 @@ pub enum GroupCmd {
         #[arg(long)]
         description: Option<String>,
     },
-    /// Link a group to Azure Managed HSM (the client secret is read from stdin).
+    /// Link a group to Azure Managed HSM, or change its link: only the settings given
+    /// change (the client secret is read from stdin).
     #[command(
-        after_help = "Example:\n  printf %s \"$AZURE_CLIENT_SECRET\" | keyward groups link 3f0c… --tenant $TENANT \\\n    --client-id $CLIENT --subscription $SUB --instance https://myhsm.managedhsm.azure.net --client-secret-stdin"
+        after_help = "Examples:\n  printf %s \"$AZURE_CLIENT_SECRET\" | keyward groups link 3f0c… --tenant $TENANT \\\n    --client-id $CLIENT --subscription $SUB --instance https://myhsm.managedhsm.azure.net --client-secret-stdin\n  keyward groups link 3f0c… --tenant $NEW_TENANT\n  keyward groups link 3f0c… --public-roots"
     )]
     Link {
         id: String,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        client_id: String,
-        #[arg(long)]
-        subscription: String,
-        /// The Managed HSM's URI (`keyward groups check` lists the subscription's).
-        #[arg(long)]
-        instance: Option<String>,
-        /// Read the client secret from stdin.
-        #[arg(long)]
-        client_secret_stdin: bool,
-        /// PEM of a CA to trust for Azure's endpoints instead of the public roots.
-        #[arg(long)]
-        ca_pem: Option<PathBuf>,
-        /// Entra ID's endpoint, for sovereign clouds and private endpoints.
-        #[arg(long)]
-        identity_endpoint: Option<String>,
-        /// Azure Resource Manager's endpoint.
-        #[arg(long)]
-        management_endpoint: Option<String>,
-        /// The DNS suffix of Managed HSM instances (`managedhsm.azure.net`).
-        #[arg(long)]
-        instance_suffix: Option<String>,
-        /// Accept certificates that do not name the host (only with a private CA).
-        #[arg(long)]
-        no_validate_hostname: bool,
+        #[command(flatten)]
+        link: LinkArgs,
     },
-    /// Test a group's connection: Connected, or Not Connected with the reason.
-    #[command(after_help = "Example:\n  keyward groups check 3f0c…")]
-    Check { id: String },
+    /// Test a connection: a saved group's link (with the settings given applied, not saved),
+    /// or settings not saved anywhere yet. Connected, or Not Connected with the reason
+    /// (exit code 1).
+    #[command(
+        after_help = "Examples:\n  keyward groups check 3f0c…\n  printf %s \"$AZURE_CLIENT_SECRET\" | keyward groups check --tenant $TENANT --client-id $CLIENT \\\n    --subscription $SUB --client-secret-stdin"
+    )]
+    Check {
+        id: Option<String>,
+        #[command(flatten)]
+        link: LinkArgs,
+    },
     /// Sync the group's keys from its HSM, with live progress.
     #[command(after_help = "Example:\n  keyward groups sync 3f0c…")]
     Sync {
@@ -84,6 +68,108 @@ pub enum GroupCmd {
     /// Delete an empty group.
     #[command(after_help = "Example:\n  keyward groups delete 3f0c…")]
     Delete { id: String },
+}
+
+/// Settings of a link to Azure Managed HSM; those not given stay as they are.
+#[derive(clap::Args, Debug)]
+pub struct LinkArgs {
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    client_id: Option<String>,
+    #[arg(long)]
+    subscription: Option<String>,
+    /// The Managed HSM's URI (`keyward groups check` lists the subscription's).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Read the client secret from stdin.
+    #[arg(long)]
+    client_secret_stdin: bool,
+    /// PEM of a CA to trust for Azure's endpoints instead of the public roots.
+    #[arg(long, conflicts_with = "public_roots")]
+    ca_pem: Option<PathBuf>,
+    /// Trust the public roots again instead of a CA given before.
+    #[arg(long)]
+    public_roots: bool,
+    /// PEM of a client certificate (chain) for endpoints that ask for one (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM of the client certificate's private key.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Entra ID's endpoint, for sovereign clouds and private endpoints.
+    #[arg(long)]
+    identity_endpoint: Option<String>,
+    /// Azure Resource Manager's endpoint.
+    #[arg(long)]
+    management_endpoint: Option<String>,
+    /// The DNS suffix of Managed HSM instances (`managedhsm.azure.net`).
+    #[arg(long)]
+    instance_suffix: Option<String>,
+    /// Accept certificates that do not name the host (only with a private CA).
+    #[arg(long)]
+    no_validate_hostname: bool,
+}
+
+impl LinkArgs {
+    fn is_empty(&self) -> bool {
+        self.tenant.is_none()
+            && self.client_id.is_none()
+            && self.subscription.is_none()
+            && self.instance.is_none()
+            && !self.client_secret_stdin
+            && self.ca_pem.is_none()
+            && !self.public_roots
+            && self.client_cert.is_none()
+            && self.identity_endpoint.is_none()
+            && self.management_endpoint.is_none()
+            && self.instance_suffix.is_none()
+            && !self.no_validate_hostname
+    }
+
+    /// The link as the API takes it, with only the settings given.
+    fn body(self) -> Result<Value, CliError> {
+        let mut link = json!({"kind": "AzureManagedHsm"});
+        let mut set = |field: &str, v: Option<String>| {
+            if let Some(v) = v {
+                link[field] = json!(v);
+            }
+        };
+        set("tenant_id", self.tenant);
+        set("client_id", self.client_id);
+        set("subscription_id", self.subscription);
+        set("instance", self.instance);
+        if self.client_secret_stdin {
+            link["client_secret"] = json!(super::read_stdin_line()?);
+        }
+        if self.identity_endpoint.is_some()
+            || self.management_endpoint.is_some()
+            || self.instance_suffix.is_some()
+        {
+            link["endpoints"] = json!({"identity": self.identity_endpoint,
+                "management": self.management_endpoint, "instance_suffix": self.instance_suffix});
+        }
+        let mut tls = serde_json::Map::new();
+        if let Some(p) = &self.ca_pem {
+            tls.insert("ca_pem".into(), json!(read_text(p)?));
+        }
+        if self.public_roots {
+            // The public roots' certificates name their hosts: hostname checks come back on.
+            tls.insert("ca_pem".into(), Value::Null);
+            tls.insert("validate_hostname".into(), json!(true));
+        }
+        if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
+            tls.insert("client_cert".into(), json!(read_text(c)?));
+            tls.insert("client_key".into(), json!(read_text(k)?));
+        }
+        if self.no_validate_hostname {
+            tls.insert("validate_hostname".into(), json!(false));
+        }
+        if !tls.is_empty() {
+            link["tls"] = Value::Object(tls);
+        }
+        Ok(link)
+    }
 }
 
 impl GroupCmd {
@@ -100,55 +186,37 @@ impl GroupCmd {
                 )
                 .await?,
             )),
-            GroupCmd::Link {
-                id,
-                tenant,
-                client_id,
-                subscription,
-                instance,
-                client_secret_stdin,
-                ca_pem,
-                identity_endpoint,
-                management_endpoint,
-                instance_suffix,
-                no_validate_hostname,
-            } => {
-                let secret = if client_secret_stdin {
-                    Some(super::read_stdin_line()?)
-                } else {
-                    None
+            GroupCmd::Link { id, link } => Ok(Shown::object(
+                ctx.patch(
+                    &format!("/sys/v1/groups/{}", seg(&id)),
+                    json!({"external_kms": link.body()?}),
+                )
+                .await?,
+            )),
+            GroupCmd::Check { id, link } => {
+                let status = match (id, link.is_empty()) {
+                    (Some(id), true) => {
+                        ctx.post(&format!("/sys/v1/groups/{}/hmg/check", seg(&id)), json!({}))
+                            .await?
+                    }
+                    (Some(id), false) => {
+                        ctx.post(
+                            &format!("/sys/v1/groups/{}/hmg/check", seg(&id)),
+                            json!({"config": link.body()?}),
+                        )
+                        .await?
+                    }
+                    (None, _) => ctx.post("/sys/v1/groups/hmg/check", link.body()?).await?,
                 };
-                let mut link = json!({
-                    "kind": "AzureManagedHsm",
-                    "tenant_id": tenant,
-                    "client_id": client_id,
-                    "client_secret": secret,
-                    "subscription_id": subscription,
-                    "instance": instance,
-                });
-                if identity_endpoint.is_some()
-                    || management_endpoint.is_some()
-                    || instance_suffix.is_some()
-                {
-                    link["endpoints"] = json!({"identity": identity_endpoint,
-                        "management": management_endpoint, "instance_suffix": instance_suffix});
+                if status["status"] != "Connected" {
+                    return Err(CliError::No {
+                        message: format!(
+                            "Not Connected: {}",
+                            status["reason"].as_str().unwrap_or("no reason given")
+                        ),
+                        record: status,
+                    });
                 }
-                let ca = ca_pem.map(|p| read_text(&p)).transpose()?;
-                if ca.is_some() || no_validate_hostname {
-                    link["tls"] = json!({"ca_pem": ca, "validate_hostname": !no_validate_hostname});
-                }
-                Ok(Shown::object(
-                    ctx.patch(
-                        &format!("/sys/v1/groups/{}", seg(&id)),
-                        json!({"external_kms": link}),
-                    )
-                    .await?,
-                ))
-            }
-            GroupCmd::Check { id } => {
-                let status = ctx
-                    .post(&format!("/sys/v1/groups/{}/hmg/check", seg(&id)), json!({}))
-                    .await?;
                 Ok(Shown::object(status))
             }
             GroupCmd::Sync { id, no_wait } => sync(ctx, &id, no_wait).await,

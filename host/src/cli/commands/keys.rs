@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{json_arg, list_arg, query, read_file, seg};
 use crate::cli::output::{Columns, Shown};
-use crate::cli::{CliError, Ctx, local};
+use crate::cli::{CliError, Ctx, Paging, local};
 
 const KEY: Columns = &[
     ("KID", "/kid"),
@@ -50,8 +50,14 @@ pub enum KeyCmd {
     List {
         #[arg(long)]
         group: Option<String>,
+        /// The exact name.
         #[arg(long)]
         name: Option<String>,
+        /// PreActive, Active, Deactivated, Compromised or Destroyed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// One key.
     #[command(after_help = "Example:\n  keyward keys show 9a1e…")]
@@ -71,16 +77,15 @@ pub enum KeyCmd {
         /// NistP256, NistP384 or NistP521.
         #[arg(long)]
         curve: Option<String>,
-        #[arg(long)]
-        group: Option<String>,
-        /// Operations, comma-separated (default: every one of the type but EXPORT).
-        #[arg(long)]
-        ops: Option<String>,
+        #[command(flatten)]
+        fields: KeyFields,
     },
-    /// Import key material from a file: AES as raw bytes, RSA and EC as PKCS#8, PKCS#1 or
-    /// SEC1, DER or PEM.
+    /// Import key material from a file: AES as the key bytes, RSA and EC as PKCS#8, PKCS#1
+    /// or SEC1; the file raw, base64, hex, PEM or DER. With `--kek`, the file holds the
+    /// material wrapped by that key-encryption key (unwrapped in the daemon, by
+    /// applications of the KEK's group only).
     #[command(
-        after_help = "Example:\n  keyward keys import --name legacy --type RSA --file legacy.pem --group 3f0c…"
+        after_help = "Examples:\n  keyward keys import --name legacy --type RSA --file legacy.pem --group 3f0c…\n  keyward keys import --name shared --type AES --file shared.b64 --format base64\n  keyward keys import --name wrapped --type AES --file wrapped.bin --kek 9a1e…"
     )]
     Import {
         #[arg(long)]
@@ -90,10 +95,31 @@ pub enum KeyCmd {
         /// The material (`-`: stdin).
         #[arg(long)]
         file: PathBuf,
+        /// How the file holds it: auto (PEM, hex, base64, else raw bytes), raw, der, base64,
+        /// hex or pem.
+        #[arg(long, default_value = "auto")]
+        format: MaterialFormat,
+        /// The file is wrapped by this key-encryption key (kid).
         #[arg(long)]
-        group: Option<String>,
-        #[arg(long)]
-        ops: Option<String>,
+        kek: Option<String>,
+        /// How it is wrapped: KW or KWP (AES KEK, default KWP), or an OAEP mode (RSA KEK).
+        #[arg(long, requires = "kek")]
+        wrapping_mode: Option<String>,
+        #[command(flatten)]
+        fields: KeyFields,
+    },
+    /// Set or remove tags (custom metadata) of a key, leaving the others as they are.
+    #[command(
+        after_help = "Example:\n  keyward keys tag 9a1e… --set team=payments --set env=prod --remove owner"
+    )]
+    Tag {
+        kid: String,
+        /// A tag to set, `name=value` (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// A tag to remove (repeatable).
+        #[arg(long = "remove", value_name = "NAME")]
+        remove: Vec<String>,
     },
     /// Copy a key into another group (BYOK into a linked group).
     #[command(after_help = "Example:\n  keyward keys copy 9a1e… --group 77b2… --name orders-azure")]
@@ -217,6 +243,88 @@ pub enum KeyCmd {
     },
 }
 
+/// What generate and import set beyond the key itself.
+#[derive(clap::Args, Debug)]
+pub struct KeyFields {
+    #[arg(long)]
+    group: Option<String>,
+    /// Operations, comma-separated (default: every one of the type but EXPORT).
+    #[arg(long)]
+    ops: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// A tag, `name=value` (repeatable).
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    tags: Vec<String>,
+    /// When the key becomes active: `2027-01-31`, `2027-01-31T08:00:00Z` or `20270131T080000Z`.
+    #[arg(long)]
+    activation: Option<String>,
+    /// When the key is deactivated (same forms).
+    #[arg(long)]
+    deactivation: Option<String>,
+}
+
+impl KeyFields {
+    /// The fields as the request body has them.
+    fn body(self) -> Result<Value, CliError> {
+        Ok(json!({
+            "group_id": self.group,
+            "key_ops": ops(self.ops.as_deref()),
+            "description": self.description,
+            "custom_metadata": if self.tags.is_empty() { None } else { Some(tags(&self.tags)?) },
+            "activation_date": self.activation.as_deref().map(time_arg).transpose()?,
+            "deactivation_date": self.deactivation.as_deref().map(time_arg).transpose()?,
+        }))
+    }
+}
+
+/// `name=value` pairs as a map.
+fn tags(pairs: &[String]) -> Result<serde_json::Map<String, Value>, CliError> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), json!(v))),
+            _ => Err(local(format!("'{p}': a tag is name=value"))),
+        })
+        .collect()
+}
+
+/// A time as the API takes it (DSM's `YYYYMMDDTHHMMSSZ`), from that form, RFC 3339 or a date.
+fn time_arg(text: &str) -> Result<String, CliError> {
+    if keyward::time::parse_dsm(text).is_ok() {
+        return Ok(text.to_string());
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(keyward::time::format_dsm(t.timestamp()));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+        return Ok(keyward::time::format_dsm(midnight.and_utc().timestamp()));
+    }
+    Err(local(format!(
+        "'{text}' is not a time: give 2027-01-31, 2027-01-31T08:00:00Z or 20270131T080000Z"
+    )))
+}
+
+/// How a file holds key material.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterialFormat {
+    Auto,
+    Raw,
+    Der,
+    Base64,
+    Hex,
+    Pem,
+}
+
+/// Merges `extra` (an object) into `body`, leaving out nulls.
+fn with(mut body: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    body
+}
+
 fn key_path(kid: &str, rest: &str) -> String {
     format!("/crypto/v1/keys/{}{rest}", seg(kid))
 }
@@ -225,25 +333,63 @@ fn ops(text: Option<&str>) -> Option<Vec<String>> {
     text.map(|t| list_arg(t).into_iter().map(|o| o.to_uppercase()).collect())
 }
 
-/// The bytes to import: PEM private keys become their DER.
-fn material(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+/// The material to send and its `value_format`, read as `format` says: hex and base64
+/// files go as they are (the daemon decodes and checks them), PEM as its DER, raw bytes
+/// in base64. `auto` takes PEM, then a file of hex digits, then base64, else raw bytes.
+fn material(
+    path: &std::path::Path,
+    format: MaterialFormat,
+) -> Result<(String, &'static str), CliError> {
     let bytes = read_file(path)?;
-    if bytes.starts_with(b"-----BEGIN") {
-        let der = PrivateKeyDer::from_pem_slice(&bytes)
-            .map_err(|e| local(format!("{}: not a PEM private key: {e:?}", path.display())))?;
-        return Ok(der.secret_der().to_vec());
+    let text = || -> Result<String, CliError> {
+        let t = std::str::from_utf8(&bytes)
+            .map_err(|_| local(format!("{}: not text", path.display())))?;
+        Ok(t.split_whitespace().collect())
+    };
+    let pem = || {
+        PrivateKeyDer::from_pem_slice(&bytes)
+            .map(|der| (STANDARD.encode(der.secret_der()), "base64"))
+            .map_err(|e| local(format!("{}: not a PEM private key: {e:?}", path.display())))
+    };
+    match format {
+        MaterialFormat::Raw | MaterialFormat::Der => Ok((STANDARD.encode(&bytes), "base64")),
+        MaterialFormat::Pem => pem(),
+        MaterialFormat::Hex => Ok((text()?, "hex")),
+        MaterialFormat::Base64 => Ok((text()?, "base64")),
+        MaterialFormat::Auto => {
+            if bytes.starts_with(b"-----BEGIN") {
+                return pem();
+            }
+            let Ok(t) = text() else {
+                return Ok((STANDARD.encode(&bytes), "base64"));
+            };
+            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|c| c.is_ascii_hexdigit()) {
+                Ok((t, "hex"))
+            } else if !t.is_empty() && STANDARD.decode(&t).is_ok() {
+                Ok((t, "base64"))
+            } else {
+                Ok((STANDARD.encode(&bytes), "base64"))
+            }
+        }
     }
-    Ok(bytes)
 }
 
 impl KeyCmd {
     pub async fn run(self, ctx: &Ctx) -> Result<Shown, CliError> {
         match self {
-            KeyCmd::List { group, name } => Ok(Shown::new(
-                ctx.get(&format!(
-                    "/crypto/v1/keys{}",
-                    query(&[("group_id", group), ("name", name)])
-                ))
+            KeyCmd::List {
+                group,
+                name,
+                state,
+                paging,
+            } => Ok(Shown::new(
+                ctx.list(
+                    &format!(
+                        "/crypto/v1/keys{}",
+                        query(&[("group_id", group), ("name", name), ("state", state)])
+                    ),
+                    &paging,
+                )
                 .await?,
                 KEY,
             )),
@@ -253,13 +399,15 @@ impl KeyCmd {
                 obj_type,
                 size,
                 curve,
-                group,
-                ops: o,
+                fields,
             } => Ok(Shown::new(
                 ctx.post(
                     "/crypto/v1/keys",
-                    json!({"name": name, "obj_type": obj_type.to_uppercase(), "key_size": size,
-                        "elliptic_curve": curve, "group_id": group, "key_ops": ops(o.as_deref())}),
+                    with(
+                        json!({"name": name, "obj_type": obj_type.to_uppercase(), "key_size": size,
+                            "elliptic_curve": curve}),
+                        fields.body()?,
+                    ),
                 )
                 .await?,
                 KEY_INFO,
@@ -268,19 +416,51 @@ impl KeyCmd {
                 name,
                 obj_type,
                 file,
-                group,
-                ops: o,
+                format,
+                kek,
+                wrapping_mode,
+                fields,
             } => {
-                let value = STANDARD.encode(material(&file)?);
+                // Wrapped material is opaque bytes: only the file's encoding is undone.
+                let format = match (format, &kek) {
+                    (MaterialFormat::Auto | MaterialFormat::Pem, Some(_)) => {
+                        if format == MaterialFormat::Pem {
+                            return Err(local("wrapped material is not PEM: give raw, base64 or hex"));
+                        }
+                        MaterialFormat::Auto
+                    }
+                    _ => format,
+                };
+                let (value, value_format) = material(&file, format)?;
                 Ok(Shown::new(
                     ctx.put(
                         "/crypto/v1/keys",
-                        json!({"name": name, "obj_type": obj_type.to_uppercase(), "value": value,
-                            "group_id": group, "key_ops": ops(o.as_deref())}),
+                        with(
+                            json!({"name": name, "obj_type": obj_type.to_uppercase(), "value": value,
+                                "value_format": value_format,
+                                "wrapped_by": kek.map(|k| json!({"kid": k})),
+                                "wrapping_mode": wrapping_mode.map(|m| m.to_uppercase())}),
+                            fields.body()?,
+                        ),
                     )
                     .await?,
                     KEY_INFO,
                 ))
+            }
+            KeyCmd::Tag { kid, set, remove } => {
+                if set.is_empty() && remove.is_empty() {
+                    return Err(local("give --set name=value or --remove name"));
+                }
+                let key = ctx
+                    .patch(
+                        &key_path(&kid, ""),
+                        json!({"custom_metadata_edits": {"set": tags(&set)?, "remove": remove}}),
+                    )
+                    .await?;
+                Ok(Shown::object(json!({
+                    "kid": key["kid"],
+                    "custom_metadata": key["custom_metadata"],
+                })))
             }
             KeyCmd::Copy {
                 kid,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{json_arg, query, read_text, seg};
 use crate::cli::output::{Columns, Shown};
-use crate::cli::{CliError, Ctx};
+use crate::cli::{CliError, Ctx, Paging};
 
 const RUN: Columns = &[
     ("RUN", "/run_id"),
@@ -88,8 +88,8 @@ pub enum WorkflowCmd {
         workflow: Option<String>,
         #[arg(long)]
         group: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// One run, with its step log.
     #[command(after_help = "Example:\n  keyward workflows run-log 5d1c…")]
@@ -187,16 +187,15 @@ impl WorkflowCmd {
             WorkflowCmd::Runs {
                 workflow,
                 group,
-                limit,
+                paging,
             } => Ok(Shown::new(
-                ctx.get(&format!(
-                    "/sys/v1/workflow_runs{}",
-                    query(&[
-                        ("workflow", workflow),
-                        ("group_id", group),
-                        ("limit", limit.map(|l| l.to_string())),
-                    ])
-                ))
+                ctx.list(
+                    &format!(
+                        "/sys/v1/workflow_runs{}",
+                        query(&[("workflow", workflow), ("group_id", group)])
+                    ),
+                    &paging,
+                )
                 .await?,
                 RUN,
             )),

@@ -1,10 +1,15 @@
 //! The `keyward` binary as an operator runs it: the daemon's log, and the command-line
-//! client against a running daemon (the demo set-up, with its emulated Managed HSM).
+//! client against a running daemon (the demo set-up, with its emulated Managed HSM): every
+//! command family here, the flows of FLOWS.md that need more than one command in `flows.rs`.
+
+mod flows;
+mod support;
 
 use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use keyward_emulator::config::demo;
-use std::process::{Command, Stdio};
+use support::{Demo, kid};
 
 /// Starts `keyward <args> serve` on a free port and returns the log lines up to the one that
 /// says it is serving.
@@ -68,159 +73,6 @@ fn the_default_log_is_text_for_people() {
         "{last}"
     );
     assert!(last.contains("INFO"), "{last}");
-}
-
-/// The client's answer to one command.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
-        })
-    }
-
-    fn error(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stderr)
-            .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", self.stderr))
-    }
-}
-
-/// `keyward serve` with its demo set-up (an emulated Managed HSM, an administrator, an
-/// application, a local and an Azure-linked group), as a first-time user starts it.
-struct Demo {
-    child: std::process::Child,
-    data: tempfile::TempDir,
-    config: tempfile::TempDir,
-    api: String,
-    details: serde_json::Value,
-    emulator_port: u16,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Demo {
-    fn start() -> Demo {
-        let data = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(data.path().join("daemon.log")).unwrap();
-        let emulator_port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["serve", "--demo", "true", "--listen", "127.0.0.1:0"])
-            .args(["--demo-emulator-port", &emulator_port.to_string()])
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut api = None;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.trim().strip_prefix("REST API") {
-                api = rest.split_whitespace().next().map(str::to_string);
-            }
-            if line.contains("These details are in") {
-                break;
-            }
-        }
-        // Keep reading what the daemon still prints, as a terminal would.
-        std::thread::spawn(move || lines.for_each(drop));
-        let api = api.unwrap_or_else(|| {
-            panic!(
-                "the demo did not start: {}",
-                std::fs::read_to_string(data.path().join("daemon.log")).unwrap_or_default()
-            )
-        });
-        let details = serde_json::from_str(
-            &std::fs::read_to_string(data.path().join("data/demo.json")).unwrap(),
-        )
-        .unwrap();
-        Demo {
-            child,
-            data,
-            config: tempfile::tempdir().unwrap(),
-            api,
-            details,
-            emulator_port,
-        }
-    }
-
-    fn detail(&self, name: &str) -> String {
-        self.details[name].as_str().unwrap().to_string()
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        cmd.args(args)
-            .env("KEYWARD_CONFIG_DIR", self.config.path())
-            .current_dir(self.data.path())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for v in [
-            "KEYWARD_ADDR",
-            "KEYWARD_TOKEN",
-            "KEYWARD_PROFILE",
-            "KEYWARD_OUTPUT",
-        ] {
-            cmd.env_remove(v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// A command that must succeed, with `-o json`.
-    fn ok(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.run(&all, None);
-        assert_eq!(out.code, 0, "keyward {args:?}: {}", out.stderr);
-        out.json()
-    }
-}
-
-fn kid(v: &serde_json::Value) -> String {
-    v["kid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no kid: {v}"))
-        .to_string()
 }
 
 /// Every command family against a running daemon, as scripts use them (`-o json` parsed),

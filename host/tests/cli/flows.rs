@@ -1,0 +1,344 @@
+//! Flows of FLOWS.md from the command line: inviting a user who is new to the daemon (F2),
+//! testing link settings before saving them and editing a link one setting at a time, back
+//! to the public roots included (F8, F10, F11), keys with their dates, description and tags
+//! (F5, F14, F17), imports from every file form and under a key-encryption key (F15), and
+//! lists that say when they are cut (F19). Each answer is checked against what the daemon
+//! then reports.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyward_emulator::config::demo;
+use serde_json::json;
+
+use super::support::{Demo, kid};
+
+#[test]
+fn a_new_user_is_invited_with_a_first_password_and_signs_in() {
+    let d = Demo::start();
+    d.login_admin();
+    let invited = d.run(
+        &[
+            "users",
+            "invite",
+            "--email",
+            "new.member@example.com",
+            "--role",
+            "member",
+            "--password-stdin",
+            "-o",
+            "json",
+        ],
+        Some("a first password 1"),
+    );
+    assert_eq!(invited.code, 0, "{}", invited.stderr);
+    assert!(!invited.stdout.contains("a first password 1"));
+    let login = d.run(
+        &[
+            "login",
+            "--addr",
+            &d.api,
+            "--profile",
+            "member",
+            "--email",
+            "new.member@example.com",
+            "--password-stdin",
+            "-o",
+            "json",
+        ],
+        Some("a first password 1"),
+    );
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let users = d.ok(&["users", "list"]);
+    let member = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_email"] == "new.member@example.com")
+        .unwrap_or_else(|| panic!("{users}"));
+    assert!(
+        member["account_role"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ACCOUNTMEMBER")),
+        "{member}"
+    );
+}
+
+#[test]
+fn keys_get_their_dates_description_and_tags_and_imports_take_every_file_form() {
+    let d = Demo::start();
+    d.login_admin();
+    let local = d.detail("local_group_id");
+
+    // F5, F17: dates in any of three forms, description, tags; then tag edits.
+    let k = d.ok(&[
+        "keys",
+        "generate",
+        "--name",
+        "dated",
+        "--type",
+        "AES",
+        "--size",
+        "256",
+        "--group",
+        &local,
+        "--description",
+        "for the reports",
+        "--tag",
+        "team=payments",
+        "--tag",
+        "owner=ops",
+        "--activation",
+        "2099-01-01",
+        "--deactivation",
+        "2099-06-30T12:00:00Z",
+    ]);
+    assert_eq!(k["description"], "for the reports");
+    assert_eq!(
+        k["custom_metadata"],
+        json!({"team": "payments", "owner": "ops"})
+    );
+    assert_eq!(k["activation_date"], "20990101T000000Z");
+    assert_eq!(k["deactivation_date"], "20990630T120000Z");
+    assert_eq!(k["state"], "PreActive");
+    let tagged = d.ok(&[
+        "keys",
+        "tag",
+        &kid(&k),
+        "--set",
+        "env=prod",
+        "--set",
+        "team=risk",
+        "--remove",
+        "owner",
+    ]);
+    assert_eq!(
+        tagged["custom_metadata"],
+        json!({"env": "prod", "team": "risk"})
+    );
+    assert_eq!(
+        d.ok(&["keys", "show", &kid(&k)])["custom_metadata"],
+        json!({"env": "prod", "team": "risk"}),
+        "the daemon keeps what the command printed"
+    );
+    let bad = d.run(&["keys", "tag", &kid(&k), "--set", "novalue"], None);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+
+    // F15: the same AES key from a raw, a base64 and a hex file: one key check value.
+    // (Bytes that are not text: `auto` reads printable ones as base64 or hex, and
+    // `--format raw` is how to say otherwise.)
+    let material = [0xa5_u8; 32];
+    let mut kcvs = Vec::new();
+    for (name, bytes) in [
+        ("raw", material.to_vec()),
+        (
+            "b64",
+            format!("{}\n", STANDARD.encode(material)).into_bytes(),
+        ),
+        (
+            "hex",
+            material
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes(),
+        ),
+    ] {
+        let file = d.file(&format!("aes.{name}"), &bytes);
+        let imported = d.ok(&[
+            "keys",
+            "import",
+            "--name",
+            &format!("from-{name}"),
+            "--type",
+            "AES",
+            "--file",
+            &file,
+            "--group",
+            &local,
+        ]);
+        assert_eq!(imported["key_size"], 256, "{name}: {imported}");
+        kcvs.push(imported["kcv"].clone());
+    }
+    assert!(
+        kcvs.iter().all(|k| k == &kcvs[0] && k.is_string()),
+        "{kcvs:?}"
+    );
+    // A base64 file forced to be read as hex is refused by the daemon, naming the field.
+    let b64 = d.file("again.b64", STANDARD.encode(material).as_bytes());
+    let wrong = d.run(
+        &[
+            "keys", "import", "--name", "wrong", "--type", "AES", "--file", &b64, "--format",
+            "hex", "--group", &local, "-o", "json",
+        ],
+        None,
+    );
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert_eq!(wrong.error()["error"]["field"], "value");
+
+    // Under a key-encryption key: the application (only it unwraps) imports material wrapped
+    // by a KEK; the result has the material's key check value.
+    let kek_bytes = [0x11_u8; 32];
+    let kek_file = d.file("kek.raw", &kek_bytes);
+    let kek = d.ok(&[
+        "keys",
+        "import",
+        "--name",
+        "kek",
+        "--type",
+        "AES",
+        "--file",
+        &kek_file,
+        "--group",
+        &local,
+        "--ops",
+        "WRAPKEY,UNWRAPKEY",
+    ]);
+    let wrapped = keyward_crypto::aes_kw_wrap(&kek_bytes, &material, true).unwrap();
+    let wrapped_file = d.file("wrapped.bin", &wrapped);
+    d.login_app("app");
+    let user_try = d.run(
+        &[
+            "keys",
+            "import",
+            "--name",
+            "unwrapped",
+            "--type",
+            "AES",
+            "--file",
+            &wrapped_file,
+            "--kek",
+            &kid(&kek),
+            "--group",
+            &local,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(user_try.code, 2, "users do not unwrap: {}", user_try.stderr);
+    let unwrapped = d.ok_as(
+        "app",
+        &[
+            "keys",
+            "import",
+            "--name",
+            "unwrapped",
+            "--type",
+            "AES",
+            "--file",
+            &wrapped_file,
+            "--kek",
+            &kid(&kek),
+            "--wrapping-mode",
+            "kwp",
+        ],
+    );
+    assert_eq!(unwrapped["kcv"], kcvs[0], "{unwrapped}");
+}
+
+#[test]
+fn lists_say_when_they_are_cut_and_all_pages_come_with_all() {
+    let d = Demo::start();
+    d.login_admin();
+    let g = d.ok(&["groups", "create", "--name", "paged"]);
+    let gid = g["group_id"].as_str().unwrap();
+    for i in 0..5 {
+        d.ok(&[
+            "keys",
+            "generate",
+            "--name",
+            &format!("p{i}"),
+            "--type",
+            "AES",
+            "--size",
+            "128",
+            "--group",
+            gid,
+        ]);
+    }
+    let page = d.run(
+        &[
+            "keys", "list", "--group", gid, "--limit", "2", "--offset", "1", "-o", "json",
+        ],
+        None,
+    );
+    assert_eq!(page.code, 0, "{}", page.stderr);
+    let names: Vec<String> = page
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["p1", "p2"]);
+    assert!(page.stderr.contains("showing 2 of 5"), "{}", page.stderr);
+    assert!(page.stderr.contains("--offset 3"), "{}", page.stderr);
+    let all = d.run(
+        &["keys", "list", "--group", gid, "--all", "-o", "json"],
+        None,
+    );
+    assert_eq!(all.json().as_array().unwrap().len(), 5);
+    assert!(all.stderr.is_empty(), "{}", all.stderr);
+    let bad = d.run(&["keys", "list", "--limit", "0"], None);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+}
+
+#[test]
+fn link_settings_are_tested_before_saving_and_edited_one_at_a_time() {
+    let d = Demo::start();
+    d.login_admin();
+    let hsm = d.detail("hsm_group_id");
+    let base = format!("https://localhost:{}", d.emulator_port);
+    let ca = d.data.path().join("data/emulator/ca.pem");
+    let unsaved = |secret: &str| {
+        d.run(
+            &[
+                "groups",
+                "check",
+                "--tenant",
+                demo::TENANT,
+                "--client-id",
+                demo::CLIENT_ID,
+                "--subscription",
+                demo::SUBSCRIPTION,
+                "--client-secret-stdin",
+                "--ca-pem",
+                ca.to_str().unwrap(),
+                "--identity-endpoint",
+                &base,
+                "--management-endpoint",
+                &base,
+                "--instance-suffix",
+                "localhost",
+                "-o",
+                "json",
+            ],
+            Some(secret),
+        )
+    };
+    // F8: details not saved anywhere; Not Connected is exit code 1 with the reason.
+    let good = unsaved(demo::CLIENT_SECRET);
+    assert_eq!(good.code, 0, "{}", good.stderr);
+    assert_eq!(good.json()["status"], "Connected");
+    let wrong = unsaved("not the secret");
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert_eq!(wrong.error()["error"]["record"]["status"], "Not Connected");
+    assert!(!wrong.stderr.contains("not the secret"));
+
+    // F10, F11: one setting at a time; back to the public roots (which do not know the
+    // emulator's CA: Not Connected), then the CA again.
+    let before = d.ok(&["groups", "show", &hsm]);
+    let public = d.ok(&["groups", "link", &hsm, "--public-roots"]);
+    let tls = &public["external_kms"]["tls"];
+    assert!(tls["ca_pem"].is_null(), "{public}");
+    assert_eq!(
+        public["external_kms"]["tenant_id"], before["external_kms"]["tenant_id"],
+        "the rest stays"
+    );
+    let refused = d.run(&["groups", "check", &hsm, "-o", "json"], None);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let back = d.ok(&["groups", "link", &hsm, "--ca-pem", ca.to_str().unwrap()]);
+    assert!(back["external_kms"]["tls"]["ca_pem"].is_string());
+    assert_eq!(d.ok(&["groups", "check", &hsm])["status"], "Connected");
+}
