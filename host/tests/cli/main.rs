@@ -239,6 +239,14 @@ fn every_command_family_works_against_a_running_daemon() {
         .unwrap()
         .to_string();
     assert_ne!(new_src, kid(&src));
+    assert_eq!(rotated[0]["new_copy_kids"][0], new_copy.as_str());
+    // The table names every new key, the copies' included, with their Azure version.
+    let shown = d.run(&["keys", "show", &new_copy], None).stdout;
+    let version = d.ok(&["keys", "show", &new_copy])["external"]["id"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shown.contains(&version), "external version: {shown}");
     // Bulk rotation: each key's new id, one refusal reported with the others (2).
     let bulk: Vec<String> = ["bulk-1", "bulk-2"]
         .iter()
@@ -461,6 +469,12 @@ fn every_command_family_works_against_a_running_daemon() {
         "0 0 2 * * *",
     ]);
     let job_id = job["id"].as_str().unwrap().to_string();
+    // The table for people fills every column the JSON has a value for.
+    let table = d.run(&["jobs", "list"], None).stdout;
+    assert!(
+        table.contains(job["next_run"].as_str().unwrap()),
+        "NEXT RUN: {table}"
+    );
     assert_eq!(d.ok(&["jobs", "pause", &job_id])["paused"], true);
     assert_eq!(d.ok(&["jobs", "list"]).as_array().unwrap().len(), 1);
     d.ok(&["jobs", "delete", &job_id]);
@@ -477,6 +491,11 @@ fn every_command_family_works_against_a_running_daemon() {
         "the secret is shown once: {hook}"
     );
     assert_eq!(d.ok(&["webhooks", "list"]).as_array().unwrap().len(), 1);
+    let table = d.run(&["webhooks", "list"], None).stdout;
+    assert!(
+        table.contains(hook["path"].as_str().unwrap()),
+        "PATH: {table}"
+    );
     assert!(!d.ok(&["webhooks", "list"]).to_string().contains("whsec_"));
     assert_eq!(
         d.run(&["notifications", "list", "-o", "json"], None)

@@ -15,7 +15,7 @@ const JOB: Columns = &[
     ("CRON", "/cron"),
     ("TIME ZONE", "/time_zone"),
     ("PAUSED", "/paused"),
-    ("NEXT RUN", "/next_run_at"),
+    ("NEXT RUN", "/next_run"),
 ];
 
 #[derive(Subcommand, Debug)]
@@ -109,7 +109,7 @@ const WEBHOOK: Columns = &[
     ("KIND", "/kind"),
     ("WORKFLOW", "/workflow"),
     ("GROUP", "/group_id"),
-    ("URL", "/url"),
+    ("PATH", "/path"),
 ];
 
 #[derive(Subcommand, Debug)]

@@ -22,6 +22,8 @@ const KEY: Columns = &[
     ("STATE", "/state"),
     ("GROUP", "/group_id"),
     ("EXTERNAL", "/external/id/label"),
+    ("VERSION", "/external/id/version"),
+    ("SOURCE", "/external/source"),
 ];
 
 const KEY_INFO: Columns = &[
@@ -38,6 +40,8 @@ const KEY_INFO: Columns = &[
     ("created by", "/creator"),
     ("deactivation", "/deactivation_date"),
     ("external key", "/external/id/key_id"),
+    ("external version", "/external/id/version"),
+    ("external source", "/external/source"),
     ("external state", "/external/state"),
     ("rotation policy", "/rotation_policy"),
     ("next rotation", "/scheduled_rotation"),
@@ -641,11 +645,19 @@ async fn rotate(
     for kid in &kids {
         bar.set_message(kid.clone());
         match ctx.post(&key_path(kid, "/rekey"), body.clone()).await {
-            Ok(new) => rotated.push(json!({
-                "kid": kid,
-                "new_kid": new["kid"],
-                "rotated_copies": new["rotated_copies"],
-            })),
+            Ok(new) => {
+                // The copies' new ids on their own too, so the table shows every one.
+                let copies: Vec<Value> = new["rotated_copies"]
+                    .as_array()
+                    .map(|c| c.iter().map(|c| c["new_kid"].clone()).collect())
+                    .unwrap_or_default();
+                rotated.push(json!({
+                    "kid": kid,
+                    "new_kid": new["kid"],
+                    "rotated_copies": new["rotated_copies"],
+                    "new_copy_kids": copies,
+                }))
+            }
             // One key's refusal does not stop the others; it is reported with them.
             Err(e) if kids.len() > 1 => {
                 failed += 1;
@@ -668,6 +680,7 @@ async fn rotate(
         &[
             ("KID", "/kid"),
             ("NEW KID", "/new_kid"),
+            ("NEW COPY KIDS", "/new_copy_kids"),
             ("ERROR", "/error"),
         ],
     ))
