@@ -237,3 +237,46 @@ fn remove(dir: &Path, name: &str) {
     std::fs::remove_file(dir.join(format!("{name}.toml"))).unwrap();
     std::fs::remove_file(dir.join(format!("{name}.wasm"))).unwrap();
 }
+
+/// What the daemon loaded and skipped is what `GET /sys/v1/plugins` tells a signed-in user
+/// (the CLI's `keyward plugins` and the console ask it), naming skipped files without
+/// saying where the daemon keeps them.
+#[tokio::test]
+async fn the_daemon_tells_its_users_what_it_loaded_and_skipped() {
+    let plugins = tempfile::tempdir().unwrap();
+    let p = plugins.path();
+    install(p, "naming", POLICY_WORLD, "fixture_prefix_policy.wasm", "");
+    std::fs::write(p.join("broken.toml"), "name = \"broken\"\nversion = [oops").unwrap();
+    let dir = p.to_path_buf();
+    let d = keyward_tests::api::TestDaemon::start_with(move |c| c.plugin_dir = Some(dir)).await;
+    let (s, _) = d
+        .anonymous()
+        .call(reqwest::Method::GET, "/sys/v1/plugins", None)
+        .await;
+    assert_eq!(s, 401, "for signed-in users");
+    let admin = d.bootstrap().await;
+    let listed = admin
+        .ok(reqwest::Method::GET, "/sys/v1/plugins", None)
+        .await;
+    let loaded = listed["loaded"].as_array().unwrap();
+    let naming = loaded.iter().find(|l| l["name"] == "naming").unwrap();
+    assert_eq!(naming["origin"], "directory");
+    assert_eq!(naming["world"], POLICY_WORLD);
+    assert!(
+        loaded
+            .iter()
+            .any(|l| l["origin"] == "shipped" && l["world"] == CONNECTOR_WORLD),
+        "{listed}"
+    );
+    assert_eq!(listed["skipped"][0]["file"], "broken.toml", "{listed}");
+    assert!(
+        listed["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed manifest")
+    );
+    assert!(
+        !listed.to_string().contains(p.to_str().unwrap()),
+        "no server paths: {listed}"
+    );
+}

@@ -60,9 +60,10 @@ enum LogFormat {
 enum Command {
     /// Run the daemon (the default).
     Serve(ServeArgs),
-    /// List the plugins the daemon would load, and the ones it would skip with the reason.
-    #[command(after_help = "Example:\n  keyward plugins --plugin-dir ./plugins")]
-    Plugins,
+    /// Without a daemon: the plugins a daemon with this configuration would load, and the
+    /// files it would skip with the reason (`keyward plugins` asks a running daemon).
+    #[command(after_help = "Example:\n  keyward check-plugins --plugin-dir ./plugins")]
+    CheckPlugins,
     /// Bring the catalog to this daemon's schema version and exit (the daemon also migrates
     /// when it starts; daemons starting together migrate once).
     #[command(
@@ -223,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     .context("keyward stopped")?;
             }
         }
-        Command::Plugins => {
+        Command::CheckPlugins => {
             let runtime = daemon::start_plugins(&config).await?;
             for p in runtime.plugins() {
                 let origin = match &p.origin {

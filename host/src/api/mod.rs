@@ -23,6 +23,7 @@ pub mod links;
 pub mod model;
 pub mod notifications;
 pub mod openapi;
+pub mod plugins;
 pub mod rotation;
 pub mod schemas;
 pub mod session;
@@ -52,6 +53,7 @@ pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
     Router::new()
         .route("/sys/v1/health", get(session::health))
         .route("/sys/v1/version", get(session::version))
+        .route("/sys/v1/plugins", get(plugins::list))
         .route("/metrics", get(session::scrape))
         .route("/sys/v1/openapi.json", get(openapi::document))
         .route("/sys/v1/session/auth", post(session::auth))

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
-    notifications, rotation, session, users, webhooks, workflows,
+    notifications, plugins, rotation, session, users, webhooks, workflows,
 };
 
 #[derive(OpenApi)]
@@ -35,7 +35,7 @@ use super::{
         crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
-        audit::query,
+        audit::query, plugins::list,
         workflows::list, workflows::get, workflows::put, workflows::revert, workflows::check,
         workflows::versions, workflows::version, workflows::restore, workflows::start,
         workflows::runs, workflows::run,
@@ -48,6 +48,7 @@ use super::{
         (name = "keys", description = "Security objects"),
         (name = "crypto", description = "Cryptographic operations (applications only)"),
         (name = "audit", description = "The audit log"),
+        (name = "plugins", description = "The daemon's plugins, loaded and skipped"),
         (name = "workflows", description = "Workflow scripts and their runs"),
         (name = "jobs", description = "Cron jobs: workflows on a schedule"),
         (name = "webhooks", description = "Webhooks that start workflows, and their deliveries"),

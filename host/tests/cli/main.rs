@@ -504,6 +504,17 @@ fn every_command_family_works_against_a_running_daemon() {
         "[]"
     );
 
+    // The daemon's plugins, as it loaded them.
+    let plugins = d.ok(&["plugins"]);
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "loaded" && p["origin"] == "shipped"),
+        "{plugins}"
+    );
+
     // Audit log, users and applications.
     let events = d.ok(&["audit", "--action", "workflow_script.put"]);
     assert_eq!(events[0]["object_id"], "greet");
@@ -653,7 +664,7 @@ fn local_errors_exit_1_and_every_command_has_help_with_an_example() {
             );
         }
     }
-    for top in ["login", "logout", "profiles", "audit", "plugins"] {
+    for top in ["login", "logout", "profiles", "audit", "plugins", "check-plugins"] {
         let help = run(&[top, "--help"]);
         assert!(
             String::from_utf8_lossy(&help.stdout).contains("Example"),

@@ -62,6 +62,9 @@ pub enum ClientCommand {
     /// Applications of the account.
     #[command(subcommand)]
     Apps(admin::AppCmd),
+    /// The plugins the daemon loaded, and the files it skipped with the reason.
+    #[command(after_help = "Example:\n  keyward plugins -o json")]
+    Plugins,
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +99,7 @@ impl ClientCommand {
             ClientCommand::Audit(a) => a.run(ctx).await,
             ClientCommand::Users(c) => c.run(ctx).await,
             ClientCommand::Apps(c) => c.run(ctx).await,
+            ClientCommand::Plugins => plugins(ctx).await,
         }
     }
 }
@@ -184,6 +188,32 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
         "acct_id": account,
         "expires_in": session["expires_in"],
     })))
+}
+
+/// The daemon's plugins: one row per loaded plugin, then one per skipped file.
+async fn plugins(ctx: &Ctx) -> Result<Shown, CliError> {
+    let answer = ctx.get("/sys/v1/plugins").await?;
+    let mut rows = Vec::new();
+    for p in answer["loaded"].as_array().into_iter().flatten() {
+        rows.push(
+            json!({"name": p["name"], "version": p["version"], "world": p["world"],
+            "origin": p["origin"], "status": "loaded"}),
+        );
+    }
+    for p in answer["skipped"].as_array().into_iter().flatten() {
+        rows.push(json!({"name": p["file"], "status": "skipped", "reason": p["reason"]}));
+    }
+    Ok(Shown::new(
+        Value::Array(rows),
+        &[
+            ("NAME", "/name"),
+            ("VERSION", "/version"),
+            ("WORLD", "/world"),
+            ("ORIGIN", "/origin"),
+            ("STATUS", "/status"),
+            ("REASON", "/reason"),
+        ],
+    ))
 }
 
 async fn logout(ctx: &Ctx) -> Result<Shown, CliError> {
