@@ -103,9 +103,13 @@ async fn plain_http_is_served_on_loopback_only_unless_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = DaemonConfig::new(dir.path());
     config.listen = everywhere;
-    let err = keyward::demo::run(config, 0, async {})
-        .await
-        .expect_err("refused");
+    let err = keyward::demo::run(
+        config,
+        keyward::demo::EmulatorPorts { https: 0, admin: 0 },
+        async {},
+    )
+    .await
+    .expect_err("refused");
     assert!(
         matches!(err, keyward::demo::DemoError::NotLoopback(_)),
         "{err}"

@@ -40,9 +40,21 @@ pub enum DemoError {
 }
 
 /// The emulator, with its state (keys, CA) under `<data_dir>/emulator`.
-pub async fn start_emulator(data_dir: &Path, port: u16) -> Result<RunningEmulator, DemoError> {
+/// The demo emulator's ports: its HTTPS endpoints and its plain-HTTP admin API (0: any free
+/// port, printed at start).
+#[derive(Debug, Clone, Copy)]
+pub struct EmulatorPorts {
+    pub https: u16,
+    pub admin: u16,
+}
+
+pub async fn start_emulator(
+    data_dir: &Path,
+    ports: EmulatorPorts,
+) -> Result<RunningEmulator, DemoError> {
     let mut config = EmulatorConfig::demo();
-    config.server.port = port;
+    config.server.port = ports.https;
+    config.server.admin_port = ports.admin;
     config.server.state_dir = Some(data_dir.join("emulator"));
     config.server.persist = true;
     keyward_emulator::start(config)
@@ -302,7 +314,7 @@ impl Client {
 /// Runs the daemon with the demo until `shutdown` completes.
 pub async fn run(
     mut config: DaemonConfig,
-    emulator_port: u16,
+    emulator: EmulatorPorts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoError> {
     if !config.listen.ip().is_loopback() {
@@ -311,7 +323,7 @@ pub async fn run(
     if config.tls.is_some() || config.insecure_http {
         return Err(DemoError::Tls);
     }
-    let em = start_emulator(&config.data_dir, emulator_port).await?;
+    let em = start_emulator(&config.data_dir, emulator).await?;
     allow_emulator(&mut config, &em);
     let data_dir = config.data_dir.clone();
     let running = crate::daemon::start(config, shutdown).await?;

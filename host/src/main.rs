@@ -120,6 +120,10 @@ struct ServeArgs {
     /// HTTPS port of the demo's emulator.
     #[arg(long, default_value_t = keyward::demo::DEFAULT_EMULATOR_PORT)]
     demo_emulator_port: u16,
+    /// Port of the demo emulator's admin API (plain HTTP on loopback: seeding keys, injecting
+    /// faults); 0, the default, takes any free port and prints it.
+    #[arg(long, default_value_t = 0)]
+    demo_emulator_admin_port: u16,
     /// Workflow scripts overriding the shipped ones. Default: <data-dir>/workflows.
     #[arg(long, env = "KEYWARD_WORKFLOW_DIR")]
     workflow_dir: Option<PathBuf>,
@@ -215,7 +219,11 @@ async fn main() -> anyhow::Result<()> {
             config.scheduler.enabled = !args.no_scheduler;
             let shutdown = shutdown_signal();
             if args.demo {
-                keyward::demo::run(config, args.demo_emulator_port, shutdown)
+                let ports = keyward::demo::EmulatorPorts {
+                    https: args.demo_emulator_port,
+                    admin: args.demo_emulator_admin_port,
+                };
+                keyward::demo::run(config, ports, shutdown)
                     .await
                     .context("keyward stopped")?;
             } else {

@@ -326,6 +326,15 @@ fn link_settings_are_tested_before_saving_and_edited_one_at_a_time() {
     assert_eq!(wrong.error()["error"]["record"]["status"], "Not Connected");
     assert!(!wrong.stderr.contains("not the secret"));
 
+    // The demo's emulator has its admin API on the port asked for.
+    let url = format!("http://127.0.0.1:{}/admin/health", d.emulator_admin_port);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(&url).await.map(|r| r.status()) })
+        .unwrap();
+    assert!(status.is_success(), "{status}");
+
     // F10, F11: one setting at a time; back to the public roots (which do not know the
     // emulator's CA: Not Connected), then the CA again.
     let before = d.ok(&["groups", "show", &hsm]);

@@ -664,7 +664,14 @@ fn local_errors_exit_1_and_every_command_has_help_with_an_example() {
             );
         }
     }
-    for top in ["login", "logout", "profiles", "audit", "plugins", "check-plugins"] {
+    for top in [
+        "login",
+        "logout",
+        "profiles",
+        "audit",
+        "plugins",
+        "check-plugins",
+    ] {
         let help = run(&[top, "--help"]);
         assert!(
             String::from_utf8_lossy(&help.stdout).contains("Example"),

@@ -32,6 +32,8 @@ pub struct Demo {
     pub api: String,
     details: serde_json::Value,
     pub emulator_port: u16,
+    /// The emulator's admin API, on the port the test chose.
+    pub emulator_admin_port: u16,
 }
 
 impl Drop for Demo {
@@ -53,10 +55,11 @@ impl Demo {
     pub fn start() -> Demo {
         let data = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(data.path().join("daemon.log")).unwrap();
-        let emulator_port = free_port();
+        let (emulator_port, admin_port) = (free_port(), free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .args(["serve", "--demo", "true", "--listen", "127.0.0.1:0"])
             .args(["--demo-emulator-port", &emulator_port.to_string()])
+            .args(["--demo-emulator-admin-port", &admin_port.to_string()])
             .arg("--data-dir")
             .arg(data.path().join("data"))
             .env_remove("RUST_LOG")
@@ -94,6 +97,7 @@ impl Demo {
             api,
             details,
             emulator_port,
+            emulator_admin_port: admin_port,
         }
     }
 
