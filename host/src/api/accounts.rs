@@ -17,12 +17,14 @@ use crate::plugins::PluginError;
 use crate::policy::CRYPTO_POLICY_PLUGIN;
 
 use super::extract::{Body, Caller, id};
-use super::model::{AccountOut, Removable, time};
+use super::model::{AccountOut, Removable, display_name, time};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountRequest {
+    /// 1 to 256 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
     /// Crypto policy for every group of the account, or `"remove"`.
@@ -71,14 +73,6 @@ pub async fn validate_policy(
     }
 }
 
-fn name(field: &str, n: &str) -> ApiResult<String> {
-    let n = n.trim();
-    if n.is_empty() || n.len() > 256 {
-        return Err(ApiError::field(field, "must be 1 to 256 characters"));
-    }
-    Ok(n.to_string())
-}
-
 #[utoipa::path(get, path = "/sys/v1/accounts", tag = "accounts", responses((status = 200, body = [AccountOut])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -114,7 +108,7 @@ pub async fn create(
             "applications do not create accounts".into(),
         ));
     };
-    let name = name(
+    let name = display_name(
         "name",
         req.name
             .as_deref()
@@ -220,7 +214,11 @@ pub async fn update(
 ) -> ApiResult<Json<AccountOut>> {
     let role = role_in(&state, &caller, &account_id).await?;
     must_administer(&caller, &account_id, role)?;
-    let new_name = req.name.as_deref().map(|n| name("name", n)).transpose()?;
+    let new_name = req
+        .name
+        .as_deref()
+        .map(|n| display_name("name", n))
+        .transpose()?;
     let policy = match &req.cryptographic_policy {
         Some(Removable::Set(doc)) => Some(Some(
             validate_policy(&state, "cryptographic_policy", CRYPTO_POLICY_PLUGIN, doc).await?,

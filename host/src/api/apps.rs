@@ -20,12 +20,14 @@ use crate::catalog::sobjects::Creator;
 use crate::catalog::{Conn, new_id};
 
 use super::extract::{Body, Caller, id};
-use super::model::{AppOut, AppWithKey, Permission, time};
+use super::model::{AppOut, AppWithKey, Permission, display_name, time};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppRequest {
+    /// 1 to 256 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
     /// Keyward's short form: the application's groups, replacing its list. A group new to
@@ -232,14 +234,6 @@ pub struct SecretCredential {
     pub api_key: String,
 }
 
-fn app_name(n: &str) -> ApiResult<String> {
-    let n = n.trim();
-    if n.is_empty() || n.len() > 256 {
-        return Err(ApiError::field("name", "must be 1 to 256 characters"));
-    }
-    Ok(n.to_string())
-}
-
 #[utoipa::path(get, path = "/sys/v1/apps", tag = "apps", responses((status = 200, body = [AppOut])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -265,7 +259,8 @@ pub async fn create(
     Body(req): Body<AppRequest>,
 ) -> ApiResult<(StatusCode, Json<AppWithKey>)> {
     user_only(&caller)?;
-    let name = app_name(
+    let name = display_name(
+        "name",
         req.name
             .as_deref()
             .ok_or_else(|| ApiError::field("name", "is required"))?,
@@ -368,7 +363,7 @@ pub async fn update(
     let mut app = load(&mut tx, &account, &app_id).await?;
     may_manage(&caller, &group_ids(&app.groups))?;
     if let Some(n) = &req.name {
-        app.name = app_name(n)?;
+        app.name = display_name("name", n)?;
     }
     if let Some(d) = &req.description {
         app.description = Some(d.clone());

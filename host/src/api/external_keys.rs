@@ -121,6 +121,7 @@ pub struct CopyRequest {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CopyNameQuery {
     /// The group the copy would go to (for the caller's rights).
     pub group_id: Option<String>,

@@ -21,12 +21,14 @@ use crate::policy::{CRYPTO_POLICY_PLUGIN, METADATA_POLICY_PLUGIN};
 use super::accounts::validate_policy;
 use super::extract::{Body, Caller, id};
 use super::links::{ExternalKmsIn, ExternalKmsOut, merge_link};
-use super::model::{CustomPolicyIo, GroupOut, Removable, time};
+use super::model::{CustomPolicyIo, GroupOut, Removable, display_name, time};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRequest {
+    /// 1 to 256 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
     /// Crypto policy document, or `"remove"`.
@@ -43,14 +45,6 @@ pub struct GroupRequest {
     /// Whether users who manage the group's keys may export them (default false;
     /// applications of the group may, for keys that permit EXPORT).
     pub user_export: Option<bool>,
-}
-
-fn group_name(n: &str) -> ApiResult<String> {
-    let n = n.trim();
-    if n.is_empty() || n.len() > 256 {
-        return Err(ApiError::field("name", "must be 1 to 256 characters"));
-    }
-    Ok(n.to_string())
 }
 
 /// Checks that `group` is one of `account`'s (another account's group is as unknown as one
@@ -177,7 +171,8 @@ pub async fn create(
     if !caller.access.can_create_group() {
         return Err(ApiError::Forbidden("auditors do not create groups".into()));
     }
-    let name = group_name(
+    let name = display_name(
+        "name",
         req.name
             .as_deref()
             .ok_or_else(|| ApiError::field("name", "is required"))?,
@@ -277,7 +272,11 @@ pub async fn update(
     }
     // The policy plugins check their documents before the write lock is taken.
     let (crypto, metadata, custom) = policies(&state, &req).await?;
-    let name = req.name.as_deref().map(group_name).transpose()?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| display_name("name", n))
+        .transpose()?;
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     // Read again under the write lock: the link merges into what is stored now.

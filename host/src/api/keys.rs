@@ -125,12 +125,14 @@ pub struct TagEditsIn {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub group_id: Option<String>,
     pub name: Option<String>,
     /// PreActive, Active, Deactivated, Compromised, Destroyed.
     pub state: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub offset: Option<u32>,
     /// `name:asc` (default), `name:desc`, `created_at:asc`, `created_at:desc`.

@@ -75,6 +75,22 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Removable<T> {
     }
 }
 
+/// Longest name of an account, group or application, in characters.
+pub const NAME_MAX: usize = 256;
+
+/// The name of an account, group or application, trimmed: 1 to 256 characters, not only
+/// spaces (the schema says so with `min_length`, `max_length` and a pattern).
+pub fn display_name(field: &str, n: &str) -> Result<String, ApiError> {
+    let trimmed = n.trim();
+    if trimmed.is_empty() || n.chars().count() > NAME_MAX {
+        return Err(ApiError::field(
+            field,
+            format!("must be 1 to {NAME_MAX} characters, not only spaces"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// For a field where `null` removes what is stored (as DSM's `"remove"` does) and an absent
 /// field keeps it: `#[serde(default, deserialize_with = "null_removes")]`.
 pub fn null_removes<'de, D, T>(d: D) -> Result<Option<Removable<T>>, D::Error>

@@ -79,9 +79,18 @@ impl Modify for CommonErrors {
         for (path, item) in doc.paths.paths.iter_mut() {
             for (method, op) in operations(item) {
                 for p in op.parameters.iter_mut().flatten() {
-                    if p.parameter_in == ParameterIn::Path && p.name != "name" {
-                        // Every path parameter but a name is an id.
-                        p.schema = Some(super::schemas::id().into());
+                    if p.parameter_in != ParameterIn::Path {
+                        continue;
+                    }
+                    // Every path parameter is an id but names and version numbers, which
+                    // keep what their annotation declares; workflow names have a pattern.
+                    match p.name.as_str() {
+                        "version" => {}
+                        "name" if path.starts_with("/sys/v1/workflows/") => {
+                            p.schema = Some(super::schemas::workflow_name().into());
+                        }
+                        "name" => {}
+                        _ => p.schema = Some(super::schemas::id().into()),
                     }
                 }
                 let public = PUBLIC.contains(&(method, path.as_str()));

@@ -15,6 +15,16 @@ use crate::crypto::{AES_CRYPT_MODES, AES_WRAP_MODES, RsaEncryptionMode};
 pub const ID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
+/// What `workflows::store::valid_name` accepts.
+pub const WORKFLOW_NAME_PATTERN: &str = "^[a-z0-9_-]{1,64}$";
+
+/// A workflow's (or module's) name.
+pub fn workflow_name() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(WORKFLOW_NAME_PATTERN))
+}
+
 /// A string that is one of `values`.
 pub fn names<'a>(values: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
     ObjectBuilder::new()
