@@ -197,43 +197,24 @@ fn keys_get_their_dates_description_and_tags_and_imports_take_every_file_form() 
     let wrapped = keyward_crypto::aes_kw_wrap(&kek_bytes, &material, true).unwrap();
     let wrapped_file = d.file("wrapped.bin", &wrapped);
     d.login_app("app");
-    let user_try = d.run(
-        &[
-            "keys",
-            "import",
-            "--name",
-            "unwrapped",
-            "--type",
-            "AES",
-            "--file",
-            &wrapped_file,
-            "--kek",
-            &kid(&kek),
-            "--group",
-            &local,
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let kek_kid = kid(&kek);
+    let import = [
+        "keys",
+        "import",
+        "--name",
+        "unwrapped",
+        "--type",
+        "AES",
+        "--file",
+        &wrapped_file,
+        "--kek",
+        &kek_kid,
+        "--group",
+        &local,
+    ];
+    let user_try = d.run(&[&import[..], &["-o", "json"]].concat(), None);
     assert_eq!(user_try.code, 2, "users do not unwrap: {}", user_try.stderr);
-    let unwrapped = d.ok_as(
-        "app",
-        &[
-            "keys",
-            "import",
-            "--name",
-            "unwrapped",
-            "--type",
-            "AES",
-            "--file",
-            &wrapped_file,
-            "--kek",
-            &kid(&kek),
-            "--wrapping-mode",
-            "kwp",
-        ],
-    );
+    let unwrapped = d.ok_as("app", &[&import[..], &["--wrapping-mode", "kwp"]].concat());
     assert_eq!(unwrapped["kcv"], kcvs[0], "{unwrapped}");
 }
 
@@ -289,33 +270,12 @@ fn link_settings_are_tested_before_saving_and_edited_one_at_a_time() {
     let d = Demo::start();
     d.login_admin();
     let hsm = d.detail("hsm_group_id");
-    let base = format!("https://localhost:{}", d.emulator_port);
     let ca = d.data.path().join("data/emulator/ca.pem");
+    let flags = d.emulator_link_flags();
     let unsaved = |secret: &str| {
-        d.run(
-            &[
-                "groups",
-                "check",
-                "--tenant",
-                demo::TENANT,
-                "--client-id",
-                demo::CLIENT_ID,
-                "--subscription",
-                demo::SUBSCRIPTION,
-                "--client-secret-stdin",
-                "--ca-pem",
-                ca.to_str().unwrap(),
-                "--identity-endpoint",
-                &base,
-                "--management-endpoint",
-                &base,
-                "--instance-suffix",
-                "localhost",
-                "-o",
-                "json",
-            ],
-            Some(secret),
-        )
+        let mut args = vec!["groups", "check", "-o", "json"];
+        args.extend(flags.iter().map(String::as_str));
+        d.run(&args, Some(secret))
     };
     // F8: details not saved anywhere; Not Connected is exit code 1 with the reason.
     let good = unsaved(demo::CLIENT_SECRET);

@@ -147,36 +147,19 @@ fn every_command_family_works_against_a_running_daemon() {
     // endpoints and CA); the secret comes from stdin.
     let created = d.ok(&["groups", "create", "--name", "cli-made"]);
     let made_id = created["group_id"].as_str().unwrap().to_string();
-    let base = format!("https://localhost:{}", d.emulator_port);
-    let ca = d.data.path().join("data/emulator/ca.pem");
     let hsm_uri = format!("https://{}.localhost:{}/", demo::HSM, d.emulator_port);
-    let linked = d.run(
-        &[
-            "groups",
-            "link",
-            &made_id,
-            "--tenant",
-            demo::TENANT,
-            "--client-id",
-            demo::CLIENT_ID,
-            "--subscription",
-            demo::SUBSCRIPTION,
-            "--instance",
-            &hsm_uri,
-            "--client-secret-stdin",
-            "--ca-pem",
-            ca.to_str().unwrap(),
-            "--identity-endpoint",
-            &base,
-            "--management-endpoint",
-            &base,
-            "--instance-suffix",
-            "localhost",
-            "-o",
-            "json",
-        ],
-        Some(demo::CLIENT_SECRET),
-    );
+    let flags = d.emulator_link_flags();
+    let mut args = vec![
+        "groups",
+        "link",
+        &made_id,
+        "--instance",
+        &hsm_uri,
+        "-o",
+        "json",
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let linked = d.run(&args, Some(demo::CLIENT_SECRET));
     assert_eq!(linked.code, 0, "{}", linked.stderr);
     assert!(
         !linked.stdout.contains(demo::CLIENT_SECRET),

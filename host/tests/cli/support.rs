@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use keyward_emulator::config::demo;
+
 /// The client's answer to one command.
 pub struct Out {
     pub code: i32,
@@ -198,6 +200,32 @@ impl Demo {
         let mut all = vec!["--profile", profile];
         all.extend(args);
         self.ok(&all)
+    }
+
+    /// The `groups link`/`groups check` flags of a link to the demo's emulated HSM (without
+    /// the instance), the secret to come from stdin.
+    pub fn emulator_link_flags(&self) -> Vec<String> {
+        let base = format!("https://localhost:{}", self.emulator_port);
+        let ca = self.data.path().join("data/emulator/ca.pem");
+        [
+            "--tenant",
+            demo::TENANT,
+            "--client-id",
+            demo::CLIENT_ID,
+            "--subscription",
+            demo::SUBSCRIPTION,
+            "--client-secret-stdin",
+            "--ca-pem",
+            ca.to_str().unwrap(),
+            "--identity-endpoint",
+            &base,
+            "--management-endpoint",
+            &base,
+            "--instance-suffix",
+            "localhost",
+        ]
+        .map(str::to_string)
+        .to_vec()
     }
 
     /// Writes `bytes` to a file of the demo's directory; its path.
