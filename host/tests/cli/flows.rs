@@ -62,6 +62,31 @@ fn a_new_user_is_invited_with_a_first_password_and_signs_in() {
             .contains(&json!("ACCOUNTMEMBER")),
         "{member}"
     );
+
+    // Roles change: a group role, then the account role, then out of the group again.
+    let id = member["user_id"].as_str().unwrap();
+    let local = d.detail("local_group_id");
+    let with_group = d.ok(&[
+        "users",
+        "update",
+        id,
+        "--group-role",
+        &format!("{local}=auditor"),
+    ]);
+    assert_eq!(with_group["groups"][&local], "auditor", "{with_group}");
+    let auditor = d.ok(&["users", "update", id, "--role", "auditor"]);
+    assert!(
+        auditor["account_role"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ACCOUNTAUDITOR")),
+        "{auditor}"
+    );
+    let out = d.ok(&["users", "update", id, "--remove-group", &local]);
+    assert!(out["groups"].get(&local).is_none(), "{out}");
+    assert_eq!(d.ok(&["users", "show", id])["groups"], out["groups"]);
+    let bad = d.run(&["users", "update", id, "--group-role", "no-equals"], None);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
 }
 
 #[test]

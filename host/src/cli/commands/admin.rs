@@ -205,6 +205,22 @@ pub enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Change a user's account role or group roles.
+    #[command(
+        after_help = "Example:\n  keyward users update 0c1d… --role auditor --group-role 3f0c…=administrator --remove-group 77b2…"
+    )]
+    Update {
+        id: String,
+        /// The account role: administrator, member or auditor.
+        #[arg(long)]
+        role: Option<String>,
+        /// A group role to give or change, `<group id>=administrator|auditor` (repeatable).
+        #[arg(long = "group-role", value_name = "GROUP=ROLE")]
+        group_roles: Vec<String>,
+        /// A group to take the user out of (repeatable).
+        #[arg(long = "remove-group", value_name = "GROUP")]
+        remove_groups: Vec<String>,
+    },
     /// Remove a user from the account.
     #[command(after_help = "Example:\n  keyward users remove 0c1d…")]
     Remove { id: String },
@@ -227,6 +243,31 @@ impl UserCmd {
                     body["user_password"] = json!(super::read_stdin_line()?);
                 }
                 Ok(Shown::object(ctx.post("/sys/v1/users/invite", body).await?))
+            }
+            UserCmd::Update {
+                id,
+                role,
+                group_roles,
+                remove_groups,
+            } => {
+                let mut add = serde_json::Map::new();
+                for pair in &group_roles {
+                    let (group, role) = pair
+                        .split_once('=')
+                        .filter(|(g, r)| !g.is_empty() && !r.is_empty())
+                        .ok_or_else(|| local(format!("'{pair}': a group role is GROUP=ROLE")))?;
+                    add.insert(group.to_string(), json!(role));
+                }
+                if role.is_none() && add.is_empty() && remove_groups.is_empty() {
+                    return Err(local("give --role, --group-role or --remove-group"));
+                }
+                Ok(Shown::object(
+                    ctx.patch(
+                        &format!("/sys/v1/users/{}", seg(&id)),
+                        json!({"account_role": role, "add_groups": add, "del_groups": remove_groups}),
+                    )
+                    .await?,
+                ))
             }
             UserCmd::Remove { id } => {
                 ctx.delete(&format!("/sys/v1/users/{}", seg(&id))).await?;
