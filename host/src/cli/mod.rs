@@ -194,13 +194,23 @@ impl Ctx {
     }
 
     /// A paged list (`path` with its filters, without `limit` and `offset`): one page, or
-    /// with `--all` every page from the offset on. A page that leaves rows out says so on
-    /// stderr, so a cut list is never mistaken for the whole.
-    pub async fn list(&self, path: &str, paging: &Paging) -> Result<Value, CliError> {
+    /// with `--all` every page from the offset on, `largest_page` rows at a time (what the
+    /// endpoint allows). A page that leaves rows out says so on stderr, so a cut list is
+    /// never mistaken for the whole.
+    pub async fn list(
+        &self,
+        path: &str,
+        paging: &Paging,
+        largest_page: u64,
+    ) -> Result<Value, CliError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
         let mut offset = paging.offset;
-        let limit = if paging.all { 1000 } else { paging.limit };
+        let limit = if paging.all {
+            largest_page
+        } else {
+            paging.limit
+        };
         loop {
             let page = self
                 .client()?

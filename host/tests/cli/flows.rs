@@ -286,6 +286,13 @@ fn lists_say_when_they_are_cut_and_all_pages_come_with_all() {
     );
     assert_eq!(all.json().as_array().unwrap().len(), 5);
     assert!(all.stderr.is_empty(), "{}", all.stderr);
+    // Every run, however many the endpoint gives at a time.
+    let runs = d.run(&["workflows", "runs", "--all", "-o", "json"], None);
+    assert_eq!(runs.code, 0, "{}", runs.stderr);
+    assert!(
+        !runs.json().as_array().unwrap().is_empty(),
+        "the demo's first sync"
+    );
     let bad = d.run(&["keys", "list", "--limit", "0"], None);
     assert_eq!(bad.code, 1, "{}", bad.stderr);
 }

@@ -393,6 +393,7 @@ impl KeyCmd {
                         query(&[("group_id", group), ("name", name), ("state", state)])
                     ),
                     &paging,
+                    1000,
                 )
                 .await?,
                 KEY,

@@ -195,6 +195,7 @@ impl WorkflowCmd {
                         query(&[("workflow", workflow), ("group_id", group)])
                     ),
                     &paging,
+                    200,
                 )
                 .await?,
                 RUN,
