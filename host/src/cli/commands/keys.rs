@@ -426,16 +426,13 @@ impl KeyCmd {
                 wrapping_mode,
                 fields,
             } => {
-                // Wrapped material is opaque bytes: only the file's encoding is undone.
-                let format = match (format, &kek) {
-                    (MaterialFormat::Auto | MaterialFormat::Pem, Some(_)) => {
-                        if format == MaterialFormat::Pem {
-                            return Err(local("wrapped material is not PEM: give raw, base64 or hex"));
-                        }
-                        MaterialFormat::Auto
-                    }
-                    _ => format,
-                };
+                // Wrapped material is opaque bytes, never PEM: only the file's encoding is
+                // undone.
+                if kek.is_some() && format == MaterialFormat::Pem {
+                    return Err(local(
+                        "wrapped material is not PEM: give raw, base64 or hex",
+                    ));
+                }
                 let (value, value_format) = material(&file, format)?;
                 Ok(Shown::new(
                     ctx.put(
