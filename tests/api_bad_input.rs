@@ -23,6 +23,32 @@ async fn bad_input_is_refused_and_changes_nothing() {
     type Case<'a> = (&'a str, Method, String, String, u16, &'a str);
     let raw = |v: Value| v.to_string();
     let cases: Vec<Case> = vec![
+        // NUL characters in a path or query, refused before any handler (PostgreSQL cannot
+        // compare text with one).
+        (
+            "admin",
+            Method::GET,
+            "/sys/v1/workflow_runs?workflow=sync%00".into(),
+            String::new(),
+            400,
+            "NUL",
+        ),
+        (
+            "app",
+            Method::GET,
+            "/crypto/v1/keys?name=a%00b".into(),
+            String::new(),
+            400,
+            "NUL",
+        ),
+        (
+            "admin",
+            Method::GET,
+            "/sys/v1/workflows/sync%00".into(),
+            String::new(),
+            400,
+            "NUL",
+        ),
         // users
         (
             "anon",

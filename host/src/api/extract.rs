@@ -151,6 +151,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Refuses a request whose path or query carries a NUL character (`%00`) before any handler
+/// sees it: no id, name or filter has one, and PostgreSQL cannot compare text with one (as
+/// with `\u0000` in bodies, refused alike on both catalogs).
+pub async fn refuse_nul_in_uri(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let raw = req.uri().path_and_query().map_or("", |p| p.as_str());
+    if raw.contains("%00") {
+        return ApiError::bad(
+            "the path or query contains a NUL character (%00), which is not allowed",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Whether a JSON document (already known to be valid) has a string with `\u0000` in it.
 fn has_nul_escape(json: &[u8]) -> bool {
     let mut in_string = false;
