@@ -64,7 +64,7 @@ pub struct Sessions {
     catalog: Catalog,
     clock: Clock,
     pub lifetime_secs: i64,
-    /// Live sessions by the hex of their token hash (SQLite only, see the module doc).
+    /// Live sessions by their token hash, in base64 (SQLite only, see the module doc).
     cache: Option<Cache<Session>>,
 }
 
@@ -73,7 +73,7 @@ fn hash(token: &str) -> Vec<u8> {
 }
 
 fn cache_key(hash: &[u8]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    URL_SAFE_NO_PAD.encode(hash)
 }
 
 impl Sessions {
