@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod policy;
+pub mod reports;
 pub mod scheduler;
 pub mod time;
 pub mod webhooks;

@@ -73,6 +73,21 @@ pub fn parse_dsm(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("'{text}' is not a valid date and time"))
 }
 
+/// Parses an HTML `datetime-local` value (`2026-01-01T00:00`, seconds optional), read as
+/// UTC: what the console's date fields send.
+pub fn parse_form(text: &str) -> Result<i64, String> {
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc().timestamp())
+        .ok_or_else(|| format!("'{text}' is not a date and time (YYYY-MM-DDTHH:MM, UTC)"))
+}
+
+/// A Unix time as an HTML `datetime-local` value (UTC).
+pub fn format_form(secs: i64) -> String {
+    utc(secs).format("%Y-%m-%dT%H:%M").to_string()
+}
+
 /// Serde for times stored or sent as DSM strings (`#[serde(with = "crate::time::dsm_opt")]`).
 pub mod dsm_opt {
     use serde::{Deserialize, Deserializer, Serializer};

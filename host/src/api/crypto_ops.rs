@@ -458,6 +458,7 @@ async fn do_unwrap(
         deactivation_date: None,
         tags: None,
         rotation_policy: None,
+        external_name: None,
     };
     let wrapped = from_b64("wrapped_key", &req.wrapped_key)?;
     let v = state

@@ -50,6 +50,10 @@ pub struct KeyRequest {
     #[schema(schema_with = super::schemas::dsm_time)]
     pub deactivation_date: Option<String>,
     pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// Keyward, in a group linked to an HSM: the key's name there (shared by all its
+    /// versions); default: `name` with what the HSM does not allow made dashes.
+    #[schema(pattern = "^[0-9A-Za-z-]{1,127}$")]
+    pub external_name: Option<String>,
     /// Import only: the key material. RSA and EC as PKCS#8 (or PKCS#1 / SEC1) DER, AES as the
     /// raw key bytes, encoded as `value_format` says.
     pub value: Option<String>,
@@ -128,7 +132,16 @@ pub struct TagEditsIn {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub group_id: Option<String>,
+    /// The exact name.
     pub name: Option<String>,
+    /// Part of the name, in any case (Keyward).
+    #[param(min_length = 1, max_length = 256)]
+    pub name_contains: Option<String>,
+    /// `AES`, `RSA` or `EC` (Keyward).
+    pub obj_type: Option<String>,
+    /// `true`: only keys held by an HSM (virtual keys); `false`: only Keyward-held ones
+    /// (Keyward).
+    pub external: Option<bool>,
     /// PreActive, Active, Deactivated, Compromised, Destroyed.
     pub state: Option<String>,
     /// 1 to 1000 (default 100).
@@ -207,6 +220,7 @@ fn new_key(req: &KeyRequest) -> ApiResult<NewKey> {
         deactivation_date: time_field("deactivation_date", &req.deactivation_date)?,
         tags: req.custom_metadata.clone(),
         rotation_policy: req.rotation_policy.clone(),
+        external_name: req.external_name.clone(),
     })
 }
 
@@ -335,12 +349,30 @@ pub async fn list(
             ));
         }
     };
+    let obj_type = q
+        .obj_type
+        .as_deref()
+        .map(|t| {
+            ObjType::parse(t)
+                .ok_or_else(|| ApiError::field("obj_type", format!("'{t}' is not AES, RSA or EC")))
+        })
+        .transpose()?;
+    if q
+        .name_contains
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > 256)
+    {
+        return Err(ApiError::field("name_contains", "must be 1 to 256 characters"));
+    }
     let now = state.now();
     let filter = ListFilter {
         account_id: caller.account().to_string(),
         visible_groups: caller.access.visible_groups(),
         group_id: q.group_id,
         name: q.name,
+        name_contains: q.name_contains,
+        obj_type,
+        external: q.external,
         state: state_filter,
         now,
         limit,

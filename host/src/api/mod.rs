@@ -24,6 +24,7 @@ pub mod model;
 pub mod notifications;
 pub mod openapi;
 pub mod plugins;
+pub mod reports;
 pub mod rotation;
 pub mod schemas;
 pub mod session;
@@ -54,6 +55,11 @@ pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
         .route("/sys/v1/health", get(session::health))
         .route("/sys/v1/version", get(session::version))
         .route("/sys/v1/plugins", get(plugins::list))
+        .route("/sys/v1/reports/keys", get(reports::keys))
+        .route("/sys/v1/reports/rotation", get(reports::rotation))
+        .route("/sys/v1/reports/failures", get(reports::failures))
+        .route("/sys/v1/reports/usage", get(reports::usage))
+        .route("/sys/v1/reports/drift", get(reports::drift))
         .route("/metrics", get(session::scrape))
         .route("/sys/v1/openapi.json", get(openapi::document))
         .route("/sys/v1/session/auth", post(session::auth))

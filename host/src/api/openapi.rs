@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
-    notifications, plugins, rotation, session, users, webhooks, workflows,
+    notifications, plugins, reports, rotation, session, users, webhooks, workflows,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +36,7 @@ use super::{
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
         audit::query, plugins::list,
+        reports::keys, reports::rotation, reports::failures, reports::usage, reports::drift,
         workflows::list, workflows::get, workflows::put, workflows::revert, workflows::check,
         workflows::versions, workflows::version, workflows::restore, workflows::start,
         workflows::runs, workflows::run,
@@ -49,6 +50,7 @@ use super::{
         (name = "crypto", description = "Cryptographic operations (applications only)"),
         (name = "audit", description = "The audit log"),
         (name = "plugins", description = "The daemon's plugins, loaded and skipped"),
+        (name = "reports", description = "Key health: the dashboard's figures as JSON or CSV"),
         (name = "workflows", description = "Workflow scripts and their runs"),
         (name = "jobs", description = "Cron jobs: workflows on a schedule"),
         (name = "webhooks", description = "Webhooks that start workflows, and their deliveries"),

@@ -101,7 +101,7 @@ fn spec_of(req: RekeyRequest, key: KeyRef) -> ApiResult<RekeySpec> {
     })
 }
 
-async fn rekey_key(
+pub async fn rekey_key(
     state: &AppState,
     caller: &Caller,
     key: KeyRef,

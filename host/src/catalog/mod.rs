@@ -22,6 +22,7 @@ pub mod hsm_ops;
 pub mod leases;
 pub mod notifications;
 pub mod pg;
+pub mod reports;
 pub mod rotation;
 pub mod schedule;
 pub mod seal;

@@ -34,7 +34,7 @@ fn json(r: &Row, col: &str) -> Result<Option<Value>> {
     .transpose()
 }
 
-fn from_row(r: &Row) -> Result<WorkflowRun> {
+pub(crate) fn from_row(r: &Row) -> Result<WorkflowRun> {
     Ok(WorkflowRun {
         id: r.get("id"),
         account_id: r.get("account_id"),

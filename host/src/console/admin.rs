@@ -1,7 +1,6 @@
 //! Console pages of administration: workflows (shipped and the account's own versions, editing
 //! with compile errors shown where they are, versions, run history with step logs), the audit
-//! log with filters, users ("You" marked, with their groups' connection status) and
-//! applications.
+//! log with filters.
 
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use serde::Deserialize;
 
 use super::{Flash, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
-use crate::api::{ApiError, AppState, apps, audit, groups, users, workflows};
+use crate::api::{ApiError, AppState, audit, workflows};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -25,8 +24,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/console/workflows/{name}/restore", post(restore_workflow))
         .route("/console/audit", get(audit_log))
-        .route("/console/users", get(user_list))
-        .route("/console/apps", get(app_list))
 }
 
 fn failed(v: &Viewer, title: &str, section: &str, e: ApiError) -> Response {
@@ -298,49 +295,4 @@ async fn audit_log(
         }
     };
     page(&v, "Audit log", "audit", &Flash::default(), body)
-}
-
-async fn user_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
-    let list = match users::list(State(state.clone()), v.caller.clone()).await {
-        Ok(Json(l)) => l,
-        Err(e) => return failed(&v, "Users", "users", e),
-    };
-    let groups = groups::list(State(state), v.caller.clone())
-        .await
-        .map(|Json(g)| g)
-        .unwrap_or_default();
-    let me = v.caller.principal().id().to_string();
-    let body = html! {
-        table data-testid="users-table" {
-            thead { tr { th { "User" } th { "Account role" } th { "Groups" } } }
-            tbody { @for u in &list {
-                tr data-testid="user-row" {
-                    td { (u.user_email) @if u.user_id == me { " " span .badge data-testid="you" { "You" } } }
-                    td { (u.account_role.join(", ")) }
-                    td { ul { @for (gid, role) in &u.groups {
-                        @let g = groups.iter().find(|g| &g.group_id == gid);
-                        li { (g.map_or(gid.clone(), |g| g.name.clone())) " (" (role) ")"
-                            @if let Some(c) = g.and_then(|g| g.connection_status.clone()) { " — " (c) } }
-                    } } }
-                }
-            } }
-        }
-    };
-    page(&v, "Users", "users", &Flash::default(), body)
-}
-
-async fn app_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
-    let list = match apps::list(State(state), v.caller.clone()).await {
-        Ok(Json(l)) => l,
-        Err(e) => return failed(&v, "Applications", "apps", e),
-    };
-    let body = html! {
-        table data-testid="apps-table" {
-            thead { tr { th { "Name" } th { "Id" } th { "Groups" } } }
-            tbody { @for a in &list {
-                tr { td { (a.name) } td { (a.app_id) } td { (a.groups.keys().cloned().collect::<Vec<_>>().join(", ")) } }
-            } }
-        }
-    };
-    page(&v, "Applications", "apps", &Flash::default(), body)
 }

@@ -1,50 +1,87 @@
-//! Console pages of keys: the security objects table across groups (filters, the external
-//! marker), adding a key (generate, or import from a file; in the group's HSM when the group
-//! is linked), and a key's detail: tabs Info, Attributes, Azure key details, Key links, Key
-//! rotation, with the actions Copy, Rotate, Deactivate, Soft delete, Recover and Delete, each
-//! offered only when the key service would take it (`KeyService::actions`).
+//! Console pages of keys: the security objects table (paged, substring search, filters by
+//! group, type, state and holder) and a key's detail: tabs Info, Attributes/Tags, Azure key
+//! details, Key links, Key rotation (with the rotation-policy form), and the actions, each
+//! offered only when the key service would take it (`KeyService::actions`). The actions
+//! themselves are handled in `key_actions`, new keys in `key_forms`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Multipart, Path, Query, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::key_forms::ops_boxes;
 use super::{Flash, Viewer, back, csrf_field, page};
-use crate::api::extract::Body;
-use crate::api::model::GroupOut;
-use crate::api::{ApiError, AppState, external_keys, groups, keys, rotation};
-use crate::keys::{KeyChange, TagEdits};
+use crate::api::model::{GroupOut, SobjectOut};
+use crate::api::{AppState, groups, keys, rotation};
+use crate::catalog::rotation::{CopySelection, RawPolicy};
+use crate::time::{format_form, parse_dsm};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/console/keys", get(list).post(create))
-        .route("/console/keys/new", get(new))
+        .route("/console/keys", get(list))
         .route("/console/keys/{kid}", get(detail))
-        .route("/console/keys/{kid}/{action}", post(act))
 }
+
+/// Rows per page of the security objects table.
+const PAGE: u32 = 100;
 
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
     group_id: Option<String>,
+    /// Part of the name.
     name: Option<String>,
+    obj_type: Option<String>,
     state: Option<String>,
+    /// `true`, `false` or empty.
+    external: Option<String>,
+    offset: Option<u32>,
     #[serde(flatten)]
     flash: Flash,
 }
 
-async fn group_names(state: &Arc<AppState>, v: &Viewer) -> Vec<GroupOut> {
+impl ListQuery {
+    /// The query string of this filter at another offset.
+    fn at(&self, offset: u32) -> String {
+        let mut q = form_urlencoded(&[
+            ("group_id", self.group_id.as_deref()),
+            ("name", self.name.as_deref()),
+            ("obj_type", self.obj_type.as_deref()),
+            ("state", self.state.as_deref()),
+            ("external", self.external.as_deref()),
+        ]);
+        q.push_str(&format!("&offset={offset}"));
+        q
+    }
+}
+
+fn form_urlencoded(pairs: &[(&str, Option<&str>)]) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The groups the viewer sees, for names and pickers.
+pub async fn group_names(state: &Arc<AppState>, v: &Viewer) -> Vec<GroupOut> {
     groups::list(State(state.clone()), v.caller.clone())
         .await
         .map(|Json(g)| g)
         .unwrap_or_default()
+}
+
+/// A group's name; one the viewer cannot see is not shown by its id.
+pub fn group_label(groups: &[GroupOut], id: &str) -> String {
+    groups
+        .iter()
+        .find(|g| g.group_id == id)
+        .map_or_else(|| "(a group you cannot see)".to_string(), |g| g.name.clone())
 }
 
 fn opt(s: &Option<String>) -> Option<String> {
@@ -57,163 +94,88 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let groups = group_names(&state, &v).await;
+    let offset = q.offset.unwrap_or(0);
     let query = keys::ListQuery {
         group_id: opt(&q.group_id),
-        name: opt(&q.name),
+        name: None,
+        name_contains: opt(&q.name),
+        obj_type: opt(&q.obj_type),
+        external: opt(&q.external).map(|e| e == "true"),
         state: opt(&q.state),
-        limit: Some(1000),
-        offset: None,
+        limit: Some(PAGE),
+        offset: Some(offset),
         sort: None,
     };
     let found = keys::list(State(state), v.caller.clone(), Ok(Query(query))).await;
-    let (objects, error) = match found {
-        Ok((_, Json(o))) => (o, None),
-        Err(e) => (vec![], Some(e.to_string())),
+    let (objects, total, error) = match found {
+        Ok((headers, Json(o))) => {
+            let total = headers
+                .get("x-total-count")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|t| t.parse::<u32>().ok())
+                .unwrap_or(o.len() as u32);
+            (o, total, None)
+        }
+        Err(e) => (vec![], 0, Some(e.to_string())),
     };
-    let name_of = |id: &str| {
-        groups
-            .iter()
-            .find(|g| g.group_id == id)
-            .map_or(id.to_string(), |g| g.name.clone())
+    let shown_to = offset + objects.len() as u32;
+    let select = |name: &str, id: &str, current: &Option<String>, options: &[(&str, &str)]| {
+        html! {
+            select id=(id) name=(name) data-testid=(id) {
+                @for (value, label) in options {
+                    option value=(value) selected[current.as_deref().unwrap_or("") == *value] { (label) }
+                }
+            }
+        }
     };
     let body = html! {
         form method="get" action="/console/keys" .filters data-testid="key-filters" {
-            label for="f-group" { "Group" }
-            select id="f-group" name="group_id" data-testid="filter-group" {
+            label for="filter-group" { "Group" }
+            select id="filter-group" name="group_id" data-testid="filter-group" {
                 option value="" { "All groups" }
                 @for g in &groups { option value=(g.group_id) selected[q.group_id.as_deref() == Some(g.group_id.as_str())] { (g.name) } }
             }
-            label for="f-name" { "Name" }
-            input id="f-name" name="name" value=(q.name.clone().unwrap_or_default()) data-testid="filter-name";
-            label for="f-state" { "State" }
-            select id="f-state" name="state" data-testid="filter-state" {
-                option value="" { "Any" }
-                @for s in ["PreActive", "Active", "Deactivated", "Compromised", "Destroyed"] {
-                    option value=(s) selected[q.state.as_deref() == Some(s)] { (s) }
-                }
-            }
+            label for="filter-name" { "Name contains" }
+            input id="filter-name" name="name" value=(q.name.clone().unwrap_or_default()) data-testid="filter-name";
+            label for="filter-type" { "Type" }
+            (select("obj_type", "filter-type", &q.obj_type, &[("", "Any"), ("AES", "AES"), ("RSA", "RSA"), ("EC", "EC")]))
+            label for="filter-state" { "State" }
+            (select("state", "filter-state", &q.state, &[("", "Any"), ("PreActive", "PreActive"), ("Active", "Active"), ("Deactivated", "Deactivated"), ("Compromised", "Compromised"), ("Destroyed", "Destroyed")]))
+            label for="filter-external" { "Held by" }
+            (select("external", "filter-external", &q.external, &[("", "Anyone"), ("true", "an HSM (Azure)"), ("false", "Keyward")]))
             button type="submit" { "Filter" }
         }
         @if let Some(e) = error { p .error role="alert" { (e) } }
         p { a .button href="/console/keys/new" data-testid="add-key" { "Add security object" } }
+        p data-testid="key-count" {
+            @if objects.is_empty() { "No keys match." }
+            @else { "Keys " (offset + 1) "–" (shown_to) " of " (total) }
+        }
         table data-testid="keys-table" {
             thead { tr { th { "Name" } th { "Type" } th { "State" } th { "Group" } th { "External" } } }
             tbody {
                 @for o in &objects {
                     tr data-testid="key-row" {
-                        td { a href={ "/console/keys/" (o.kid) } { (o.name) } }
-                        td { (o.obj_type) @if let Some(s) = o.key_size { " " (s) } }
+                        td { a href={ "/console/keys/" (o.kid) } data-testid="key-link" { (o.name) } }
+                        td { (o.obj_type) @if let Some(s) = o.key_size { " " (s) } @if let Some(c) = &o.elliptic_curve { " " (c) } }
                         td data-testid="key-state" { (o.state) }
-                        td { (name_of(&o.group_id)) }
+                        td { (group_label(&groups, &o.group_id)) }
                         td { @if let Some(x) = &o.external { span .badge data-testid="external-marker" { "Azure: " (format!("{:?}", x.state)) } } }
                     }
                 }
             }
         }
+        nav .pager aria-label="Pages" {
+            @if offset > 0 {
+                a href={ "/console/keys?" (q.at(offset.saturating_sub(PAGE))) } data-testid="page-previous" { "Previous" }
+            }
+            @if shown_to < total {
+                " "
+                a href={ "/console/keys?" (q.at(shown_to)) } data-testid="page-next" { "Next" }
+            }
+        }
     };
     page(&v, "Security objects", "keys", &q.flash, body)
-}
-
-async fn new(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Flash>) -> Response {
-    let groups = group_names(&state, &v).await;
-    let body = html! {
-        form method="post" action="/console/keys" enctype="multipart/form-data" data-testid="key-form" {
-            (csrf_field(&v))
-            label for="name" { "Name" }
-            input id="name" name="name" required data-testid="key-name";
-            label for="group_id" { "Group (an HSM object when the group is linked to Azure)" }
-            select id="group_id" name="group_id" data-testid="key-group" {
-                @for g in &groups {
-                    option value=(g.group_id) { (g.name) @if g.is_external { " (Azure Managed HSM)" } }
-                }
-            }
-            label for="obj_type" { "Type" }
-            select id="obj_type" name="obj_type" data-testid="key-type" {
-                option value="AES" { "AES" } option value="RSA" { "RSA" } option value="EC" { "EC" }
-            }
-            label for="key_size" { "Size (AES 128/192/256, RSA 2048/3072/4096)" }
-            input id="key_size" name="key_size" inputmode="numeric" value="256" data-testid="key-size";
-            fieldset {
-                legend { "Key material" }
-                label { input type="radio" name="source" value="generate" checked data-testid="source-generate"; " Generate (in Azure for an HSM object)" }
-                label { input type="radio" name="source" value="import" data-testid="source-import"; " Import from a file" }
-                label for="file" { "File" }
-                input id="file" name="file" type="file" data-testid="key-file";
-                label for="format" { "File format" }
-                select id="format" name="format" data-testid="key-file-format" {
-                    option value="raw" { "raw bytes (AES) or DER (RSA, EC)" }
-                    option value="base64" { "base64" }
-                    option value="hex" { "hex" }
-                }
-            }
-            button type="submit" data-testid="save-key" { "Save" }
-        }
-    };
-    page(&v, "Add security object", "keys", &f, body)
-}
-
-async fn create(State(state): State<Arc<AppState>>, v: Viewer, mut form: Multipart) -> Response {
-    let mut fields: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    loop {
-        match form.next_field().await {
-            Ok(Some(f)) => {
-                let name = f.name().unwrap_or_default().to_string();
-                match f.bytes().await {
-                    Ok(b) => {
-                        fields.insert(name, b.to_vec());
-                    }
-                    Err(e) => return back("/console/keys/new", Err(ApiError::bad(e.to_string()))),
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return back("/console/keys/new", Err(ApiError::bad(e.to_string()))),
-        }
-    }
-    let text = |k: &str| {
-        String::from_utf8_lossy(fields.get(k).map_or(&[][..], |v| v))
-            .trim()
-            .to_string()
-    };
-    if let Err(r) = v.check(&text("csrf")) {
-        return r.into_response();
-    }
-    let size = text("key_size").parse::<u32>().ok();
-    let mut req = json!({"name": text("name"), "group_id": text("group_id"),
-        "obj_type": text("obj_type"), "key_size": size});
-    let import = text("source") == "import";
-    if import {
-        let bytes = fields.get("file").cloned().unwrap_or_default();
-        if bytes.is_empty() {
-            return back(
-                "/console/keys/new",
-                Err(ApiError::field(
-                    "file",
-                    "choose the file with the key material",
-                )),
-            );
-        }
-        match text("format").as_str() {
-            "base64" => req["value"] = json!(String::from_utf8_lossy(&bytes).trim()),
-            "hex" => {
-                req["value"] = json!(String::from_utf8_lossy(&bytes).trim());
-                req["value_format"] = json!("hex");
-            }
-            _ => req["value"] = json!(STANDARD.encode(&bytes)),
-        }
-    }
-    let parsed = serde_json::from_value(req).map_err(|e| ApiError::bad(e.to_string()));
-    let made = match parsed {
-        Ok(r) if import => keys::import(State(state), v.caller.clone(), Body(r)).await,
-        Ok(r) => keys::create(State(state), v.caller.clone(), Body(r)).await,
-        Err(e) => Err(e),
-    };
-    match made {
-        Ok((_, Json(o))) => back(
-            &format!("/console/keys/{}", o.kid),
-            Ok(format!("Key {} created", o.name)),
-        ),
-        Err(e) => back("/console/keys/new", Err(e)),
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,14 +185,56 @@ struct DetailQuery {
     flash: Flash,
 }
 
-fn action(v: &Viewer, kid: &str, name: &str, label: &str, enabled: bool, extra: Markup) -> Markup {
+pub fn action(v: &Viewer, kid: &str, name: &str, label: &str, enabled: bool, extra: Markup) -> Markup {
     html! {
-        form method="post" action={ "/console/keys/" (kid) "/" (name) } .action {
+        form method="post" action={ "/console/keys/" (kid) "/" (name) } .action data-testid={ "form-" (name) } {
             (csrf_field(v))
             (extra)
             button type="submit" disabled[!enabled] data-testid={ "action-" (name) } { (label) }
         }
     }
+}
+
+/// A DSM time of the API as a `datetime-local` value.
+fn form_value(t: &Option<String>) -> String {
+    t.as_deref().and_then(|t| parse_dsm(t).ok()).map(format_form).unwrap_or_default()
+}
+
+/// The names of keys the viewer can see, by id (for links shown by name).
+async fn key_names(state: &Arc<AppState>, v: &Viewer, kids: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for kid in kids {
+        let name = match state.keys.view(&v.caller.access, kid).await {
+            Ok(k) => k.object.name.clone(),
+            Err(_) => "(a key you cannot see)".to_string(),
+        };
+        out.push((kid.clone(), name));
+    }
+    out
+}
+
+/// Keys of the viewer's regular groups, by group then name: the rotation source picker.
+async fn catalog_keys(state: &Arc<AppState>, v: &Viewer, groups: &[GroupOut]) -> Vec<(String, Vec<SobjectOut>)> {
+    let mut out = Vec::new();
+    for g in groups.iter().filter(|g| !g.is_external) {
+        let query = keys::ListQuery {
+            group_id: Some(g.group_id.clone()),
+            name: None,
+            name_contains: None,
+            obj_type: None,
+            external: Some(false),
+            state: Some("Active".into()),
+            limit: Some(1000),
+            offset: None,
+            sort: None,
+        };
+        if let Ok((_, Json(found))) = keys::list(State(state.clone()), v.caller.clone(), Ok(Query(query))).await
+            && !found.is_empty()
+        {
+            out.push((g.name.clone(), found));
+        }
+    }
+    out
 }
 
 async fn detail(
@@ -252,12 +256,24 @@ async fn detail(
         .await
         .unwrap_or_default();
     let tab = q.tab.as_deref().unwrap_or("info");
+    let copy_kids: Vec<String> = o.links.copied_to.iter().map(|c| c.kid.clone()).collect();
+    let copies = key_names(&state, &v, &copy_kids).await;
+    let source = match &o.links.copied_from {
+        Some(s) => key_names(&state, &v, std::slice::from_ref(s)).await.pop(),
+        None => None,
+    };
+    let copy_name = |kid: &str| copies.iter().find(|(k, _)| k == kid).map_or(kid.to_string(), |(_, n)| n.clone());
     let history = match tab {
         "rotation" => rotation::history(State(state.clone()), v.caller.clone(), Path(kid.clone()))
             .await
             .map(|Json(h)| h)
             .unwrap_or_default(),
         _ => vec![],
+    };
+    let sources = if o.external.is_some() && may.rotate {
+        catalog_keys(&state, &v, &groups).await
+    } else {
+        vec![]
     };
     let tabs = [
         ("info", "Info"),
@@ -275,33 +291,12 @@ async fn detail(
             }
         }
         @match tab {
-            "attributes" => {
-                dl data-testid="attributes-tab" {
-                    dt { "Operations" } dd { (o.key_ops.join(", ")) }
-                    dt { "Activation" } dd { (o.activation_date.clone().unwrap_or_default()) }
-                    dt { "Deactivation" } dd { (o.deactivation_date.clone().unwrap_or_default()) }
-                }
-                h2 { "Tags" @if o.external.is_some() { " (the Azure key's tags)" } }
-                table data-testid="tags-table" {
-                    thead { tr { th { "Tag" } th { "Value" } th {} } }
-                    tbody { @for (k, val) in &o.custom_metadata {
-                        tr data-testid="tag-row" { td { (k) } td { (val) } td {
-                            (action(&v, &o.kid, "tag_remove", "Remove", true, html! { input type="hidden" name="tag" value=(k); }))
-                        } }
-                    } }
-                }
-                (action(&v, &o.kid, "tag_set", "Add tag", true, html! {
-                    label for="tag" { "Tag" }
-                    input id="tag" name="tag" required data-testid="tag-name";
-                    label for="value" { "Value" }
-                    input id="value" name="value" data-testid="tag-value";
-                }))
-            }
+            "attributes" => { (attributes_tab(&v, &o)) }
             "azure" => {
                 @if let Some(x) = &o.external {
                     dl data-testid="azure-tab" {
                         dt { "Resource id" } dd data-testid="azure-key-id" { (x.key_id.clone().unwrap_or_default()) }
-                        dt { "Key name" } dd { (x.id.label) }
+                        dt { "Key name" } dd data-testid="azure-key-name" { (x.id.label) }
                         dt { "Version" } dd data-testid="azure-version" { (x.key_version.clone().unwrap_or_default()) }
                         dt { "Source" } dd data-testid="azure-source" { (format!("{:?}", x.source)) }
                         dt { "State in Azure" } dd data-testid="azure-state" { (format!("{:?}", x.state)) }
@@ -311,32 +306,47 @@ async fn detail(
                             " I understand: the key is deleted in Azure; it can be recovered with all its versions until the HSM's retention period ends, then Azure purges it." }
                     }))
                     (action(&v, &o.kid, "recover", "Recover", may.recover, html! {}))
+                    (action(&v, &o.kid, "purge", "Purge now", may.purge, html! {
+                        label { input type="checkbox" name="confirm" value="true" required data-testid="confirm-purge";
+                            " I understand: the key and all its versions are gone from Azure for good (a backup kept by Keyward can restore it)." }
+                    }))
+                    (action(&v, &o.kid, "restore", "Restore from backup", may.restore, html! {}))
                 }
             }
             "links" => {
                 dl data-testid="links-tab" {
-                    dt { "Copied from" } dd { @if let Some(s) = &o.links.copied_from { a href={ "/console/keys/" (s) } { (s) } } }
+                    dt { "Copied from" } dd { @if let Some((s, name)) = &source { a href={ "/console/keys/" (s) } data-testid="copied-from" { (name) } } }
                     dt { "Copies" }
-                    dd { ul { @for c in &o.links.copied_to { li data-testid="copy-link" { a href={ "/console/keys/" (c.kid) } { (c.kid) } " — " (c.copied_at) } } } }
+                    dd { table { thead { tr { th { "Copy" } th { "Group" } th { "Copied by" } th { "Date" } } }
+                        tbody { @for c in &o.links.copied_to {
+                            tr data-testid="copy-link" {
+                                td { a href={ "/console/keys/" (c.kid) } { (copy_name(&c.kid)) } }
+                                td { (c.group_id.as_deref().map(|g| group_label(&groups, g)).unwrap_or_default()) }
+                                td { (c.copied_by) } td { (c.copied_at) }
+                            }
+                        } } } }
                     dt { "Replaced" } dd { @if let Some(s) = &o.links.replaced { a href={ "/console/keys/" (s) } { (s) } } }
                     dt { "Replacement" } dd data-testid="replacement" { @if let Some(s) = &o.links.replacement { a href={ "/console/keys/" (s) } { (s) } } }
                 }
             }
             "rotation" => {
                 dl data-testid="rotation-tab" {
-                    dt { "Policy" } dd { (o.rotation_policy.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()).unwrap_or_else(|| "none".into())) }
-                    dt { "Next rotation" } dd { (o.scheduled_rotation.clone().unwrap_or_default()) }
+                    dt { "Policy" } dd data-testid="rotation-policy" { (policy_text(&o)) }
+                    dt { "Next rotation" } dd data-testid="next-rotation" { (o.scheduled_rotation.clone().unwrap_or_default()) }
                 }
+                (policy_form(&v, &o))
+                h2 { "History" }
                 table { thead { tr { th { "Due" } th { "Status" } th { "Error" } } }
                     tbody { @for h in &history { tr { td { (h.due_at) } td { (h.status) } td { (h.error.clone().unwrap_or_default()) } } } } }
             }
             _ => {
                 dl data-testid="info-tab" {
                     dt { "State" } dd data-testid="key-state" { (o.state) }
-                    dt { "Group" } dd { (group.map_or(o.group_id.clone(), |g| g.name.clone()))
+                    dt { "Group" } dd { (group.map_or_else(|| group_label(&groups, &o.group_id), |g| g.name.clone()))
                         @if let Some(c) = group.and_then(|g| g.connection_status.clone()) { " (" (c) ")" } }
-                    dt { "Type" } dd { (o.obj_type) @if let Some(s) = o.key_size { " " (s) } }
-                    dt { "Created by" } dd { (serde_json::to_string(&o.creator).unwrap_or_default()) }
+                    dt { "Type" } dd { (o.obj_type) @if let Some(s) = o.key_size { " " (s) } @if let Some(c) = &o.elliptic_curve { " " (c) } }
+                    dt { "Description" } dd data-testid="key-description" { (o.description.clone().unwrap_or_default()) }
+                    dt { "Created by" } dd { (format!("{:?}", o.creator)) }
                     dt { "Created" } dd { (o.created_at) }
                     dt { "Key id" } dd data-testid="kid" { (o.kid) }
                 }
@@ -347,22 +357,29 @@ async fn detail(
             (action(&v, &o.kid, "copy", "Copy key", may.copy, html! {
                 label for="copy-group" { "Into group" }
                 select id="copy-group" name="group_id" data-testid="copy-group" {
-                    @for g in groups.iter().filter(|g| g.group_id != o.group_id) { option value=(g.group_id) { (g.name) } }
+                    @for g in groups.iter().filter(|g| g.group_id != o.group_id) { option value=(g.group_id) { (g.name) @if g.is_external { " (Azure)" } } }
                 }
                 label for="copy-name" { "Name (empty: the suggested one)" }
                 input id="copy-name" name="name" data-testid="copy-name";
+                fieldset { legend { "Permissions of the copy (never more than this key's)" }
+                    (ops_boxes("key_ops", &o.key_ops, Some(&o.key_ops))) }
             }))
             (action(&v, &o.kid, "rotate", "Rotate key", may.rotate, html! {
                 @if !o.links.copied_to.is_empty() {
                     fieldset { legend { "Linked copies that rotate with it" }
                         @for c in &o.links.copied_to {
-                            label { input type="checkbox" name="copy" value=(c.kid) checked data-testid="rotate-copy"; " " (c.kid) }
+                            label { input type="checkbox" name="copy" value=(c.kid) checked data-testid="rotate-copy"; " " (copy_name(&c.kid)) }
                         }
                     }
                 }
                 @if o.external.is_some() {
-                    label for="rotate-from" { "Rotate to a Keyward key (its material)" }
-                    input id="rotate-from" name="rotate_from" placeholder="kid of a key in a regular group" data-testid="rotate-from";
+                    label for="rotate-from" { "Rotate to a Keyward key (its material); by group, then name" }
+                    select id="rotate-from" name="rotate_from" data-testid="rotate-from" {
+                        option value="" { "— a new version made in Azure —" }
+                        @for (group, found) in &sources {
+                            optgroup label=(group) { @for k in found { option value=(k.kid) { (k.name) } } }
+                        }
+                    }
                 }
             }))
             (action(&v, &o.kid, "deactivate", "Deactivate", may.deactivate, html! {}))
@@ -372,114 +389,95 @@ async fn detail(
     page(&v, &o.name, "keys", &q.flash, body)
 }
 
-async fn act(
-    State(state): State<Arc<AppState>>,
-    v: Viewer,
-    Path((kid, action)): Path<(String, String)>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let field = |k: &str| {
-        form.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-    };
-    if let Err(r) = v.check(&field("csrf").unwrap_or_default()) {
-        return r.into_response();
+fn attributes_tab(v: &Viewer, o: &SobjectOut) -> Markup {
+    html! {
+        dl data-testid="attributes-tab" {
+            dt { "Operations" } dd data-testid="key-ops" { (o.key_ops.join(", ")) }
+            dt { "Activation" } dd { (o.activation_date.clone().unwrap_or_default()) }
+            dt { "Deactivation" } dd { (o.deactivation_date.clone().unwrap_or_default()) }
+        }
+        (action(v, &o.kid, "update", "Save attributes", true, html! {
+            label for="upd-description" { "Description" }
+            input id="upd-description" name="description" value=(o.description.clone().unwrap_or_default()) data-testid="update-description";
+            fieldset { legend { "Operations (may be removed; EXPORT can never be added)" }
+                (ops_boxes("key_ops", &o.key_ops, None)) }
+            label for="upd-activation" { "Activation (UTC; only while pre-active)" }
+            input id="upd-activation" name="activation_date" type="datetime-local" value=(form_value(&o.activation_date)) data-testid="update-activation";
+            label for="upd-deactivation" { "Deactivation (UTC)" }
+            input id="upd-deactivation" name="deactivation_date" type="datetime-local" value=(form_value(&o.deactivation_date)) data-testid="update-deactivation";
+        }))
+        h2 { "Tags" @if o.external.is_some() { " (the Azure key's tags)" } }
+        table data-testid="tags-table" {
+            thead { tr { th { "Tag" } th { "Value" } th {} } }
+            tbody { @for (k, val) in &o.custom_metadata {
+                tr data-testid="tag-row" { td { (k) } td { (val) } td {
+                    (action(v, &o.kid, "tag_remove", "Remove", true, html! { input type="hidden" name="tag" value=(k); }))
+                } }
+            } }
+        }
+        (action(v, &o.kid, "tag_set", "Add tag", true, html! {
+            label for="tag" { "Tag" }
+            input id="tag" name="tag" required data-testid="tag-name";
+            label for="value" { "Value" }
+            input id="value" name="value" data-testid="tag-value";
+        }))
     }
-    let here = format!("/console/keys/{kid}");
-    let c = v.caller.clone();
-    let s = State(state);
-    let p = Path(kid.clone());
-    let outcome: Result<(String, String), ApiError> = match action.as_str() {
-        "deactivate" => keys::deactivate(s, c, p)
-            .await
-            .map(|_| (here.clone(), "Deactivated".into())),
-        "recover" => external_keys::recover(s, c, p)
-            .await
-            .map(|_| (format!("{here}?tab=azure"), "Recovered in Azure".into())),
-        "soft_delete" => match serde_json::from_value(
-            json!({"confirm": field("confirm").as_deref() == Some("true")}),
-        ) {
-            Ok(b) => external_keys::schedule_deletion(s, c, p, Body(b))
-                .await
-                .map(|_| (format!("{here}?tab=azure"), "Soft deleted in Azure".into())),
-            Err(e) => Err(ApiError::bad(e.to_string())),
-        },
-        "tag_set" | "tag_remove" => {
-            let tag = field("tag").unwrap_or_default();
-            let mut edits = TagEdits::default();
-            let done = if action == "tag_set" {
-                edits
-                    .set
-                    .insert(tag.clone(), field("value").unwrap_or_default());
-                format!("Tag {tag} saved")
-            } else {
-                edits.remove.push(tag.clone());
-                format!("Tag {tag} removed")
-            };
-            let change = KeyChange {
-                tag_edits: Some(edits),
-                ..Default::default()
-            };
-            s.0.keys
-                .update(&c.access, &kid, change)
-                .await
-                .map_err(ApiError::from)
-                .map(|_| (format!("{here}?tab=attributes"), done))
-        }
-        "delete" => keys::delete(s, c, p)
-            .await
-            .map(|_| ("/console/keys".to_string(), "Deleted".into())),
-        "copy" => {
-            let req = json!({"key": {"kid": kid}, "group_id": field("group_id"), "name": field("name").filter(|n| !n.is_empty())});
-            match serde_json::from_value(req) {
-                Ok(r) => external_keys::copy(s, c, Body(r))
-                    .await
-                    .map(|(_, Json(o))| {
-                        (
-                            format!("/console/keys/{}", o.kid),
-                            format!("Copied as {}", o.name),
-                        )
-                    }),
-                Err(e) => Err(ApiError::bad(e.to_string())),
-            }
-        }
-        "rotate" => {
-            let copies: Vec<&String> = form
-                .iter()
-                .filter(|(n, _)| n == "copy")
-                .map(|(_, v)| v)
-                .collect();
-            let mut req = json!({});
-            if !copies.is_empty() {
-                req["rotate_copied_keys"] = json!({"select": copies});
-            }
-            if let Some(from) = field("rotate_from").filter(|f| !f.is_empty()) {
-                req["rotate_from"] = json!({"kid": from});
-            }
-            // The API parses the request from its body, as it does for API clients.
-            let body = axum::body::Bytes::from(req.to_string());
-            rotation::rekey_kid(s, c, p, body)
-                .await
-                .map(|(_, Json(o))| {
-                    let failed = o
-                        .rotated_copies
-                        .iter()
-                        .filter(|c| c.error.is_some())
-                        .count();
-                    (
-                        format!("/console/keys/{}", o.key.kid),
-                        format!(
-                            "Rotated: {} copies rotated along, {failed} failed",
-                            o.rotated_copies.len() - failed
-                        ),
-                    )
-                })
-        }
-        other => Err(ApiError::NotFound(format!("no action '{other}'"))),
+}
+
+fn policy_text(o: &SobjectOut) -> String {
+    let Some(p) = &o.rotation_policy else {
+        return "none".into();
     };
-    match outcome {
-        Ok((to, message)) => back(&to, Ok(message)),
-        Err(e) => back(&here, Err(e)),
+    let raw = RawPolicy::from(p.clone());
+    let mut parts = vec![match (raw.interval_days, raw.interval_months, &raw.cron) {
+        (Some(d), _, _) => format!("every {d} days"),
+        (_, Some(m), _) => format!("every {m} months"),
+        (_, _, Some(c)) => format!("cron '{c}' ({})", raw.time_zone.clone().unwrap_or_default()),
+        _ => String::new(),
+    }];
+    if let Some(e) = raw.effective_at {
+        parts.push(format!("from {}", crate::time::format_dsm(e)));
+    }
+    if raw.deactivate_rotated_key {
+        parts.push("deactivates the original".into());
+    }
+    match &raw.rotate_copied_keys {
+        Some(CopySelection::AllExternal) => parts.push("rotates all copied keys".into()),
+        Some(CopySelection::Select(k)) => parts.push(format!("rotates {} chosen copies", k.len())),
+        None => {}
+    }
+    parts.join(", ")
+}
+
+/// F25: frequency, start, "deactivate the original", "rotate all copied keys".
+fn policy_form(v: &Viewer, o: &SobjectOut) -> Markup {
+    let raw = o.rotation_policy.clone().map(RawPolicy::from).unwrap_or_default();
+    let (unit, every) = match (raw.interval_days, raw.interval_months, &raw.cron) {
+        (Some(d), _, _) => ("days", d.to_string()),
+        (_, Some(m), _) => ("months", m.to_string()),
+        (_, _, Some(_)) => ("cron", String::new()),
+        _ => ("days", "90".to_string()),
+    };
+    html! {
+        (action(v, &o.kid, "policy", "Save rotation policy", true, html! {
+            label for="pol-every" { "Rotate every" }
+            input id="pol-every" name="every" inputmode="numeric" value=(every) data-testid="policy-every";
+            select name="unit" data-testid="policy-unit" aria-label="Unit" {
+                @for (u, l) in [("days", "days"), ("months", "months"), ("cron", "on a cron schedule")] {
+                    option value=(u) selected[unit == u] { (l) }
+                }
+            }
+            label for="pol-cron" { "Cron expression (with 'on a cron schedule')" }
+            input id="pol-cron" name="cron" value=(raw.cron.clone().unwrap_or_default()) data-testid="policy-cron";
+            label for="pol-tz" { "Time zone of the cron schedule" }
+            input id="pol-tz" name="time_zone" value=(raw.time_zone.clone().unwrap_or_else(|| "UTC".into())) data-testid="policy-time-zone";
+            label for="pol-start" { "Start (UTC date and time of the first rotation)" }
+            input id="pol-start" name="effective_at" type="datetime-local" value=(raw.effective_at.map(format_form).unwrap_or_default()) data-testid="policy-start";
+            label { input type="checkbox" name="deactivate_rotated_key" value="true" checked[raw.deactivate_rotated_key] data-testid="policy-deactivate"; " Deactivate the original after rotation" }
+            label { input type="checkbox" name="rotate_copied_keys" value="all_external" checked[raw.rotate_copied_keys.is_some()] data-testid="policy-copies"; " Rotate all copied keys" }
+        }))
+        @if o.rotation_policy.is_some() {
+            (action(v, &o.kid, "policy_remove", "Remove the policy", true, html! {}))
+        }
     }
 }

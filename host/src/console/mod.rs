@@ -6,15 +6,24 @@
 //! only from `/console/static`, no inline code). The one script, `static/console.js`, is the
 //! project's own: test connection and sync progress.
 //!
+//! - `dashboard` (the start page) and `charts`: key health at a glance, as SVG drawn here.
 //! - `groups`: groups, adding one with its Azure link, the HSM/KMS tab, test, sync.
-//! - `keys`: the security objects table, adding keys, the key detail tabs and actions.
-//! - `admin`: workflows (editing with compile errors shown), audit log, users, applications.
+//! - `keys`: the security objects table and the key detail tabs; `key_forms`: adding keys
+//!   (every field, file upload, KEK); `key_actions`: the key page's actions.
+//! - `admin`: workflows (editing with compile errors shown), audit log.
+//! - `people`: accounts (create, switch), users (invite, roles), applications (permissions
+//!   per group, secrets shown once).
 //! - `automation`: schedules (cron jobs) and webhooks.
 
 mod admin;
 mod automation;
+mod charts;
+mod dashboard;
 mod groups;
+mod key_actions;
+mod key_forms;
 mod keys;
+mod people;
 
 use std::sync::Arc;
 
@@ -50,15 +59,19 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/console",
-            get(|| async { Redirect::to("/console/groups") }),
+            get(|| async { Redirect::to("/console/dashboard") }),
         )
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/static/console.js", get(script))
         .route("/console/static/console.css", get(style))
+        .merge(dashboard::routes())
         .merge(groups::routes())
         .merge(keys::routes())
+        .merge(key_forms::routes())
+        .merge(key_actions::routes())
         .merge(admin::routes())
+        .merge(people::routes())
         .merge(automation::routes())
         .layer(axum::middleware::map_response(secure_headers))
 }
@@ -205,12 +218,14 @@ fn flash(f: &Flash) -> Markup {
 /// The frame of every signed-in page.
 pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> Response {
     let nav = [
+        ("dashboard", "Dashboard"),
         ("groups", "Groups"),
         ("keys", "Security objects"),
         ("workflows", "Workflows"),
         ("jobs", "Schedules"),
         ("webhooks", "Webhooks"),
         ("users", "Users"),
+        ("accounts", "Accounts"),
         ("apps", "Applications"),
         ("audit", "Audit log"),
     ];
@@ -227,7 +242,7 @@ pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> 
             }
             body {
                 header {
-                    a .brand href="/console/groups" { "Keyward" }
+                    a .brand href="/console/dashboard" { "Keyward" }
                     nav aria-label="Main" {
                         @for (id, label) in nav {
                             a href={ "/console/" (id) } data-testid={ "nav-" (id) }
@@ -333,7 +348,7 @@ async fn login(
                 .build();
             (
                 jar.add(cookie).remove(Cookie::from(LOGIN_COOKIE)),
-                Redirect::to("/console/groups"),
+                Redirect::to("/console/dashboard"),
             )
                 .into_response()
         }

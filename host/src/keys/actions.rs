@@ -2,7 +2,8 @@
 //! anything (authorization, the KMIP table, rotation and key-manager prechecks), so that the
 //! console offers an action exactly when the key service would take it. For keys of an
 //! external key manager the HSM has the last word: recover is offered for a key the catalog
-//! knows as soft-deleted, delete for one it knows as purged (the scripts check the HSM).
+//! knows as soft-deleted, purge for one it knows as soft-deleted, restore for one it knows as
+//! purged and has a backup of, delete for one it knows as purged (the scripts check the HSM).
 
 use super::access::may_manage;
 use super::hsm::{KeyFlow, flow_allowed};
@@ -10,7 +11,7 @@ use super::rotate::rotatable;
 use super::rules::{self, Transition};
 use super::{KeyService, Result};
 use crate::auth::Access;
-use crate::catalog::sobjects::RemoteState;
+use crate::catalog::sobjects::{self, RemoteState};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Actions {
@@ -20,6 +21,10 @@ pub struct Actions {
     pub rotate: bool,
     pub soft_delete: bool,
     pub recover: bool,
+    /// Purge the soft-deleted HSM key now.
+    pub purge: bool,
+    /// Put a purged HSM key back from the catalog's escrowed backup.
+    pub restore: bool,
     pub delete: bool,
 }
 
@@ -31,6 +36,13 @@ impl KeyService {
             return Ok(Actions::default());
         }
         let remote = o.remote_state();
+        let escrowed = match remote {
+            Some(RemoteState::Purged) => {
+                let mut c = self.catalog().conn().await?;
+                sobjects::has_escrow(&mut c, &o.kid).await?
+            }
+            _ => false,
+        };
         Ok(Actions {
             // An empty patch: the key is deactivated already.
             deactivate: rules::transition(&o, &Transition::Deactivate, now)
@@ -40,6 +52,9 @@ impl KeyService {
             soft_delete: flow_allowed(&o, KeyFlow::SoftDelete).is_ok(),
             recover: flow_allowed(&o, KeyFlow::Recover).is_ok()
                 && remote == Some(RemoteState::SoftDeleted),
+            purge: flow_allowed(&o, KeyFlow::Purge).is_ok()
+                && remote == Some(RemoteState::SoftDeleted),
+            restore: flow_allowed(&o, KeyFlow::Restore).is_ok() && escrowed,
             delete: match remote {
                 Some(r) => r == RemoteState::Purged,
                 None => rules::deletable(&o, now).is_ok(),

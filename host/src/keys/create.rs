@@ -21,7 +21,9 @@ use super::build::{copy_link, policy_row};
 
 use super::access::{may_manage, may_manage_group};
 use super::error::{KeyError, Result};
-use super::rules::{check_dates, check_name, check_ops, check_tags, copy_ops, copyable};
+use super::rules::{
+    check_dates, check_hsm_name, check_name, check_ops, check_tags, copy_ops, copyable,
+};
 use super::usage::WrapMode;
 use super::{KeyRef, KeyService, KeyView, creator, view};
 
@@ -44,6 +46,23 @@ pub struct NewKey {
     pub tags: Option<Tags>,
     /// Rotate on a schedule (set with the key, acting as its creator).
     pub rotation_policy: Option<RotationPolicy>,
+    /// In a linked group: the key's name in the HSM (default: the name, with what the HSM
+    /// does not allow made dashes).
+    pub external_name: Option<String>,
+}
+
+impl NewKey {
+    /// The HSM name asked for, checked; only for a group linked to an HSM.
+    fn hsm_name(&self, group: &Group) -> Result<Option<String>> {
+        match &self.external_name {
+            None => Ok(None),
+            Some(_) if group.link.is_none() => Err(KeyError::invalid(
+                "external_name",
+                "applies only to keys of a group linked to an HSM",
+            )),
+            Some(n) => check_hsm_name(n).map(Some),
+        }
+    }
 }
 
 /// The material of an import.
@@ -79,6 +98,7 @@ impl KeyService {
     pub async fn create(&self, access: &Access, spec: NewKey) -> Result<KeyView> {
         check_spec(&spec)?;
         let group = self.target_group(access, spec.group_id.as_deref()).await?;
+        let hsm_name = spec.hsm_name(&group)?;
         let (size, curve) = (spec.key_size, spec.curve);
         let o = new_object(
             access,
@@ -99,7 +119,7 @@ impl KeyService {
         }
         if group.link.is_some() {
             return self
-                .create_in_hsm(access, group, o, verdict, None, None, policy)
+                .create_in_hsm(access, group, o, verdict, None, None, policy, hsm_name)
                 .await;
         }
         let t = spec.obj_type;
@@ -118,6 +138,7 @@ impl KeyService {
         value: ImportValue,
     ) -> Result<KeyView> {
         let group = self.target_group(access, spec.group_id.as_deref()).await?;
+        let hsm_name = spec.hsm_name(&group)?;
         let bytes = match value {
             ImportValue::Plain(b) => b,
             ImportValue::Wrapped { kek, mode, wrapped } => {
@@ -159,7 +180,16 @@ impl KeyService {
         if group.link.is_some() {
             // The material goes into the HSM; the catalog keeps none of it.
             return self
-                .create_in_hsm(access, group, o, verdict, Some(material), None, policy)
+                .create_in_hsm(
+                    access,
+                    group,
+                    o,
+                    verdict,
+                    Some(material),
+                    None,
+                    policy,
+                    hsm_name,
+                )
                 .await;
         }
         self.store_new(access, o, &material, verdict, "key.import", None, policy)
@@ -246,6 +276,7 @@ impl KeyService {
                     verdict,
                     Some((*material).clone()),
                     Some(&source),
+                    None,
                     None,
                 )
                 .await;

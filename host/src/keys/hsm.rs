@@ -156,6 +156,7 @@ impl KeyService {
         material: Option<Material>,
         copy_of: Option<&SObject>,
         policy: Option<&RotationPolicy>,
+        hsm_name: Option<String>,
     ) -> Result<KeyView> {
         check_supported(&o)?;
         let link = self.link_for(&group)?;
@@ -164,7 +165,7 @@ impl KeyService {
             (Some(_), None) => ("import", KeySource::Keyward, "key.import"),
             (Some(_), Some(_)) => ("byok_copy", KeySource::Keyward, "key.copy"),
         };
-        let name = azure_name(&o.name);
+        let name = hsm_name.unwrap_or_else(|| azure_name(&o.name));
         let run_id = new_id();
         let input_key = key_input(&o);
         o.external = Some(ExternalKey {

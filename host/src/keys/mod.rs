@@ -28,6 +28,7 @@
 //!   give virtual keys new HSM versions (native, to catalog material, linked copies) and their
 //!   crash-safe steps; `rotate_record`: recording the versions they made; `rotate_resume`:
 //!   settling and resuming what a run or a crash left.
+//! - `material_file`: key material files (raw, DER, base64, hex, PEM) as import values.
 //!
 //! Writes after creation are field-level patches applied with compare-and-swap on the row
 //! version: a request that read an older row retries on the fresh one, so concurrent
@@ -43,6 +44,7 @@ mod error;
 mod flows;
 mod hsm;
 mod journal;
+pub mod material_file;
 mod operate;
 mod remote;
 mod rotate;

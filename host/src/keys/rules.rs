@@ -33,6 +33,18 @@ pub fn check_name(n: &str) -> Result<String> {
     Ok(n.to_string())
 }
 
+/// A key name chosen for the HSM: Managed HSM and Key Vault key names are 1 to 127 letters,
+/// digits and dashes.
+pub fn check_hsm_name(n: &str) -> Result<String> {
+    if n.is_empty() || n.len() > 127 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(KeyError::invalid(
+            "external_name",
+            "must be 1 to 127 letters, digits and dashes (the HSM's key name rule)",
+        ));
+    }
+    Ok(n.to_string())
+}
+
 /// The operations must exist for the key's type.
 pub fn check_ops(obj_type: ObjType, ops: &KeyOps) -> Result<()> {
     let allowed = obj_type.allowed_ops();

@@ -81,3 +81,12 @@ pub async fn get_escrow(c: &mut Conn, kid: &str) -> Result<Option<Vec<u8>>> {
         .await?
         .map(|r| r.get(0)))
 }
+
+/// Whether the key has an escrowed backup (without opening it).
+pub async fn has_escrow(c: &mut Conn, kid: &str) -> Result<bool> {
+    Ok(db::query("SELECT 1 FROM escrow_blobs WHERE kid = ?")
+        .bind(kid)
+        .fetch_optional(c)
+        .await?
+        .is_some())
+}

@@ -377,6 +377,11 @@ pub struct ListFilter {
     pub group_id: Option<String>,
     /// Exact name.
     pub name: Option<String>,
+    /// Part of the name, any case.
+    pub name_contains: Option<String>,
+    pub obj_type: Option<ObjType>,
+    /// Only virtual keys (held by an HSM) or only Keyward-held ones.
+    pub external: Option<bool>,
     pub state: Option<KeyState>,
     pub now: i64,
     pub limit: u32,
@@ -404,6 +409,29 @@ fn push_filter(q: &mut db::Builder, f: &ListFilter) {
     }
     if let Some(n) = &f.name {
         q.push(" AND name = ").push_bind(n.clone());
+    }
+    if let Some(part) = &f.name_contains {
+        // `%`, `_` and the escape itself are literal here, not patterns.
+        let escaped = part
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q.push(" AND LOWER(name) LIKE ")
+            .push_bind(format!("%{escaped}%"))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(t) = f.obj_type {
+        q.push(" AND obj_type = ").push_bind(t.as_str().to_string());
+    }
+    match f.external {
+        Some(true) => {
+            q.push(" AND external IS NOT NULL");
+        }
+        Some(false) => {
+            q.push(" AND external IS NULL");
+        }
+        None => {}
     }
     let now = f.now;
     match f.state {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
-use rustls::pki_types::PrivateKeyDer;
-use rustls::pki_types::pem::PemObject;
+use keyward::keys::material_file::{self, MaterialFormat};
 use serde_json::{Value, json};
 
 use super::{json_arg, list_arg, query, read_file, seg};
@@ -310,17 +309,6 @@ fn time_arg(text: &str) -> Result<String, CliError> {
     )))
 }
 
-/// How a file holds key material.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaterialFormat {
-    Auto,
-    Raw,
-    Der,
-    Base64,
-    Hex,
-    Pem,
-}
-
 /// Merges `extra` (an object) into `body`, leaving out nulls.
 fn with(mut body: Value, extra: Value) -> Value {
     if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
@@ -337,45 +325,13 @@ fn ops(text: Option<&str>) -> Option<Vec<String>> {
     text.map(|t| list_arg(t).into_iter().map(|o| o.to_uppercase()).collect())
 }
 
-/// The material to send and its `value_format`, read as `format` says: hex and base64
-/// files go as they are (the daemon decodes and checks them), PEM as its DER, raw bytes
-/// in base64. `auto` takes PEM, then a file of hex digits, then base64, else raw bytes.
+/// The material of a file to send and its `value_format` (`keys::material_file`).
 fn material(
     path: &std::path::Path,
     format: MaterialFormat,
 ) -> Result<(String, &'static str), CliError> {
     let bytes = read_file(path)?;
-    let text = || -> Result<String, CliError> {
-        let t = std::str::from_utf8(&bytes)
-            .map_err(|_| local(format!("{}: not text", path.display())))?;
-        Ok(t.split_whitespace().collect())
-    };
-    let pem = || {
-        PrivateKeyDer::from_pem_slice(&bytes)
-            .map(|der| (STANDARD.encode(der.secret_der()), "base64"))
-            .map_err(|e| local(format!("{}: not a PEM private key: {e:?}", path.display())))
-    };
-    match format {
-        MaterialFormat::Raw | MaterialFormat::Der => Ok((STANDARD.encode(&bytes), "base64")),
-        MaterialFormat::Pem => pem(),
-        MaterialFormat::Hex => Ok((text()?, "hex")),
-        MaterialFormat::Base64 => Ok((text()?, "base64")),
-        MaterialFormat::Auto => {
-            if bytes.starts_with(b"-----BEGIN") {
-                return pem();
-            }
-            let Ok(t) = text() else {
-                return Ok((STANDARD.encode(&bytes), "base64"));
-            };
-            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|c| c.is_ascii_hexdigit()) {
-                Ok((t, "hex"))
-            } else if !t.is_empty() && STANDARD.decode(&t).is_ok() {
-                Ok((t, "base64"))
-            } else {
-                Ok((STANDARD.encode(&bytes), "base64"))
-            }
-        }
-    }
+    material_file::encode(&bytes, format).map_err(|e| local(format!("{}: {e}", path.display())))
 }
 
 impl KeyCmd {
