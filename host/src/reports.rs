@@ -151,15 +151,38 @@ pub struct DriftRow {
 #[derive(Debug, Default, Deserialize)]
 struct SyncTally {
     #[serde(default)]
-    added: u64,
+    added: Tally,
     #[serde(default)]
-    failed: Vec<serde::de::IgnoredAny>,
+    failed: Tally,
     #[serde(default)]
     marked_deleted: u64,
     #[serde(default)]
     marked_purged: u64,
     #[serde(default)]
     marked_live: u64,
+}
+
+/// How many: the shipped script lists what it added or could not add; a count is taken too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Tally {
+    Listed(Vec<serde::de::IgnoredAny>),
+    Counted(u64),
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally::Counted(0)
+    }
+}
+
+impl Tally {
+    fn count(&self) -> u64 {
+        match self {
+            Tally::Listed(l) => l.len() as u64,
+            Tally::Counted(n) => *n,
+        }
+    }
 }
 
 /// A report's rows.
@@ -191,7 +214,15 @@ impl Rows {
             Rows::Keys(r) => write(r, &["group_id", "group_name", "state", "held_by", "count"]),
             Rows::Rotation(r) => write(
                 r,
-                &["kid", "name", "group_id", "group_name", "finding", "at", "error"],
+                &[
+                    "kid",
+                    "name",
+                    "group_id",
+                    "group_name",
+                    "finding",
+                    "at",
+                    "error",
+                ],
             ),
             Rows::Failures(r) => write(
                 r,
@@ -293,7 +324,14 @@ pub async fn run(
                 rows.push(row(p.kid, p.name, p.group_id, finding, p.next_due, error));
             }
             for k in q::without_policy(&mut c, scope).await? {
-                rows.push(row(k.kid, k.name, k.group_id, Finding::NoPolicy, k.at, None));
+                rows.push(row(
+                    k.kid,
+                    k.name,
+                    k.group_id,
+                    Finding::NoPolicy,
+                    k.at,
+                    None,
+                ));
             }
             for k in q::deactivations_due(&mut c, scope, until).await? {
                 let f = Finding::DeactivationDue;
@@ -355,10 +393,11 @@ pub async fn run(
                             .and_then(|o| serde_json::from_value(o).ok())
                             .unwrap_or_default();
                         DriftRow {
-                            last_sync_at: run.map(|r| format_dsm(r.finished_at.unwrap_or(r.started_at))),
+                            last_sync_at: run
+                                .map(|r| format_dsm(r.finished_at.unwrap_or(r.started_at))),
                             last_sync_status: run.map(|r| r.status.clone()),
-                            keys_added: tally.added,
-                            keys_failed: tally.failed.len() as u64,
+                            keys_added: tally.added.count(),
+                            keys_failed: tally.failed.count(),
                             marked_deleted: tally.marked_deleted,
                             marked_purged: tally.marked_purged,
                             marked_live: tally.marked_live,

@@ -357,12 +357,14 @@ pub async fn list(
                 .ok_or_else(|| ApiError::field("obj_type", format!("'{t}' is not AES, RSA or EC")))
         })
         .transpose()?;
-    if q
-        .name_contains
+    if q.name_contains
         .as_ref()
         .is_some_and(|n| n.is_empty() || n.chars().count() > 256)
     {
-        return Err(ApiError::field("name_contains", "must be 1 to 256 characters"));
+        return Err(ApiError::field(
+            "name_contains",
+            "must be 1 to 256 characters",
+        ));
     }
     let now = state.now();
     let filter = ListFilter {

@@ -159,7 +159,9 @@ pub async fn without_policy(c: &mut Conn, s: Scope<'_>) -> Result<Vec<DatedKey>>
         .push_bind(s.now)
         .push(")");
     push_visible(&mut q, "s.group_id", s.visible);
-    q.push(" AND NOT EXISTS (SELECT 1 FROM rotation_policies p WHERE p.kid = s.kid) ORDER BY s.name");
+    q.push(
+        " AND NOT EXISTS (SELECT 1 FROM rotation_policies p WHERE p.kid = s.kid) ORDER BY s.name",
+    );
     Ok(q.build()
         .fetch_all(c)
         .await?
@@ -276,7 +278,8 @@ pub async fn last_runs(c: &mut Conn, s: Scope<'_>, workflow: &str) -> Result<Vec
         "SELECT * FROM workflow_runs w WHERE w.group_id IS NOT NULL AND w.workflow = ",
     );
     q.push_bind(workflow.to_string());
-    q.push(" AND w.account_id = ").push_bind(s.account_id.to_string());
+    q.push(" AND w.account_id = ")
+        .push_bind(s.account_id.to_string());
     push_visible(&mut q, "w.group_id", s.visible);
     q.push(
         " AND w.started_at = (SELECT MAX(x.started_at) FROM workflow_runs x \

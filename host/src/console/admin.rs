@@ -1,6 +1,6 @@
 //! Console pages of administration: workflows (shipped and the account's own versions, editing
 //! with compile errors shown where they are, versions, run history with step logs), the audit
-//! log with filters.
+//! log with filters, and the daemon's plugins (loaded, and skipped with the reason).
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{Flash, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
-use crate::api::{ApiError, AppState, audit, workflows};
+use crate::api::{ApiError, AppState, audit, plugins, workflows};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/console/workflows/{name}/restore", post(restore_workflow))
         .route("/console/audit", get(audit_log))
+        .route("/console/plugins", get(plugin_list))
 }
 
 fn failed(v: &Viewer, title: &str, section: &str, e: ApiError) -> Response {
@@ -295,4 +296,31 @@ async fn audit_log(
         }
     };
     page(&v, "Audit log", "audit", &Flash::default(), body)
+}
+
+async fn plugin_list(State(state): State<Arc<AppState>>, v: Viewer) -> Response {
+    let Json(p) = match plugins::list(State(state), v.caller.clone()).await {
+        Ok(p) => p,
+        Err(e) => return failed(&v, "Plugins", "plugins", e),
+    };
+    let body = html! {
+        h2 { "Loaded" }
+        table data-testid="plugins-table" {
+            thead { tr { th { "Name" } th { "Version" } th { "Interface" } th { "From" } th { "Description" } th { "SHA-256" } } }
+            tbody { @for x in &p.loaded {
+                tr data-testid="plugin-row" {
+                    td { (x.name) } td { (x.version) } td { code { (x.world) } } td { (x.origin) }
+                    td { (x.description.clone().unwrap_or_default()) } td { code .digest { (x.digest) } }
+                }
+            } }
+        }
+        h2 { "Skipped" }
+        @if p.skipped.is_empty() { p data-testid="no-skipped" { "Every file of the plugin directory loaded." } }
+        table data-testid="skipped-table" {
+            thead { tr { th { "File" } th { "Why it was not loaded" } } }
+            tbody { @for x in &p.skipped { tr data-testid="skipped-row" { td { (x.file) } td { (x.reason) } } } }
+        }
+        p { "A group attaches policy plugins under its Settings and policies tab." }
+    };
+    page(&v, "Plugins", "plugins", &Flash::default(), body)
 }

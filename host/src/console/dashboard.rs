@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use maud::{Markup, html};
 
 use super::charts::{self, Bar};
@@ -55,7 +55,13 @@ async fn figures(state: &AppState, v: &Viewer) -> Result<Figures, ApiError> {
     Ok(f)
 }
 
-fn tile(testid: &str, label: &str, value: impl std::fmt::Display, warn: bool, href: &str) -> Markup {
+fn tile(
+    testid: &str,
+    label: &str,
+    value: impl std::fmt::Display,
+    warn: bool,
+    href: &str,
+) -> Markup {
     html! {
         a .tile .warn[warn] href=(href) data-testid=(testid) {
             span .figure data-testid={ (testid) "-value" } { (value) }
@@ -71,22 +77,40 @@ fn csv_link(report: Report) -> Markup {
     }
 }
 
-async fn dashboard(State(state): State<Arc<AppState>>, v: Viewer, Query(flash): Query<Flash>) -> Response {
+async fn dashboard(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Query(flash): Query<Flash>,
+) -> Response {
     let f = match figures(&state, &v).await {
         Ok(f) => f,
         Err(e) => {
-            let flash = Flash { notice: None, error: Some(e.to_string()) };
+            let flash = Flash {
+                notice: None,
+                error: Some(e.to_string()),
+            };
             return page(&v, "Dashboard", "dashboard", &flash, html! {});
         }
     };
     let count = |finding: Finding| f.rotation.iter().filter(|r| r.finding == finding).count();
     let total: i64 = f.keys.iter().map(|k| k.count).sum();
-    let held = |h: HeldBy| f.keys.iter().filter(|k| k.held_by == h).map(|k| k.count).sum::<i64>();
+    let held = |h: HeldBy| {
+        f.keys
+            .iter()
+            .filter(|k| k.held_by == h)
+            .map(|k| k.count)
+            .sum::<i64>()
+    };
     let by_state: Vec<Bar> = KeyState::ALL
         .iter()
         .map(|s| Bar {
             label: s.as_str().to_string(),
-            value: f.keys.iter().filter(|k| k.state == s.as_str()).map(|k| k.count).sum(),
+            value: f
+                .keys
+                .iter()
+                .filter(|k| k.state == s.as_str())
+                .map(|k| k.count)
+                .sum(),
             class: s.as_str(),
         })
         .collect();
@@ -102,8 +126,16 @@ async fn dashboard(State(state): State<Arc<AppState>>, v: Viewer, Query(flash): 
         .into_iter()
         .map(|(name, (hsm, own))| {
             let parts = vec![
-                Bar { label: "HSM".into(), value: hsm, class: "hsm" },
-                Bar { label: "Keyward".into(), value: own, class: "keyward" },
+                Bar {
+                    label: "HSM".into(),
+                    value: hsm,
+                    class: "hsm",
+                },
+                Bar {
+                    label: "Keyward".into(),
+                    value: own,
+                    class: "keyward",
+                },
             ];
             (name.to_string(), parts)
         })
@@ -111,7 +143,11 @@ async fn dashboard(State(state): State<Arc<AppState>>, v: Viewer, Query(flash): 
     let ops: Vec<Bar> = f
         .usage
         .iter()
-        .map(|u| Bar { label: u.day.clone(), value: u.operations, class: "ops" })
+        .map(|u| Bar {
+            label: u.day.clone(),
+            value: u.operations,
+            class: "ops",
+        })
         .collect();
     let attention: Vec<&reports::RotationRow> = f
         .rotation
@@ -185,7 +221,11 @@ async fn dashboard(State(state): State<Arc<AppState>>, v: Viewer, Query(flash): 
 }
 
 /// A report as CSV, for the console's session (the API's answers the same with a token).
-async fn download(State(state): State<Arc<AppState>>, v: Viewer, Path(name): Path<String>) -> Response {
+async fn download(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Path(name): Path<String>,
+) -> Response {
     let Some(report) = Report::parse(&name) else {
         return ApiError::NotFound(format!("no report '{name}'")).into_response();
     };

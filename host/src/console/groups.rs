@@ -5,18 +5,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use maud::html;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{CsrfForm, Flash, Viewer, back, blank_is_none, csrf_field, page};
+use super::group_settings::policies_tab;
+use super::{CsrfForm, Flash, MultipartFields, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
-use crate::api::model::GroupOut;
+use crate::api::groups::GroupRequest;
+use crate::api::links::{ExternalKmsIn, TlsIn};
+use crate::api::model::{GroupOut, Removable};
 use crate::api::{ApiError, AppState, groups, hmg};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -57,33 +60,41 @@ pub struct LinkFields {
 }
 
 impl LinkFields {
-    fn to_api(&self, new: bool) -> Value {
-        let mut link = json!({"kind": "AzureManagedHsm"});
+    /// The API's `external_kms` of the form: empty fields left out, so an edit changes only
+    /// what was filled in. `tls` as given by `tls` (files and removals of the edit form).
+    fn to_api(&self, tls: Option<TlsIn>) -> ExternalKmsIn {
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let mut endpoints = serde_json::Map::new();
         for (k, v) in [
-            ("tenant_id", &self.tenant_id),
-            ("client_id", &self.client_id),
-            ("client_secret", &self.client_secret),
-            ("subscription_id", &self.subscription_id),
-            ("instance", &self.instance),
+            ("identity", &self.identity_endpoint),
+            ("management", &self.management_endpoint),
+            ("instance_suffix", &self.instance_suffix),
         ] {
-            if !blank_is_none(v).is_null() {
-                link[k] = blank_is_none(v);
+            if let Some(v) = opt(v) {
+                endpoints.insert(k.to_string(), Value::String(v));
             }
         }
-        let endpoints = json!({"identity": blank_is_none(&self.identity_endpoint),
-            "management": blank_is_none(&self.management_endpoint),
-            "instance_suffix": blank_is_none(&self.instance_suffix)});
-        if endpoints
-            .as_object()
-            .is_some_and(|o| o.values().any(|v| !v.is_null()))
-        {
-            link["endpoints"] = endpoints;
+        ExternalKmsIn {
+            kind: "AzureManagedHsm".into(),
+            tenant_id: opt(&self.tenant_id),
+            client_id: opt(&self.client_id),
+            client_secret: opt(&self.client_secret),
+            subscription_id: opt(&self.subscription_id),
+            instance: opt(&self.instance),
+            endpoints: (!endpoints.is_empty()).then_some(Value::Object(endpoints)),
+            tls,
         }
-        if !self.ca_pem.trim().is_empty() || !new {
-            link["tls"] = json!({"ca_pem": blank_is_none(&self.ca_pem),
-                "validate_hostname": self.validate_hostname.is_some()});
-        }
-        link
+    }
+
+    /// TLS of the Add group form: a pasted CA, if any.
+    fn pasted_tls(&self) -> Option<TlsIn> {
+        let ca = self.ca_pem.trim();
+        (!ca.is_empty()).then(|| TlsIn {
+            ca_pem: Some(Removable::Set(ca.to_string())),
+            client_cert: None,
+            client_key: None,
+            validate_hostname: Some(self.validate_hostname.is_some()),
+        })
     }
 }
 
@@ -178,14 +189,19 @@ async fn create(
     if let Err(r) = v.check(&g.csrf) {
         return r.into_response();
     }
-    let mut req = json!({"name": g.name, "description": blank_is_none(&g.description)});
-    if g.link.is_some() {
-        req["external_kms"] = g.fields.to_api(true);
-    }
-    let made = match serde_json::from_value(req) {
-        Ok(r) => groups::create(State(state), v.caller.clone(), Body(r)).await,
-        Err(e) => Err(ApiError::bad(e.to_string())),
+    let req = GroupRequest {
+        name: Some(g.name.clone()),
+        description: Some(g.description.trim().to_string()).filter(|d| !d.is_empty()),
+        cryptographic_policy: None,
+        key_metadata_policy: None,
+        custom_policies: None,
+        external_kms: g
+            .link
+            .is_some()
+            .then(|| Removable::Set(g.fields.to_api(g.fields.pasted_tls()))),
+        user_export: None,
     };
+    let made = groups::create(State(state), v.caller.clone(), Body(req)).await;
     match made {
         Ok((_, Json(g))) => back(
             &format!("/console/groups/{}?tab=hsm", g.group_id),
@@ -205,10 +221,7 @@ async fn check_new(
     if let Err(r) = v.check_header(&headers) {
         return r.into_response();
     }
-    let cfg = match serde_json::from_value(fields.to_api(true)) {
-        Ok(c) => c,
-        Err(e) => return ApiError::bad(e.to_string()).into_response(),
-    };
+    let cfg = fields.to_api(fields.pasted_tls());
     match hmg::check_config(State(state), v.caller.clone(), Body(cfg)).await {
         Ok(status) => status.into_response(),
         Err(e) => e.into_response(),
@@ -228,7 +241,7 @@ async fn detail(
     Path(id): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> Response {
-    let g: GroupOut = match groups::get(State(state), v.caller.clone(), Path(id)).await {
+    let g: GroupOut = match groups::get(State(state.clone()), v.caller.clone(), Path(id)).await {
         Ok(Json(g)) => g,
         Err(e) => return back("/console/groups", Err(e)),
     };
@@ -242,6 +255,7 @@ async fn detail(
             @if g.is_external {
                 a href={ "?tab=hsm" } aria-current=[(tab == "hsm").then_some("page")] data-testid="tab-hsm" { "HSM/KMS" }
             }
+            a href={ "?tab=policies" } aria-current=[(tab == "policies").then_some("page")] data-testid="tab-policies" { "Settings and policies" }
             a href={ "/console/keys?group_id=" (g.group_id) } data-testid="tab-keys" { "Security objects" }
         }
         @if tab == "hsm" && let Some(link) = &g.external_kms {
@@ -259,19 +273,31 @@ async fn detail(
                     dt { "Managed HSM" } dd data-testid="instance" { (link.config.instance.as_deref().unwrap_or("")) }
                     dt { "Client secret" } dd data-testid="secret-masked" { @if link.config.has_client_secret { "•••••••• (stored sealed; never shown)" } @else { "none" } }
                 }
-                form method="post" action={ "/console/groups/" (g.group_id) "/link" } data-testid="link-form" {
+                form method="post" action={ "/console/groups/" (g.group_id) "/link" } enctype="multipart/form-data" data-testid="link-form" {
                     (csrf_field(&v))
+                    label for="tenant_id" { "Tenant ID" }
+                    input id="tenant_id" name="tenant_id" value=(link.config.tenant_id.as_deref().unwrap_or("")) data-testid="tenant-id";
                     label for="client_id" { "Client ID" }
                     input id="client_id" name="client_id" value=(link.config.client_id.as_deref().unwrap_or("")) data-testid="client-id";
                     label for="client_secret" { "New client secret (empty: keep the stored one)" }
                     input id="client_secret" name="client_secret" type="password" autocomplete="off" data-testid="client-secret";
-                    fieldset {
+                    label for="subscription_id" { "Subscription ID" }
+                    input id="subscription_id" name="subscription_id" value=(link.config.subscription_id.as_deref().unwrap_or("")) data-testid="subscription-id";
+                    @let tls = link.config.tls.as_ref();
+                    fieldset data-testid="tls-settings" {
                         legend { "TLS" }
-                        label for="ca_pem" { "Custom CA (PEM); empty: the public roots" }
-                        textarea id="ca_pem" name="ca_pem" rows="4" data-testid="ca-pem" {
-                            (link.config.tls.as_ref().and_then(|t| t.ca_pem.as_deref()).unwrap_or(""))
-                        }
-                        label { input type="checkbox" name="validate_hostname" checked[link.config.tls.as_ref().is_none_or(|t| t.validate_hostname)]; " Validate host names" }
+                        p data-testid="tls-trust" { @if tls.and_then(|t| t.ca_pem.as_ref()).is_some() { "Trusts a custom CA." } @else { "Trusts the public roots." } }
+                        label for="ca_pem" { "Custom CA (PEM): paste it, or upload the file below; empty: as it is" }
+                        textarea id="ca_pem" name="ca_pem" rows="4" data-testid="ca-pem" {}
+                        input name="ca_file" type="file" accept=".pem,.crt,.cer" aria-label="CA file" data-testid="ca-file";
+                        label { input type="checkbox" name="public_roots" value="on" data-testid="public-roots"; " Trust the public roots again (remove the custom CA)" }
+                        p data-testid="client-cert-state" { @if tls.and_then(|t| t.client_cert.as_ref()).is_some() { "A client certificate is set (its key is stored sealed)." } @else { "No client certificate." } }
+                        label for="client_cert" { "Client certificate (PEM file)" }
+                        input id="client_cert" name="client_cert" type="file" data-testid="client-cert-file";
+                        label for="client_key" { "Its private key (PEM file)" }
+                        input id="client_key" name="client_key" type="file" data-testid="client-key-file";
+                        label { input type="checkbox" name="remove_client_cert" value="on" data-testid="remove-client-cert"; " Remove the client certificate" }
+                        label { input type="checkbox" name="validate_hostname" value="on" checked[tls.is_none_or(|t| t.validate_hostname)]; " Validate host names" }
                     }
                     button type="submit" data-testid="save-link" { "Save" }
                 }
@@ -284,6 +310,8 @@ async fn detail(
                 }
                 p data-testid="sync-progress" aria-live="polite" {}
             }
+        } @else if tab == "policies" {
+            (policies_tab(&state, &v, &g))
         } @else {
             dl data-testid="info-tab" {
                 dt { "Name" } dd data-testid="group-name" { (g.name) }
@@ -296,27 +324,67 @@ async fn detail(
     page(&v, &g.name, "groups", &q.flash, body)
 }
 
-#[derive(Deserialize)]
-struct LinkEdit {
-    csrf: String,
-    #[serde(flatten)]
-    fields: LinkFields,
+/// The TLS part of the link edit form: pasted or uploaded CA, the public roots again, a
+/// client certificate and key from files, or their removal.
+fn tls_edit(f: &MultipartFields) -> Result<TlsIn, ApiError> {
+    let pasted = f.text("ca_pem");
+    let uploaded = f.file_text("ca_file")?;
+    let ca_pem = match (f.ticked("public_roots"), pasted.is_empty(), uploaded) {
+        (true, _, _) => Some(Removable::Remove),
+        (false, _, Some(file)) => Some(Removable::Set(file)),
+        (false, false, None) => Some(Removable::Set(pasted)),
+        (false, true, None) => None,
+    };
+    let cert = f.file_text("client_cert")?;
+    let key = f.file_text("client_key")?;
+    let client_cert = if f.ticked("remove_client_cert") {
+        Some(Removable::Remove)
+    } else {
+        cert.map(Removable::Set)
+    };
+    Ok(TlsIn {
+        ca_pem,
+        client_cert,
+        client_key: key,
+        validate_hostname: Some(f.ticked("validate_hostname")),
+    })
 }
 
 async fn save_link(
     State(state): State<Arc<AppState>>,
     v: Viewer,
     Path(id): Path<String>,
-    Form(f): Form<LinkEdit>,
+    form: Multipart,
 ) -> Response {
-    if let Err(r) = v.check(&f.csrf) {
+    let to = format!("/console/groups/{id}?tab=hsm");
+    let f = match MultipartFields::read(form).await {
+        Ok(f) => f,
+        Err(e) => return back(&to, Err(e)),
+    };
+    if let Err(r) = v.check(&f.text("csrf")) {
         return r.into_response();
     }
-    let to = format!("/console/groups/{id}?tab=hsm");
-    let req = json!({"external_kms": f.fields.to_api(false)});
-    let done = match serde_json::from_value(req) {
-        Ok(r) => groups::update(State(state), v.caller.clone(), Path(id), Body(r)).await,
-        Err(e) => Err(ApiError::bad(e.to_string())),
+    let fields = LinkFields {
+        tenant_id: f.text("tenant_id"),
+        client_id: f.text("client_id"),
+        client_secret: f.text("client_secret"),
+        subscription_id: f.text("subscription_id"),
+        ..LinkFields::default()
+    };
+    let done = match tls_edit(&f) {
+        Ok(tls) => {
+            let req = GroupRequest {
+                name: None,
+                description: None,
+                cryptographic_policy: None,
+                key_metadata_policy: None,
+                custom_policies: None,
+                external_kms: Some(Removable::Set(fields.to_api(Some(tls)))),
+                user_export: None,
+            };
+            groups::update(State(state), v.caller.clone(), Path(id), Body(req)).await
+        }
+        Err(e) => Err(e),
     };
     back(&to, done.map(|_| "Link saved".to_string()))
 }

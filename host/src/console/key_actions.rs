@@ -13,9 +13,9 @@ use axum::{Form, Json, Router};
 
 use super::back;
 use super::key_forms::form_time;
-use super::Viewer;
-use crate::api::extract::Body;
+use super::{FormFields, Viewer};
 use crate::api::external_keys::{Confirm, CopyRequest};
+use crate::api::extract::Body;
 use crate::api::keys::KeyUpdate;
 use crate::api::model::{KeyDescriptor, Removable};
 use crate::api::rotation::RekeyRequest;
@@ -28,29 +28,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/console/keys/{kid}/{action}", post(act))
 }
 
-/// A submitted form: fields may repeat (checkboxes).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn get(&self, k: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
-    }
-
-    fn ticked(&self, k: &str) -> bool {
-        self.get(k).is_some()
-    }
-}
-
 /// The rotation policy of the F25 form.
-fn policy(f: &Fields) -> Result<RotationPolicy, ApiError> {
+fn policy(f: &FormFields) -> Result<RotationPolicy, ApiError> {
     let every = || {
         f.get("every")
             .ok_or_else(|| ApiError::field("every", "how often: a number"))?
@@ -63,13 +42,18 @@ fn policy(f: &Fields) -> Result<RotationPolicy, ApiError> {
             .map(|t| parse_form(&t).map_err(|e| ApiError::field("effective_at", e)))
             .transpose()?,
         deactivate_rotated_key: f.ticked("deactivate_rotated_key"),
-        rotate_copied_keys: f.ticked("rotate_copied_keys").then_some(CopySelection::AllExternal),
+        rotate_copied_keys: f
+            .ticked("rotate_copied_keys")
+            .then_some(CopySelection::AllExternal),
         ..RawPolicy::default()
     };
     match f.get("unit").as_deref() {
         Some("months") => raw.interval_months = Some(every()?),
         Some("cron") => {
-            raw.cron = Some(f.get("cron").ok_or_else(|| ApiError::field("cron", "give the cron expression"))?);
+            raw.cron = Some(
+                f.get("cron")
+                    .ok_or_else(|| ApiError::field("cron", "give the cron expression"))?,
+            );
             raw.time_zone = f.get("time_zone");
         }
         _ => raw.interval_days = Some(every()?),
@@ -83,7 +67,7 @@ async fn act(
     Path((kid, action)): Path<(String, String)>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let f = Fields(form);
+    let f = FormFields(form);
     if let Err(r) = v.check(&f.get("csrf").unwrap_or_default()) {
         return r.into_response();
     }
@@ -92,9 +76,13 @@ async fn act(
     let c = v.caller.clone();
     let s = State(state);
     let p = Path(kid.clone());
-    let confirm = Confirm { confirm: Some(f.ticked("confirm")) };
+    let confirm = Confirm {
+        confirm: Some(f.ticked("confirm")),
+    };
     let outcome: Result<(String, String), ApiError> = match action.as_str() {
-        "deactivate" => keys::deactivate(s, c, p).await.map(|_| (here.clone(), "Deactivated".into())),
+        "deactivate" => keys::deactivate(s, c, p)
+            .await
+            .map(|_| (here.clone(), "Deactivated".into())),
         "recover" => external_keys::recover(s, c, p)
             .await
             .map(|_| (tab("azure"), "Recovered in Azure".into())),
@@ -107,18 +95,25 @@ async fn act(
         "purge" => external_keys::purge(s, c, p, Body(confirm))
             .await
             .map(|_| (tab("azure"), "Purged in Azure".into())),
-        "delete" => keys::delete(s, c, p).await.map(|_| ("/console/keys".to_string(), "Deleted".into())),
+        "delete" => keys::delete(s, c, p)
+            .await
+            .map(|_| ("/console/keys".to_string(), "Deleted".into())),
         "tag_set" | "tag_remove" => {
             let tag = f.get("tag").unwrap_or_default();
             let mut edits = TagEdits::default();
             let done = if action == "tag_set" {
-                edits.set.insert(tag.clone(), f.get("value").unwrap_or_default());
+                edits
+                    .set
+                    .insert(tag.clone(), f.get("value").unwrap_or_default());
                 format!("Tag {tag} saved")
             } else {
                 edits.remove.push(tag.clone());
                 format!("Tag {tag} removed")
             };
-            let change = KeyChange { tag_edits: Some(edits), ..Default::default() };
+            let change = KeyChange {
+                tag_edits: Some(edits),
+                ..Default::default()
+            };
             s.0.keys
                 .update(&c.access, &kid, change)
                 .await
@@ -127,10 +122,12 @@ async fn act(
         }
         "update" => {
             let time = |field: &str| -> Result<Option<Removable<String>>, ApiError> {
-                Ok(Some(match form_time(field, &f.get(field).unwrap_or_default())? {
-                    Some(t) => Removable::Set(t),
-                    None => Removable::Remove,
-                }))
+                Ok(Some(
+                    match form_time(field, &f.get(field).unwrap_or_default())? {
+                        Some(t) => Removable::Set(t),
+                        None => Removable::Remove,
+                    },
+                ))
             };
             let update = (|| {
                 Ok::<_, ApiError>(KeyUpdate {
@@ -153,7 +150,11 @@ async fn act(
             }
         }
         "policy" | "policy_remove" => {
-            let set = if action == "policy" { policy(&f).map(Removable::Set) } else { Ok(Removable::Remove) };
+            let set = if action == "policy" {
+                policy(&f).map(Removable::Set)
+            } else {
+                Ok(Removable::Remove)
+            };
             match set {
                 Ok(rp) => {
                     let u = KeyUpdate {
@@ -176,7 +177,10 @@ async fn act(
         }
         "copy" => {
             let req = CopyRequest {
-                key: KeyDescriptor { kid: Some(kid.clone()), name: None },
+                key: KeyDescriptor {
+                    kid: Some(kid.clone()),
+                    name: None,
+                },
                 group_id: f.get("group_id").unwrap_or_default(),
                 name: f.get("name"),
                 key_ops: Some(f.all("key_ops")),
@@ -186,21 +190,33 @@ async fn act(
                 deactivation_date: None,
                 custom_metadata: None,
             };
-            external_keys::copy(s, c, Body(req)).await.map(|(_, Json(o))| {
-                (format!("/console/keys/{}", o.kid), format!("Copied as {}", o.name))
-            })
+            external_keys::copy(s, c, Body(req))
+                .await
+                .map(|(_, Json(o))| {
+                    (
+                        format!("/console/keys/{}", o.kid),
+                        format!("Copied as {}", o.name),
+                    )
+                })
         }
         "rotate" => {
             let copies = f.all("copy");
             let req = RekeyRequest {
                 rotate_copied_keys: (!copies.is_empty()).then_some(CopySelection::Select(copies)),
-                rotate_from: f.get("rotate_from").map(|k| KeyDescriptor { kid: Some(k), name: None }),
+                rotate_from: f.get("rotate_from").map(|k| KeyDescriptor {
+                    kid: Some(k),
+                    name: None,
+                }),
                 ..RekeyRequest::default()
             };
             rotation::rekey_key(&s.0, &c, KeyRef::Kid(kid.clone()), req)
                 .await
                 .map(|(_, Json(o))| {
-                    let failed = o.rotated_copies.iter().filter(|c| c.error.is_some()).count();
+                    let failed = o
+                        .rotated_copies
+                        .iter()
+                        .filter(|c| c.error.is_some())
+                        .count();
                     (
                         format!("/console/keys/{}", o.key.kid),
                         format!(

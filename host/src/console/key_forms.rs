@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use axum::extract::{Multipart, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use axum::routing::get;
+use axum::{Json, Router};
 use maud::{Markup, html};
 
 use super::keys::group_names;
-use super::{Flash, Viewer, back, csrf_field, page};
+use super::{Flash, MultipartFields, Viewer, back, csrf_field, page};
 use crate::api::extract::Body;
 use crate::api::keys::{KeyRequest, WrappingMode};
 use crate::api::model::KeyDescriptor;
@@ -28,16 +28,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/console/keys/new", get(new).post(create))
 }
 
-/// The operations a person picks from (APPMANAGEABLE is DSM's, for applications).
-pub const PICKABLE_OPS: [KeyOp; 7] = [
-    KeyOp::Encrypt,
-    KeyOp::Decrypt,
-    KeyOp::WrapKey,
-    KeyOp::UnwrapKey,
-    KeyOp::Sign,
-    KeyOp::Verify,
-    KeyOp::Export,
-];
+/// The operations a person picks from: all of DSM's that Keyward has.
+pub const PICKABLE_OPS: [KeyOp; 8] = KeyOp::ALL;
 
 /// Checkboxes of operations, `checked` ticked.
 pub fn ops_boxes(name: &str, checked: &[String], only: Option<&[String]>) -> Markup {
@@ -57,7 +49,10 @@ pub fn parse_tags(text: &str) -> Result<Option<BTreeMap<String, String>>, ApiErr
     let mut tags = BTreeMap::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (k, v) = line.split_once('=').ok_or_else(|| {
-            ApiError::field("custom_metadata", format!("'{line}': write a tag as name=value"))
+            ApiError::field(
+                "custom_metadata",
+                format!("'{line}': write a tag as name=value"),
+            )
         })?;
         tags.insert(k.trim().to_string(), v.trim().to_string());
     }
@@ -146,45 +141,6 @@ async fn new(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Flas
     page(&v, "Add security object", "keys", &f, body)
 }
 
-/// A multipart form's fields: text fields may repeat (checkboxes), files are bytes.
-struct Fields(Vec<(String, Vec<u8>)>);
-
-impl Fields {
-    async fn read(mut form: Multipart) -> Result<Fields, ApiError> {
-        let mut fields = Vec::new();
-        while let Some(f) = form.next_field().await.map_err(|e| ApiError::bad(e.to_string()))? {
-            let name = f.name().unwrap_or_default().to_string();
-            let bytes = f.bytes().await.map_err(|e| ApiError::bad(e.to_string()))?;
-            fields.push((name, bytes.to_vec()));
-        }
-        Ok(Fields(fields))
-    }
-
-    fn text(&self, k: &str) -> String {
-        self.0
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
-            .unwrap_or_default()
-    }
-
-    fn opt(&self, k: &str) -> Option<String> {
-        Some(self.text(k)).filter(|t| !t.is_empty())
-    }
-
-    fn all(&self, k: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-            .collect()
-    }
-
-    fn bytes(&self, k: &str) -> &[u8] {
-        self.0.iter().find(|(n, _)| n == k).map_or(&[], |(_, v)| v)
-    }
-}
-
 /// The ticked operations the type has: one form serves every type, and the operations ticked
 /// by default include some that, say, EC keys do not have.
 fn ops_for_type(obj_type: &str, ticked: Vec<String>) -> Vec<String> {
@@ -198,11 +154,14 @@ fn ops_for_type(obj_type: &str, ticked: Vec<String>) -> Vec<String> {
 }
 
 /// The API request the form describes, and whether it imports.
-fn request(f: &Fields) -> Result<(KeyRequest, bool), ApiError> {
+fn request(f: &MultipartFields) -> Result<(KeyRequest, bool), ApiError> {
     let size = f
         .opt("key_size")
         .filter(|_| f.text("obj_type") != "EC")
-        .map(|s| s.parse::<u32>().map_err(|_| ApiError::field("key_size", "must be a number")))
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| ApiError::field("key_size", "must be a number"))
+        })
         .transpose()?;
     let mut req = KeyRequest {
         name: f.opt("name"),
@@ -228,12 +187,21 @@ fn request(f: &Fields) -> Result<(KeyRequest, bool), ApiError> {
         let format = MaterialFormat::parse(&f.text("format")).unwrap_or(MaterialFormat::Auto);
         if let Some(kek) = f.opt("kek") {
             if format == MaterialFormat::Pem {
-                return Err(ApiError::field("format", "wrapped material is not PEM: give raw, base64 or hex"));
+                return Err(ApiError::field(
+                    "format",
+                    "wrapped material is not PEM: give raw, base64 or hex",
+                ));
             }
             req.wrapped_by = Some(if is_id(&kek) {
-                KeyDescriptor { kid: Some(kek), name: None }
+                KeyDescriptor {
+                    kid: Some(kek),
+                    name: None,
+                }
             } else {
-                KeyDescriptor { kid: None, name: Some(kek) }
+                KeyDescriptor {
+                    kid: None,
+                    name: Some(kek),
+                }
             });
             req.wrapping_mode = f.opt("wrapping_mode").map(WrappingMode::Aes);
         }
@@ -246,7 +214,7 @@ fn request(f: &Fields) -> Result<(KeyRequest, bool), ApiError> {
 }
 
 async fn create(State(state): State<Arc<AppState>>, v: Viewer, form: Multipart) -> Response {
-    let fields = match Fields::read(form).await {
+    let fields = match MultipartFields::read(form).await {
         Ok(f) => f,
         Err(e) => return back("/console/keys/new", Err(e)),
     };
@@ -273,7 +241,9 @@ mod tests {
 
     #[test]
     fn tags_are_lines_of_name_equals_value() {
-        let t = parse_tags("owner = payments\n\ncost-center=42\n").unwrap().unwrap();
+        let t = parse_tags("owner = payments\n\ncost-center=42\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(t["owner"], "payments");
         assert_eq!(t["cost-center"], "42");
         assert!(parse_tags("  \n").unwrap().is_none());
@@ -282,7 +252,10 @@ mod tests {
 
     #[test]
     fn form_times_are_utc_dsm_times() {
-        assert_eq!(form_time("x", "2026-01-01T00:00").unwrap().as_deref(), Some("20260101T000000Z"));
+        assert_eq!(
+            form_time("x", "2026-01-01T00:00").unwrap().as_deref(),
+            Some("20260101T000000Z")
+        );
         assert_eq!(form_time("x", "").unwrap(), None);
         assert!(form_time("x", "tomorrow").is_err());
     }

@@ -78,10 +78,10 @@ pub async fn group_names(state: &Arc<AppState>, v: &Viewer) -> Vec<GroupOut> {
 
 /// A group's name; one the viewer cannot see is not shown by its id.
 pub fn group_label(groups: &[GroupOut], id: &str) -> String {
-    groups
-        .iter()
-        .find(|g| g.group_id == id)
-        .map_or_else(|| "(a group you cannot see)".to_string(), |g| g.name.clone())
+    groups.iter().find(|g| g.group_id == id).map_or_else(
+        || "(a group you cannot see)".to_string(),
+        |g| g.name.clone(),
+    )
 }
 
 fn opt(s: &Option<String>) -> Option<String> {
@@ -185,7 +185,14 @@ struct DetailQuery {
     flash: Flash,
 }
 
-pub fn action(v: &Viewer, kid: &str, name: &str, label: &str, enabled: bool, extra: Markup) -> Markup {
+pub fn action(
+    v: &Viewer,
+    kid: &str,
+    name: &str,
+    label: &str,
+    enabled: bool,
+    extra: Markup,
+) -> Markup {
     html! {
         form method="post" action={ "/console/keys/" (kid) "/" (name) } .action data-testid={ "form-" (name) } {
             (csrf_field(v))
@@ -197,7 +204,10 @@ pub fn action(v: &Viewer, kid: &str, name: &str, label: &str, enabled: bool, ext
 
 /// A DSM time of the API as a `datetime-local` value.
 fn form_value(t: &Option<String>) -> String {
-    t.as_deref().and_then(|t| parse_dsm(t).ok()).map(format_form).unwrap_or_default()
+    t.as_deref()
+        .and_then(|t| parse_dsm(t).ok())
+        .map(format_form)
+        .unwrap_or_default()
 }
 
 /// The names of keys the viewer can see, by id (for links shown by name).
@@ -214,7 +224,11 @@ async fn key_names(state: &Arc<AppState>, v: &Viewer, kids: &[String]) -> Vec<(S
 }
 
 /// Keys of the viewer's regular groups, by group then name: the rotation source picker.
-async fn catalog_keys(state: &Arc<AppState>, v: &Viewer, groups: &[GroupOut]) -> Vec<(String, Vec<SobjectOut>)> {
+async fn catalog_keys(
+    state: &Arc<AppState>,
+    v: &Viewer,
+    groups: &[GroupOut],
+) -> Vec<(String, Vec<SobjectOut>)> {
     let mut out = Vec::new();
     for g in groups.iter().filter(|g| !g.is_external) {
         let query = keys::ListQuery {
@@ -228,7 +242,8 @@ async fn catalog_keys(state: &Arc<AppState>, v: &Viewer, groups: &[GroupOut]) ->
             offset: None,
             sort: None,
         };
-        if let Ok((_, Json(found))) = keys::list(State(state.clone()), v.caller.clone(), Ok(Query(query))).await
+        if let Ok((_, Json(found))) =
+            keys::list(State(state.clone()), v.caller.clone(), Ok(Query(query))).await
             && !found.is_empty()
         {
             out.push((g.name.clone(), found));
@@ -262,7 +277,12 @@ async fn detail(
         Some(s) => key_names(&state, &v, std::slice::from_ref(s)).await.pop(),
         None => None,
     };
-    let copy_name = |kid: &str| copies.iter().find(|(k, _)| k == kid).map_or(kid.to_string(), |(_, n)| n.clone());
+    let copy_name = |kid: &str| {
+        copies
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map_or(kid.to_string(), |(_, n)| n.clone())
+    };
     let history = match tab {
         "rotation" => rotation::history(State(state.clone()), v.caller.clone(), Path(kid.clone()))
             .await
@@ -451,7 +471,11 @@ fn policy_text(o: &SobjectOut) -> String {
 
 /// F25: frequency, start, "deactivate the original", "rotate all copied keys".
 fn policy_form(v: &Viewer, o: &SobjectOut) -> Markup {
-    let raw = o.rotation_policy.clone().map(RawPolicy::from).unwrap_or_default();
+    let raw = o
+        .rotation_policy
+        .clone()
+        .map(RawPolicy::from)
+        .unwrap_or_default();
     let (unit, every) = match (raw.interval_days, raw.interval_months, &raw.cron) {
         (Some(d), _, _) => ("days", d.to_string()),
         (_, Some(m), _) => ("months", m.to_string()),

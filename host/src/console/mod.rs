@@ -7,7 +7,8 @@
 //! project's own: test connection and sync progress.
 //!
 //! - `dashboard` (the start page) and `charts`: key health at a glance, as SVG drawn here.
-//! - `groups`: groups, adding one with its Azure link, the HSM/KMS tab, test, sync.
+//! - `groups`: groups, adding one with its Azure link, the HSM/KMS tab (TLS files, client
+//!   certificate), test, sync; `group_settings`: policies as forms, attached plugins, export.
 //! - `keys`: the security objects table and the key detail tabs; `key_forms`: adding keys
 //!   (every field, file upload, KEK); `key_actions`: the key page's actions.
 //! - `admin`: workflows (editing with compile errors shown), audit log.
@@ -19,6 +20,7 @@ mod admin;
 mod automation;
 mod charts;
 mod dashboard;
+mod group_settings;
 mod groups;
 mod key_actions;
 mod key_forms;
@@ -67,6 +69,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/static/console.css", get(style))
         .merge(dashboard::routes())
         .merge(groups::routes())
+        .merge(group_settings::routes())
         .merge(keys::routes())
         .merge(key_forms::routes())
         .merge(key_actions::routes())
@@ -226,6 +229,7 @@ pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> 
         ("webhooks", "Webhooks"),
         ("users", "Users"),
         ("accounts", "Accounts"),
+        ("plugins", "Plugins"),
         ("apps", "Applications"),
         ("audit", "Audit log"),
     ];
@@ -360,6 +364,97 @@ async fn login(
 #[derive(Deserialize)]
 pub struct CsrfForm {
     pub csrf: String,
+}
+
+/// A submitted form (`application/x-www-form-urlencoded`), whose fields may repeat
+/// (checkboxes). Blank fields read as absent.
+pub struct FormFields(pub Vec<(String, String)>);
+
+impl FormFields {
+    pub fn get(&self, k: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn ticked(&self, k: &str) -> bool {
+        self.get(k).is_some()
+    }
+
+    /// Checks the form's CSRF token.
+    pub fn csrf(&self, v: &Viewer) -> Result<(), Refused> {
+        v.check(&self.get("csrf").unwrap_or_default())
+    }
+}
+
+/// A submitted `multipart/form-data` form: text fields (which may repeat) and files.
+pub struct MultipartFields(Vec<(String, Vec<u8>)>);
+
+impl MultipartFields {
+    pub async fn read(mut form: axum::extract::Multipart) -> Result<MultipartFields, ApiError> {
+        let mut fields = Vec::new();
+        while let Some(f) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad(e.to_string()))?
+        {
+            let name = f.name().unwrap_or_default().to_string();
+            let bytes = f.bytes().await.map_err(|e| ApiError::bad(e.to_string()))?;
+            fields.push((name, bytes.to_vec()));
+        }
+        Ok(MultipartFields(fields))
+    }
+
+    /// A text field, trimmed (empty when absent).
+    pub fn text(&self, k: &str) -> String {
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn opt(&self, k: &str) -> Option<String> {
+        Some(self.text(k)).filter(|t| !t.is_empty())
+    }
+
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .collect()
+    }
+
+    pub fn ticked(&self, k: &str) -> bool {
+        self.opt(k).is_some()
+    }
+
+    /// A file's bytes (empty when no file was chosen).
+    pub fn bytes(&self, k: &str) -> &[u8] {
+        self.0.iter().find(|(n, _)| n == k).map_or(&[], |(_, v)| v)
+    }
+
+    /// An uploaded text file (PEM), or none when no file was chosen.
+    pub fn file_text(&self, k: &str) -> Result<Option<String>, ApiError> {
+        let b = self.bytes(k);
+        if b.is_empty() {
+            return Ok(None);
+        }
+        String::from_utf8(b.to_vec())
+            .map(Some)
+            .map_err(|_| ApiError::field(k, "the file is not text (PEM)"))
+    }
 }
 
 /// A form field as an optional API value: empty means absent.

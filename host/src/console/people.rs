@@ -15,7 +15,7 @@ use axum::{Form, Json, Router};
 use maud::{Markup, html};
 
 use super::keys::{group_label, group_names};
-use super::{Flash, Viewer, back, csrf_field, page};
+use super::{Flash, FormFields, Viewer, back, csrf_field, page};
 use crate::api::accounts::AccountRequest;
 use crate::api::apps::AppRequest;
 use crate::api::extract::Body;
@@ -35,27 +35,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/apps/{id}", get(app_detail).post(app_edit))
 }
 
-/// A submitted form: fields may repeat (checkboxes).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn get(&self, k: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
-    }
-
-    fn csrf(&self, v: &Viewer) -> Result<(), Response> {
-        v.check(&self.get("csrf").unwrap_or_default()).map_err(IntoResponse::into_response)
-    }
-}
-
 fn empty_app_request() -> AppRequest {
     AppRequest {
         name: None,
@@ -71,8 +50,15 @@ fn empty_app_request() -> AppRequest {
 
 // ---- accounts ----
 
-async fn account_list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Flash>) -> Response {
-    let list = accounts::list(State(state), v.caller.clone()).await.map(|Json(l)| l).unwrap_or_default();
+async fn account_list(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Query(f): Query<Flash>,
+) -> Response {
+    let list = accounts::list(State(state), v.caller.clone())
+        .await
+        .map(|Json(l)| l)
+        .unwrap_or_default();
     let current = v.caller.account().to_string();
     let body = html! {
         table data-testid="accounts-table" {
@@ -105,27 +91,44 @@ async fn account_list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Q
     page(&v, "Accounts", "accounts", &f, body)
 }
 
-async fn account_create(State(state): State<Arc<AppState>>, v: Viewer, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let f = Fields(form);
+async fn account_create(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
-    let req = AccountRequest { name: f.get("name"), description: f.get("description"), cryptographic_policy: None };
+    let req = AccountRequest {
+        name: f.get("name"),
+        description: f.get("description"),
+        cryptographic_policy: None,
+    };
     let done = accounts::create(State(state), v.caller.clone(), Body(req)).await;
-    back("/console/accounts", done.map(|(_, Json(a))| format!("Account {} created; you administer it", a.name)))
+    back(
+        "/console/accounts",
+        done.map(|(_, Json(a))| format!("Account {} created; you administer it", a.name)),
+    )
 }
 
 /// Moves the console's session to another of the user's accounts (the API's own call).
-async fn account_switch(State(state): State<Arc<AppState>>, v: Viewer, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let f = Fields(form);
+async fn account_switch(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
     let mut headers = HeaderMap::new();
     if let Ok(h) = HeaderValue::from_str(&format!("Bearer {}", v.caller.token)) {
         headers.insert(axum::http::header::AUTHORIZATION, h);
     }
-    let req = SelectAccount { acct_id: f.get("acct_id").unwrap_or_default() };
+    let req = SelectAccount {
+        acct_id: f.get("acct_id").unwrap_or_default(),
+    };
     match session::select_account(State(state), headers, Body(req)).await {
         Ok(_) => back("/console/dashboard", Ok("Switched account".into())),
         Err(e) => back("/console/accounts", Err(e)),
@@ -153,10 +156,25 @@ fn role_name(flags: &[&str]) -> &'static str {
     }
 }
 
-async fn user_list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Flash>) -> Response {
+async fn user_list(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Query(f): Query<Flash>,
+) -> Response {
     let list = match users::list(State(state.clone()), v.caller.clone()).await {
         Ok(Json(l)) => l,
-        Err(e) => return page(&v, "Users", "users", &Flash { notice: None, error: Some(e.to_string()) }, html! {}),
+        Err(e) => {
+            return page(
+                &v,
+                "Users",
+                "users",
+                &Flash {
+                    notice: None,
+                    error: Some(e.to_string()),
+                },
+                html! {},
+            );
+        }
     };
     let groups = group_names(&state, &v).await;
     let me = v.caller.principal().id().to_string();
@@ -243,10 +261,14 @@ fn group_select(groups: &[GroupOut], name: &str, testid: &str) -> Markup {
     }
 }
 
-async fn user_invite(State(state): State<Arc<AppState>>, v: Viewer, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let f = Fields(form);
+async fn user_invite(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
     let mut groups = BTreeMap::new();
     if let Some(g) = f.get("group_id") {
@@ -261,7 +283,10 @@ async fn user_invite(State(state): State<Arc<AppState>>, v: Viewer, Form(form): 
         groups,
     };
     let done = users::invite(State(state), v.caller.clone(), Body(req)).await;
-    back("/console/users", done.map(|(_, Json(u))| format!("{} invited", u.user_email)))
+    back(
+        "/console/users",
+        done.map(|(_, Json(u))| format!("{} invited", u.user_email)),
+    )
 }
 
 async fn user_edit(
@@ -270,9 +295,9 @@ async fn user_edit(
     Path(id): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let f = Fields(form);
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
     let mut req = UserUpdate {
         account_role: None,
@@ -286,19 +311,26 @@ async fn user_edit(
     match f.get("op").as_deref() {
         Some("remove") => {
             let done = users::remove(State(state), v.caller.clone(), Path(id)).await;
-            return back("/console/users", done.map(|_| "User removed from the account".to_string()));
+            return back(
+                "/console/users",
+                done.map(|_| "User removed from the account".to_string()),
+            );
         }
         Some("role") => req.account_role = f.get("account_role").map(RoleIn::Name),
         Some("group") => {
             if let Some(g) = f.get("group_id") {
-                req.add_groups.insert(g, f.get("group_role").unwrap_or_else(|| "auditor".into()));
+                req.add_groups
+                    .insert(g, f.get("group_role").unwrap_or_else(|| "auditor".into()));
             }
         }
         Some("ungroup") => req.del_groups = f.all("group_id"),
         _ => return back("/console/users", Err(ApiError::bad("unknown change"))),
     }
     let done = users::update(State(state), v.caller.clone(), Path(id), Body(req)).await;
-    back("/console/users", done.map(|Json(u)| format!("{} updated", u.user_email)))
+    back(
+        "/console/users",
+        done.map(|Json(u)| format!("{} updated", u.user_email)),
+    )
 }
 
 // ---- applications ----
@@ -314,13 +346,20 @@ fn permission_boxes(group: &str, checked: &[Permission]) -> Markup {
 }
 
 /// Group → permissions from `perm:<group>` checkboxes, for the groups in `groups`.
-fn permissions_of(f: &Fields, groups: &[String]) -> Result<BTreeMap<String, Vec<Permission>>, ApiError> {
+fn permissions_of(
+    f: &FormFields,
+    groups: &[String],
+) -> Result<BTreeMap<String, Vec<Permission>>, ApiError> {
     let mut out = BTreeMap::new();
     for g in groups {
         let ps = f
             .all(&format!("perm:{g}"))
             .iter()
-            .map(|p| AppPermission::parse(p).map(Permission).ok_or_else(|| ApiError::field("permissions", format!("'{p}' is not a permission"))))
+            .map(|p| {
+                AppPermission::parse(p).map(Permission).ok_or_else(|| {
+                    ApiError::field("permissions", format!("'{p}' is not a permission"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         out.insert(g.clone(), ps);
     }
@@ -335,8 +374,15 @@ fn app_groups(a: &AppOut, groups: &[GroupOut]) -> Markup {
     }
 }
 
-async fn app_list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Flash>) -> Response {
-    let list = apps::list(State(state.clone()), v.caller.clone()).await.map(|Json(l)| l).unwrap_or_default();
+async fn app_list(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Query(f): Query<Flash>,
+) -> Response {
+    let list = apps::list(State(state.clone()), v.caller.clone())
+        .await
+        .map(|Json(l)| l)
+        .unwrap_or_default();
     let groups = group_names(&state, &v).await;
     let body = html! {
         table data-testid="apps-table" {
@@ -379,10 +425,14 @@ fn secret_page(v: &Viewer, a: &AppOut, api_key: &str, what: &str) -> Response {
     page(v, &a.name, "apps", &Flash::default(), body)
 }
 
-async fn app_create(State(state): State<Arc<AppState>>, v: Viewer, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let f = Fields(form);
+async fn app_create(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
     let chosen = f.all("group");
     let req = permissions_of(&f, &chosen).map(|perms| AppRequest {
@@ -397,22 +447,34 @@ async fn app_create(State(state): State<Arc<AppState>>, v: Viewer, Form(form): F
         Err(e) => Err(e),
     };
     match made {
-        Ok((_, Json(a))) => secret_page(&v, &a.app, &a.api_key, &format!("Application {} created", a.app.name)),
+        Ok((_, Json(a))) => secret_page(
+            &v,
+            &a.app,
+            &a.api_key,
+            &format!("Application {} created", a.app.name),
+        ),
         Err(e) => back("/console/apps", Err(e)),
     }
 }
 
-async fn app_detail(State(state): State<Arc<AppState>>, v: Viewer, Path(id): Path<String>, Query(f): Query<Flash>) -> Response {
+async fn app_detail(
+    State(state): State<Arc<AppState>>,
+    v: Viewer,
+    Path(id): Path<String>,
+    Query(f): Query<Flash>,
+) -> Response {
     let a = match apps::get(State(state.clone()), v.caller.clone(), Path(id)).await {
         Ok(Json(a)) => a,
         Err(e) => return back("/console/apps", Err(e)),
     };
     let groups = group_names(&state, &v).await;
-    let button = |op: &str, label: &str| html! {
-        form method="post" action={ "/console/apps/" (a.app_id) } .action {
-            (csrf_field(&v))
-            input type="hidden" name="op" value=(op);
-            button type="submit" data-testid={ "app-" (op) } { (label) }
+    let button = |op: &str, label: &str| {
+        html! {
+            form method="post" action={ "/console/apps/" (a.app_id) } .action {
+                (csrf_field(&v))
+                input type="hidden" name="op" value=(op);
+                button type="submit" data-testid={ "app-" (op) } { (label) }
+            }
         }
     };
     let body = html! {
@@ -451,37 +513,58 @@ async fn app_edit(
     Path(id): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let f = Fields(form);
+    let f = FormFields(form);
     if let Err(r) = f.csrf(&v) {
-        return r;
+        return r.into_response();
     }
     let here = format!("/console/apps/{id}");
     match f.get("op").as_deref() {
-        Some("credential") => match apps::credential(State(state.clone()), v.caller.clone(), Path(id.clone())).await {
-            Ok(Json(c)) => match apps::get(State(state), v.caller.clone(), Path(id)).await {
-                Ok(Json(a)) => secret_page(&v, &a, &c.credential.api_key, "The application's API key"),
+        Some("credential") => {
+            match apps::credential(State(state.clone()), v.caller.clone(), Path(id.clone())).await {
+                Ok(Json(c)) => match apps::get(State(state), v.caller.clone(), Path(id)).await {
+                    Ok(Json(a)) => {
+                        secret_page(&v, &a, &c.credential.api_key, "The application's API key")
+                    }
+                    Err(e) => back(&here, Err(e)),
+                },
                 Err(e) => back(&here, Err(e)),
-            },
-            Err(e) => back(&here, Err(e)),
-        },
-        Some("reset_secret") => match apps::reset_secret(State(state), v.caller.clone(), Path(id)).await {
-            Ok(Json(a)) => secret_page(&v, &a.app, &a.api_key, "Secret reset: the old API key no longer works"),
-            Err(e) => back(&here, Err(e)),
-        },
+            }
+        }
+        Some("reset_secret") => {
+            match apps::reset_secret(State(state), v.caller.clone(), Path(id)).await {
+                Ok(Json(a)) => secret_page(
+                    &v,
+                    &a.app,
+                    &a.api_key,
+                    "Secret reset: the old API key no longer works",
+                ),
+                Err(e) => back(&here, Err(e)),
+            }
+        }
         Some("delete") => {
             let done = apps::delete(State(state), v.caller.clone(), Path(id)).await;
-            back("/console/apps", done.map(|_| "Application deleted".to_string()))
+            back(
+                "/console/apps",
+                done.map(|_| "Application deleted".to_string()),
+            )
         }
         Some("permissions") => {
-            let current = match apps::get(State(state.clone()), v.caller.clone(), Path(id.clone())).await {
-                Ok(Json(a)) => a,
-                Err(e) => return back(&here, Err(e)),
-            };
+            let current =
+                match apps::get(State(state.clone()), v.caller.clone(), Path(id.clone())).await {
+                    Ok(Json(a)) => a,
+                    Err(e) => return back(&here, Err(e)),
+                };
             let chosen = f.all("group");
             let req = permissions_of(&f, &chosen).map(|perms| {
-                let (kept, added): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                    perms.into_iter().partition(|(g, _)| current.groups.contains_key(g));
-                let dropped: Vec<String> = current.groups.keys().filter(|g| !chosen.contains(g)).cloned().collect();
+                let (kept, added): (BTreeMap<_, _>, BTreeMap<_, _>) = perms
+                    .into_iter()
+                    .partition(|(g, _)| current.groups.contains_key(g));
+                let dropped: Vec<String> = current
+                    .groups
+                    .keys()
+                    .filter(|g| !chosen.contains(g))
+                    .cloned()
+                    .collect();
                 AppRequest {
                     add_groups: (!added.is_empty()).then_some(added),
                     mod_groups: (!kept.is_empty()).then_some(kept),

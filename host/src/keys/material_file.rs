@@ -84,12 +84,30 @@ mod tests {
         let key = [0x11_u8; 32];
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let b64 = STANDARD.encode(key);
-        assert_eq!(encode(&key, MaterialFormat::Raw).unwrap(), (b64.clone(), "base64"));
-        assert_eq!(encode(hex.as_bytes(), MaterialFormat::Hex).unwrap(), (hex.clone(), "hex"));
-        assert_eq!(encode(format!("{b64}\n").as_bytes(), MaterialFormat::Base64).unwrap(), (b64.clone(), "base64"));
-        assert_eq!(encode(hex.as_bytes(), MaterialFormat::Auto).unwrap(), (hex, "hex"));
+        assert_eq!(
+            encode(&key, MaterialFormat::Raw).unwrap(),
+            (b64.clone(), "base64")
+        );
+        assert_eq!(
+            encode(hex.as_bytes(), MaterialFormat::Hex).unwrap(),
+            (hex.clone(), "hex")
+        );
+        assert_eq!(
+            encode(format!("{b64}\n").as_bytes(), MaterialFormat::Base64).unwrap(),
+            (b64.clone(), "base64")
+        );
+        assert_eq!(
+            encode(hex.as_bytes(), MaterialFormat::Auto).unwrap(),
+            (hex, "hex")
+        );
         assert_eq!(encode(&key, MaterialFormat::Auto).unwrap(), (b64, "base64"));
-        assert_eq!(encode(b"-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n", MaterialFormat::Auto), Err(FileError::NotPem));
+        assert_eq!(
+            encode(
+                b"-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n",
+                MaterialFormat::Auto
+            ),
+            Err(FileError::NotPem)
+        );
         assert_eq!(encode(b"", MaterialFormat::Raw), Err(FileError::Empty));
         assert_eq!(MaterialFormat::parse("PEM"), Some(MaterialFormat::Pem));
     }

@@ -1,182 +1,17 @@
-//! The web console in a real browser: headless Debian Chromium driven through chromedriver
-//! (installed by `.ci/run`). A user logs in, links a group to the emulated Managed HSM (a
-//! wrong secret first: Not Connected), syncs it with progress, generates and imports keys,
-//! copies one into the Azure group, rotates it with its linked copy, soft deletes and
-//! recovers the copy, and edits a workflow with a syntax error (shown; the old version still
-//! runs), asserting what the pages show. Screenshots of the main pages go to
-//! `target/tmp/console-screenshots/`. Also: the Content-Security-Policy, the cookie's flags and
+//! The HSM flows in the browser: a user links a group to the emulated Managed HSM (a wrong
+//! secret first: Not Connected), syncs it with progress, generates and imports keys, copies
+//! one into the Azure group, rotates it with its linked copy, soft deletes and recovers the
+//! copy, and edits a workflow with a syntax error (shown; the old version still runs),
+//! asserting what the pages show. Also: the Content-Security-Policy, the cookie's flags and
 //! CSRF refusals, checked on the wire.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use keyward_tests::api::{ADMIN_EMAIL, ADMIN_PASSWORD, TestDaemon};
 use keyward_tests::azure::{self, CLIENT, HSM, SECRET, SUBSCRIPTION, TENANT};
 use reqwest::Method;
 use serde_json::json;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Browser {
-    driver: Child,
-    client: Client,
-    base: String,
-    shots: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Browser {
-    async fn start(base: &str) -> Browser {
-        assert!(
-            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-            "the console tests need Debian's chromium and chromium-driver (.ci/run installs them)"
-        );
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut args = vec![
-            "--headless=new",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--window-size=1400,1000",
-        ];
-        // Chromium's sandbox refuses to run as root (CI containers).
-        if running_as_root() {
-            args.push("--no-sandbox");
-        }
-        let caps = json!({"goog:chromeOptions": {"binary": CHROMIUM, "args": args}});
-        let caps = caps.as_object().unwrap().clone();
-        let url = format!("http://127.0.0.1:{port}");
-        // chromedriver takes a moment to listen.
-        let mut last = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => {
-                    let shots =
-                        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-                    std::fs::create_dir_all(&shots).unwrap();
-                    return Browser {
-                        driver,
-                        client,
-                        base: base.to_string(),
-                        shots,
-                    };
-                }
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("chromedriver did not start: {last:?}");
-    }
-
-    async fn goto(&self, path: &str) {
-        self.client
-            .goto(&format!("{}{path}", self.base))
-            .await
-            .unwrap();
-    }
-
-    async fn el(&self, testid: &str) -> fantoccini::elements::Element {
-        let found = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(&format!("[data-testid=\"{testid}\"]")))
-            .await;
-        match found {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = self.shot("failure").await;
-                let page = self.client.find(Locator::Css("main")).await;
-                let text = match page {
-                    Ok(m) => m.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
-                panic!("no element {testid} ({e}) at {}:\n{text}", self.url().await)
-            }
-        }
-    }
-
-    async fn fill(&self, testid: &str, text: &str) {
-        let e = self.el(testid).await;
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, testid: &str) {
-        self.el(testid).await.click().await.unwrap();
-    }
-
-    async fn text(&self, testid: &str) -> String {
-        self.el(testid).await.text().await.unwrap()
-    }
-
-    /// Waits until the element's text contains `wanted` (pages update from the script, and
-    /// a form's answer replaces the page: an element of the old page goes stale).
-    async fn wait_text(&self, testid: &str, wanted: &str) -> String {
-        let css = format!("[data-testid=\"{testid}\"]");
-        let mut seen = String::new();
-        for _ in 0..300 {
-            if let Ok(e) = self.client.find(Locator::Css(&css)).await
-                && let Ok(t) = e.text().await
-            {
-                if t.contains(wanted) {
-                    return t;
-                }
-                seen = t;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.shot("failure").await;
-        panic!(
-            "{testid} never showed '{wanted}'; it shows '{seen}' at {}",
-            self.url().await
-        );
-    }
-
-    async fn shot(&self, name: &str) {
-        let png = self.client.screenshot().await.unwrap();
-        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    async fn url(&self) -> String {
-        self.client.current_url().await.unwrap().to_string()
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use crate::browser::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_the_browser() {
@@ -200,7 +35,7 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
     b.fill("login-email", ADMIN_EMAIL).await;
     b.fill("login-password", ADMIN_PASSWORD).await;
     b.click("login-submit").await;
-    b.el("groups-table").await;
+    b.el("tile-keys").await;
 
     // Add a group linked to the emulated HSM: a wrong secret is Not Connected with the reason,
     // the right one Connected and lists the instances.
