@@ -808,10 +808,60 @@ async fn offered_actions_are_the_ones_the_key_service_takes() {
         )
         .await;
     let a = actions(remote.clone()).await;
-    assert!(!a.soft_delete && a.recover, "{a:?}");
+    assert!(
+        !a.soft_delete && a.recover && a.purge && !a.restore,
+        "{a:?}"
+    );
     az.admin
         .ok(Method::POST, &path(&remote, "/recover"), None)
         .await;
+    let a = actions(remote.clone()).await;
+    assert!(!a.purge && !a.restore, "{a:?}");
+    assert_eq!(
+        az.admin
+            .call(
+                Method::POST,
+                &path(&remote, "/delete_key_material"),
+                Some(json!({"confirm": true}))
+            )
+            .await
+            .0
+            / 100,
+        4,
+        "purge is not offered for a live key, and the HSM refuses it"
+    );
+
+    // Soft deleted, then purged: restore from the escrowed backup is offered, and works.
+    let gone = az
+        .admin
+        .create_key(
+            json!({"name": "gone", "group_id": az.group, "obj_type": "AES", "key_size": 256}),
+        )
+        .await["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    az.admin
+        .ok(
+            Method::POST,
+            &path(&gone, "/schedule_deletion"),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    az.admin
+        .ok(
+            Method::POST,
+            &path(&gone, "/delete_key_material"),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    let a = actions(gone.clone()).await;
+    assert!(a.restore && !a.purge && !a.recover && a.delete, "{a:?}");
+    az.admin
+        .ok(Method::POST, &path(&gone, "/restore"), None)
+        .await;
+    let a = actions(gone.clone()).await;
+    assert!(!a.restore && a.soft_delete, "{a:?}");
 
     // A version a rotation replaced offers none of the key-manager flows.
     let rotated = az

@@ -159,6 +159,19 @@ impl Browser {
         self.el("tile-keys").await;
     }
 
+    /// Sets an input's value directly: what a date picker would enter (typing into one
+    /// depends on the browser's locale).
+    pub async fn set_value(&self, testid: &str, value: &str) {
+        let e = self.el(testid).await;
+        self.client
+            .execute(
+                "arguments[0].value = arguments[1];",
+                vec![serde_json::to_value(&e).unwrap(), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn select(&self, testid: &str, value: &str) {
         self.el(testid).await.select_by_value(value).await.unwrap();
     }

@@ -36,6 +36,7 @@ async fn a_user_links_syncs_copies_rotates_soft_deletes_and_edits_a_workflow_in_
     b.fill("login-password", ADMIN_PASSWORD).await;
     b.click("login-submit").await;
     b.el("tile-keys").await;
+    b.goto("/console/groups").await;
 
     // Add a group linked to the emulated HSM: a wrong secret is Not Connected with the reason,
     // the right one Connected and lists the instances.

@@ -121,13 +121,17 @@ async fn act(
                 .map(|_| (tab("attributes"), done))
         }
         "update" => {
+            // A date is sent only when it was changed: the lifecycle fixes most dates once
+            // they have passed, and an unchanged field is no request to change them.
             let time = |field: &str| -> Result<Option<Removable<String>>, ApiError> {
-                Ok(Some(
-                    match form_time(field, &f.get(field).unwrap_or_default())? {
-                        Some(t) => Removable::Set(t),
-                        None => Removable::Remove,
-                    },
-                ))
+                let now = f.get(field).unwrap_or_default();
+                if now == f.get(&format!("{field}_was")).unwrap_or_default() {
+                    return Ok(None);
+                }
+                Ok(Some(match form_time(field, &now)? {
+                    Some(t) => Removable::Set(t),
+                    None => Removable::Remove,
+                }))
             };
             let update = (|| {
                 Ok::<_, ApiError>(KeyUpdate {

@@ -423,8 +423,10 @@ fn attributes_tab(v: &Viewer, o: &SobjectOut) -> Markup {
                 (ops_boxes("key_ops", &o.key_ops, None)) }
             label for="upd-activation" { "Activation (UTC; only while pre-active)" }
             input id="upd-activation" name="activation_date" type="datetime-local" value=(form_value(&o.activation_date)) data-testid="update-activation";
+            input type="hidden" name="activation_date_was" value=(form_value(&o.activation_date));
             label for="upd-deactivation" { "Deactivation (UTC)" }
             input id="upd-deactivation" name="deactivation_date" type="datetime-local" value=(form_value(&o.deactivation_date)) data-testid="update-deactivation";
+            input type="hidden" name="deactivation_date_was" value=(form_value(&o.deactivation_date));
         }))
         h2 { "Tags" @if o.external.is_some() { " (the Azure key's tags)" } }
         table data-testid="tags-table" {
