@@ -144,8 +144,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "admin",
             Method::POST,
             "/sys/v1/apps".into(),
+            // Well-formed, but not one of the application's groups: a conflict with them.
             raw(json!({"name": "a2", "groups": [g], "default_group": missing})),
-            400,
+            409,
             "default_group",
         ),
         (

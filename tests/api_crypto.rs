@@ -492,22 +492,29 @@ async fn an_application_does_only_what_its_group_permissions_allow() {
     let plain = app.ok(Method::POST, &decrypt, Some(dec_body.clone())).await;
     assert_eq!(unb64(&plain["plain"]), b"secret");
 
-    // What cannot be done is refused and changes nothing.
-    for (req, word) in [
-        (json!({"add_groups": {g.clone(): ["SIGN"]}}), "mod_groups"),
+    // What cannot be done is refused and changes nothing: edits that do not fit the
+    // application's groups conflict with them (409), an unknown permission is bad input.
+    for (req, word, status) in [
+        (
+            json!({"add_groups": {g.clone(): ["SIGN"]}}),
+            "mod_groups",
+            409,
+        ),
         (
             json!({"mod_groups": {other.clone(): ["SIGN"]}}),
             "add_groups",
+            409,
         ),
-        (json!({"del_groups": [other.clone()]}), "del_groups"),
-        (json!({"add_groups": {other.clone(): ["FLY"]}}), "FLY"),
+        (json!({"del_groups": [other.clone()]}), "del_groups", 409),
         (
-            json!({"groups": [g.clone()], "add_groups": {other.clone(): []}}),
-            "not both",
+            json!({"groups": [g.clone()], "mod_groups": {other.clone(): []}}),
+            "mod_groups",
+            409,
         ),
+        (json!({"add_groups": {other.clone(): ["FLY"]}}), "FLY", 400),
     ] {
         let (s, body) = admin.call(Method::PATCH, &path, Some(req.clone())).await;
-        assert_eq!(s, 400, "{req}: {body}");
+        assert_eq!(s, status, "{req}: {body}");
         assert!(
             body["message"].as_str().unwrap().contains(word),
             "{req}: {body}"

@@ -438,7 +438,7 @@ async fn a_notification_endpoint_cannot_reach_an_internal_address_by_name() {
             Some(json!({"url": "http://127.0.0.1:19150/hook"})),
         )
         .await;
-    assert_eq!(s, 400, "{body}");
+    assert_eq!(s, 403, "{body}");
 }
 
 /// Enables a key in the HSM behind Keyward's back, as someone with access to Azure could.

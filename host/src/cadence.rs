@@ -12,8 +12,8 @@ use chrono::{DateTime, Months, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// Longest interval accepted (about a hundred years), so that due times stay representable.
-const MAX_DAYS: u32 = 36_500;
-const MAX_MONTHS: u32 = 1_200;
+pub const MAX_DAYS: u32 = 36_500;
+pub const MAX_MONTHS: u32 = 1_200;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cadence {

@@ -30,16 +30,22 @@ pub struct AppRequest {
     #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
-    /// Keyward's short form: the application's groups, replacing its list. A group new to
-    /// the application gets every permission; one it had keeps its own.
+    /// Keyward's short form: the application's groups, replacing its list (before any
+    /// `del_groups`, `mod_groups`, `add_groups`). A group new to the application gets every
+    /// permission; one it had keeps its own.
+    #[schema(schema_with = super::schemas::ids)]
     pub groups: Option<Vec<String>>,
     /// DSM: groups to add, each with what the application may do with its keys.
+    #[schema(schema_with = super::schemas::group_permissions)]
     pub add_groups: Option<BTreeMap<String, Vec<Permission>>>,
     /// DSM: new permissions for groups the application already has.
+    #[schema(schema_with = super::schemas::group_permissions)]
     pub mod_groups: Option<BTreeMap<String, Vec<Permission>>>,
     /// DSM: groups to leave.
+    #[schema(schema_with = super::schemas::ids)]
     pub del_groups: Option<Vec<String>>,
     /// Where keys go when the application creates one without naming a group.
+    #[schema(schema_with = super::schemas::id)]
     pub default_group: Option<String>,
     pub enabled: Option<bool>,
 }
@@ -48,19 +54,13 @@ fn permissions(ps: &[Permission]) -> Vec<AppPermission> {
     ps.iter().map(|p| p.0).collect()
 }
 
-/// The application's groups after `req`, from `current`. `groups` replaces; `add_groups`,
-/// `mod_groups` and `del_groups` change the named groups and must name groups the
-/// application does (mod, del) or does not (add) have.
+/// The application's groups after `req`, from `current`: `groups` replaces the list first
+/// (a group new to the application gets every permission), then `del_groups`, `mod_groups`
+/// and `add_groups` change the named groups, which the application must have (del, mod) or
+/// not have (add) at that point; otherwise the request conflicts with it (409).
 fn groups_after(current: &AppGroups, req: &AppRequest) -> ApiResult<AppGroups> {
-    let dsm = req.add_groups.is_some() || req.mod_groups.is_some() || req.del_groups.is_some();
-    if let Some(list) = &req.groups {
-        if dsm {
-            return Err(ApiError::field(
-                "groups",
-                "give either groups or add_groups/mod_groups/del_groups, not both",
-            ));
-        }
-        return Ok(list
+    let mut groups = match &req.groups {
+        Some(list) => list
             .iter()
             .map(|g| {
                 let ps = current
@@ -69,34 +69,32 @@ fn groups_after(current: &AppGroups, req: &AppRequest) -> ApiResult<AppGroups> {
                     .unwrap_or_else(|| AppPermission::ALL.to_vec());
                 (g.clone(), ps)
             })
-            .collect());
-    }
-    let mut groups = current.clone();
+            .collect(),
+        None => current.clone(),
+    };
+    let base = groups.clone();
     for g in req.del_groups.iter().flatten() {
         if groups.remove(g).is_none() {
-            return Err(ApiError::field(
-                "del_groups",
-                format!("{g} is not a group of the application"),
-            ));
+            return Err(ApiError::Conflict(format!(
+                "del_groups: {g} is not a group of the application"
+            )));
         }
     }
     for (g, ps) in req.mod_groups.iter().flatten() {
         match groups.get_mut(g) {
             Some(current) => *current = permissions(ps),
             None => {
-                return Err(ApiError::field(
-                    "mod_groups",
-                    format!("{g} is not a group of the application (add it with add_groups)"),
-                ));
+                return Err(ApiError::Conflict(format!(
+                    "mod_groups: {g} is not a group of the application (add it with add_groups)"
+                )));
             }
         }
     }
     for (g, ps) in req.add_groups.iter().flatten() {
-        if current.contains_key(g) && !req.del_groups.iter().flatten().any(|d| d == g) {
-            return Err(ApiError::field(
-                "add_groups",
-                format!("{g} is already a group of the application (change it with mod_groups)"),
-            ));
+        if base.contains_key(g) && !req.del_groups.iter().flatten().any(|d| d == g) {
+            return Err(ApiError::Conflict(format!(
+                "add_groups: {g} is already a group of the application (change it with mod_groups)"
+            )));
         }
         groups.insert(g.clone(), permissions(ps));
     }
@@ -198,9 +196,8 @@ async fn check_groups(
     if let Some(d) = default
         && !groups.contains_key(d)
     {
-        return Err(ApiError::field(
-            "default_group",
-            "must be one of the application's groups",
+        return Err(ApiError::Conflict(
+            "default_group: must be one of the application's groups".into(),
         ));
     }
     Ok(())

@@ -140,7 +140,7 @@ pub struct LogsQuery {
     #[param(minimum = 0, maximum = 1000)]
     pub size: Option<u32>,
     /// How many of the matching entries (newest first) to skip.
-    #[param(minimum = 0)]
+    #[param(schema_with = super::schemas::offset)]
     pub from: Option<u32>,
     /// From this time, in seconds since the epoch.
     pub range_from: Option<i64>,
@@ -151,8 +151,10 @@ pub struct LogsQuery {
     #[serde(default)]
     pub actor_type: Vec<ActorType>,
     /// A user or application id.
+    #[param(schema_with = super::schemas::id)]
     pub actor_id: Option<String>,
     /// The id of the object acted on.
+    #[param(min_length = 1)]
     pub object_id: Option<String>,
     /// The `_id` of the last entry seen: only older entries.
     #[param(pattern = "^[0-9]+$")]
@@ -160,6 +162,7 @@ pub struct LogsQuery {
     #[serde(default)]
     pub severity: Vec<Severity>,
     /// Keyward: an action (`key.create`) or a prefix ending in `*` (`key.*`).
+    #[param(min_length = 1)]
     pub action: Option<String>,
     /// Keyward: the outcome.
     #[serde(default)]
@@ -261,6 +264,9 @@ pub async fn query(
     let limit = q.size.unwrap_or(100);
     if limit > 1000 {
         return Err(ApiError::field("size", "must be 0 to 1000"));
+    }
+    if let Some(a) = &q.actor_id {
+        super::extract::id("actor", a)?;
     }
     let before_id = q
         .previous_id

@@ -22,6 +22,7 @@ use super::{ApiError, ApiResult, AppState};
 #[serde(deny_unknown_fields)]
 pub struct Confirm {
     /// Must be `true`: the request really means it.
+    #[schema(schema_with = super::schemas::confirm)]
     pub confirm: Option<bool>,
 }
 
@@ -110,10 +111,13 @@ pub struct CopyRequest {
     /// Default: `<source name>_copy1`, `_copy2`, ... (the first free one).
     pub name: Option<String>,
     /// Default: the source's operations; never more than the source's.
+    #[schema(schema_with = super::schemas::key_ops)]
     pub key_ops: Option<Vec<String>>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    #[schema(schema_with = super::schemas::dsm_time)]
     pub activation_date: Option<String>,
+    #[schema(schema_with = super::schemas::dsm_time)]
     pub deactivation_date: Option<String>,
     /// Default: the source's custom metadata.
     pub custom_metadata: Option<BTreeMap<String, String>>,
@@ -124,6 +128,7 @@ pub struct CopyRequest {
 #[into_params(parameter_in = Query)]
 pub struct CopyNameQuery {
     /// The group the copy would go to (for the caller's rights).
+    #[param(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
 }
 

@@ -134,13 +134,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde's messages name the field for unknown, missing and mistyped fields; keep them.
-    let value = serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::bad(format!("malformed JSON: {e}"))
-        } else {
-            ApiError::bad(format!("invalid request: {e}"))
+    let value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        // JSON has one number type: `360.0` is the integer 360 (as JSON Schema's `integer`
+        // says), which serde's integer types refuse. Tried again with such numbers made
+        // integers, only when the first reading failed on the data.
+        Err(e) if e.is_data() => {
+            integral(bytes).ok_or_else(|| ApiError::bad(format!("invalid request: {e}")))?
         }
-    })?;
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return Err(ApiError::bad(format!("malformed JSON: {e}")));
+        }
+        Err(e) => return Err(ApiError::bad(format!("invalid request: {e}"))),
+    };
     if has_nul_escape(bytes) {
         // PostgreSQL cannot store it in text, and no name, tag or description needs it:
         // refused alike on both catalogs.
@@ -149,6 +155,52 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     Ok(value)
+}
+
+/// `bytes` read as `T` with every number that is a whole float (`360.0`) made an integer;
+/// `None` if there was none, or it still does not read.
+fn integral<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    fn walk(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    *v = serde_json::Value::from(f as i64);
+                    true
+                } else {
+                    false
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().fold(false, |c, x| walk(x) | c),
+            serde_json::Value::Object(o) => o.values_mut().fold(false, |c, x| walk(x) | c),
+            _ => false,
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if !walk(&mut v) {
+        return None;
+    }
+    serde_json::from_value(v).ok()
+}
+
+/// Refuses an API request with a query parameter given without a value (`?limit=`): every
+/// parameter of the API has a type (a number, an id, a name) that an empty text is not, and
+/// reading it as absent would accept what the document does not describe.
+pub async fn refuse_empty_query_values(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let empty = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .find(|p| p.split_once('=').is_none_or(|(_, v)| v.is_empty()))
+            .map(|p| p.split('=').next().unwrap_or_default().to_string())
+    });
+    if let Some(name) = empty {
+        return ApiError::bad(format!("the query parameter '{name}' has no value")).into_response();
+    }
+    next.run(req).await
 }
 
 /// Refuses a request whose path or query carries a NUL character (`%00`) before any handler

@@ -22,16 +22,21 @@ use super::{ApiError, ApiResult, AppState};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// Unique in the account.
+    /// Unique in the account; 1 to 128 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
     /// The workflow to run (`GET /sys/v1/workflows`), for example `sync`.
+    #[schema(schema_with = super::schemas::workflow_name)]
     pub workflow: String,
     /// The group it runs for (its link, its keys); account administrators may leave it out.
+    #[schema(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
     /// Five fields (minute hour day-of-month month day-of-week), six with seconds first, or
     /// `@daily`, `@hourly`, ...
+    #[schema(schema_with = super::schemas::cron)]
     pub cron: String,
     /// The IANA time zone the cron times are in (default `UTC`).
+    #[schema(schema_with = super::schemas::time_zone)]
     pub time_zone: Option<String>,
     /// The workflow's `input` (stored as given: no secrets).
     #[schema(value_type = Option<Object>)]

@@ -69,7 +69,7 @@ pub struct KeyRequest {
     /// Rotate on a schedule: `interval_days` or `interval_months` (or Keyward's `cron` with
     /// `time_zone`), `effective_at`, `deactivate_rotated_key`, `rotate_copied_keys`
     /// (`"all_external"` or `{"select": [kid, ...]}`).
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::rotation_policy)]
     pub rotation_policy: Option<RotationPolicy>,
 }
 
@@ -99,10 +99,10 @@ pub struct KeyUpdate {
     pub key_ops: Option<Vec<String>>,
     pub enabled: Option<bool>,
     /// A time, or `"remove"`; only while the key is pre-active, never in the past.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::schemas::dsm_time_or_remove)]
     pub activation_date: Option<Removable<String>>,
     /// A time, or `"remove"`; only until the key is deactivated, never in the past.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::schemas::dsm_time_or_remove)]
     pub deactivation_date: Option<Removable<String>>,
     /// Replaces the custom metadata.
     pub custom_metadata: Option<BTreeMap<String, String>>,
@@ -111,7 +111,7 @@ pub struct KeyUpdate {
     /// replaces the whole map). Not with `custom_metadata`.
     pub custom_metadata_edits: Option<TagEditsIn>,
     /// A rotation policy (as at creation), or `"remove"`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::rotation_policy_or_remove)]
     pub rotation_policy: Option<Removable<RotationPolicy>>,
 }
 
@@ -120,10 +120,10 @@ pub struct KeyUpdate {
 #[serde(deny_unknown_fields)]
 pub struct TagEditsIn {
     /// Tags to set or overwrite.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::null_is_default")]
     pub set: BTreeMap<String, String>,
     /// Names of tags to remove.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::null_is_default")]
     pub remove: Vec<String>,
 }
 
@@ -131,24 +131,30 @@ pub struct TagEditsIn {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
     /// The exact name.
+    #[param(min_length = 1)]
     pub name: Option<String>,
     /// Part of the name, in any case (Keyward).
     #[param(min_length = 1, max_length = 256)]
     pub name_contains: Option<String>,
     /// `AES`, `RSA` or `EC` (Keyward).
+    #[param(schema_with = super::schemas::obj_type)]
     pub obj_type: Option<String>,
     /// `true`: only keys held by an HSM (virtual keys); `false`: only Keyward-held ones
     /// (Keyward).
     pub external: Option<bool>,
     /// PreActive, Active, Deactivated, Compromised, Destroyed.
+    #[param(schema_with = super::schemas::key_state)]
     pub state: Option<String>,
     /// 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    #[param(schema_with = super::schemas::offset)]
     pub offset: Option<u32>,
     /// `name:asc` (default), `name:desc`, `created_at:asc`, `created_at:desc`.
+    #[param(schema_with = super::schemas::key_sort)]
     pub sort: Option<String>,
 }
 
@@ -331,7 +337,9 @@ pub async fn list(
         .state
         .as_deref()
         .map(|s| {
-            KeyState::parse(s)
+            KeyState::ALL
+                .into_iter()
+                .find(|k| k.as_str() == s)
                 .ok_or_else(|| ApiError::field("state", format!("'{s}' is not a key state")))
         })
         .transpose()?;

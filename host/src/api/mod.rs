@@ -243,6 +243,9 @@ pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
         .route("/crypto/v1/verify", post(crypto_ops::verify))
         .route("/crypto/v1/wrapkey", post(crypto_ops::wrap))
         .route("/crypto/v1/unwrapkey", post(crypto_ops::unwrap))
+        .route_layer(axum::middleware::from_fn(
+            extract::refuse_empty_query_values,
+        ))
         .merge(faces)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // axum adds the `Allow` header with the endpoint's methods to this answer.

@@ -91,6 +91,16 @@ pub fn display_name(field: &str, n: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_string())
 }
 
+/// For a collection field where `null` means the same as leaving it out (empty):
+/// `#[serde(default, deserialize_with = "null_is_default")]`.
+pub fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// For a field where `null` removes what is stored (as DSM's `"remove"` does) and an absent
 /// field keeps it: `#[serde(default, deserialize_with = "null_removes")]`.
 pub fn null_removes<'de, D, T>(d: D) -> Result<Option<Removable<T>>, D::Error>

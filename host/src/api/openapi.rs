@@ -3,7 +3,7 @@
 
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -42,7 +42,7 @@ use super::{
         workflows::runs, workflows::run,
     ),
     modifiers(&CommonErrors, &RequiredPerOperation),
-    components(schemas(error::ErrorBody, crate::crypto::RsaEncryptionMode, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
+    components(schemas(error::ErrorBody, reports::Format, crate::crypto::RsaEncryptionMode, audit::Outcome, audit::Severity, audit::ActionTypeName, audit::ActorType, model::SobjectOut, model::GroupOut, model::AppOut, model::AppWithKey, model::UserOut, model::AccountOut)),
     tags(
         (name = "session", description = "Authentication and sessions"),
         (name = "users"), (name = "accounts"), (name = "apps"), (name = "groups"),
@@ -144,18 +144,74 @@ impl Modify for CommonErrors {
 
 /// Fields one operation requires of a body type it shares with others that do not (a create
 /// and its update; the global crypto endpoints, which name the key in the body, and the
-/// per-key ones, which name it in the path). The handlers refuse their absence with a 400.
+/// per-key ones, which name it in the path), each as the operation takes it (not null).
+/// The handlers refuse their absence with a 400.
 const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("post", "/sys/v1/accounts", &["name"]),
     ("post", "/sys/v1/groups", &["name"]),
     ("post", "/sys/v1/apps", &["name"]),
+    ("post", "/crypto/v1/keys", &["name"]),
+    ("put", "/crypto/v1/keys", &["name"]),
     ("post", "/crypto/v1/encrypt", &["key"]),
     ("post", "/crypto/v1/decrypt", &["key"]),
     ("post", "/crypto/v1/sign", &["key"]),
     ("post", "/crypto/v1/verify", &["key"]),
     ("post", "/crypto/v1/wrapkey", &["key"]),
     ("post", "/crypto/v1/unwrapkey", &["key"]),
+    (
+        "post",
+        "/crypto/v1/keys/{kid}/schedule_deletion",
+        &["confirm"],
+    ),
+    (
+        "post",
+        "/crypto/v1/keys/{kid}/delete_key_material",
+        &["confirm"],
+    ),
 ];
+
+/// The per-key crypto endpoints name the key in the path: their body has no `key`.
+const KEY_IN_PATH: &[&str] = &[
+    "/crypto/v1/keys/{kid}/encrypt",
+    "/crypto/v1/keys/{kid}/decrypt",
+    "/crypto/v1/keys/{kid}/sign",
+    "/crypto/v1/keys/{kid}/verify",
+    "/crypto/v1/keys/{kid}/wrapkey",
+    "/crypto/v1/keys/{kid}/unwrapkey",
+];
+
+/// A required field as the operation takes it.
+fn required_field(field: &str) -> RefOr<Schema> {
+    match field {
+        "key" => Ref::from_schema_name("KeyDescriptor").into(),
+        "confirm" => super::schemas::confirm().into(),
+        _ => ObjectBuilder::new().schema_type(Type::String).into(),
+    }
+}
+
+/// Whether a schema already allows `null`.
+fn takes_null(s: &RefOr<Schema>) -> bool {
+    use utoipa::openapi::schema::SchemaType;
+    match s {
+        RefOr::Ref(_) => false,
+        RefOr::T(Schema::Object(o)) => match &o.schema_type {
+            SchemaType::Type(t) => *t == Type::Null,
+            SchemaType::Array(ts) => ts.contains(&Type::Null),
+            SchemaType::AnyValue => true,
+        },
+        RefOr::T(Schema::OneOf(one)) => one.items.iter().any(takes_null),
+        RefOr::T(Schema::AnyOf(any)) => any.items.iter().any(takes_null),
+        RefOr::T(Schema::Array(a)) => match &a.schema_type {
+            SchemaType::Array(ts) => ts.contains(&Type::Null),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn null() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Null)
+}
 
 struct RequiredPerOperation;
 
@@ -163,10 +219,14 @@ impl Modify for RequiredPerOperation {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         for (path, item) in doc.paths.paths.iter_mut() {
             for (method, op) in operations(item) {
-                let Some((_, _, fields)) =
-                    REQUIRED.iter().find(|(m, p, _)| *m == method && p == path)
-                else {
-                    continue;
+                let narrowed = match REQUIRED.iter().find(|(m, p, _)| *m == method && p == path) {
+                    Some((_, _, fields)) => fields.iter().fold(ObjectBuilder::new(), |o, f| {
+                        o.required(*f).property(*f, required_field(f))
+                    }),
+                    None if method == "post" && KEY_IN_PATH.contains(&path.as_str()) => {
+                        ObjectBuilder::new().property("key", null())
+                    }
+                    None => continue,
                 };
                 let Some(json) = op
                     .request_body
@@ -175,24 +235,99 @@ impl Modify for RequiredPerOperation {
                 else {
                     continue;
                 };
-                let mut required = ObjectBuilder::new();
-                for f in fields.iter() {
-                    required = required.required(*f);
-                }
                 let Some(shared) = json.schema.take() else {
                     continue;
                 };
-                json.schema = Some(AllOfBuilder::new().item(shared).item(required).into());
+                json.schema = Some(AllOfBuilder::new().item(shared).item(narrowed).into());
             }
         }
-        // A key descriptor names the key by exactly one of `kid` and `name`.
+        // A request field that may be left out may also be null (serde reads both as
+        // absent): said of every optional property of a request body (the closed objects).
+        if let Some(components) = doc.components.as_mut() {
+            for schema in components.schemas.values_mut() {
+                if let RefOr::T(Schema::Object(o)) = schema
+                    && matches!(
+                        o.additional_properties.as_deref(),
+                        Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(
+                            false
+                        ))
+                    )
+                {
+                    let required = o.required.clone();
+                    for (name, property) in o.properties.iter_mut() {
+                        if !required.contains(name) && !takes_null(property) {
+                            let inner = std::mem::replace(property, RefOr::T(Schema::default()));
+                            *property = OneOfBuilder::new().item(null()).item(inner).into();
+                        }
+                    }
+                }
+            }
+        }
+        // Enums serde tags by one key (`{"PSS": {...}}`): that key and no other.
+        if let Some(components) = doc.components.as_mut() {
+            for schema in components.schemas.values_mut() {
+                if let RefOr::T(Schema::OneOf(one_of)) = schema {
+                    for item in one_of.items.iter_mut() {
+                        if let RefOr::T(Schema::Object(o)) = item
+                            && o.properties.len() == 1
+                            && o.required.len() == 1
+                            && o.properties.contains_key(&o.required[0])
+                        {
+                            o.additional_properties = Some(Box::new(
+                                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // A standard webhook runs a workflow; an Event Grid one runs none and needs the group
+        // linked to the key manager that sends the events.
+        if let Some(components) = doc.components.as_mut()
+            && let Some(RefOr::T(Schema::Object(request))) =
+                components.schemas.remove("WebhookRequest")
+        {
+            let variant = |kind: &str, required: &[&str], no_workflow: bool| {
+                let mut o = request.clone();
+                o.properties
+                    .insert("kind".into(), super::schemas::names([kind]).into());
+                for r in required {
+                    o.required.push((*r).to_string());
+                    if let Some(p) = o.properties.get_mut(*r) {
+                        let plain = match r {
+                            &"workflow" => super::schemas::workflow_name(),
+                            _ => super::schemas::id(),
+                        };
+                        *p = plain.into();
+                    }
+                }
+                if no_workflow {
+                    o.properties.insert("workflow".into(), null().into());
+                }
+                o
+            };
+            let standard = variant("standard", &["workflow"], false);
+            let mut event_grid = variant("event_grid", &["group_id"], true);
+            event_grid.required.push("kind".into());
+            components.schemas.insert(
+                "WebhookRequest".into(),
+                RefOr::T(OneOfBuilder::new().item(standard).item(event_grid).into()),
+            );
+        }
+        // A key descriptor names the key by exactly one of `kid` and `name` (the other absent
+        // or null).
         if let Some(components) = doc.components.as_mut()
             && let Some(descriptor) = components.schemas.remove("KeyDescriptor")
         {
-            let exactly_one: Schema = OneOfBuilder::new()
-                .item(ObjectBuilder::new().required("kid"))
-                .item(ObjectBuilder::new().required("name"))
-                .into();
+            let by_kid = ObjectBuilder::new()
+                .required("kid")
+                .property("kid", super::schemas::id())
+                .property("name", null());
+            let by_name = ObjectBuilder::new()
+                .required("name")
+                .property("name", ObjectBuilder::new().schema_type(Type::String))
+                .property("kid", null());
+            let exactly_one: Schema = OneOfBuilder::new().item(by_kid).item(by_name).into();
             components.schemas.insert(
                 "KeyDescriptor".into(),
                 RefOr::T(

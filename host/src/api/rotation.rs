@@ -53,7 +53,7 @@ pub struct RekeyRequest {
     pub rotate_from: Option<KeyDescriptor>,
     /// A new rotation policy for the replacement, or `"remove"`; by default the rotated key's
     /// policy moves over.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::schemas::rotation_policy_or_remove)]
     pub rotation_policy: Option<Removable<RotationPolicy>>,
 }
 

@@ -45,6 +45,16 @@ pub fn obj_type() -> ObjectBuilder {
     names(ObjType::ALL.map(ObjType::as_str))
 }
 
+/// Key states, by DSM's names.
+pub fn key_state() -> ObjectBuilder {
+    names(crate::catalog::sobjects::KeyState::ALL.map(|k| k.as_str()))
+}
+
+/// How the key list is sorted.
+pub fn key_sort() -> ObjectBuilder {
+    names(["name:asc", "name:desc", "created_at:asc", "created_at:desc"])
+}
+
 /// DSM's curve names.
 pub fn curve() -> ObjectBuilder {
     names(CURVES.map(curve_name))
@@ -62,6 +72,72 @@ pub fn password() -> ObjectBuilder {
         .min_length(Some(MIN_PASSWORD_LEN))
 }
 
+/// A new password, or null (none given).
+pub fn password_or_null() -> ObjectBuilder {
+    password().schema_type(
+        [Type::String, Type::Null]
+            .into_iter()
+            .collect::<utoipa::openapi::schema::SchemaType>(),
+    )
+}
+
+/// Object ids, a list.
+pub fn ids() -> ArrayBuilder {
+    ArrayBuilder::new().items(id())
+}
+
+/// Group id → a user's role in it.
+pub fn group_roles() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .property_names(Some(id()))
+        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::RefOr(
+            names(["administrator", "auditor"]).into(),
+        )))
+}
+
+/// Group id → what an application may do with its keys.
+pub fn group_permissions() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .property_names(Some(id()))
+        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::RefOr(
+            ArrayBuilder::new()
+                .items(utoipa::openapi::Ref::from_schema_name("AppPermission"))
+                .into(),
+        )))
+}
+
+/// An account role: Keyward's name, or DSM's flags (exactly one role, optionally with
+/// `STATEENABLED`), each flag list spelled out.
+pub fn account_role() -> Schema {
+    let roles = ["ACCOUNTADMINISTRATOR", "ACCOUNTMEMBER", "ACCOUNTAUDITOR"];
+    let flag_lists: Vec<serde_json::Value> = roles
+        .iter()
+        .flat_map(|r| {
+            [
+                serde_json::json!([r]),
+                serde_json::json!([r, "STATEENABLED"]),
+                serde_json::json!(["STATEENABLED", r]),
+            ]
+        })
+        .collect();
+    OneOfBuilder::new()
+        .item(names(["administrator", "member", "auditor"]))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Array)
+                .enum_values(Some(flag_lists)),
+        )
+        .into()
+}
+
+/// DSM's time, or `"remove"`.
+pub fn dsm_time_or_remove() -> Schema {
+    OneOfBuilder::new()
+        .item(names(["remove"]))
+        .item(dsm_time())
+        .into()
+}
+
 /// The kinds of external key manager a group links to.
 pub fn link_kind() -> ObjectBuilder {
     names(LinkKind::ALL.map(LinkKind::as_str))
@@ -76,13 +152,114 @@ pub fn revocation_code() -> ObjectBuilder {
     )
 }
 
+/// DSM's `YYYYMMDDTHHMMSSZ`, with the days each month has (29 February is left out: a
+/// pattern cannot tell leap years, and the server takes it in those).
+pub const DSM_TIME_PATTERN: &str = "^[0-9]{4}((0[13578]|1[02])(0[1-9]|[12][0-9]|3[01])|(0[469]|11)(0[1-9]|[12][0-9]|30)|02(0[1-9]|1[0-9]|2[0-8]))T([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]Z$";
+
 /// DSM's `YYYYMMDDTHHMMSSZ`.
 pub fn dsm_time() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some("^[0-9]{8}T[0-9]{6}Z$"))
+        .pattern(Some(DSM_TIME_PATTERN))
 }
 
+/// A cron expression Keyward takes: five fields (minute hour day-of-month month
+/// day-of-week) or six with seconds first, each `*` or one value. The server takes more of
+/// cron's syntax (lists, ranges, steps, names); this is the part a pattern can state
+/// exactly, so that every expression it allows is one the server takes.
+pub const CRON_PATTERN: &str = "^(([0-5]?[0-9]|\\*) )?([0-5]?[0-9]|\\*) (1?[0-9]|2[0-3]|\\*) ([1-9]|1[0-9]|2[0-8]|\\*) ([1-9]|1[0-2]|\\*) ([1-6]|\\*)$";
+
+pub fn cron() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(CRON_PATTERN))
+}
+
+/// An IANA time zone, as the server knows them.
+pub fn time_zone() -> ObjectBuilder {
+    names(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
+}
+
+/// An email address as `users::check_email` takes it.
+pub fn email() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(254))
+        .pattern(Some("^[^@\\s]+@[^.@\\s][^\\s]*\\.[^\\s]*$"))
+}
+
+/// `true`: the field is there to say the request means it.
+pub fn confirm() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+}
+
+/// A paging offset (an unsigned 32-bit number).
+pub fn offset() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .minimum(Some(0))
+        .maximum(Some(u32::MAX))
+}
+
+/// A rotation policy: exactly one of `interval_days`, `interval_months` and `cron` (with its
+/// `time_zone`), a start, whether the rotated key is deactivated, which linked copies rotate.
+/// One closed object per cadence, so no object is more than one of them.
+pub fn rotation_policy() -> Schema {
+    use crate::cadence::{MAX_DAYS, MAX_MONTHS};
+    let count = |max: u32| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(max))
+    };
+    let copies = || {
+        OneOfBuilder::new().item(names(["all_external"])).item(
+            ObjectBuilder::new()
+                .property("select", ArrayBuilder::new().items(id()))
+                .required("select")
+                .additional_properties(Some(closed())),
+        )
+    };
+    let variant = |cadence: &str, schema: ObjectBuilder| {
+        let mut o = ObjectBuilder::new()
+            .property(cadence, schema)
+            .required(cadence)
+            .property("effective_at", dsm_time())
+            .property(
+                "deactivate_rotated_key",
+                ObjectBuilder::new().schema_type(Type::Boolean),
+            )
+            .property("rotate_copied_keys", copies())
+            .additional_properties(Some(closed()));
+        if cadence == "cron" {
+            o = o.property("time_zone", time_zone());
+        }
+        o
+    };
+    OneOfBuilder::new()
+        .item(variant("interval_days", count(MAX_DAYS)))
+        .item(variant("interval_months", count(MAX_MONTHS)))
+        .item(variant("cron", cron()))
+        .into()
+}
+
+/// No properties but the declared ones.
+fn closed() -> utoipa::openapi::schema::AdditionalProperties<Schema> {
+    utoipa::openapi::schema::AdditionalProperties::FreeForm(false)
+}
+
+/// A rotation policy, or `"remove"`.
+pub fn rotation_policy_or_remove() -> Schema {
+    OneOfBuilder::new()
+        .item(names(["remove"]))
+        .item(rotation_policy())
+        .into()
+}
 fn mode(names: Vec<&str>) -> RefOr<Schema> {
     OneOfBuilder::new()
         .item(self::names(names))

@@ -35,6 +35,7 @@ pub struct AuthResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectAccount {
+    #[schema(schema_with = super::schemas::id)]
     pub acct_id: String,
 }
 

@@ -37,30 +37,39 @@ pub struct Signup {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Invite {
+    #[schema(schema_with = super::schemas::email)]
     pub user_email: String,
-    /// Required when the email is new to Keyward; must be absent for an existing user.
+    /// Creates a new user with this first password; absent: the email names an existing
+    /// user (404 if none; 409 when a password is given for one).
+    #[schema(schema_with = super::schemas::password_or_null)]
     pub user_password: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     /// `administrator`, `member` or `auditor`, or DSM's flags (`["ACCOUNTMEMBER"]`).
+    #[schema(schema_with = super::schemas::account_role)]
     pub account_role: RoleIn,
     /// Group id → `administrator` or `auditor`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::null_is_default")]
+    #[schema(schema_with = super::schemas::group_roles)]
     pub groups: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    #[schema(schema_with = super::schemas::account_role)]
     pub account_role: Option<RoleIn>,
     /// Group id → role to add or change.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::null_is_default")]
+    #[schema(schema_with = super::schemas::group_roles)]
     pub add_groups: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::null_is_default")]
+    #[schema(schema_with = super::schemas::ids)]
     pub del_groups: Vec<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     /// A new password (only for yourself, with `current_password`).
+    #[schema(schema_with = super::schemas::password_or_null)]
     pub user_password: Option<String>,
     pub current_password: Option<String>,
 }
@@ -273,11 +282,12 @@ pub async fn invite(
     }
     let user = match users::get_by_email(&mut tx, req.user_email.trim()).await? {
         Some(u) => {
+            // A password makes a new user: this one exists, and their password is theirs.
             if hash.is_some() {
-                return Err(ApiError::field(
-                    "user_password",
-                    "this user already exists; leave the password out",
-                ));
+                return Err(ApiError::Conflict(format!(
+                    "{} already has a Keyward login; invite them without user_password",
+                    u.email
+                )));
             }
             if accounts::member_role(&mut tx, &account, &u.id)
                 .await?
@@ -291,8 +301,13 @@ pub async fn invite(
             u
         }
         None => {
-            let hash =
-                hash.ok_or_else(|| ApiError::field("user_password", "is required for a new user"))?;
+            // Without a password the invitation names an existing user, and there is none.
+            let hash = hash.ok_or_else(|| {
+                ApiError::NotFound(
+                    "user_email: no Keyward user has this email; give user_password to create one"
+                        .into(),
+                )
+            })?;
             let u = User {
                 id: new_id(),
                 email: req.user_email.trim().to_string(),
@@ -413,8 +428,11 @@ pub async fn update(
     let mut tx = state.catalog.begin().await?;
     let (mut user, mut role) = member(&mut tx, &account, &user_id).await?;
     if let Some(pw) = req.user_password.clone() {
+        // Proof that the caller is the user, as a wrong one is: not a matter of form.
         let current = req.current_password.clone().ok_or_else(|| {
-            ApiError::field("current_password", "is required to change the password")
+            ApiError::Forbidden(
+                "current_password: the current password is required to change it".into(),
+            )
         })?;
         let stored = user.password_hash.clone();
         let ok = tokio::task::spawn_blocking(move || verify_password(&stored, &current))

@@ -23,6 +23,10 @@ use super::extract::{Body, Caller, id};
 use super::model::{Time, opt_time, time};
 use super::{ApiError, ApiResult, AppState};
 
+fn webhook_kind() -> utoipa::openapi::schema::ObjectBuilder {
+    super::schemas::names(["standard", "event_grid"])
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
@@ -31,10 +35,13 @@ pub struct WebhookRequest {
     pub name: String,
     /// `standard` (Standard Webhooks signatures; the body is the workflow's input) or
     /// `event_grid` (Azure Event Grid; a secret in the URL query).
+    #[schema(schema_with = webhook_kind)]
     pub kind: Option<String>,
     /// Standard webhooks: the workflow a delivery runs.
+    #[schema(schema_with = super::schemas::workflow_name)]
     pub workflow: Option<String>,
     /// The group the runs are for (Event Grid: the group linked to the events' HSM).
+    #[schema(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
 }
 
@@ -271,7 +278,8 @@ pub async fn deliver(
 
 /// The CloudEvents 1.0 abuse-protection handshake: answers `WebHook-Allowed-Origin`.
 #[utoipa::path(options, path = "/webhooks/{account_id}/{name}", tag = "webhooks",
-    params(("account_id" = String, Path, description = "The webhook's account"), ("name" = String, Path, description = "The webhook's name")),
+    params(("account_id" = String, Path, description = "The webhook's account"), ("name" = String, Path, description = "The webhook's name"),
+        ("WebHook-Request-Origin" = String, Header, description = "The origin asking to deliver (CloudEvents abuse protection)")),
     responses((status = 200, description = "Deliveries from the origin are allowed"), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
 pub async fn handshake(
     State(state): State<Arc<AppState>>,

@@ -139,11 +139,14 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RunQuery {
+    #[param(schema_with = super::schemas::workflow_name)]
     pub workflow: Option<String>,
+    #[param(schema_with = super::schemas::id)]
     pub group_id: Option<String>,
     /// 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
+    #[param(schema_with = super::schemas::offset)]
     pub offset: Option<u32>,
 }
 
@@ -157,6 +160,16 @@ pub async fn runs(
     query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<RunOut>>> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    if let Some(w) = q
+        .workflow
+        .as_deref()
+        .filter(|w| !crate::workflows::store::valid_name(w))
+    {
+        return Err(ApiError::field(
+            "workflow",
+            format!("'{w}' is not a workflow name"),
+        ));
+    }
     if let Some(g) = &q.group_id {
         id("group", g)?;
     }

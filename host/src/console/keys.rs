@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::key_forms::ops_boxes;
 use super::{Flash, Viewer, back, csrf_field, page};
-use crate::api::model::{GroupOut, SobjectOut};
+use crate::api::model::{CreatorOut, GroupOut, SobjectOut};
 use crate::api::{AppState, groups, keys, rotation};
 use crate::catalog::rotation::{CopySelection, RawPolicy};
 use crate::time::{format_form, parse_dsm};
@@ -295,6 +295,7 @@ async fn detail(
     } else {
         vec![]
     };
+    let creator = creator_label(&state, &v, &o.creator).await;
     let tabs = [
         ("info", "Info"),
         ("attributes", "Attributes/Tags"),
@@ -366,7 +367,7 @@ async fn detail(
                         @if let Some(c) = group.and_then(|g| g.connection_status.clone()) { " (" (c) ")" } }
                     dt { "Type" } dd { (o.obj_type) @if let Some(s) = o.key_size { " " (s) } @if let Some(c) = &o.elliptic_curve { " " (c) } }
                     dt { "Description" } dd data-testid="key-description" { (o.description.clone().unwrap_or_default()) }
-                    dt { "Created by" } dd { (format!("{:?}", o.creator)) }
+                    dt { "Created by" } dd data-testid="created-by" { (creator) }
                     dt { "Created" } dd { (o.created_at) }
                     dt { "Key id" } dd data-testid="kid" { (o.kid) }
                 }
@@ -407,6 +408,29 @@ async fn detail(
         }
     };
     page(&v, &o.name, "keys", &q.flash, body)
+}
+
+/// Who made a key, by email or application name where the viewer may see them.
+async fn creator_label(state: &Arc<AppState>, v: &Viewer, c: &CreatorOut) -> String {
+    match c {
+        CreatorOut::User(id) => {
+            match crate::api::users::get(State(state.clone()), v.caller.clone(), Path(id.clone()))
+                .await
+            {
+                Ok(Json(u)) => u.user_email,
+                Err(_) => "a user no longer in the account".into(),
+            }
+        }
+        CreatorOut::App(id) => {
+            match crate::api::apps::get(State(state.clone()), v.caller.clone(), Path(id.clone()))
+                .await
+            {
+                Ok(Json(a)) => format!("application {}", a.name),
+                Err(_) => "an application".into(),
+            }
+        }
+        CreatorOut::System(what) => format!("Keyward ({what})"),
+    }
 }
 
 fn attributes_tab(v: &Viewer, o: &SobjectOut) -> Markup {

@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(encode(&key, MaterialFormat::Auto).unwrap(), (b64, "base64"));
         assert_eq!(
             encode(
-                b"-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n",
+                b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
                 MaterialFormat::Auto
             ),
             Err(FileError::NotPem)

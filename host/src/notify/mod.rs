@@ -124,8 +124,9 @@ impl Notifications {
                     .map_err(|e| invalid("url", e))?;
             }
         } else {
-            return Err(invalid(
-                "url",
+            // The daemon's configuration refuses the destination: not the request's form.
+            return Err(NotifyError::Forbidden(format!(
+                "url: {}",
                 if self.allowed.is_empty() {
                     "this daemon sends no notifications (start it with --notify-allow <host>)"
                         .to_string()
@@ -134,7 +135,7 @@ impl Notifications {
                         "{url} is not among the destinations this daemon may send to (--notify-allow)"
                     )
                 },
-            ));
+            )));
         }
         let events = events
             .iter()

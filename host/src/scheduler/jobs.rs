@@ -79,7 +79,7 @@ impl Jobs {
 
     pub async fn create(&self, access: &Access, spec: NewJob) -> Result<Job, JobError> {
         let name = spec.name.trim().to_string();
-        if name.is_empty() || name.len() > 128 {
+        if name.is_empty() || name.chars().count() > 128 {
             return Err(invalid("name", "must be 1 to 128 characters"));
         }
         if self
@@ -87,13 +87,11 @@ impl Jobs {
             .source(&access.account_id, &spec.workflow)
             .is_err()
         {
-            return Err(invalid(
-                "workflow",
-                format!(
-                    "there is no workflow named '{}' (GET /sys/v1/workflows lists them)",
-                    spec.workflow
-                ),
-            ));
+            // A name that refers to nothing, as an unknown id does.
+            return Err(JobError::NotFound(format!(
+                "workflow: there is no workflow named '{}' (GET /sys/v1/workflows lists them)",
+                spec.workflow
+            )));
         }
         if [
             "generate",
@@ -106,13 +104,11 @@ impl Jobs {
         ]
         .contains(&spec.workflow.as_str())
         {
-            return Err(invalid(
-                "workflow",
-                format!(
-                    "'{}' runs for one key request of the API and cannot be scheduled; schedule rotations with a key's rotation_policy",
-                    spec.workflow
-                ),
-            ));
+            // Not something a schedule may run: refused as a permission, whatever the form.
+            return Err(JobError::Forbidden(format!(
+                "workflow: '{}' runs for one key request of the API and cannot be scheduled; schedule rotations with a key's rotation_policy",
+                spec.workflow
+            )));
         }
         self.may_manage(access, spec.group_id.as_deref()).await?;
         crate::workflows::may_start(access, &spec.workflow, spec.group_id.as_deref())

@@ -149,10 +149,10 @@ impl Webhooks {
                     .as_deref()
                     .ok_or_else(|| invalid("workflow", "is required for a standard webhook"))?;
                 if self.workflows.source(&access.account_id, w).is_err() {
-                    return Err(invalid(
-                        "workflow",
-                        format!("there is no workflow named '{w}'"),
-                    ));
+                    // A name that refers to nothing, as an unknown id does.
+                    return Err(WebhookError::NotFound(format!(
+                        "workflow: there is no workflow named '{w}'"
+                    )));
                 }
                 crate::workflows::may_start(access, w, spec.group_id.as_deref())?;
             }

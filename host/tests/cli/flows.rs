@@ -343,3 +343,127 @@ fn link_settings_are_tested_before_saving_and_edited_one_at_a_time() {
     assert!(back["external_kms"]["tls"]["ca_pem"].is_string());
     assert_eq!(d.ok(&["groups", "check", &hsm])["status"], "Connected");
 }
+
+#[test]
+fn reports_show_the_dashboard_figures_and_keys_are_found_by_part_of_a_name() {
+    let d = Demo::start();
+    d.login_admin();
+    let hsm = d.detail("hsm_group_id");
+    let local = d.detail("local_group_id");
+
+    // F14: a key in the HSM under an Azure key name of its own.
+    let k = d.ok(&[
+        "keys",
+        "generate",
+        "--name",
+        "Payments KEK",
+        "--type",
+        "RSA",
+        "--size",
+        "2048",
+        "--group",
+        &hsm,
+        "--azure-name",
+        "payments-kek-v1",
+    ]);
+    assert_eq!(k["external"]["id"]["label"], "payments-kek-v1");
+    let bad = d.run(
+        &[
+            "keys",
+            "generate",
+            "--name",
+            "x",
+            "--type",
+            "AES",
+            "--size",
+            "256",
+            "--group",
+            &local,
+            "--azure-name",
+            "no-hsm-here",
+        ],
+        None,
+    );
+    assert_eq!(bad.code, 2, "only for a linked group: {}", bad.stderr);
+
+    // F19: part of the name in any case, the type, the holder.
+    let found = d.ok(&["keys", "list", "--name-contains", "payments KEK", "--all"]);
+    let names: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Payments KEK"]);
+    let held = d.ok(&[
+        "keys",
+        "list",
+        "--external",
+        "true",
+        "--type",
+        "rsa",
+        "--all",
+    ]);
+    assert!(
+        held.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["obj_type"] == "RSA" && !k["external"].is_null()),
+        "{held}"
+    );
+    assert!(
+        held.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "Payments KEK")
+    );
+
+    // Reports: the same rows as the API's, and the daemon's CSV in a file.
+    let all = d.ok(&["keys", "list", "--all"]);
+    let counted = d.ok(&["reports", "keys"]);
+    let total: i64 = counted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total as usize, all.as_array().unwrap().len());
+    let hsm_held: i64 = counted
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["held_by"] == "hsm")
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum();
+    let external = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k["external"].is_null())
+        .count();
+    assert_eq!(hsm_held as usize, external);
+    let rotation = d.ok(&["reports", "rotation"]);
+    assert!(
+        rotation
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "Payments KEK" && r["finding"] == "no_policy"),
+        "{rotation}"
+    );
+    let drift = d.ok(&["reports", "drift"]);
+    assert_eq!(drift[0]["group_id"], hsm.as_str());
+    assert_eq!(
+        drift[0]["last_sync_status"], "succeeded",
+        "the demo's first sync"
+    );
+    let file = d.data.path().join("usage.csv");
+    let written = d.ok(&["reports", "usage", "--csv", file.to_str().unwrap()]);
+    assert_eq!(written["rows"], 30);
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.starts_with("day,operations\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 31);
+    let table = d.run(&["reports", "usage"], None);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("OPERATIONS"), "{}", table.stdout);
+}

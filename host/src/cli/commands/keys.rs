@@ -56,9 +56,18 @@ pub enum KeyCmd {
         /// The exact name.
         #[arg(long)]
         name: Option<String>,
+        /// Part of the name, in any case.
+        #[arg(long)]
+        name_contains: Option<String>,
+        /// AES, RSA or EC.
+        #[arg(long = "type")]
+        obj_type: Option<String>,
         /// PreActive, Active, Deactivated, Compromised or Destroyed.
         #[arg(long)]
         state: Option<String>,
+        /// `true`: only keys held by an HSM; `false`: only Keyward-held ones.
+        #[arg(long)]
+        external: Option<bool>,
         #[command(flatten)]
         paging: Paging,
     },
@@ -265,6 +274,9 @@ pub struct KeyFields {
     /// When the key is deactivated (same forms).
     #[arg(long)]
     deactivation: Option<String>,
+    /// In a group linked to an HSM: the key's name there (letters, digits and dashes).
+    #[arg(long)]
+    azure_name: Option<String>,
 }
 
 impl KeyFields {
@@ -277,6 +289,7 @@ impl KeyFields {
             "custom_metadata": if self.tags.is_empty() { None } else { Some(tags(&self.tags)?) },
             "activation_date": self.activation.as_deref().map(time_arg).transpose()?,
             "deactivation_date": self.deactivation.as_deref().map(time_arg).transpose()?,
+            "external_name": self.azure_name,
         }))
     }
 }
@@ -340,13 +353,23 @@ impl KeyCmd {
             KeyCmd::List {
                 group,
                 name,
+                name_contains,
+                obj_type,
                 state,
+                external,
                 paging,
             } => Ok(Shown::new(
                 ctx.list(
                     &format!(
                         "/crypto/v1/keys{}",
-                        query(&[("group_id", group), ("name", name), ("state", state)])
+                        query(&[
+                            ("group_id", group),
+                            ("name", name),
+                            ("name_contains", name_contains),
+                            ("obj_type", obj_type.map(|t| t.to_uppercase())),
+                            ("state", state),
+                            ("external", external.map(|e| e.to_string())),
+                        ])
                     ),
                     &paging,
                     1000,

@@ -65,6 +65,34 @@ pub enum ClientCommand {
     /// The plugins the daemon loaded, and the files it skipped with the reason.
     #[command(after_help = "Example:\n  keyward plugins -o json")]
     Plugins,
+    /// Key health, as the console's dashboard shows it: one report's rows.
+    #[command(
+        after_help = "Examples:\n  keyward reports rotation\n  keyward reports usage --csv usage.csv"
+    )]
+    Reports(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    report: Report,
+    /// Write the report as CSV to this file (as the daemon makes it) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+}
+
+/// The reports of `GET /sys/v1/reports/...`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Report {
+    /// Keys per group, state and holder (an HSM, or Keyward).
+    Keys,
+    /// Keys overdue for rotation, with a stopped policy, without one, and what is due in 30 days.
+    Rotation,
+    /// Scheduled rotations and jobs that failed in the last 30 days.
+    Failures,
+    /// Cryptographic operations per day, the last 30 days.
+    Usage,
+    /// Per linked group: the last sync, and the keys put back in the HSM in 30 days.
+    Drift,
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,6 +128,7 @@ impl ClientCommand {
             ClientCommand::Users(c) => c.run(ctx).await,
             ClientCommand::Apps(c) => c.run(ctx).await,
             ClientCommand::Plugins => plugins(ctx).await,
+            ClientCommand::Reports(a) => reports(ctx, a).await,
         }
     }
 }
@@ -187,6 +216,73 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
         "identity": identity,
         "acct_id": account,
         "expires_in": session["expires_in"],
+    })))
+}
+
+/// One report: its rows as a table, or its CSV written to a file.
+async fn reports(ctx: &Ctx, a: ReportArgs) -> Result<Shown, CliError> {
+    let (path, columns): (&str, super::output::Columns) = match a.report {
+        Report::Keys => (
+            "keys",
+            &[
+                ("GROUP", "/group_name"),
+                ("STATE", "/state"),
+                ("HELD BY", "/held_by"),
+                ("KEYS", "/count"),
+            ],
+        ),
+        Report::Rotation => (
+            "rotation",
+            &[
+                ("KEY", "/name"),
+                ("GROUP", "/group_name"),
+                ("FINDING", "/finding"),
+                ("DATE", "/at"),
+                ("ERROR", "/error"),
+            ],
+        ),
+        Report::Failures => (
+            "failures",
+            &[
+                ("KIND", "/kind"),
+                ("NAME", "/name"),
+                ("GROUP", "/group_name"),
+                ("DUE", "/due_at"),
+                ("ERROR", "/error"),
+            ],
+        ),
+        Report::Usage => ("usage", &[("DAY", "/day"), ("OPERATIONS", "/operations")]),
+        Report::Drift => (
+            "drift",
+            &[
+                ("GROUP", "/group_name"),
+                ("LAST SYNC", "/last_sync_at"),
+                ("STATUS", "/last_sync_status"),
+                ("ADDED", "/keys_added"),
+                ("NOT ADDED", "/keys_failed"),
+                ("DELETED", "/marked_deleted"),
+                ("PURGED", "/marked_purged"),
+                ("PUT BACK", "/drift_events"),
+            ],
+        ),
+    };
+    let Some(file) = a.csv else {
+        return Ok(Shown::new(
+            ctx.get(&format!("/sys/v1/reports/{path}")).await?,
+            columns,
+        ));
+    };
+    let csv = ctx
+        .get(&format!("/sys/v1/reports/{path}?format=csv"))
+        .await?;
+    let text = csv
+        .as_str()
+        .ok_or_else(|| local("the daemon did not answer CSV"))?;
+    std::fs::write(&file, text).map_err(|e| local(format!("writing {}: {e}", file.display())))?;
+    Ok(Shown::object(json!({
+        "report": path,
+        "file": file.display().to_string(),
+        "rows": text.lines().count().saturating_sub(1),
     })))
 }
 
