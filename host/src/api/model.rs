@@ -46,14 +46,7 @@ pub fn from_b64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 pub fn from_hex(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
-    let t = text.trim();
-    if !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::field(field, "not valid hex"));
-    }
-    Ok((0..t.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).expect("hex digits"))
-        .collect())
+    hex::decode(text.trim()).map_err(|_| ApiError::field(field, "not valid hex"))
 }
 
 /// A field that may be set, or removed with the string `"remove"` (DSM's convention).

@@ -285,6 +285,10 @@ async fn audit_log(
             }
             button type="submit" { "Filter" }
         }
+        p data-testid="audit-count" {
+            @if hits.len() >= 200 { "The newest 200 entries; narrow them with the filters (the API and " code { "keyward audit" } " page through all)." }
+            @else { (hits.len()) " entries." }
+        }
         table data-testid="audit-table" {
             thead { tr { th { "Time" } th { "Action" } th { "Outcome" } th { "Actor" } th { "Object" } } }
             tbody { @for h in &hits {

@@ -102,10 +102,7 @@ impl PluginEngine {
 
 /// SHA-256 of `bytes`, lowercase hex.
 pub fn hex_digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Advances the engine's epoch every tick until the engine is dropped.

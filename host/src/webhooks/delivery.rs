@@ -16,7 +16,7 @@ use crate::workflows::{RunRequest, Trigger};
 
 use super::event_grid::{self, KeyEventKind};
 use super::signature::{self, Secret};
-use super::{MAX_BODY, WebhookError, Webhooks, hex};
+use super::{MAX_BODY, WebhookError, Webhooks};
 
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +219,7 @@ impl Webhooks {
             self.secrets(w, now)
                 .unwrap_or_default()
                 .iter()
-                .any(|s| bool::from(hex(s).as_bytes().ct_eq(g.as_bytes())))
+                .any(|s| bool::from(hex::encode(s).as_bytes().ct_eq(g.as_bytes())))
         });
         if ok {
             return Ok(());

@@ -358,7 +358,7 @@ fn new_secret(kind: WebhookKind) -> (Vec<u8>, String) {
     let s = Secret::generate();
     let shown = match kind {
         WebhookKind::Standard => s.display(),
-        WebhookKind::EventGrid => hex(s.bytes()),
+        WebhookKind::EventGrid => hex::encode(s.bytes()),
     };
     (s.bytes().to_vec(), shown)
 }
@@ -368,9 +368,4 @@ fn visible(access: &Access, w: &Webhook) -> bool {
         None => access.reads_whole_account(),
         Some(g) => access.can_read_group(g),
     }
-}
-
-/// Hex of a secret (Event Grid secrets travel in a URL).
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
