@@ -7,15 +7,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Form, Router};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{FormFields, Viewer, back, csrf_field};
+use super::{FormFields, SignedForm, Viewer, back, csrf_field};
 use crate::api::extract::Body;
 use crate::api::groups::GroupRequest;
 use crate::api::model::{CustomPolicyIo, GroupOut, Removable};
@@ -425,14 +425,12 @@ fn json_field(field: &str, text: Option<String>) -> Result<Removable<Value>, Api
 
 async fn save(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = v.check(&f.get("csrf").unwrap_or_default()) {
-        return r.into_response();
-    }
     let here = format!("/console/groups/{id}?tab=policies");
     let current = match groups::get(State(state.clone()), v.caller.clone(), Path(id.clone())).await
     {

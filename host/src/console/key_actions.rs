@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 
 use super::back;
 use super::key_forms::form_time;
-use super::{FormFields, Viewer};
+use super::{FormFields, SignedForm};
 use crate::api::external_keys::{Confirm, CopyRequest};
 use crate::api::extract::Body;
 use crate::api::keys::KeyUpdate;
@@ -63,14 +63,12 @@ fn policy(f: &FormFields) -> Result<RotationPolicy, ApiError> {
 
 async fn act(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
     Path((kid, action)): Path<(String, String)>,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = v.check(&f.get("csrf").unwrap_or_default()) {
-        return r.into_response();
-    }
     let here = format!("/console/keys/{kid}");
     let tab = |t: &str| format!("{here}?tab={t}");
     let c = v.caller.clone();

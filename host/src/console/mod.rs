@@ -390,10 +390,33 @@ impl FormFields {
     pub fn ticked(&self, k: &str) -> bool {
         self.get(k).is_some()
     }
+}
 
-    /// Checks the form's CSRF token.
-    pub fn csrf(&self, v: &Viewer) -> Result<(), Refused> {
-        v.check(&self.get("csrf").unwrap_or_default())
+/// A form submitted by the signed-in viewer, its CSRF token checked before the handler
+/// runs (a form without the right one is refused with 403).
+pub struct SignedForm {
+    pub viewer: Viewer,
+    pub fields: FormFields,
+}
+
+impl axum::extract::FromRequest<Arc<AppState>> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields = FormFields(pairs);
+        viewer
+            .check(&fields.get("csrf").unwrap_or_default())
+            .map_err(IntoResponse::into_response)?;
+        Ok(SignedForm { viewer, fields })
     }
 }
 

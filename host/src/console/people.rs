@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use maud::{Markup, html};
 
 use super::keys::{group_label, group_names};
-use super::{Flash, FormFields, Viewer, back, csrf_field, page};
+use super::{Flash, FormFields, SignedForm, Viewer, back, csrf_field, page};
 use crate::api::accounts::AccountRequest;
 use crate::api::apps::AppRequest;
 use crate::api::extract::Body;
@@ -93,13 +93,11 @@ async fn account_list(
 
 async fn account_create(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let req = AccountRequest {
         name: f.get("name"),
         description: f.get("description"),
@@ -115,13 +113,11 @@ async fn account_create(
 /// Moves the console's session to another of the user's accounts (the API's own call).
 async fn account_switch(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let mut headers = HeaderMap::new();
     if let Ok(h) = HeaderValue::from_str(&format!("Bearer {}", v.caller.token)) {
         headers.insert(axum::http::header::AUTHORIZATION, h);
@@ -263,13 +259,11 @@ fn group_select(groups: &[GroupOut], name: &str, testid: &str) -> Markup {
 
 async fn user_invite(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let mut groups = BTreeMap::new();
     if let Some(g) = f.get("group_id") {
         groups.insert(g, f.get("group_role").unwrap_or_else(|| "auditor".into()));
@@ -291,14 +285,12 @@ async fn user_invite(
 
 async fn user_edit(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let mut req = UserUpdate {
         account_role: None,
         add_groups: BTreeMap::new(),
@@ -427,13 +419,11 @@ fn secret_page(v: &Viewer, a: &AppOut, api_key: &str, what: &str) -> Response {
 
 async fn app_create(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let chosen = f.all("group");
     let req = permissions_of(&f, &chosen).map(|perms| AppRequest {
         name: f.get("name"),
@@ -509,14 +499,12 @@ async fn app_detail(
 
 async fn app_edit(
     State(state): State<Arc<AppState>>,
-    v: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
 ) -> Response {
-    let f = FormFields(form);
-    if let Err(r) = f.csrf(&v) {
-        return r.into_response();
-    }
     let here = format!("/console/apps/{id}");
     match f.get("op").as_deref() {
         Some("credential") => {
