@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::HsmConfig;
+use crate::config::{HsmConfig, VaultConfig};
 use crate::crypto::{Curve, Kty, Material};
 use crate::faults::FaultConfig;
 use crate::shared::Shared;
-use crate::state::{KeyRecord, KeyVersion, Role, new_version_id};
+use crate::state::{KeyRecord, KeyVersion, Kind, Role, new_version_id};
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -34,6 +34,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         )
         .route("/admin/subscriptions", post(add_subscription))
         .route("/admin/hsms", post(add_hsm))
+        .route("/admin/vaults", post(add_vault))
+        .route("/admin/access-policies", axum::routing::put(set_access_policy))
         .route(
             "/admin/role-assignments",
             post(assign_role).delete(revoke_role),
@@ -76,10 +78,22 @@ async fn ca(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn info(State(s): State<Arc<Shared>>) -> Json<Value> {
     let world = s.world.read().unwrap();
+    let entry = |h: &crate::state::Hsm| json!({"name": h.name, "uri": s.store_uri(h), "subscription": h.subscription, "keys": h.keys.len(), "deleted_keys": h.deleted.len()});
     let hsms: Vec<Value> = world
         .hsms
         .values()
-        .map(|h| json!({"name": h.name, "uri": s.hsm_uri(&h.name), "subscription": h.subscription, "keys": h.keys.len(), "deleted_keys": h.deleted.len()}))
+        .filter(|h| !h.kind.is_vault())
+        .map(entry)
+        .collect();
+    let vaults: Vec<Value> = world
+        .hsms
+        .values()
+        .filter(|h| h.kind.is_vault())
+        .map(|h| {
+            let mut v = entry(h);
+            v["sku"] = json!(if h.kind == Kind::Premium { "premium" } else { "standard" });
+            v
+        })
         .collect();
     Json(json!({
         "authority": s.base_url,
@@ -89,6 +103,8 @@ async fn info(State(s): State<Arc<Shared>>) -> Json<Value> {
         "tenants": world.tenants,
         "subscriptions": world.subscriptions.keys().collect::<Vec<_>>(),
         "hsms": hsms,
+        "vaults": vaults,
+        "vault_resource": s.vault_resource(),
         "clock_offset_secs": s.clock.offset(),
     }))
 }
@@ -154,6 +170,34 @@ async fn add_hsm(State(s): State<Arc<Shared>>, b: axum::body::Bytes) -> AdminRes
     changed(&s, r)
 }
 
+async fn add_vault(State(s): State<Arc<Shared>>, b: axum::body::Bytes) -> AdminResult {
+    let v: VaultConfig = body(&b)?;
+    let r = s.world.write().unwrap().add_vault(&v);
+    changed(&s, r)
+}
+
+/// `{"vault": name, "principal": client_id, "keys": [...]}`: replaces one application's
+/// access policy (an empty list removes it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyChange {
+    vault: String,
+    principal: String,
+    keys: Vec<String>,
+}
+
+async fn set_access_policy(State(s): State<Arc<Shared>>, b: axum::body::Bytes) -> AdminResult {
+    let p: PolicyChange = body(&b)?;
+    let r = {
+        let mut w = s.world.write().unwrap();
+        match w.hsms.get_mut(&p.vault) {
+            Some(v) => v.set_access_policy(&p.principal, &p.keys),
+            None => Err(format!("no vault {}", p.vault)),
+        }
+    };
+    changed(&s, r)
+}
+
 /// `{"principal": client_id, "role": "...", "hsm": name}` or `{"principal", "role": "Reader", "subscription": id}`.
 #[derive(Deserialize)]
 struct Assignment {
@@ -167,18 +211,17 @@ fn apply_assignment(s: &Shared, a: Assignment, grant: bool) -> Result<(), String
     let mut w = s.world.write().unwrap();
     match (a.hsm, a.subscription) {
         (Some(hsm), None) => {
-            let role = Role::parse(&a.role)?;
             let h = w
                 .hsms
                 .get_mut(&hsm)
-                .ok_or_else(|| format!("no HSM {hsm}"))?;
-            let roles = h.roles.entry(a.principal).or_default();
+                .ok_or_else(|| format!("no HSM or vault {hsm}"))?;
             if grant {
-                roles.insert(role);
+                h.grant(&a.principal, &a.role)
             } else {
-                roles.remove(&role);
+                let role = Role::parse(&a.role)?;
+                h.roles.entry(a.principal).or_default().remove(&role);
+                Ok(())
             }
-            Ok(())
         }
         (None, Some(sub)) => {
             if !["Reader", "Contributor", "Owner"].contains(&a.role.as_str()) {
@@ -244,16 +287,22 @@ async fn seed(
     if req.count == 0 || req.count > 100_000 {
         return Err(bad("count must be 1 to 100000"));
     }
-    let kty = Kty::parse_hsm(&req.kty).map_err(|e| bad(e.to_string()))?;
+    let kind = s
+        .world
+        .read()
+        .unwrap()
+        .hsms
+        .get(&name)
+        .map(|h| h.kind)
+        .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no HSM or vault {name}")))?;
+    let (kty, protected) =
+        crate::keys::protection(kind, &req.kty, false).map_err(|e| bad(e.body["error"]["message"].as_str().unwrap_or("bad key type").to_string()))?;
     let curve = match kty {
         Kty::Ec => Some(
             Curve::parse(req.crv.as_deref().unwrap_or("P-256")).map_err(|e| bad(e.to_string()))?,
         ),
         _ => None,
     };
-    if !s.world.read().unwrap().hsms.contains_key(&name) {
-        return Err(AdminError(StatusCode::NOT_FOUND, format!("no HSM {name}")));
-    }
     let count = req.count;
     let materials = tokio::task::spawn_blocking(move || -> Result<Vec<Material>, String> {
         (0..count)
@@ -301,6 +350,7 @@ async fn seed(
                 updated: now,
                 tags: Default::default(),
                 exportable: false,
+                hsm: protected,
             };
             h.keys.insert(
                 &key_name,

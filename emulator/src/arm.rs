@@ -1,5 +1,6 @@
-//! Azure Resource Manager: the Managed HSMs (and key vaults) of a subscription, paged with
-//! `nextLink`, in ARM's shapes and with ARM's errors.
+//! Azure Resource Manager: the Managed HSMs and the key vaults of a subscription, paged with
+//! `nextLink`, in ARM's shapes (a vault's `sku` inside `properties`, a Managed HSM's at the
+//! top) and with ARM's errors.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::error::AzureError;
 use crate::shared::Shared;
-use crate::state::Hsm;
+use crate::state::{Hsm, Kind};
 
 const READ_HSMS: &str = "Microsoft.KeyVault/managedHSMs/read";
 
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/managedHSMs", get(list_hsms_in_group))
         .route("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/managedHSMs/{name}", get(get_hsm))
         .route("/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults", get(list_vaults))
+        .route("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}", get(get_vault))
 }
 
 fn api_version(q: &HashMap<String, String>) -> Result<String, AzureError> {
@@ -64,6 +66,50 @@ fn hsm_json(s: &Shared, tenant: &str, owner: &str, h: &Hsm) -> Value {
             "statusMessage": "ManagedHsm is functional.",
             "publicNetworkAccess": "Enabled",
             "securityDomainProperties": {"activationStatus": "Active", "activationStatusMessage": "Your HSM has been activated and can be used for cryptographic operations."},
+        },
+    })
+}
+
+fn vault_json(s: &Shared, tenant: &str, world: &crate::state::World, v: &Hsm) -> Value {
+    let object_id = |client: &str| {
+        world
+            .apps
+            .get(client)
+            .map_or(client.to_string(), |a| a.object_id.clone())
+    };
+    let policies: Vec<Value> = v
+        .access_policies
+        .iter()
+        .map(|(client, keys)| {
+            json!({
+                "tenantId": tenant,
+                "objectId": object_id(client),
+                "applicationId": null,
+                "permissions": {"keys": keys, "secrets": [], "certificates": []},
+            })
+        })
+        .collect();
+    let sku = if v.kind == Kind::Premium { "premium" } else { "standard" };
+    json!({
+        "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}", v.subscription, v.resource_group, v.name),
+        "name": v.name,
+        "type": "Microsoft.KeyVault/vaults",
+        "location": v.location,
+        "tags": {},
+        "properties": {
+            "sku": {"family": "A", "name": sku},
+            "tenantId": tenant,
+            "accessPolicies": policies,
+            "enabledForDeployment": false,
+            "enabledForDiskEncryption": false,
+            "enabledForTemplateDeployment": false,
+            "enableSoftDelete": true,
+            "softDeleteRetentionInDays": v.retention_days,
+            "enablePurgeProtection": v.purge_protection,
+            "enableRbacAuthorization": v.rbac,
+            "vaultUri": s.vault_uri(&v.name),
+            "provisioningState": "Succeeded",
+            "publicNetworkAccess": "Enabled",
         },
     })
 }
@@ -131,7 +177,9 @@ async fn list(
         .hsms
         .values()
         .filter(|h| {
-            h.subscription == sub && rg.is_none_or(|rg| h.resource_group.eq_ignore_ascii_case(rg))
+            h.kind == Kind::Managed
+                && h.subscription == sub
+                && rg.is_none_or(|rg| h.resource_group.eq_ignore_ascii_case(rg))
         })
         .map(|h| hsm_json(s, &tenant, &claims.oid, h))
         .collect();
@@ -175,8 +223,11 @@ async fn get_hsm(
     match world
         .hsms
         .get(&name)
-        .filter(|h| h.subscription == sub && h.resource_group.eq_ignore_ascii_case(&rg))
-    {
+        .filter(|h| {
+            h.kind == Kind::Managed
+                && h.subscription == sub
+                && h.resource_group.eq_ignore_ascii_case(&rg)
+        }) {
         Some(h) => Ok(Json(hsm_json(&s, &tenant, &claims.oid, h))),
         None => Err(AzureError::arm(
             StatusCode::NOT_FOUND,
@@ -188,8 +239,9 @@ async fn get_hsm(
     }
 }
 
-/// The emulator has no key vaults; the listing exists (empty) so clients that look at both
-/// kinds work.
+const READ_VAULTS: &str = "Microsoft.KeyVault/vaults/read";
+
+/// `Vaults_ListBySubscription`: the Standard and Premium vaults of a subscription.
 async fn list_vaults(
     State(s): State<Arc<Shared>>,
     Path(sub): Path<String>,
@@ -197,9 +249,41 @@ async fn list_vaults(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AzureError> {
     let version = api_version(&q)?;
-    s.authorize_arm(&headers, &sub, "Microsoft.KeyVault/vaults/read")?;
+    s.authorize_arm(&headers, &sub, READ_VAULTS)?;
+    let world = s.world.read().unwrap();
+    let tenant = world.subscriptions[&sub].tenant.clone();
+    let items = world
+        .hsms
+        .values()
+        .filter(|v| v.kind.is_vault() && v.subscription == sub)
+        .map(|v| vault_json(&s, &tenant, &world, v))
+        .collect();
     let path = format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults");
-    Ok(Json(page(&s, &path, &version, &q, vec![])?))
+    Ok(Json(page(&s, &path, &version, &q, items)?))
+}
+
+async fn get_vault(
+    State(s): State<Arc<Shared>>,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AzureError> {
+    api_version(&q)?;
+    s.authorize_arm(&headers, &sub, READ_VAULTS)?;
+    let world = s.world.read().unwrap();
+    let tenant = world.subscriptions[&sub].tenant.clone();
+    match world.hsms.get(&name).filter(|v| {
+        v.kind.is_vault() && v.subscription == sub && v.resource_group.eq_ignore_ascii_case(&rg)
+    }) {
+        Some(v) => Ok(Json(vault_json(&s, &tenant, &world, v))),
+        None => Err(AzureError::arm(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!(
+                "The Resource 'Microsoft.KeyVault/vaults/{name}' under resource group '{rg}' was not found."
+            ),
+        )),
+    }
 }
 
 /// ARM's cloud metadata (`/metadata/endpoints`), which the Azure CLI reads when a custom cloud
@@ -218,7 +302,7 @@ async fn cloud_metadata(State(s): State<Arc<Shared>>) -> Json<Value> {
         "graphAudience": "https://graph.windows.net/",
         "graph": "https://graph.windows.net/",
         "suffixes": {
-            "keyVaultDns": "vault.azure.net",
+            "keyVaultDns": format!("vault.{}:{}", s.settings.hsm_domain, s.port),
             "mhsmDns": format!("{}:{}", s.settings.hsm_domain, s.port),
             "storage": "core.windows.net",
             "acrLoginServer": "azurecr.io",

@@ -1,5 +1,6 @@
 //! Configuration: a TOML file (and command-line flags) describing the directory (tenants,
-//! applications), subscriptions, Managed HSMs and role assignments, plus server settings.
+//! applications), subscriptions, Managed HSMs, Key Vault vaults, role assignments and access
+//! policies, plus server settings.
 //!
 //! ```toml
 //! [server]
@@ -25,6 +26,12 @@
 //! subscription = "8e3a1d2c-4b5f-4c7a-9e1d-0f2b3c4d5e6f"
 //! retention_days = 90
 //! roles = [{ principal = "2b8d4c3a-9f7e-4a61-8c25-5e0b7d1f3a94", role = "Managed HSM Crypto User" }]
+//!
+//! [[vaults]]
+//! name = "demo-premium"
+//! subscription = "8e3a1d2c-4b5f-4c7a-9e1d-0f2b3c4d5e6f"
+//! sku = "premium"          # or "standard"
+//! access_policies = [{ principal = "2b8d4c3a-9f7e-4a61-8c25-5e0b7d1f3a94", keys = ["get", "list", "create", "import"] }]
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -45,6 +52,9 @@ pub struct EmulatorConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     #[serde(default)]
     pub hsms: Vec<HsmConfig>,
+    /// Key Vault vaults (Standard and Premium), served at `{name}.vault.{hsm_domain}`.
+    #[serde(default)]
+    pub vaults: Vec<VaultConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +159,78 @@ pub struct RoleAssignment {
     pub role: String,
 }
 
+/// The pricing tier of a vault: Standard holds software-protected keys only, Premium
+/// HSM-protected keys too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultSku {
+    Standard,
+    Premium,
+}
+
+/// A Key Vault vault. Who may do what is decided by access policies (the classic model)
+/// or, with `rbac`, by role assignments (`Key Vault Crypto Officer`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub name: String,
+    pub subscription: String,
+    pub sku: VaultSku,
+    #[serde(default = "default_resource_group")]
+    pub resource_group: String,
+    #[serde(default = "default_location")]
+    pub location: String,
+    /// Soft-delete retention, 7 to 90 days.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub purge_protection: bool,
+    /// Role-based access (`enableRbacAuthorization`) instead of access policies.
+    #[serde(default)]
+    pub rbac: bool,
+    #[serde(default)]
+    pub access_policies: Vec<AccessPolicy>,
+    /// With `rbac`: `Key Vault Administrator`, `Key Vault Crypto Officer`,
+    /// `Key Vault Crypto User` or `Key Vault Reader`.
+    #[serde(default)]
+    pub roles: Vec<RoleAssignment>,
+}
+
+/// An access policy entry: the key permissions of one application, as Azure names them
+/// (`get`, `list`, `create`, `import`, `update`, `delete`, `recover`, `purge`, `backup`,
+/// `restore`, `rotate`, `encrypt`, `decrypt`, `wrapKey`, `unwrapKey`, `sign`, `verify`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicy {
+    /// Client id of the application.
+    pub principal: String,
+    pub keys: Vec<String>,
+}
+
+/// Every key permission an access policy can grant.
+pub const KEY_PERMISSIONS: &[&str] = &[
+    "get",
+    "list",
+    "create",
+    "import",
+    "update",
+    "delete",
+    "recover",
+    "purge",
+    "backup",
+    "restore",
+    "rotate",
+    "getrotationpolicy",
+    "setrotationpolicy",
+    "release",
+    "encrypt",
+    "decrypt",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
+];
+
 fn default_resource_group() -> String {
     "default".into()
 }
@@ -166,6 +248,10 @@ pub mod demo {
     pub const CLIENT_SECRET: &str = "demo-client-secret";
     pub const SUBSCRIPTION: &str = "8e3a1d2c-4b5f-4c7a-9e1d-0f2b3c4d5e6f";
     pub const HSM: &str = "demo-hsm";
+    /// A Standard vault (software-protected keys).
+    pub const STANDARD_VAULT: &str = "demo-standard";
+    /// A Premium vault (HSM-protected keys too).
+    pub const PREMIUM_VAULT: &str = "demo-premium";
 }
 
 impl EmulatorConfig {
@@ -206,6 +292,27 @@ impl EmulatorConfig {
                     },
                 ],
             }],
+            vaults: [
+                (demo::STANDARD_VAULT, VaultSku::Standard),
+                (demo::PREMIUM_VAULT, VaultSku::Premium),
+            ]
+            .into_iter()
+            .map(|(name, sku)| VaultConfig {
+                name: name.into(),
+                subscription: demo::SUBSCRIPTION.into(),
+                sku,
+                resource_group: "keyward-demo".into(),
+                location: default_location(),
+                retention_days: 90,
+                purge_protection: false,
+                rbac: false,
+                access_policies: vec![AccessPolicy {
+                    principal: demo::CLIENT_ID.into(),
+                    keys: KEY_PERMISSIONS.iter().map(|p| p.to_string()).collect(),
+                }],
+                roles: vec![],
+            })
+            .collect(),
         }
     }
 

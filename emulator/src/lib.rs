@@ -1,11 +1,13 @@
-//! An Azure Managed HSM emulator that the official Azure SDKs accept.
+//! An Azure Managed HSM and Key Vault emulator that the official Azure SDKs accept.
 //!
 //! It speaks HTTPS with its own CA and serves, on one port:
 //! - Entra ID: OpenID discovery, signing keys and the v2 client-credentials token endpoint
 //!   ([`aad`]), issuing RS256 JWTs ([`jwt`]) with Entra ID's error codes;
 //! - Azure Resource Manager: the Managed HSMs of a subscription ([`arm`]);
-//! - the Managed HSM keys data plane ([`keys`]) at `https://{hsm}.{hsm_domain}:{port}`, with
-//!   real cryptography ([`crypto`]), soft delete, backups and BYOK import.
+//! - the keys data plane ([`keys`]) of Managed HSMs at `https://{hsm}.{hsm_domain}:{port}`
+//!   and of Standard and Premium vaults at `https://{vault}.vault.{hsm_domain}:{port}`, with
+//!   real cryptography ([`crypto`]), each tier's key types, soft delete, backups and BYOK
+//!   import.
 //!
 //! An admin API on a second port ([`admin`]) configures tenants, applications,
 //! subscriptions, HSMs and role assignments, seeds keys, advances the clock ([`clock`]),
@@ -122,6 +124,11 @@ impl RunningEmulator {
     /// Data-plane URI of an HSM (`https://{name}.{hsm_domain}:{port}/`).
     pub fn hsm_uri(&self, name: &str) -> String {
         self.shared.hsm_uri(name)
+    }
+
+    /// Data-plane URI of a vault (`https://{name}.vault.{hsm_domain}:{port}/`).
+    pub fn vault_uri(&self, name: &str) -> String {
+        self.shared.vault_uri(name)
     }
 
     /// The audience data-plane tokens carry (`https://{hsm_domain}`).
@@ -310,6 +317,9 @@ fn merge(world: &mut World, configured: World, config: &EmulatorConfig) -> Resul
     }
     for h in &config.hsms {
         world.add_hsm(h)?;
+    }
+    for v in &config.vaults {
+        world.add_vault(v)?;
     }
     Ok(())
 }

@@ -109,6 +109,10 @@ impl Pki {
             || name
                 .strip_suffix(&format!(".{}", self.hsm_domain))
                 .is_some_and(|l| !l.is_empty() && !l.contains('.'))
+            // Vaults: `{name}.vault.{hsm_domain}`.
+            || name
+                .strip_suffix(&format!(".vault.{}", self.hsm_domain))
+                .is_some_and(|l| !l.is_empty() && !l.contains('.'))
             || self.base_names.iter().any(|n| n == name)
     }
 

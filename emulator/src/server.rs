@@ -1,9 +1,10 @@
 //! The listeners: HTTPS (or plain HTTP when asked) for Entra ID, ARM and the HSM data plane,
 //! and the admin API on its own port.
 //!
-//! Requests for `https://{hsm}.{hsm_domain}/...` are rewritten to `/hsm/{hsm}/...` before
-//! routing (the path form `https://localhost:{port}/hsm/{hsm}/...` works too, for clients that
-//! cannot resolve `*.localhost`). Faults are injected here, before any handler runs.
+//! Requests for `https://{hsm}.{hsm_domain}/...` (Managed HSMs) and
+//! `https://{vault}.vault.{hsm_domain}/...` (vaults) are rewritten to `/hsm/{name}/...` before
+//! routing (the path form `https://localhost:{port}/hsm/{name}/...` works too, for clients
+//! that cannot resolve `*.localhost`). Faults are injected here, before any handler runs.
 
 use std::sync::Arc;
 
@@ -119,12 +120,29 @@ async fn handle(
     let scheme = shared.scheme;
     let mut path = req.uri().path().to_string();
     let suffix = format!(".{}", shared.settings.hsm_domain);
+    let vault_suffix = format!(".vault.{}", shared.settings.hsm_domain);
+    let label = |suffix: &str| {
+        hostname
+            .strip_suffix(suffix)
+            .filter(|n| !n.is_empty() && !n.contains('.'))
+            .map(str::to_string)
+    };
 
     let mut base = None;
-    if let Some(name) = hostname
-        .strip_suffix(&suffix)
-        .filter(|n| !n.is_empty() && !n.contains('.'))
+    if let Some((name, vault_host)) = label(&vault_suffix)
+        .map(|n| (n, true))
+        .or_else(|| label(&suffix).map(|n| (n, false)))
     {
+        // A vault answers only at a vault host name, a Managed HSM only at its own.
+        let kind = shared.world.read().unwrap().hsms.get(&name).map(|h| h.kind);
+        if kind.is_some_and(|k| k.is_vault() != vault_host) {
+            return Ok(AzureError::kv(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("No such host: {hostname}"),
+            )
+            .into_response());
+        }
         base = Some(format!("{scheme}://{host}"));
         path = format!("/hsm/{name}{path}");
     } else if let Some(rest) = path.strip_prefix("/hsm/") {

@@ -39,6 +39,7 @@ pub struct Shared {
 pub enum Audience {
     Arm,
     Hsm,
+    Vault,
 }
 
 impl Shared {
@@ -57,6 +58,29 @@ impl Shared {
         format!("https://{}:{}", self.settings.hsm_domain, self.port)
     }
 
+    /// Data-plane base URI of a vault, as ARM reports it (`vaultUri`).
+    pub fn vault_uri(&self, name: &str) -> String {
+        format!(
+            "{}://{}.vault.{}:{}/",
+            self.scheme, name, self.settings.hsm_domain, self.port
+        )
+    }
+
+    /// The audience vault tokens carry (Azure's is `https://vault.azure.net`), announced in
+    /// a vault's 401 challenge; `https://{vault}.vault.localhost:8443` ends in its host.
+    pub fn vault_resource(&self) -> String {
+        format!("https://vault.{}:{}", self.settings.hsm_domain, self.port)
+    }
+
+    /// The data-plane URI of a Managed HSM or vault.
+    pub fn store_uri(&self, h: &crate::state::Hsm) -> String {
+        if h.kind.is_vault() {
+            self.vault_uri(&h.name)
+        } else {
+            self.hsm_uri(&h.name)
+        }
+    }
+
     /// Which plane a resource identifier (scope without `/.default`) belongs to. ARM tokens
     /// use Azure's ARM audience, as clients configured for a custom cloud request it.
     pub fn audience(&self, resource: &str) -> Option<Audience> {
@@ -73,10 +97,19 @@ impl Shared {
             bare_domain.as_str(),
         ];
 
+        let vault_resource = self.vault_resource();
+        let bare_vault = format!("https://vault.{}", self.settings.hsm_domain);
+        let vault = [
+            "https://vault.azure.net",
+            vault_resource.as_str(),
+            bare_vault.as_str(),
+        ];
         if arm.contains(&r) {
             Some(Audience::Arm)
         } else if hsm.contains(&r) {
             Some(Audience::Hsm)
+        } else if vault.contains(&r) {
+            Some(Audience::Vault)
         } else {
             None
         }
@@ -107,11 +140,10 @@ impl Shared {
             .then_some(token.trim())
     }
 
-    fn challenge(&self, tenant: &str) -> String {
+    fn challenge(&self, tenant: &str, resource: &str) -> String {
         format!(
-            r#"Bearer authorization="{}/{tenant}", resource="{}""#,
+            r#"Bearer authorization="{}/{tenant}", resource="{resource}""#,
             self.base_url,
-            self.hsm_resource()
         )
     }
 
@@ -127,13 +159,18 @@ impl Shared {
             return Err(AzureError::kv(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("The Managed HSM '{hsm}' does not exist."),
+                format!("The Managed HSM or vault '{hsm}' does not exist."),
             ));
         };
         let tenant = world.tenant_of_hsm(h).to_string();
+        let (expected, resource) = if h.kind.is_vault() {
+            (Audience::Vault, self.vault_resource())
+        } else {
+            (Audience::Hsm, self.hsm_resource())
+        };
         let unauthorized = |msg: String| {
             AzureError::kv(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
-                .header(header::WWW_AUTHENTICATE, self.challenge(&tenant))
+                .header(header::WWW_AUTHENTICATE, self.challenge(&tenant, &resource))
         };
         let Some(token) = Self::bearer(headers) else {
             return Err(unauthorized(
@@ -149,10 +186,9 @@ impl Shared {
             }
             Err(e) => return Err(unauthorized(format!("AKV10020: Invalid token: {e}."))),
         };
-        if self.audience(&claims.aud) != Some(Audience::Hsm) {
+        if self.audience(&claims.aud) != Some(expected) {
             return Err(unauthorized(format!(
-                "AKV10022: Invalid audience. Expected {}, found: {}.",
-                self.hsm_resource(),
+                "AKV10022: Invalid audience. Expected {resource}, found: {}.",
                 claims.aud
             )));
         }
@@ -170,6 +206,20 @@ impl Shared {
         {
             return Err(unauthorized(
                 "AKV10020: Invalid token: the application no longer exists.".into(),
+            ));
+        }
+        if h.kind.is_vault() && !h.rbac && !h.allows(&claims.appid, permission) {
+            // Azure's answer under access policies names the missing permission.
+            return Err(AzureError::forbidden(
+                format!(
+                    "The user, group or application 'appid={};oid={};iss={}' does not have keys {} permission on key vault '{hsm};location={}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+                    claims.appid,
+                    claims.oid,
+                    claims.iss,
+                    permission.policy_name(),
+                    h.location
+                ),
+                "ForbiddenByPolicy",
             ));
         }
         if !h.allows(&claims.appid, permission) {

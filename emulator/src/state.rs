@@ -1,11 +1,12 @@
-//! The emulated world: the directory (tenants, applications), subscriptions, Managed HSMs
-//! with their role assignments and keys. Serializable, for optional persistence.
+//! The emulated world: the directory (tenants, applications), subscriptions, and the key
+//! stores, Managed HSMs and Key Vault vaults, with who may use them and their keys.
+//! Serializable, for optional persistence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EmulatorConfig, HsmConfig, RoleAssignment};
+use crate::config::{EmulatorConfig, HsmConfig, KEY_PERMISSIONS, RoleAssignment, VaultConfig, VaultSku};
 use crate::crypto::Material;
 use crate::names::NameMap;
 
@@ -14,6 +15,7 @@ pub struct World {
     pub tenants: BTreeSet<String>,
     pub apps: BTreeMap<String, App>,
     pub subscriptions: BTreeMap<String, Subscription>,
+    /// Managed HSMs and vaults by name (one namespace: both are DNS names under Azure).
     pub hsms: BTreeMap<String, Hsm>,
 }
 
@@ -35,35 +37,73 @@ pub struct Subscription {
     pub readers: BTreeSet<String>,
 }
 
+/// What a key store is: it decides its host name, token audience, key types and access model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    #[default]
+    Managed,
+    Standard,
+    Premium,
+}
+
+impl Kind {
+    pub fn is_vault(self) -> bool {
+        self != Kind::Managed
+    }
+
+    /// How Azure's errors name the store.
+    pub fn noun(self) -> &'static str {
+        if self.is_vault() { "vault" } else { "Managed HSM" }
+    }
+}
+
+/// A Managed HSM or a Key Vault vault (`kind`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hsm {
+    #[serde(default)]
+    pub kind: Kind,
     pub name: String,
     pub subscription: String,
     pub resource_group: String,
     pub location: String,
     pub retention_days: u32,
     pub purge_protection: bool,
-    /// Client id → roles.
+    /// Client id → roles (Managed HSM local RBAC, or vault RBAC when `rbac`).
     pub roles: BTreeMap<String, BTreeSet<Role>>,
+    /// Vaults: role-based access instead of access policies.
+    #[serde(default)]
+    pub rbac: bool,
+    /// Vaults without `rbac`: client id → key permissions.
+    #[serde(default)]
+    pub access_policies: BTreeMap<String, BTreeSet<String>>,
     /// Case-insensitive, as Azure's object names are.
     pub keys: NameMap<KeyRecord>,
     pub deleted: NameMap<DeletedKey>,
 }
 
-/// Built-in Managed HSM roles, reduced to the data actions the emulator checks.
+/// Built-in Managed HSM and Key Vault roles, reduced to the data actions the emulator
+/// checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Role {
     CryptoUser,
     CryptoOfficer,
     CryptoAuditor,
     Administrator,
+    VaultAdministrator,
+    VaultCryptoOfficer,
+    VaultCryptoUser,
+    VaultReader,
 }
 
 /// What an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
     Read,
-    Write,
+    List,
+    Create,
+    Import,
+    Update,
+    Rotate,
     Delete,
     Recover,
     Purge,
@@ -73,6 +113,37 @@ pub enum Permission {
     Rng,
 }
 
+impl Permission {
+    /// How an access-policy refusal names what is missing.
+    pub fn policy_name(self) -> &'static str {
+        match self {
+            Permission::Crypto => "encrypt/decrypt/wrapKey/unwrapKey/sign/verify",
+            Permission::Rng => "rng",
+            p => p.policy_names()[0],
+        }
+    }
+
+    /// The access-policy permission that grants it (crypto: any cryptographic one).
+    fn policy_names(self) -> &'static [&'static str] {
+        use Permission::*;
+        match self {
+            Read => &["get"],
+            List => &["list"],
+            Create => &["create"],
+            Import => &["import"],
+            Update => &["update"],
+            Rotate => &["rotate"],
+            Delete => &["delete"],
+            Recover => &["recover"],
+            Purge => &["purge"],
+            Backup => &["backup"],
+            Restore => &["restore"],
+            Crypto => &["encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify"],
+            Rng => &[],
+        }
+    }
+}
+
 impl Role {
     pub fn parse(name: &str) -> Result<Role, String> {
         match name {
@@ -80,21 +151,40 @@ impl Role {
             "Managed HSM Crypto Officer" => Ok(Role::CryptoOfficer),
             "Managed HSM Crypto Auditor" => Ok(Role::CryptoAuditor),
             "Managed HSM Administrator" => Ok(Role::Administrator),
+            "Key Vault Administrator" => Ok(Role::VaultAdministrator),
+            "Key Vault Crypto Officer" => Ok(Role::VaultCryptoOfficer),
+            "Key Vault Crypto User" => Ok(Role::VaultCryptoUser),
+            "Key Vault Reader" => Ok(Role::VaultReader),
             other => Err(format!(
-                "unknown role '{other}' (known: Managed HSM Crypto User, Managed HSM Crypto Officer, Managed HSM Crypto Auditor, Managed HSM Administrator)"
+                "unknown role '{other}' (known: Managed HSM Crypto User, Managed HSM Crypto Officer, Managed HSM Crypto Auditor, Managed HSM Administrator, Key Vault Administrator, Key Vault Crypto Officer, Key Vault Crypto User, Key Vault Reader)"
             )),
         }
+    }
+
+    /// Whether the role is one of a vault's (rather than a Managed HSM's).
+    pub fn for_vaults(self) -> bool {
+        matches!(
+            self,
+            Role::VaultAdministrator
+                | Role::VaultCryptoOfficer
+                | Role::VaultCryptoUser
+                | Role::VaultReader
+        )
     }
 
     pub fn allows(self, p: Permission) -> bool {
         use Permission::*;
         match self {
-            Role::Administrator => true,
+            Role::Administrator | Role::VaultAdministrator => true,
+            // "Perform any action on the keys of a key vault, except manage permissions."
+            Role::VaultCryptoOfficer => true,
+            Role::VaultCryptoUser => matches!(p, Read | List | Crypto),
+            Role::VaultReader => matches!(p, Read | List),
             // "All key management operations except purge or release."
             Role::CryptoUser => !matches!(p, Purge),
             // Manage keys, including purge; no cryptographic operations.
             Role::CryptoOfficer => !matches!(p, Crypto),
-            Role::CryptoAuditor => matches!(p, Read),
+            Role::CryptoAuditor => matches!(p, Read | List),
         }
     }
 }
@@ -141,6 +231,14 @@ pub struct KeyVersion {
     pub updated: i64,
     pub tags: BTreeMap<String, String>,
     pub exportable: bool,
+    /// HSM-protected (`RSA-HSM`) rather than software-protected (`RSA`); every Managed HSM
+    /// key is.
+    #[serde(default = "yes")]
+    pub hsm: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +297,9 @@ impl World {
         }
         for h in &config.hsms {
             world.add_hsm(h)?;
+        }
+        for v in &config.vaults {
+            world.add_vault(v)?;
         }
         Ok(world)
     }
@@ -293,11 +394,11 @@ impl World {
         if !(7..=90).contains(&h.retention_days) {
             return Err(format!("HSM {}: retention_days must be 7 to 90", h.name));
         }
-        let (keys, deleted) = match self.hsms.remove(&h.name) {
-            Some(old) => (old.keys, old.deleted),
-            None => Default::default(),
-        };
+        let (keys, deleted) = self.take_keys(&h.name, Kind::Managed)?;
         let mut hsm = Hsm {
+            kind: Kind::Managed,
+            rbac: true,
+            access_policies: BTreeMap::new(),
             name: h.name.clone(),
             subscription: h.subscription.clone(),
             resource_group: h.resource_group.clone(),
@@ -309,13 +410,72 @@ impl World {
             deleted,
         };
         for RoleAssignment { principal, role } in &h.roles {
-            hsm.roles
-                .entry(principal.clone())
-                .or_default()
-                .insert(Role::parse(role)?);
+            hsm.grant(principal, role)?;
         }
         self.hsms.insert(h.name.clone(), hsm);
         Ok(())
+    }
+
+    pub fn add_vault(&mut self, v: &VaultConfig) -> Result<(), String> {
+        if !valid_dns_label(&v.name) {
+            return Err(format!(
+                "vault name '{}' must be 3-24 characters of a-z, 0-9 and '-'",
+                v.name
+            ));
+        }
+        if !self.subscriptions.contains_key(&v.subscription) {
+            return Err(format!(
+                "vault {}: unknown subscription {}",
+                v.name, v.subscription
+            ));
+        }
+        if !(7..=90).contains(&v.retention_days) {
+            return Err(format!("vault {}: retention_days must be 7 to 90", v.name));
+        }
+        let kind = match v.sku {
+            VaultSku::Standard => Kind::Standard,
+            VaultSku::Premium => Kind::Premium,
+        };
+        let (keys, deleted) = self.take_keys(&v.name, kind)?;
+        let mut vault = Hsm {
+            kind,
+            name: v.name.clone(),
+            subscription: v.subscription.clone(),
+            resource_group: v.resource_group.clone(),
+            location: v.location.clone(),
+            retention_days: v.retention_days,
+            purge_protection: v.purge_protection,
+            roles: BTreeMap::new(),
+            rbac: v.rbac,
+            access_policies: BTreeMap::new(),
+            keys,
+            deleted,
+        };
+        for p in &v.access_policies {
+            vault.set_access_policy(&p.principal, &p.keys)?;
+        }
+        for RoleAssignment { principal, role } in &v.roles {
+            vault.grant(principal, role)?;
+        }
+        self.hsms.insert(v.name.clone(), vault);
+        Ok(())
+    }
+
+    /// The keys of a store being configured again; a name is one kind of store for good.
+    fn take_keys(
+        &mut self,
+        name: &str,
+        kind: Kind,
+    ) -> Result<(NameMap<KeyRecord>, NameMap<DeletedKey>), String> {
+        match self.hsms.remove(name) {
+            Some(old) if old.kind != kind => {
+                let noun = old.kind.noun();
+                self.hsms.insert(name.to_string(), old);
+                Err(format!("'{name}' is already a {noun}"))
+            }
+            Some(old) => Ok((old.keys, old.deleted)),
+            None => Ok(Default::default()),
+        }
     }
 
     pub fn tenant_of_hsm(&self, hsm: &Hsm) -> &str {
@@ -328,9 +488,60 @@ impl World {
 
 impl Hsm {
     pub fn allows(&self, client_id: &str, p: Permission) -> bool {
+        if self.kind.is_vault() && !self.rbac {
+            return self.access_policies.get(client_id).is_some_and(|granted| {
+                p.policy_names()
+                    .iter()
+                    .any(|n| granted.contains(&n.to_ascii_lowercase()))
+            });
+        }
         self.roles
             .get(client_id)
             .is_some_and(|roles| roles.iter().any(|r| r.allows(p)))
+    }
+
+    /// Assigns a role; Managed HSM roles on Managed HSMs, Key Vault roles on vaults.
+    pub fn grant(&mut self, principal: &str, role: &str) -> Result<(), String> {
+        let role = Role::parse(role)?;
+        if role.for_vaults() != self.kind.is_vault() {
+            return Err(format!(
+                "'{}' is a {}: that role does not apply to it",
+                self.name,
+                self.kind.noun()
+            ));
+        }
+        self.roles
+            .entry(principal.to_string())
+            .or_default()
+            .insert(role);
+        Ok(())
+    }
+
+    /// Replaces the access policy of one application (vaults only).
+    pub fn set_access_policy(&mut self, principal: &str, keys: &[String]) -> Result<(), String> {
+        if !self.kind.is_vault() {
+            return Err(format!(
+                "'{}' is a Managed HSM: it has no access policies",
+                self.name
+            ));
+        }
+        let mut granted = BTreeSet::new();
+        for k in keys {
+            let known = KEY_PERMISSIONS.iter().find(|p| p.eq_ignore_ascii_case(k));
+            let Some(p) = known else {
+                return Err(format!(
+                    "unknown key permission '{k}' (known: {})",
+                    KEY_PERMISSIONS.join(", ")
+                ));
+            };
+            granted.insert(p.to_ascii_lowercase());
+        }
+        if granted.is_empty() {
+            self.access_policies.remove(principal);
+        } else {
+            self.access_policies.insert(principal.to_string(), granted);
+        }
+        Ok(())
     }
 
     /// Purges soft-deleted keys whose retention has run out.

@@ -331,10 +331,14 @@ async fn arm_lists_managed_hsms_with_paging() {
         "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.KeyVault/vaults?api-version=2025-05-01",
         em.base_url
     );
-    assert_eq!(
-        call(&em, &arm, Method::GET, &vaults, None).await.1,
-        json!({"value": []})
-    );
+    let listed = call(&em, &arm, Method::GET, &vaults, None).await.1;
+    let names: Vec<&str> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [STANDARD, PREMIUM], "the vaults, not the Managed HSMs");
 
     let unknown = format!(
         "{}/subscriptions/00000000-1111-2222-3333-444444444444/providers/Microsoft.KeyVault/managedHSMs?api-version=2025-05-01",

@@ -134,10 +134,11 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    s.begin(&headers, &hsm, &q, Permission::Write)?;
+    s.begin(&headers, &hsm, &q, Permission::Create)?;
     check_name(&name)?;
     let req: CreateIn = parse_body(body)?;
-    let kty = Kty::parse_hsm(&req.kty)?;
+    let kind = s.with_hsm(&hsm, |h| Ok(h.kind))?;
+    let (kty, protected) = protection(kind, &req.kty, false)?;
     check_attributes(&req.attributes)?;
     let ops = req.key_ops.unwrap_or_else(|| default_ops(kty));
     check_ops(kty, &ops)?;
@@ -176,6 +177,7 @@ pub(super) async fn create(
         updated: now,
         tags,
         exportable: false,
+        hsm: protected,
     };
     s.with_hsm_mut(&hsm, |h| {
         add_version(h, &name, version)?;
@@ -263,7 +265,7 @@ pub(super) async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    s.begin(&headers, &hsm, &q, Permission::Write)?;
+    s.begin(&headers, &hsm, &q, Permission::Import)?;
     check_name(&name)?;
     let req: ImportIn = parse_body(body)?;
     let kty_name = req
@@ -271,7 +273,9 @@ pub(super) async fn import(
         .get("kty")
         .and_then(Value::as_str)
         .ok_or_else(|| AzureError::bad_parameter("The key is missing 'kty'."))?;
-    let kty = Kty::parse_hsm(kty_name)?;
+    let kind = s.with_hsm(&hsm, |h| Ok(h.kind))?;
+    let byok = req.key.get("key_hsm").is_some();
+    let (kty, protected) = protection(kind, kty_name, byok || req.hsm == Some(true))?;
     check_attributes(&req.attributes)?;
     let ops: Vec<String> = match req.key.get("key_ops") {
         Some(v) => serde_json::from_value(v.clone())
@@ -308,6 +312,7 @@ pub(super) async fn import(
             updated: now,
             tags,
             exportable: false,
+            hsm: protected,
         };
         add_version(h, &name, version)?;
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))
@@ -360,7 +365,7 @@ pub(super) async fn update_key(
     version: Option<&str>,
     body: Body,
 ) -> Reply {
-    s.begin(headers, hsm, q, Permission::Write)?;
+    s.begin(headers, hsm, q, Permission::Update)?;
     let req: UpdateIn = parse_body(body)?;
     check_attributes(&req.attributes)?;
     if let Some(tags) = &req.tags {
@@ -428,7 +433,7 @@ pub(super) async fn list_keys(
     Query(q): Q,
     headers: HeaderMap,
 ) -> Reply {
-    let api = s.begin(&headers, &hsm, &q, Permission::Read)?;
+    let api = s.begin(&headers, &hsm, &q, Permission::List)?;
     s.with_hsm(&hsm, |h| {
         let items = h
             .keys
@@ -450,7 +455,7 @@ pub(super) async fn list_versions(
     Query(q): Q,
     headers: HeaderMap,
 ) -> Reply {
-    let api = s.begin(&headers, &hsm, &q, Permission::Read)?;
+    let api = s.begin(&headers, &hsm, &q, Permission::List)?;
     s.with_hsm(&hsm, |h| {
         let record = h
             .keys
@@ -506,7 +511,7 @@ pub(super) async fn list_deleted(
     Query(q): Q,
     headers: HeaderMap,
 ) -> Reply {
-    let api = s.begin(&headers, &hsm, &q, Permission::Read)?;
+    let api = s.begin(&headers, &hsm, &q, Permission::List)?;
     s.with_hsm(&hsm, |h| {
         let items = h
             .deleted

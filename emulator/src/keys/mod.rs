@@ -30,13 +30,14 @@ use serde_json::{Map, Value, json};
 use crate::crypto::{self, Curve, Kty, Material, b64url, decode_b64};
 use crate::error::AzureError;
 use crate::shared::Shared;
-use crate::state::{DeletedKey, Hsm, KeyRecord, KeyVersion, Permission, new_version_id};
+use crate::state::{DeletedKey, Hsm, KeyRecord, KeyVersion, Kind, Permission, new_version_id};
 
 mod crypto_ops;
 mod lifecycle;
 mod model;
 mod rotation;
 
+pub use model::protection;
 use crypto_ops::*;
 use lifecycle::*;
 use rotation::*;

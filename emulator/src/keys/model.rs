@@ -25,11 +25,9 @@ pub(super) struct CreateIn {
 #[derive(Deserialize)]
 pub(super) struct ImportIn {
     pub(super) key: Value,
+    /// Import plain material as an HSM-protected key (Premium vaults; every Managed HSM key
+    /// is HSM-protected anyway).
     #[serde(rename = "Hsm")]
-    #[allow(
-        dead_code,
-        reason = "Managed HSM keys are always HSM-protected; the flag is accepted and ignored"
-    )]
     pub(super) hsm: Option<bool>,
     #[serde(default)]
     pub(super) attributes: AttributesIn,
@@ -86,6 +84,39 @@ pub(super) const ALL_OPS: &[&str] = &[
     "import",
     "export",
 ];
+
+/// The tier rules: which key types a store takes, and whether a key of the type the request
+/// names (`RSA`, `RSA-HSM`, ...; `hsm_flag` is the import's `Hsm`) is HSM-protected there.
+/// Standard vaults hold software keys only, Premium vaults software and HSM keys, neither
+/// symmetric keys; a Managed HSM holds HSM keys of every family.
+pub fn protection(kind: Kind, kty: &str, hsm_flag: bool) -> Result<(Kty, bool), AzureError> {
+    let family = Kty::parse_hsm(kty)?;
+    if kind == Kind::Managed {
+        return Ok((family, true));
+    }
+    if family == Kty::Oct {
+        return Err(AzureError::bad_parameter(format!(
+            "Invalid kty value: {kty}. Key vaults support RSA, RSA-HSM, EC and EC-HSM keys; symmetric keys need a Managed HSM."
+        )));
+    }
+    let hsm = kty.ends_with("-HSM") || hsm_flag;
+    if hsm && kind == Kind::Standard {
+        return Err(AzureError::bad_parameter(
+            "Hardware key operation not allowed on standard vault",
+        ));
+    }
+    Ok((family, hsm))
+}
+
+/// The `kty` of a key version as Key Vault reports it.
+pub(super) fn kty_name(v: &KeyVersion) -> &'static str {
+    match (v.hsm, v.material.family()) {
+        (true, f) => f.name(),
+        (false, Kty::Rsa) => "RSA",
+        (false, Kty::Ec) => "EC",
+        (false, Kty::Oct) => "oct",
+    }
+}
 
 pub(super) fn default_ops(kty: Kty) -> Vec<String> {
     let ops: &[&str] = match kty {
@@ -187,7 +218,7 @@ pub(super) fn key_bundle(base: &str, hsm: &Hsm, name: &str, v: &KeyVersion) -> V
     let name = created_name(hsm, name);
     let mut jwk = Map::new();
     jwk.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", v.id)));
-    jwk.insert("kty".into(), json!(v.material.kty()));
+    jwk.insert("kty".into(), json!(kty_name(v)));
     jwk.insert("key_ops".into(), json!(v.ops));
     v.material.public_jwk(&mut jwk);
     let mut bundle = json!({"key": jwk, "attributes": attributes(hsm, v)});

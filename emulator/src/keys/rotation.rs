@@ -11,8 +11,8 @@ pub(super) async fn rotate(
     Query(q): Q,
     headers: HeaderMap,
 ) -> Reply {
-    s.begin(&headers, &hsm, &q, Permission::Write)?;
-    let (family, size, curve, ops, tags, expiry) = s.with_hsm(&hsm, |h| {
+    s.begin(&headers, &hsm, &q, Permission::Rotate)?;
+    let (family, size, curve, ops, tags, expiry, protected) = s.with_hsm(&hsm, |h| {
         let r = h
             .keys
             .get(&name)
@@ -30,6 +30,7 @@ pub(super) async fn rotate(
             l.ops.clone(),
             l.tags.clone(),
             expiry,
+            l.hsm,
         ))
     })?;
     let material = match family {
@@ -61,6 +62,7 @@ pub(super) async fn rotate(
                 updated: now,
                 tags,
                 exportable: false,
+                hsm: protected,
             },
         )?;
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))
@@ -208,7 +210,7 @@ pub(super) async fn put_rotation_policy(
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    s.begin(&headers, &hsm, &q, Permission::Write)?;
+    s.begin(&headers, &hsm, &q, Permission::Update)?;
     let req: Value = parse_body(body)?;
     let expiry = match req["attributes"]["expiryTime"].as_str() {
         None => None,

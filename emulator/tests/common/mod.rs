@@ -18,6 +18,8 @@ pub const TENANT: &str = demo::TENANT;
 pub const CLIENT: &str = demo::CLIENT_ID;
 pub const SECRET: &str = demo::CLIENT_SECRET;
 pub const SUBSCRIPTION: &str = demo::SUBSCRIPTION;
+pub const STANDARD: &str = demo::STANDARD_VAULT;
+pub const PREMIUM: &str = demo::PREMIUM_VAULT;
 
 /// The demo set-up plus a second HSM with a 7-day retention and purge protection.
 pub async fn emulator() -> RunningEmulator {
@@ -54,6 +56,8 @@ pub fn http(em: &RunningEmulator) -> reqwest::Client {
         .tls_certs_only([ca])
         .resolve(&format!("{HSM}.localhost"), loopback)
         .resolve("locked-hsm.localhost", loopback)
+        .resolve(&format!("{STANDARD}.vault.localhost"), loopback)
+        .resolve(&format!("{PREMIUM}.vault.localhost"), loopback)
         .build()
         .unwrap()
 }
@@ -85,6 +89,19 @@ pub fn credential(em: &RunningEmulator, secret: &str) -> Arc<ClientSecretCredent
 pub fn key_client(em: &RunningEmulator, hsm: &str) -> KeyClient {
     KeyClient::new(
         &em.hsm_uri(hsm),
+        credential(em, SECRET),
+        Some(KeyClientOptions {
+            client_options: client_options(em),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+}
+
+/// An SDK client for a vault (`https://{name}.vault.localhost:{port}`).
+pub fn vault_client(em: &RunningEmulator, vault: &str) -> KeyClient {
+    KeyClient::new(
+        &em.vault_uri(vault),
         credential(em, SECRET),
         Some(KeyClientOptions {
             client_options: client_options(em),
