@@ -1,6 +1,6 @@
 //! The host `http` import: allowlist from the manifest, TLS settings from the caller.
 
-use keyward::plugins::kms::{Connection, Credentials, Endpoints};
+use keyward::plugins::kms::{Connection, Credentials, Endpoints, InstanceKind};
 use keyward::plugins::{PluginRuntime, TlsSettings};
 use keyward_tests::tls::{HttpsServer, TestCa};
 use keyward_tests::{CONNECTOR_WORLD, install, runtime};
@@ -31,6 +31,7 @@ async fn probe(rt: &PluginRuntime, base: &str, tls: &TlsSettings) -> String {
             identity: base.to_string(),
             management: base.to_string(),
             instance_suffix: "localhost".into(),
+            vault_suffix: "vault.localhost".into(),
         },
         credentials: Credentials {
             tenant_id: "t".into(),
@@ -39,6 +40,7 @@ async fn probe(rt: &PluginRuntime, base: &str, tls: &TlsSettings) -> String {
         },
         subscription_id: "sub".into(),
         instance: None,
+        kind: InstanceKind::Managed,
     };
     let instances = rt
         .call_connector("probe", tls, async |kms, store| {

@@ -201,7 +201,14 @@ impl Material {
             Kty::Rsa => {
                 let n = field("n")?;
                 let e = field("e")?;
-                let d = field("d")?;
+                // JWKs drop leading zero bytes; the private exponent works at the modulus'
+                // precision, so it is widened back to the modulus' length.
+                let mut d = field("d")?;
+                if d.len() < n.len() {
+                    let mut wide = vec![0; n.len() - d.len()];
+                    wide.extend_from_slice(&d);
+                    d = wide;
+                }
                 let p = field("p")?;
                 let q = field("q")?;
                 let key = PrivateKey::from_components(

@@ -2,14 +2,19 @@
 //! (endpoints, credentials, chosen instance, TLS settings), and typed calls through the
 //! plugin. Nothing here speaks Azure: the `azure-mhsm` plugin does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
-use crate::catalog::groups::{ExternalLink, Group, LinkConfig, LinkKind, secrets_context};
+use crate::catalog::groups::{
+    ExternalLink, Group, LinkConfig, LinkKind, VaultType, secrets_context,
+};
 use crate::catalog::sobjects::{Curve, ObjType};
 use crate::plugins::kms::{
     Connection, Credentials, CryptRequest, CryptResult, Curve as ConnectorCurve, DeletedKey,
-    DeletedKeyItem, Endpoints, ImportRequest, Instance, KeyItem, KeyPage, KeyRef, KeySpec, KeyType,
+    DeletedKeyItem, Endpoints, ImportRequest, Instance, InstanceKind, KeyItem, KeyPage, KeyRef, KeySpec, KeyType,
     KmsError as RemoteError, PublicKey, RemoteKey, SignRequest, SignResult, UpdateRequest,
     VerifyRequest,
 };
@@ -22,6 +27,7 @@ pub const AZURE_PLUGIN: &str = "azure-mhsm";
 pub const DEFAULT_IDENTITY: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_MANAGEMENT: &str = "https://management.azure.com";
 pub const DEFAULT_INSTANCE_SUFFIX: &str = "managedhsm.azure.net";
+pub const DEFAULT_VAULT_SUFFIX: &str = "vault.azure.net";
 
 /// How a remote refusal is classified (the contract's `kms-error` cases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +223,7 @@ impl Link {
                     identity: endpoint(&endpoints.identity, DEFAULT_IDENTITY),
                     management: endpoint(&endpoints.management, DEFAULT_MANAGEMENT),
                     instance_suffix: endpoint(&endpoints.instance_suffix, DEFAULT_INSTANCE_SUFFIX),
+                    vault_suffix: endpoint(&endpoints.vault_suffix, DEFAULT_VAULT_SUFFIX),
                 },
                 credentials: Credentials {
                     tenant_id: field("tenant_id", &config.tenant_id)?,
@@ -225,6 +232,7 @@ impl Link {
                 },
                 subscription_id: field("subscription_id", &config.subscription_id)?,
                 instance: config.instance.clone().filter(|s| !s.is_empty()),
+                kind: instance_kind(config.vault_type()),
             },
             tls: tls_settings(config, secrets),
         })
@@ -244,6 +252,110 @@ impl Link {
                 .unwrap_or(host)
                 .to_string(),
         )
+    }
+}
+
+/// Key permissions Keyward uses in a vault that grants access by access policies: every
+/// key-management flow, and the cryptographic operations applications ask of the vault's
+/// keys.
+pub const NEEDED_KEY_PERMISSIONS: &[&str] = &[
+    "get", "list", "create", "import", "update", "delete", "recover", "purge", "backup",
+    "restore", "rotate", "encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify",
+];
+
+/// One instance of a subscription as a connection test lists it (DSM's `KeyVault`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    /// Azure resource id.
+    pub id: String,
+    pub name: String,
+    /// `STANDARD`, `PREMIUM` or `MANAGED`.
+    #[schema(value_type = String)]
+    pub vault_type: VaultType,
+    /// Data-plane URI: what `external_kms.instance` takes.
+    pub uri: String,
+    pub location: String,
+    /// Soft-delete retention in days.
+    pub retention_days: Option<u32>,
+    pub purge_protection: bool,
+    /// Whether Azure roles (rather than access policies) grant access.
+    pub rbac: bool,
+    /// Vaults with access policies: the key permissions the application's policy grants.
+    pub key_permissions: Option<Vec<String>>,
+    /// Vaults with access policies: what Keyward needs that the policy does not grant.
+    pub missing_permissions: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl InstanceInfo {
+    pub fn of(i: &Instance) -> InstanceInfo {
+        let missing = match &i.key_permissions {
+            Some(granted) => NEEDED_KEY_PERMISSIONS
+                .iter()
+                .filter(|n| !granted.iter().any(|g| g.eq_ignore_ascii_case(n)))
+                .map(|n| n.to_string())
+                .collect(),
+            None => vec![],
+        };
+        InstanceInfo {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            vault_type: vault_type_of(i.kind),
+            uri: i.uri.clone(),
+            location: i.location.clone(),
+            retention_days: i.retention_days,
+            purge_protection: i.purge_protection,
+            rbac: i.rbac,
+            key_permissions: i.key_permissions.clone(),
+            missing_permissions: missing,
+            tags: i
+                .tags
+                .iter()
+                .map(|t| (t.name.clone(), t.value.clone()))
+                .collect(),
+        }
+    }
+
+    /// What a person must grant the application, when the instance's access policy lacks
+    /// something Keyward needs.
+    pub fn access_warning(&self) -> Option<String> {
+        (!self.missing_permissions.is_empty()).then(|| {
+            format!(
+                "the access policy of the application on the vault '{}' lacks the key permissions {}: add them to the policy (Azure portal: Access policies) or some flows will be refused",
+                self.name,
+                self.missing_permissions.join(", ")
+            )
+        })
+    }
+}
+
+/// What to grant an application that the instance refused, by kind of instance.
+pub fn access_advice(t: VaultType) -> &'static str {
+    match t {
+        VaultType::Managed => {
+            "give the application the Managed HSM Crypto Officer role (key management) and the Managed HSM Crypto User role (cryptography) in the HSM's local RBAC"
+        }
+        VaultType::Standard | VaultType::Premium => {
+            "give the application the Key Vault Crypto Officer role on the vault, or, if the vault uses access policies, an access policy with the key permissions get, list, create, import, update, delete, recover, purge, backup, restore, rotate and the cryptographic ones"
+        }
+    }
+}
+
+/// The connector's name for a kind of instance.
+pub fn instance_kind(t: VaultType) -> InstanceKind {
+    match t {
+        VaultType::Standard => InstanceKind::Standard,
+        VaultType::Premium => InstanceKind::Premium,
+        VaultType::Managed => InstanceKind::Managed,
+    }
+}
+
+/// Keyward's name for a connector's kind of instance.
+pub fn vault_type_of(k: InstanceKind) -> VaultType {
+    match k {
+        InstanceKind::Standard => VaultType::Standard,
+        InstanceKind::Premium => VaultType::Premium,
+        InstanceKind::Managed => VaultType::Managed,
     }
 }
 

@@ -79,6 +79,18 @@ pub fn link(em: &RunningEmulator, secret: &str, instance: Option<&str>) -> Value
     l
 }
 
+pub const STANDARD_VAULT: &str = demo::STANDARD_VAULT;
+pub const PREMIUM_VAULT: &str = demo::PREMIUM_VAULT;
+
+/// A link to one of the emulator's vaults (`STANDARD` or `PREMIUM`).
+pub fn vault_link(em: &RunningEmulator, vault: &str, vault_type: &str) -> Value {
+    let mut l = link(em, SECRET, None);
+    l["endpoints"]["vault_suffix"] = json!("vault.localhost");
+    l["instance"] = json!(em.vault_uri(vault));
+    l["key_vault_type"] = json!(vault_type);
+    l
+}
+
 /// A daemon and emulator, an administrator session, a group linked to the demo HSM and an
 /// application in it (and in a plain group for source keys).
 pub struct Azure {
@@ -96,6 +108,18 @@ impl Azure {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut DaemonConfig)) -> Azure {
+        Azure::start_linked(adjust, |em| link(em, SECRET, Some(HSM))).await
+    }
+
+    /// As [`Azure::start`], the group linked to one of the emulator's vaults.
+    pub async fn start_in_vault(vault: &str, vault_type: &str) -> Azure {
+        Azure::start_linked(|_| {}, |em| vault_link(em, vault, vault_type)).await
+    }
+
+    async fn start_linked(
+        adjust: impl FnOnce(&mut DaemonConfig),
+        link_to: impl FnOnce(&RunningEmulator) -> Value,
+    ) -> Azure {
         let em = emulator().await;
         let daemon = TestDaemon::start_with(|c| {
             allow_local(c);
@@ -104,10 +128,7 @@ impl Azure {
         .await;
         let admin = daemon.bootstrap().await;
         let group = admin
-            .create_group(
-                "azure",
-                json!({"external_kms": link(&em, SECRET, Some(HSM))}),
-            )
+            .create_group("azure", json!({"external_kms": link_to(&em)}))
             .await;
         let plain_group = admin.create_group("plain", json!({})).await;
         let (_, key) = admin.create_app("app", &[&plain_group, &group]).await;

@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::catalog::groups::{self, ConnectionRecord, Group};
 use crate::catalog::sobjects;
 use crate::catalog::workflow_runs::{self, RunFilter, WorkflowRun};
-use crate::kms::{self, Link};
+use crate::kms::{self, InstanceInfo, Link};
 use crate::workflows::{RunRequest, WorkflowError};
 
 use super::extract::{Body, Caller, id, parse_json};
@@ -43,9 +43,10 @@ pub struct ConnectionStatus {
     pub reason: Option<String>,
     /// The remote error code (e.g. `AADSTS7000215`), when there is one.
     pub error_code: Option<String>,
-    /// The Managed HSMs of the subscription (DSM `KeyVault`: id, name, uri, location, ...).
-    #[schema(value_type = Vec<Object>)]
-    pub instances: Vec<Value>,
+    /// The Managed HSMs and vaults of the subscription (DSM `KeyVault`).
+    pub instances: Vec<InstanceInfo>,
+    /// What works but not fully: permissions the application lacks on the chosen instance.
+    pub warnings: Vec<String>,
     pub checked_at: Time,
     /// The workflow run that made the test.
     pub run_id: String,
@@ -80,7 +81,7 @@ struct ConnectionOutput {
     #[serde(default)]
     error: Option<RemoteErrorOut>,
     #[serde(default)]
-    instances: Vec<Value>,
+    instances: Vec<InstanceInfo>,
 }
 
 /// A host error as scripts leave it in their output.
@@ -151,6 +152,8 @@ async fn test_connection(
     group: Option<Arc<Group>>,
     link: Link,
 ) -> ApiResult<ConnectionStatus> {
+    let link_type = crate::kms::vault_type_of(link.conn.kind);
+    let chosen = link.instance().map(str::to_string);
     let outcome = state
         .workflows
         .run(RunRequest {
@@ -167,11 +170,35 @@ async fn test_connection(
         })
         .await?;
     let o: ConnectionOutput = output_of(&outcome.run_id, &outcome.output);
+    let error_code = o.error.map(|e| e.code).filter(|c| !c.is_empty());
+    // A refusal by the instance: say what to grant, in the words of its kind.
+    let refused = matches!(
+        error_code.as_deref(),
+        Some("Forbidden" | "ForbiddenByPolicy" | "AccessDenied")
+    );
+    let reason = match o.reason {
+        Some(r) if refused => Some(format!(
+            "{}: {r}",
+            crate::kms::access_advice(link_type)
+        )),
+        r => r,
+    };
+    let warnings = o
+        .instances
+        .iter()
+        .filter(|i| {
+            chosen
+                .as_deref()
+                .is_some_and(|c| c.trim_end_matches('/') == i.uri.trim_end_matches('/'))
+        })
+        .filter_map(InstanceInfo::access_warning)
+        .collect();
     Ok(ConnectionStatus {
         status: o.status.unwrap_or_else(|| "Not Connected".into()),
-        reason: o.reason,
-        error_code: o.error.map(|e| e.code).filter(|c| !c.is_empty()),
+        reason,
+        error_code,
         instances: o.instances,
+        warnings,
         checked_at: time(state.now()),
         run_id: outcome.run_id,
     })
@@ -248,15 +275,16 @@ pub fn check_later(state: Arc<AppState>, caller: Caller, group_id: String) {
     });
 }
 
-/// Lists the Managed HSMs of the subscription (DSM `KeyVault` objects). Failing to connect is
+/// Lists the Managed HSMs and Key Vault vaults of the subscription (DSM `KeyVault` objects,
+/// with `vault_type` STANDARD, PREMIUM or MANAGED). Failing to connect is
 /// an error here (use `hmg/check` to get the reason as a status).
 #[utoipa::path(post, path = "/sys/v1/groups/hmg/azure_vaults", tag = "groups", request_body = ExternalKmsIn,
-    responses((status = 200, body = [Object]), (status = 400, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)))]
+    responses((status = 200, body = [InstanceInfo]), (status = 400, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)))]
 pub async fn azure_vaults(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Body(cfg): Body<ExternalKmsIn>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<InstanceInfo>>> {
     if !caller.access.can_create_group() {
         return Err(ApiError::Forbidden(
             "only users who create groups test links".into(),

@@ -9,14 +9,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::catalog::groups::{
-    ExternalLink, LinkConfig, LinkEndpoints, LinkKind, LinkTls, secrets_context,
+    ExternalLink, LinkConfig, LinkEndpoints, LinkKind, LinkTls, VaultType, secrets_context,
 };
 use crate::kms;
 
 use super::model::Removable;
 use super::{ApiError, ApiResult, AppState};
 
-/// The link of a group to an external key manager (Azure Managed HSM). Secrets
+/// The link of a group to an external key manager (Azure Managed HSM or Key Vault vault). Secrets
 /// (`client_secret`, `tls.client_key`) are write-only: stored sealed, never returned.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,9 +28,14 @@ pub struct ExternalKmsIn {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub subscription_id: Option<String>,
-    /// The chosen instance (Managed HSM URI). Once set it cannot be changed.
+    /// The chosen instance (Managed HSM or vault URI). Once set it cannot be changed.
     pub instance: Option<String>,
-    /// Endpoint overrides: `identity`, `management`, `instance_suffix`.
+    /// What the instance is: `STANDARD` or `PREMIUM` (a Key Vault vault of that tier) or
+    /// `MANAGED` (a Managed HSM, the default for an instance under the Managed HSM suffix).
+    /// Required with a vault's URI; fixed once the instance is chosen.
+    #[schema(schema_with = super::schemas::vault_type)]
+    pub key_vault_type: Option<String>,
+    /// Endpoint overrides: `identity`, `management`, `instance_suffix`, `vault_suffix`.
     #[schema(value_type = Option<Object>)]
     pub endpoints: Option<Value>,
     pub tls: Option<TlsIn>,
@@ -106,15 +111,58 @@ fn endpoints(e: &Value) -> ApiResult<LinkEndpoints> {
                 out.management = Some(v);
             }
             "instance_suffix" => out.instance_suffix = Some(v),
+            "vault_suffix" => out.vault_suffix = Some(v),
             other => {
                 return Err(ApiError::field(
                     "external_kms.endpoints",
-                    format!("unknown endpoint '{other}' (identity, management, instance_suffix)"),
+                    format!(
+                        "unknown endpoint '{other}' (identity, management, instance_suffix, vault_suffix)"
+                    ),
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// The kind of a newly chosen instance: the one asked for, checked against the instance's
+/// host name (vaults live under the vault suffix, Managed HSMs under theirs), or, when none
+/// is asked for, a Managed HSM outside the vault suffix.
+fn instance_type(
+    config: &LinkConfig,
+    instance: &str,
+    asked: Option<VaultType>,
+) -> ApiResult<VaultType> {
+    let endpoints = config.endpoints.clone().unwrap_or_default();
+    let vault_suffix = endpoints
+        .vault_suffix
+        .as_deref()
+        .unwrap_or(kms::DEFAULT_VAULT_SUFFIX)
+        .to_ascii_lowercase();
+    let host = instance
+        .strip_prefix("https://")
+        .unwrap_or(instance)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let in_vaults = host.ends_with(&format!(".{vault_suffix}"));
+    match (asked, in_vaults) {
+        (None, false) => Ok(VaultType::Managed),
+        (None, true) => Err(ApiError::field(
+            "external_kms.key_vault_type",
+            "is required for a Key Vault vault: STANDARD or PREMIUM, as its pricing tier",
+        )),
+        (Some(VaultType::Managed), true) => Err(ApiError::field(
+            "external_kms.key_vault_type",
+            format!("MANAGED does not fit '{host}', a vault host name (*.{vault_suffix})"),
+        )),
+        (Some(t), false) if t.is_vault() => Err(ApiError::field(
+            "external_kms.key_vault_type",
+            format!("{} needs a vault host name (*.{vault_suffix}), not '{host}'", t.as_str()),
+        )),
+        (Some(t), _) => Ok(t),
+    }
 }
 
 /// The settings and secrets of a link after applying `new` to the current ones (none for a
@@ -150,6 +198,18 @@ pub fn link_settings(
             *slot = Some(v.trim().to_string());
         }
     }
+    if let Some(e) = &new.endpoints {
+        config.endpoints = Some(endpoints(e)?);
+    }
+    let asked_type = match &new.key_vault_type {
+        Some(t) => Some(VaultType::parse(t).ok_or_else(|| {
+            ApiError::field(
+                "external_kms.key_vault_type",
+                format!("'{t}' is not one of STANDARD, PREMIUM, MANAGED"),
+            )
+        })?),
+        None => None,
+    };
     if let Some(instance) = &new.instance {
         check_https("external_kms.instance", instance)?;
         if let Some(current) = &config.instance
@@ -159,10 +219,19 @@ pub fn link_settings(
                 "the instance of a linked group cannot be changed".into(),
             ));
         }
+        if config.instance.is_none() {
+            config.key_vault_type = Some(instance_type(&config, instance, asked_type)?);
+        }
         config.instance = Some(instance.clone());
     }
-    if let Some(e) = &new.endpoints {
-        config.endpoints = Some(endpoints(e)?);
+    if let Some(t) = asked_type
+        && config.instance.is_some()
+        && t != config.vault_type()
+    {
+        return Err(ApiError::Conflict(format!(
+            "the group's instance is a {}; its kind cannot be changed",
+            config.vault_type().label()
+        )));
     }
     if let Some(s) = new.client_secret {
         if s.is_empty() {

@@ -143,6 +143,11 @@ pub fn link_kind() -> ObjectBuilder {
     names(LinkKind::ALL.map(LinkKind::as_str))
 }
 
+/// What a link's instance is.
+pub fn vault_type() -> ObjectBuilder {
+    names(crate::catalog::groups::VaultType::ALL.map(crate::catalog::groups::VaultType::as_str))
+}
+
 /// KMIP revocation reasons: the two compromises, and the rest, which deactivate.
 pub fn revocation_code() -> ObjectBuilder {
     names(

@@ -36,6 +36,48 @@ impl LinkKind {
     }
 }
 
+/// What a link's instance is (DSM's `key_vault_type`): a Key Vault vault of the Standard
+/// tier (software-protected keys) or of the Premium tier (HSM-protected too), or a Managed
+/// HSM. Fixed once the instance is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VaultType {
+    Standard,
+    Premium,
+    Managed,
+}
+
+impl VaultType {
+    pub const ALL: [VaultType; 3] = [VaultType::Standard, VaultType::Premium, VaultType::Managed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultType::Standard => "STANDARD",
+            VaultType::Premium => "PREMIUM",
+            VaultType::Managed => "MANAGED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VaultType> {
+        VaultType::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    pub fn is_vault(self) -> bool {
+        self != VaultType::Managed
+    }
+
+    /// How people name the kind of store.
+    pub fn label(self) -> &'static str {
+        match self {
+            VaultType::Standard => "Standard tier Key Vault",
+            VaultType::Premium => "Premium tier Key Vault",
+            VaultType::Managed => "Managed HSM",
+        }
+    }
+}
+
 /// Endpoint overrides of a link (sovereign clouds, private endpoints, the emulator).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkEndpoints {
@@ -45,6 +87,8 @@ pub struct LinkEndpoints {
     pub management: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_suffix: Option<String>,
 }
 
 /// TLS settings of a link's connections; the client key is among the sealed secrets.
@@ -91,9 +135,13 @@ pub struct LinkConfig {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<String>,
-    /// The chosen instance (Managed HSM URI); once set it never changes.
+    /// The chosen instance (Managed HSM or vault URI); once set it never changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// What the instance is; links made before vaults were supported have none and are
+    /// Managed HSMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault_type: Option<VaultType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<LinkEndpoints>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +150,13 @@ pub struct LinkConfig {
     pub has_client_secret: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionRecord>,
+}
+
+impl LinkConfig {
+    /// The kind of the link's instance.
+    pub fn vault_type(&self) -> VaultType {
+        self.key_vault_type.unwrap_or(VaultType::Managed)
+    }
 }
 
 /// A group's link to an external key manager. Non-secret settings in `config`; secrets

@@ -47,12 +47,17 @@ pub struct LinkFields {
     subscription_id: String,
     #[serde(default)]
     instance: String,
+    /// Set by the page's script from the chosen instance (STANDARD, PREMIUM, MANAGED).
+    #[serde(default)]
+    key_vault_type: String,
     #[serde(default)]
     identity_endpoint: String,
     #[serde(default)]
     management_endpoint: String,
     #[serde(default)]
     instance_suffix: String,
+    #[serde(default)]
+    vault_suffix: String,
     #[serde(default)]
     ca_pem: String,
     /// A checkbox: present when checked.
@@ -69,6 +74,7 @@ impl LinkFields {
             ("identity", &self.identity_endpoint),
             ("management", &self.management_endpoint),
             ("instance_suffix", &self.instance_suffix),
+            ("vault_suffix", &self.vault_suffix),
         ] {
             if let Some(v) = opt(v) {
                 endpoints.insert(k.to_string(), Value::String(v));
@@ -81,6 +87,8 @@ impl LinkFields {
             client_secret: opt(&self.client_secret),
             subscription_id: opt(&self.subscription_id),
             instance: opt(&self.instance),
+            // Only with the instance it describes.
+            key_vault_type: opt(&self.instance).and(opt(&self.key_vault_type)),
             endpoints: (!endpoints.is_empty()).then_some(Value::Object(endpoints)),
             tls,
         }
@@ -111,7 +119,7 @@ async fn list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Fla
                 @for g in &groups {
                     tr data-testid="group-row" {
                         td { a href={ "/console/groups/" (g.group_id) } { (g.name) } }
-                        td { @if g.is_external { span .badge data-testid="external-marker" { "Azure Managed HSM" } } }
+                        td { @if let Some(l) = &g.external_kms { span .badge data-testid="external-marker" { "Azure " (l.config.vault_type().label()) } } }
                         td data-testid="group-connection" { (g.connection_status.as_deref().unwrap_or("")) }
                         td { (g.role.as_deref().unwrap_or("")) }
                     }
@@ -125,7 +133,7 @@ async fn list(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Fla
 fn link_fields() -> maud::Markup {
     html! {
         fieldset data-testid="link-section" {
-            legend { "Link HSM / external KMS: Azure Managed HSM" }
+            legend { "Link HSM / external KMS: Azure Managed HSM or Key Vault" }
             label for="tenant_id" { "Tenant ID" }
             input id="tenant_id" name="tenant_id" data-testid="tenant-id";
             label for="client_id" { "Client ID" }
@@ -140,16 +148,19 @@ fn link_fields() -> maud::Markup {
                 input id="identity_endpoint" name="identity_endpoint" data-testid="identity-endpoint";
                 label for="management_endpoint" { "Management endpoint" }
                 input id="management_endpoint" name="management_endpoint" data-testid="management-endpoint";
-                label for="instance_suffix" { "Instance DNS suffix" }
+                label for="instance_suffix" { "Managed HSM DNS suffix" }
                 input id="instance_suffix" name="instance_suffix" data-testid="instance-suffix";
+                label for="vault_suffix" { "Key Vault DNS suffix" }
+                input id="vault_suffix" name="vault_suffix" data-testid="vault-suffix";
                 label for="ca_pem" { "Custom CA (PEM); empty: the public roots" }
                 textarea id="ca_pem" name="ca_pem" rows="4" data-testid="ca-pem" {}
                 label { input type="checkbox" name="validate_hostname" checked data-testid="validate-hostname"; " Validate host names" }
             }
             button type="button" data-action="test-connection" data-url="/console/groups/check" data-testid="test-connection" { "Test connection" }
             p data-testid="connection-status" aria-live="polite" {}
-            label for="instance" { "Managed HSM" }
+            label for="instance" { "Managed HSM or Key Vault" }
             select id="instance" name="instance" data-testid="instance" { option value="" { "(test the connection to list them)" } }
+            input type="hidden" name="key_vault_type" data-testid="key-vault-type";
         }
     }
 }
@@ -270,7 +281,8 @@ async fn detail(
                     }
                     dt { "Tenant ID" } dd { (link.config.tenant_id.as_deref().unwrap_or("")) }
                     dt { "Subscription ID" } dd { (link.config.subscription_id.as_deref().unwrap_or("")) }
-                    dt { "Managed HSM" } dd data-testid="instance" { (link.config.instance.as_deref().unwrap_or("")) }
+                    dt { "Instance" } dd data-testid="instance" { (link.config.instance.as_deref().unwrap_or("")) }
+                    dt { "Kind" } dd data-testid="vault-type" { @if link.config.instance.is_some() { (link.config.vault_type().label()) } }
                     dt { "Client secret" } dd data-testid="secret-masked" { @if link.config.has_client_secret { "•••••••• (stored sealed; never shown)" } @else { "none" } }
                 }
                 form method="post" action={ "/console/groups/" (g.group_id) "/link" } enctype="multipart/form-data" data-testid="link-form" {

@@ -62,13 +62,22 @@ pub struct FlowRequest {
     /// The script's `input` (recorded with the run; never put secrets here).
     pub input: Value,
     /// Key material the script passes on (as `input.material`) but cannot read.
-    pub material: Option<Material>,
+    pub material: Option<FlowMaterial>,
     /// What the key service decided, for the script to record.
     pub pending: Option<Pending>,
     /// Runs with the same key never overlap: a second one is refused.
     pub exclusive: Option<String>,
     /// The run's id, when the key service needs it before the run starts (a reservation).
     pub run_id: Option<String>,
+}
+
+/// Key material for a run, and whether it may leave as a plain JWK (material the caller
+/// brought, or a key that permits EXPORT; see `tiers`): the scripts' host functions refuse a
+/// plain import of material that may not.
+#[derive(Clone)]
+pub struct FlowMaterial {
+    pub material: Material,
+    pub plain_ok: bool,
 }
 
 /// How a flow's run ended.

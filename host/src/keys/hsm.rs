@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::Access;
-use crate::catalog::groups::Group;
+use crate::catalog::groups::{Group, VaultType};
 use crate::catalog::rotation::{self, PolicyRow, RotationPolicy};
 use crate::catalog::sobjects::{
-    self, ExternalId, ExternalKey, KeyOps, KeySource, ObjType, Patch, RemoteState, SObject, Tags,
+    self, ExternalId, ExternalKey, KeyOps, KeySource, Patch, RemoteState, SObject, Tags,
 };
 use crate::catalog::{new_id, workflow_runs};
 use crate::crypto::Material;
@@ -29,7 +29,8 @@ use super::build::{azure_name, key_input, policy_row};
 use super::create::{name_taken, new_key_details};
 use super::error::{KeyError, Result};
 use super::flows::{FlowError, FlowOutcome, FlowRequest, Trigger};
-use super::flows::{KeyTarget, Pending, PendingChange, PendingNew};
+use super::flows::{FlowMaterial, KeyTarget, Pending, PendingChange, PendingNew};
+use super::tiers;
 use super::{KeyService, KeyView};
 
 /// What changes in the HSM when a virtual key changes (the `update` script's
@@ -119,7 +120,7 @@ impl KeyService {
         workflow: &str,
         group: Arc<Group>,
         input: Value,
-        material: Option<Material>,
+        material: Option<FlowMaterial>,
         pending: Option<Pending>,
         exclusive: Option<String>,
         run_id: Option<String>,
@@ -158,8 +159,17 @@ impl KeyService {
         policy: Option<&RotationPolicy>,
         hsm_name: Option<String>,
     ) -> Result<KeyView> {
-        check_supported(&o)?;
         let link = self.link_for(&group)?;
+        let vault_type = vault_type(&group);
+        tiers::check_type(vault_type, &o)?;
+        let transfer = match &material {
+            Some(_) => Some(tiers::check_transfer(vault_type, copy_of)?),
+            None => None,
+        };
+        let material = material.map(|m| FlowMaterial {
+            material: m,
+            plain_ok: tiers::plain_allowed(copy_of),
+        });
         let (workflow, source, action) = match (&material, copy_of) {
             (None, _) => ("generate", KeySource::External, "key.create"),
             (Some(_), None) => ("import", KeySource::Keyward, "key.import"),
@@ -204,9 +214,15 @@ impl KeyService {
         if let Some(src) = copy_of {
             input["source"] = json!({"kid": src.kid, "name": src.name});
         }
+        let mut audit_details = new_key_details(&o, &verdict, copy_of);
+        audit_details["vault_type"] = json!(vault_type.as_str());
+        if let Some(t) = transfer {
+            // A plain transfer is an export of the material: the audit log says so.
+            audit_details["transfer"] = json!(t.as_str());
+        }
         let pending = PendingNew {
             audit_action: action.into(),
-            audit_details: new_key_details(&o, &verdict, copy_of),
+            audit_details,
             copy_of: copy_of.map(|s| s.kid.clone()),
             object: o,
         };
@@ -380,21 +396,12 @@ impl KeyService {
     }
 }
 
-/// Key types and sizes Managed HSM holds.
-fn check_supported(o: &SObject) -> Result<()> {
-    let ok = match o.obj_type {
-        ObjType::Rsa => matches!(o.key_size, Some(2048 | 3072 | 4096)),
-        ObjType::Aes => matches!(o.key_size, Some(128 | 192 | 256)),
-        ObjType::Ec => o.curve.is_some(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(KeyError::invalid(
-            "obj_type",
-            "Azure Managed HSM holds RSA 2048/3072/4096, EC P-256/P-384/P-521 and AES 128/192/256 keys",
-        ))
-    }
+/// The kind of a linked group's instance.
+pub(super) fn vault_type(group: &Group) -> VaultType {
+    group
+        .link
+        .as_ref()
+        .map_or(VaultType::Managed, |l| l.config.vault_type())
 }
 
 /// Whether a key-manager flow may start on the key (the HSM has the last word).

@@ -52,6 +52,7 @@ mod rotate_hsm;
 mod rotate_record;
 mod rotate_resume;
 pub mod rules;
+pub mod tiers;
 mod usage;
 
 use std::sync::{Arc, Weak};

@@ -31,6 +31,8 @@ use crate::crypto;
 use crate::plugins::policy::Action;
 use crate::time::format_dsm;
 
+use super::flows::FlowMaterial;
+use super::tiers;
 use super::access::may_manage;
 use super::build::{RekeyChange, policy_row, successor};
 use super::error::{KeyError, Result};
@@ -204,6 +206,10 @@ impl KeyService {
         let mut copies = if steps.is_empty() {
             vec![]
         } else {
+            let material = FlowMaterial {
+                material,
+                plain_ok: tiers::plain_allowed(Some(&new)),
+            };
             self.run_copy_steps(access, &material, plans, steps, false, spec.trigger)
                 .await
         };

@@ -22,15 +22,15 @@ use crate::auth::Access;
 use crate::catalog::new_id;
 use crate::catalog::rotation::{self, CopySelection, Step, StepKind, StepStatus};
 use crate::catalog::sobjects::{self, KeyOp, LinkKind, Origin, SObject};
-use crate::crypto::Material;
 use crate::plugins::policy::Action;
 
 use super::access::may_manage;
 use super::build::{copy_successor, rotate_from_size, successor};
 use super::error::{KeyError, Result};
 use super::flows::{CopyOutcome, Pending, RotationRun, StepPlan};
-use super::flows::{FlowRequest, Trigger};
-use super::hsm::{ensure_live, exclusive_key};
+use super::flows::{FlowMaterial, FlowRequest, Trigger};
+use super::hsm::{ensure_live, exclusive_key, vault_type};
+use super::tiers;
 use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};
 use super::rules::{copy_ops, copyable};
 use super::{KeyService, creator, open_material};
@@ -133,6 +133,7 @@ impl KeyService {
         self.version_room(copy).await?;
         let next = copy_successor(access, copy, source, now)?;
         let group = self.group(&access.account_id, &copy.group_id).await?;
+        tiers::check_transfer(vault_type(&group), Some(source))?;
         self.enforce(
             access,
             &group,
@@ -201,8 +202,14 @@ impl KeyService {
                     None,
                 )
                 .await?;
+                let target_group = self.group(&access.account_id, &current.group_id).await?;
+                tiers::check_transfer(vault_type(&target_group), Some(&source))?;
                 let m = open_material(self.catalog(), &source)?
                     .ok_or_else(|| KeyError::state("the source key has no material"))?;
+                let m = FlowMaterial {
+                    material: m,
+                    plain_ok: tiers::plain_allowed(Some(&source)),
+                };
                 (StepKind::Keyward, Some((source.kid.clone(), m)))
             }
         };
@@ -304,7 +311,7 @@ impl KeyService {
     pub(super) async fn run_copy_steps(
         &self,
         access: &Access,
-        material: &Material,
+        material: &FlowMaterial,
         plans: Vec<CopyPlan>,
         steps: Vec<Step>,
         resume: bool,
@@ -374,7 +381,7 @@ impl KeyService {
         access: &Access,
         group_id: &str,
         plans: Vec<StepPlan>,
-        material: Option<Material>,
+        material: Option<FlowMaterial>,
         trigger: Trigger,
     ) -> Result<()> {
         let group = self.group(&access.account_id, group_id).await?;

@@ -14,6 +14,8 @@ use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation::{self, Step, StepKind, StepStatus};
 use crate::catalog::sobjects::{self, Origin};
 
+use super::flows::FlowMaterial;
+use super::tiers;
 use super::access::may_manage;
 use super::build::{copy_successor, successor};
 use super::error::{KeyError, Result};
@@ -154,7 +156,11 @@ impl KeyService {
         };
         let material = match (source, &source_key) {
             (None, _) => None,
-            (Some(_), Some(src)) => open_material(self.catalog(), src)?,
+            (Some(_), Some(src)) => open_material(self.catalog(), src)?.map(|m| FlowMaterial {
+                material: m,
+                // EXPORT may have been removed since the rotation started.
+                plain_ok: tiers::plain_allowed(Some(src)),
+            }),
             (Some(_), None) => None,
         };
         if source.is_some() && material.is_none() {

@@ -72,7 +72,13 @@ impl FlowRunner for Workflows {
                 input: req.input,
                 secrets: req
                     .material
-                    .map(|m| vec![("material".to_string(), Secret(Arc::new(m)))])
+                    .map(|m| {
+                        let secret = Secret {
+                            material: Arc::new(m.material),
+                            plain_ok: m.plain_ok,
+                        };
+                        vec![("material".to_string(), secret)]
+                    })
                     .unwrap_or_default(),
                 pending: req.pending,
                 exclusive: req.exclusive,

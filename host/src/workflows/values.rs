@@ -67,9 +67,12 @@ pub fn describe(d: &Dynamic) -> String {
 }
 
 /// Key material handed to a run (import, copy). Scripts can pass it to `hsm::import_key` or
-/// `byok::wrap` but never see its bytes.
+/// `byok::wrap` but never see its bytes; `plain_ok` says whether it may leave unwrapped.
 #[derive(Clone)]
-pub struct Secret(pub std::sync::Arc<keyward_crypto::Material>);
+pub struct Secret {
+    pub material: std::sync::Arc<keyward_crypto::Material>,
+    pub plain_ok: bool,
+}
 
 /// The script's `input`: the recorded JSON plus the opaque secrets.
 pub fn input(input: &Value, secrets: &[(String, Secret)]) -> Dynamic {
@@ -80,12 +83,14 @@ pub fn input(input: &Value, secrets: &[(String, Secret)]) -> Dynamic {
     Dynamic::from_map(map)
 }
 
-/// The script's `group`: id, name and the chosen instance (unit values where unknown).
+/// The script's `group`: id, name, the chosen instance and its kind (`STANDARD`, `PREMIUM`,
+/// `MANAGED`; unit values where unknown).
 pub fn group(group: Option<&Group>, link: Option<&Link>) -> Dynamic {
     from_json(&json!({
         "id": group.map(|g| g.id.clone()),
         "name": group.map(|g| g.name.clone()),
         "instance": link.and_then(|l| l.instance().map(str::to_string)),
+        "vault_type": link.map(|l| crate::kms::vault_type_of(l.conn.kind).as_str()),
         "instance_name": link.and_then(|l| l.instance_name()),
     }))
 }

@@ -206,15 +206,53 @@ pub fn deleted_item(v: &Value) -> DeletedKeyItem {
     }
 }
 
+/// A Managed HSM as ARM lists it (`sku` at the top, `hsmUri`).
 pub fn instance(v: &Value) -> Instance {
     let p = &v["properties"];
     Instance {
         id: v["id"].as_str().unwrap_or_default().to_string(),
         name: v["name"].as_str().unwrap_or_default().to_string(),
+        kind: InstanceKind::Managed,
         uri: p["hsmUri"].as_str().unwrap_or_default().to_string(),
         location: v["location"].as_str().unwrap_or_default().to_string(),
         retention_days: p["softDeleteRetentionInDays"].as_u64().map(|d| d as u32),
         purge_protection: p["enablePurgeProtection"].as_bool().unwrap_or(false),
+        rbac: true,
+        key_permissions: None,
+        tags: tags_from_azure(&v["tags"]),
+    }
+}
+
+/// A vault as ARM lists it (`sku` inside `properties`, `vaultUri`), with the key permissions
+/// the access policy of `object_id` grants when the vault uses access policies.
+pub fn vault(v: &Value, object_id: Option<&str>) -> Instance {
+    let p = &v["properties"];
+    let kind = match p["sku"]["name"].as_str() {
+        Some(s) if s.eq_ignore_ascii_case("premium") => InstanceKind::Premium,
+        _ => InstanceKind::Standard,
+    };
+    let rbac = p["enableRbacAuthorization"].as_bool().unwrap_or(false);
+    let key_permissions = (!rbac).then(|| {
+        p["accessPolicies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| object_id.is_some_and(|o| a["objectId"].as_str() == Some(o)))
+            .flat_map(|a| a["permissions"]["keys"].as_array().cloned().unwrap_or_default())
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect()
+    });
+    Instance {
+        id: v["id"].as_str().unwrap_or_default().to_string(),
+        name: v["name"].as_str().unwrap_or_default().to_string(),
+        kind,
+        uri: p["vaultUri"].as_str().unwrap_or_default().to_string(),
+        location: v["location"].as_str().unwrap_or_default().to_string(),
+        // Soft delete is on for every vault; 90 days unless set at creation.
+        retention_days: Some(p["softDeleteRetentionInDays"].as_u64().unwrap_or(90) as u32),
+        purge_protection: p["enablePurgeProtection"].as_bool().unwrap_or(false),
+        rbac,
+        key_permissions,
         tags: tags_from_azure(&v["tags"]),
     }
 }
@@ -233,17 +271,30 @@ pub fn crypt_body(req: &CryptRequest) -> Value {
     body
 }
 
-/// The JSON Web Key of an import: private components, or a BYOK transfer blob.
-pub fn import_jwk(material: &KeyMaterial, ops: &[KeyOp]) -> Value {
+/// Azure's name of a curve.
+fn curve_name(c: Curve) -> &'static str {
+    match c {
+        Curve::P384 => "P-384",
+        Curve::P521 => "P-521",
+        Curve::Secp256k1 => "P-256K",
+        Curve::P256 => "P-256",
+    }
+}
+
+/// The JSON Web Key of an import: private components, or a BYOK transfer blob. Plain
+/// material is named by its software type (`RSA`, `EC`) in a vault, where the import's `Hsm`
+/// flag decides the protection, and by its HSM type in a Managed HSM.
+pub fn import_jwk(material: &KeyMaterial, ops: &[KeyOp], kind: InstanceKind) -> Value {
     let ops = ops_to_azure(ops);
+    let soft = kind != InstanceKind::Managed;
     match material {
         KeyMaterial::Rsa(k) => json!({
-            "kty": "RSA-HSM", "key_ops": ops,
+            "kty": if soft { "RSA" } else { "RSA-HSM" }, "key_ops": ops,
             "n": b64url(&k.n), "e": b64url(&k.e), "d": b64url(&k.d), "p": b64url(&k.p), "q": b64url(&k.q),
             "dp": b64url(&k.dp), "dq": b64url(&k.dq), "qi": b64url(&k.qi),
         }),
         KeyMaterial::Ec(k) => json!({
-            "kty": "EC-HSM", "key_ops": ops, "crv": match k.curve { Curve::P384 => "P-384", Curve::P521 => "P-521", Curve::Secp256k1 => "P-256K", Curve::P256 => "P-256" },
+            "kty": if soft { "EC" } else { "EC-HSM" }, "key_ops": ops, "crv": curve_name(k.curve),
             "x": b64url(&k.x), "y": b64url(&k.y), "d": b64url(&k.d),
         }),
         KeyMaterial::Symmetric(k) => json!({"kty": "oct-HSM", "key_ops": ops, "k": b64url(k)}),
@@ -253,7 +304,11 @@ pub fn import_jwk(material: &KeyMaterial, ops: &[KeyOp]) -> Value {
                 KeyType::Ec => "EC-HSM",
                 KeyType::Aes => "oct-HSM",
             };
-            json!({"kty": kty, "key_ops": ops, "key_hsm": b64url(&b.blob)})
+            let mut jwk = json!({"kty": kty, "key_ops": ops, "key_hsm": b64url(&b.blob)});
+            if let Some(c) = b.spec.curve {
+                jwk["crv"] = json!(curve_name(c));
+            }
+            jwk
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Keyward's connector to Azure Managed HSM (the `kms-connector` world).
+//! Keyward's connector to Azure Managed HSM and Key Vault (the `kms-connector` world).
 //!
 //! It speaks Azure's own protocol through the host's `http` import: client-credentials
 //! tokens from Entra ID (v2 endpoint, one per audience, reused until shortly before they
-//! expire), Azure Resource Manager to list the subscription's Managed HSMs, and the Managed
-//! HSM keys API for everything else. Requests throttled (429, honouring Retry-After), failing
+//! expire), Azure Resource Manager to list the subscription's Managed HSMs and vaults, and
+//! the keys API (the same for both) for everything else. The connection's `kind` picks the
+//! token audience and the key types asked for: software `RSA`/`EC` in a Standard vault,
+//! HSM-protected types in a Premium vault and a Managed HSM. Requests throttled (429, honouring Retry-After), failing
 //! with a 5xx or losing their connection are retried with exponential backoff and jitter;
 //! other errors are not. Every error keeps Azure's status, code and message.
 //!
@@ -27,12 +29,12 @@ use serde_json::{Value, json};
 use azure::{Plane, bad_request, call, data_url};
 use convert::{
     b64url, crypt_body, deleted_item, deleted_key, instance, key_item, ops_to_azure, remote_key,
-    tags_to_azure, unb64url,
+    tags_to_azure, unb64url, vault,
 };
 
 /// Data-plane API version. Every Managed HSM supports it.
 const KEYS_API: &str = "7.5";
-/// Resource Manager API version for Microsoft.KeyVault/managedHSMs.
+/// Resource Manager API version for Microsoft.KeyVault/managedHSMs and vaults.
 const ARM_API: &str = "2023-07-01";
 
 struct Connector;
@@ -41,7 +43,25 @@ fn instance_uri(conn: &Connection) -> Result<&str, KmsError> {
     conn.instance
         .as_deref()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad_request("the group is not bound to a Managed HSM instance yet"))
+        .ok_or_else(|| bad_request("the group is not bound to an instance yet"))
+}
+
+/// Every item of an ARM list, following `nextLink`s.
+fn arm_list(conn: &Connection, resource_type: &str) -> Result<Vec<Value>, KmsError> {
+    let mut url = format!(
+        "{}/subscriptions/{}/providers/Microsoft.KeyVault/{resource_type}?api-version={ARM_API}",
+        conn.endpoints.management.trim_end_matches('/'),
+        conn.subscription_id
+    );
+    let mut out = Vec::new();
+    loop {
+        let page = call(conn, Plane::Management, "GET", &url, None)?;
+        out.extend(page["value"].as_array().into_iter().flatten().cloned());
+        match page["nextLink"].as_str().filter(|s| !s.is_empty()) {
+            Some(next) => url = next.to_string(),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// Follows `nextLink`s (only those on the same host) and collects every page.
@@ -76,22 +96,20 @@ fn key_path(key: &KeyRef) -> String {
 
 impl Guest for Connector {
     fn list_instances(conn: Connection) -> Result<Vec<Instance>, KmsError> {
-        let mut url = format!(
-            "{}/subscriptions/{}/providers/Microsoft.KeyVault/managedHSMs?api-version={ARM_API}",
-            conn.endpoints.management.trim_end_matches('/'),
-            conn.subscription_id
+        let mut out: Vec<Instance> = arm_list(&conn, "managedHSMs")?
+            .iter()
+            .map(instance)
+            .collect();
+        // Access policies name principals by object id, which the ARM token carries.
+        let me = token::get(&conn, Plane::Management)
+            .ok()
+            .and_then(|t| token::object_id(&t));
+        out.extend(
+            arm_list(&conn, "vaults")?
+                .iter()
+                .map(|v| vault(v, me.as_deref())),
         );
-        let mut out = Vec::new();
-        loop {
-            let page = call(&conn, Plane::Management, "GET", &url, None)?;
-            for v in page["value"].as_array().into_iter().flatten() {
-                out.push(instance(v));
-            }
-            match page["nextLink"].as_str().filter(|s| !s.is_empty()) {
-                Some(next) => url = next.to_string(),
-                None => return Ok(out),
-            }
-        }
+        Ok(out)
     }
 
     fn check_instance(conn: Connection) -> Result<(), KmsError> {
@@ -171,19 +189,26 @@ impl Guest for Connector {
             "tags": tags_to_azure(&req.tags),
         });
         use keyward::plugin::types::{Curve, KeyType};
+        // Standard vaults hold software keys; Premium vaults and Managed HSMs get HSM keys.
+        let soft = conn.kind == InstanceKind::Standard;
         match req.spec.key_type {
             KeyType::Rsa => {
-                body["kty"] = json!("RSA-HSM");
+                body["kty"] = json!(if soft { "RSA" } else { "RSA-HSM" });
                 body["key_size"] = json!(req.spec.size.unwrap_or(2048));
             }
             KeyType::Ec => {
-                body["kty"] = json!("EC-HSM");
+                body["kty"] = json!(if soft { "EC" } else { "EC-HSM" });
                 body["crv"] = json!(match req.spec.curve {
                     Some(Curve::P384) => "P-384",
                     Some(Curve::P521) => "P-521",
                     Some(Curve::Secp256k1) => "P-256K",
                     _ => "P-256",
                 });
+            }
+            KeyType::Aes if conn.kind != InstanceKind::Managed => {
+                return Err(bad_request(
+                    "Key Vault vaults hold no symmetric keys; AES keys need a Managed HSM",
+                ));
             }
             KeyType::Aes => {
                 body["kty"] = json!("oct-HSM");
@@ -199,7 +224,7 @@ impl Guest for Connector {
     }
 
     fn import_key(conn: Connection, req: ImportRequest) -> Result<RemoteKey, KmsError> {
-        let jwk = convert::import_jwk(&req.material, &req.ops);
+        let jwk = convert::import_jwk(&req.material, &req.ops, conn.kind);
         let body = json!({
             "key": jwk,
             "Hsm": req.hsm,

@@ -8,7 +8,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use crate::azure::{Plane, error_from, send_with_retries};
-use crate::exports::keyward::plugin::kms::{Connection, KmsError};
+use crate::exports::keyward::plugin::kms::{Connection, InstanceKind, KmsError};
 use crate::keyward::plugin::http;
 
 const EARLY_REFRESH_SECS: u64 = 120;
@@ -24,13 +24,29 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The audience (scope without `/.default`) of a plane. ARM's is Azure's well-known one;
-/// Managed HSM's is `https://managedhsm.azure.net`, whatever the instance's host name.
-fn scope(plane: Plane) -> &'static str {
-    match plane {
-        Plane::Management => "https://management.azure.com/.default",
-        Plane::Hsm => "https://managedhsm.azure.net/.default",
+/// The scope of a plane. ARM's is Azure's well-known one; the data plane's follows the
+/// instance kind, whatever its host name: `https://managedhsm.azure.net` for Managed HSMs,
+/// `https://vault.azure.net` for vaults.
+fn scope(conn: &Connection, plane: Plane) -> &'static str {
+    match (plane, conn.kind) {
+        (Plane::Management, _) => "https://management.azure.com/.default",
+        (Plane::Hsm, InstanceKind::Managed) => "https://managedhsm.azure.net/.default",
+        (Plane::Hsm, InstanceKind::Standard | InstanceKind::Premium) => {
+            "https://vault.azure.net/.default"
+        }
     }
+}
+
+/// The caller's object id, read from an access token's claims (tokens are for the caller,
+/// who may read them); absent when the token is not a JWT with `oid`.
+pub fn object_id(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["oid"].as_str().map(str::to_string)
 }
 
 fn cache_key(conn: &Connection, plane: Plane) -> u64 {
@@ -39,7 +55,7 @@ fn cache_key(conn: &Connection, plane: Plane) -> u64 {
     conn.credentials.tenant_id.hash(&mut h);
     conn.credentials.client_id.hash(&mut h);
     conn.credentials.client_secret.hash(&mut h);
-    plane.hash(&mut h);
+    scope(conn, plane).hash(&mut h);
     h.finish()
 }
 
@@ -62,7 +78,7 @@ pub fn get(conn: &Connection, plane: Plane) -> Result<String, KmsError> {
         ("grant_type", "client_credentials"),
         ("client_id", c.client_id.as_str()),
         ("client_secret", c.client_secret.as_str()),
-        ("scope", scope(plane)),
+        ("scope", scope(conn, plane)),
     ]
     .iter()
     .map(|(k, v)| format!("{k}={}", form_encode(v)))

@@ -31,11 +31,24 @@ async function testConnection(button) {
   out.textContent = "Testing…";
   try {
     const s = await call("POST", button.dataset.url, fields);
-    out.textContent = s.status === "Connected" ? "Connected" : "Not Connected: " + (s.reason || "");
+    out.textContent = (s.status === "Connected" ? "Connected" : "Not Connected: " + (s.reason || "")) +
+      (s.warnings || []).map((w) => ". Warning: " + w).join("");
     out.dataset.status = s.status;
     const select = form.querySelector('select[name="instance"]');
     if (select && s.instances && s.instances.length) {
-      select.replaceChildren(...s.instances.map((i) => new Option(i.name + " (" + i.uri + ")", i.uri)));
+      const labels = { STANDARD: "Key Vault, Standard", PREMIUM: "Key Vault, Premium", MANAGED: "Managed HSM" };
+      select.replaceChildren(...s.instances.map((i) => {
+        const o = new Option(i.name + " — " + (labels[i.vault_type] || i.vault_type) + " (" + i.uri + ")", i.uri);
+        o.dataset.kind = i.vault_type;
+        return o;
+      }));
+      // The kind of the chosen instance goes with it.
+      const kind = form.querySelector('input[name="key_vault_type"]');
+      if (kind) {
+        const pick = () => { kind.value = select.selectedOptions[0] ? select.selectedOptions[0].dataset.kind : ""; };
+        select.onchange = pick;
+        pick();
+      }
     }
   } catch (e) {
     out.textContent = "Not Connected: " + e.message;

@@ -138,6 +138,11 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         ))
     });
     let c = ctx.clone();
+    m.set_native_fn("vault_type", move || {
+        let link = c.link()?;
+        Ok(crate::kms::vault_type_of(link.conn.kind).as_str())
+    });
+    let c = ctx.clone();
     m.set_native_fn("check", move || {
         let link = c.link()?;
         c.kms(c.services.kms.check_instance(link))?;
@@ -255,7 +260,14 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             let link = c.link()?;
             c.check_reserved(&name)?;
             c.check_name(&name)?;
-            let req = import_request(&name, material_of(&material.0), &opts)?;
+            if !material.plain_ok {
+                return Err(HostError::new(
+                    HostErrorKind::Denied,
+                    "this key material may not leave unwrapped (its key does not permit EXPORT); bring it in by BYOK (byok::wrap)",
+                )
+                .throw());
+            }
+            let req = import_request(link, &name, material_of(&material.material), &opts)?;
             let k = c.journaled(
                 "import_key",
                 &name,
@@ -275,12 +287,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             let link = c.link()?;
             c.check_reserved(&name)?;
             c.check_name(&name)?;
-            let material = KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
-                kek_id: blob.kek_id.clone(),
-                spec: blob.spec,
-                blob: blob.blob.to_vec(),
-            });
-            let req = import_request(&name, material, &opts)?;
+            let req = import_request(link, &name, blob.material(), &opts)?;
             let k = c.journaled(
                 "import_key",
                 &name,
@@ -408,7 +415,18 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     m
 }
 
-fn import_request(name: &str, material: KeyMaterial, opts: &Map) -> RhaiResult<ImportRequest> {
+/// Whether imports into the link's instance ask for HSM protection: everywhere but in a
+/// Standard vault, which has no HSM.
+pub(super) fn hsm_protected(link: &crate::kms::Link) -> bool {
+    link.conn.kind != crate::plugins::kms::InstanceKind::Standard
+}
+
+fn import_request(
+    link: &crate::kms::Link,
+    name: &str,
+    material: KeyMaterial,
+    opts: &Map,
+) -> RhaiResult<ImportRequest> {
     let v = to_json(&Dynamic::from_map(opts.clone()));
     Ok(ImportRequest {
         name: name.to_string(),
@@ -418,12 +436,12 @@ fn import_request(name: &str, material: KeyMaterial, opts: &Map) -> RhaiResult<I
         not_before: v["not_before"].as_i64(),
         expires: v["expires"].as_i64(),
         tags: tags_from_json(&v["tags"]),
-        hsm: true,
+        hsm: hsm_protected(link),
     })
 }
 
 /// Key material in the contract's shape (private components, big-endian).
-fn material_of(m: &keyward_crypto::Material) -> KeyMaterial {
+pub(super) fn material_of(m: &keyward_crypto::Material) -> KeyMaterial {
     use crate::plugins::kms::{EcPrivate, RsaPrivate};
     use keyward_crypto::Material as M;
     let mut jwk = serde_json::Map::new();
@@ -482,11 +500,11 @@ pub fn byok_module() -> Module {
         let e = b64url_field(&v["jwk"], "e")?;
         let public = keyward_crypto::rsa_public(&n, &e)
             .map_err(|e| invalid(format!("the key-exchange key is not an RSA key: {e}")))?;
-        let spec = spec_of_material(&material.0);
+        let spec = spec_of_material(&material.material);
         let blob = keyward_crypto::byok_transfer_document(
             &kek_id,
             &public,
-            &material.0.to_der(),
+            &material.material.to_der(),
             "Keyward",
         )
         .map_err(|e| invalid(format!("cannot wrap the key: {e}")))?;

@@ -14,7 +14,7 @@ use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{KeyRef, RemoteKey};
 
 use super::shapes::{item_json, object_json};
-use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
+use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, Secret, invalid};
 use crate::workflows::values::{from_json, to_json};
 
 const ADOPT_BATCH: usize = 100;
@@ -104,7 +104,18 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     );
     let c = ctx.clone();
     m.set_native_fn("rotate_copies", move |blob: ByokBlob| {
-        super::rotation::rotate_copies(&c, blob)
+        super::rotation::rotate_copies(&c, blob.material())
+    });
+    let c = ctx.clone();
+    m.set_native_fn("rotate_copies", move |material: Secret| {
+        if !material.plain_ok {
+            return Err(HostError::new(
+                HostErrorKind::Denied,
+                "this key material may not leave unwrapped (its key does not permit EXPORT)",
+            )
+            .throw());
+        }
+        super::rotation::rotate_copies(&c, super::hsm::material_of(&material.material))
     });
     let c = ctx.clone();
     m.set_native_fn("save", move |remote: Map| {

@@ -63,6 +63,17 @@ pub struct ByokBlob {
     blob: Arc<Vec<u8>>,
 }
 
+impl ByokBlob {
+    /// The blob as the connector imports it.
+    fn material(&self) -> crate::plugins::kms::KeyMaterial {
+        crate::plugins::kms::KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
+            kek_id: self.kek_id.clone(),
+            spec: self.spec,
+            blob: self.blob.to_vec(),
+        })
+    }
+}
+
 pub use error::{HostError, HostErrorKind};
 
 fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {

@@ -13,7 +13,7 @@ use crate::keys::{MadeVersion, Pending, RotationRun, StepPlan};
 use crate::kms::{KmsError, Link};
 use crate::plugins::kms::{ImportRequest, KeyMaterial, RemoteKey};
 
-use super::{Backup, ByokBlob, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
+use super::{Backup, HostError, HostErrorKind, RhaiResult, RunContext, invalid};
 use crate::workflows::values::from_json;
 
 impl RunContext {
@@ -64,11 +64,12 @@ enum CopyResult {
 /// Versions recorded in one catalog transaction at most, so a commit stays short.
 const RECORD_BATCH: usize = 64;
 
-/// `keys::rotate_copies(blob)`: every copy of the run gets the BYOK blob as a new version of
-/// its HSM key, with bounded concurrency; each is recorded as soon as the HSM has it. A copy
-/// that resumes an interrupted rotation is first looked up: a version the HSM already made is
-/// adopted, not made again. Returns `#{rotated, failed}`; failures do not stop the others.
-pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
+/// `keys::rotate_copies(blob)` (or `(material)` in a Standard vault, where material goes as a
+/// plain JWK): every copy of the run gets it as a new version of its HSM key, with bounded
+/// concurrency; each is recorded as soon as the HSM has it. A copy that resumes an
+/// interrupted rotation is first looked up: a version the HSM already made is adopted, not
+/// made again. Returns `#{rotated, failed}`; failures do not stop the others.
+pub fn rotate_copies(c: &Arc<RunContext>, material: KeyMaterial) -> RhaiResult<Map> {
     let run = c.rotation_run()?;
     let link = c.link()?.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(c.concurrency));
@@ -78,15 +79,15 @@ pub fn rotate_copies(c: &Arc<RunContext>, blob: ByokBlob) -> RhaiResult<Map> {
         // The tasks are the daemon's work (other threads free them), not the script's memory.
         let _uncounted = crate::workflows::memory::Paused::new();
         for plan in run.steps.iter().cloned() {
-            let (kms, link, slots, blob) = (
+            let (kms, link, slots, material) = (
                 c.services.kms.clone(),
                 link.clone(),
                 slots.clone(),
-                blob.clone(),
+                material.clone(),
             );
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("never closed");
-                let r = rotate_one(&kms, &link, &plan, &blob).await;
+                let r = rotate_one(&kms, &link, &plan, &material).await;
                 (plan, r)
             });
         }
@@ -193,7 +194,7 @@ async fn rotate_one(
     kms: &crate::kms::Kms,
     link: &Link,
     plan: &StepPlan,
-    blob: &ByokBlob,
+    material: &KeyMaterial,
 ) -> CopyResult {
     let existing = if plan.resume {
         match kms.find_key(link, &plan.hsm_name).await {
@@ -211,7 +212,7 @@ async fn rotate_one(
     };
     let remote = match existing {
         Some(k) => k,
-        None => match kms.import_key(link, &import_request(plan, blob)).await {
+        None => match kms.import_key(link, &import_request(link, plan, material)).await {
             Ok(k) => k,
             Err(error) => {
                 return CopyResult::Failed {
@@ -233,21 +234,17 @@ async fn rotate_one(
     CopyResult::Made(Box::new(remote), backup)
 }
 
-/// The BYOK import of a copy's new version, with the attributes of the key it becomes.
-fn import_request(plan: &StepPlan, blob: &ByokBlob) -> ImportRequest {
+/// The import of a copy's new version, with the attributes of the key it becomes.
+fn import_request(link: &Link, plan: &StepPlan, material: &KeyMaterial) -> ImportRequest {
     let a = crate::keys::remote_attributes(&plan.successor);
     ImportRequest {
         name: plan.hsm_name.clone(),
-        material: KeyMaterial::Byok(crate::plugins::kms::ByokBlob {
-            kek_id: blob.kek_id.clone(),
-            spec: blob.spec,
-            blob: blob.blob.to_vec(),
-        }),
+        material: material.clone(),
         ops: a.ops,
         enabled: a.enabled,
         not_before: a.not_before,
         expires: a.expires,
         tags: a.tags,
-        hsm: true,
+        hsm: super::hsm::hsm_protected(link),
     }
 }

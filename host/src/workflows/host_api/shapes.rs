@@ -111,11 +111,7 @@ pub fn deleted_json(d: &DeletedKey) -> Value {
 }
 
 pub fn instance_json(i: &Instance) -> Value {
-    json!({
-        "id": i.id, "name": i.name, "uri": i.uri, "location": i.location,
-        "retention_days": i.retention_days, "purge_protection": i.purge_protection,
-        "tags": tags_json(&i.tags),
-    })
+    serde_json::to_value(crate::kms::InstanceInfo::of(i)).expect("serialize")
 }
 
 pub fn str_field(v: &Value, name: &str) -> RhaiResult<String> {
