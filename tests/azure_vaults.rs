@@ -23,7 +23,11 @@ async fn signs_like(az: &Azure, kid: &str, m: &Material) {
             Some(json!({"hash_alg": "SHA256", "data": b64(data)})),
         )
         .await;
-    let alg = if m.family() == Kty::Rsa { "RS256" } else { "ES256" };
+    let alg = if m.family() == Kty::Rsa {
+        "RS256"
+    } else {
+        "ES256"
+    };
     let digest = keyward_crypto::sha256(data);
     let mut signature = unb64(&s["signature"]);
     if let Some(curve) = m.curve() {
@@ -47,7 +51,11 @@ async fn exportable(az: &Azure, name: &str, body: Value) -> (Value, Material) {
             Some(json!({"kid": key["kid"]})),
         )
         .await;
-    let kty = if key["obj_type"] == "RSA" { Kty::Rsa } else { Kty::Ec };
+    let kty = if key["obj_type"] == "RSA" {
+        Kty::Rsa
+    } else {
+        Kty::Ec
+    };
     let m = Material::from_private_der(kty, &unb64(&exported["value"])).unwrap();
     (key, m)
 }
@@ -95,9 +103,15 @@ async fn a_standard_vault_group_takes_software_keys_and_plain_transfers_of_expor
         .await;
     assert_eq!(s, 400, "{body}");
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("Standard tier Key Vault") && msg.contains("software-protected"), "{msg}");
+    assert!(
+        msg.contains("Standard tier Key Vault") && msg.contains("software-protected"),
+        "{msg}"
+    );
     assert_eq!(before, catalog_snapshot(&az.daemon).await);
-    assert_eq!(az.em.counts().get("keys.create").copied().unwrap_or(0), calls);
+    assert_eq!(
+        az.em.counts().get("keys.create").copied().unwrap_or(0),
+        calls
+    );
 
     // F15: the caller's material goes in as a plain JWK; the vault has the same key.
     let m = Material::generate_rsa(2048, None).unwrap();
@@ -156,7 +170,10 @@ async fn a_standard_vault_group_takes_software_keys_and_plain_transfers_of_expor
         )
         .await;
     assert_eq!(s, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("EXPORT"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("EXPORT"),
+        "{body}"
+    );
     assert_eq!(before, catalog_snapshot(&az.daemon).await);
     assert!(az.remote("locked").await.is_none());
 
@@ -175,7 +192,11 @@ async fn a_standard_vault_group_takes_software_keys_and_plain_transfers_of_expor
     assert!(outcome["error"].is_null(), "{r}");
     let exported = az
         .app
-        .ok(Method::POST, "/crypto/v1/keys/export", Some(json!({"kid": r["kid"]})))
+        .ok(
+            Method::POST,
+            "/crypto/v1/keys/export",
+            Some(json!({"kid": r["kid"]})),
+        )
         .await;
     let new_m = Material::from_private_der(Kty::Ec, &unb64(&exported["value"])).unwrap();
     signs_like(&az, outcome["new_kid"].as_str().unwrap(), &new_m).await;
@@ -198,7 +219,9 @@ async fn a_standard_vault_group_takes_software_keys_and_plain_transfers_of_expor
             Some(json!({"rotate_copied_keys": "all_external"})),
         )
         .await;
-    let refused = r2["rotated_copies"][0]["error"].as_str().unwrap_or_default();
+    let refused = r2["rotated_copies"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
     assert!(refused.contains("EXPORT"), "{r2}");
     assert_eq!(
         az.remote("signer-copy1").await.unwrap().version,
@@ -207,8 +230,11 @@ async fn a_standard_vault_group_takes_software_keys_and_plain_transfers_of_expor
     );
 
     // F13: a vault with 1,000 keys syncs into virtual keys.
-    az.seed(STANDARD_VAULT, json!({"count": 1000, "kty": "EC", "prefix": "bulk"}))
-        .await;
+    az.seed(
+        STANDARD_VAULT,
+        json!({"count": 1000, "kty": "EC", "prefix": "bulk"}),
+    )
+    .await;
     let added = az.sync().await;
     assert_eq!(added.len(), 1000, "one virtual key per vault key");
     assert!(added.iter().all(|k| k["external"]["kty"] == "EC"));
@@ -233,14 +259,22 @@ async fn lifecycle(az: &Azure, name: &str, kty: &str) {
         )
         .await;
     let remote = az.remote(name).await.unwrap();
-    assert!(remote.tags.iter().any(|t| t.name == "owner" && t.value == "payments"));
+    assert!(
+        remote
+            .tags
+            .iter()
+            .any(|t| t.name == "owner" && t.value == "payments")
+    );
     // F18: details show the tier and the vault's retention.
     let detail = az
         .admin
         .ok(Method::GET, &format!("/crypto/v1/keys/{kid}"), None)
         .await;
     assert_eq!(detail["external"]["kty"], kty);
-    assert_eq!(detail["external"]["recovery_level"], "Recoverable+Purgeable");
+    assert_eq!(
+        detail["external"]["recovery_level"],
+        "Recoverable+Purgeable"
+    );
     // F23: a native rotation makes a new version of the same protection.
     let rotated = az
         .admin
@@ -286,7 +320,11 @@ async fn lifecycle(az: &Azure, name: &str, kty: &str) {
         .await;
     assert!(az.remote(name).await.is_none());
     az.admin
-        .ok(Method::POST, &format!("/crypto/v1/keys/{kid}/restore"), None)
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/restore"),
+            None,
+        )
         .await;
     let back = az.remote(name).await.expect("restored from escrow");
     assert_eq!(back.kty, kty);
@@ -318,7 +356,12 @@ async fn a_premium_vault_group_takes_hsm_keys_by_byok() {
         )
         .await;
     assert_eq!(s, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("Premium tier Key Vault"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Premium tier Key Vault")
+    );
 
     // F15 and F16 (flow b): material arrives by BYOK, under a key-exchange key made in the
     // vault for the transfer and gone afterwards.
@@ -391,7 +434,11 @@ async fn the_link_records_the_kind_and_the_connection_test_says_what_is_missing(
     no_kind.as_object_mut().unwrap().remove("key_vault_type");
     let (s, body) = az
         .admin
-        .call(Method::POST, path, Some(json!({"name": "v1", "external_kms": no_kind})))
+        .call(
+            Method::POST,
+            path,
+            Some(json!({"name": "v1", "external_kms": no_kind})),
+        )
         .await;
     assert_eq!(s, 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("key_vault_type"));
@@ -400,7 +447,11 @@ async fn the_link_records_the_kind_and_the_connection_test_says_what_is_missing(
     wrong["endpoints"]["vault_suffix"] = json!("vault.localhost");
     let (s, body) = az
         .admin
-        .call(Method::POST, path, Some(json!({"name": "v2", "external_kms": wrong})))
+        .call(
+            Method::POST,
+            path,
+            Some(json!({"name": "v2", "external_kms": wrong})),
+        )
         .await;
     assert_eq!(s, 400, "{body}");
     // The kind of a bound group does not change.
@@ -468,7 +519,11 @@ async fn the_link_records_the_kind_and_the_connection_test_says_what_is_missing(
         .unwrap();
     let status = az
         .admin
-        .ok(Method::POST, &format!("{path}/{gid}/hmg/check"), Some(json!({})))
+        .ok(
+            Method::POST,
+            &format!("{path}/{gid}/hmg/check"),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status["status"], "Connected");
     let warning = status["warnings"][0].as_str().unwrap_or_default();
@@ -483,12 +538,17 @@ async fn the_link_records_the_kind_and_the_connection_test_says_what_is_missing(
         .unwrap();
     let status = az
         .admin
-        .ok(Method::POST, &format!("{path}/{gid}/hmg/check"), Some(json!({})))
+        .ok(
+            Method::POST,
+            &format!("{path}/{gid}/hmg/check"),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status["status"], "Not Connected");
     let reason = status["reason"].as_str().unwrap();
     assert!(
-        reason.contains("Key Vault Crypto Officer") && reason.contains("does not have keys list permission"),
+        reason.contains("Key Vault Crypto Officer")
+            && reason.contains("does not have keys list permission"),
         "{reason}"
     );
     az.stop().await;
@@ -527,10 +587,16 @@ output.kid = keys::record(remote, hsm::backup_key(name));
         .await;
     assert!(s >= 400, "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("may not leave unwrapped"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("may not leave unwrapped"),
         "{body}"
     );
-    assert!(az.remote("aes-copy").await.is_none(), "nothing reached the HSM");
+    assert!(
+        az.remote("aes-copy").await.is_none(),
+        "nothing reached the HSM"
+    );
 
     // Material that may be exported may go the plain way: the script is not refused for
     // its shape, only for what it would leak.
@@ -543,9 +609,198 @@ output.kid = keys::record(remote, hsm::backup_key(name));
         .ok(
             Method::POST,
             "/crypto/v1/keys/copy",
-            Some(json!({"key": {"kid": open["kid"]}, "group_id": az.group, "name": "aes-open-copy"})),
+            Some(
+                json!({"key": {"kid": open["kid"]}, "group_id": az.group, "name": "aes-open-copy"}),
+            ),
         )
         .await;
     assert_eq!(copy["links"]["copiedFrom"], open["kid"]);
+    az.stop().await;
+}
+
+#[tokio::test]
+async fn byok_files_are_exports_and_follow_the_export_rules() {
+    use keyward::plugins::kms::KeyOp as RemoteOp;
+    use keyward::plugins::kms::{CreateRequest, KeySpec, KeyType};
+    let az = Azure::start_in_vault(PREMIUM_VAULT, "PREMIUM").await;
+    // A key-exchange key made in the vault, known to Keyward after a sync.
+    let kek = az
+        .daemon
+        .state
+        .kms
+        .create_key(
+            &az.link().await,
+            &CreateRequest {
+                name: "byok-kek".into(),
+                spec: KeySpec {
+                    key_type: KeyType::Rsa,
+                    size: Some(2048),
+                    curve: None,
+                },
+                ops: vec![RemoteOp::Import],
+                enabled: true,
+                not_before: None,
+                expires: None,
+                tags: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    az.sync().await;
+    let (key, material) = exportable(
+        &az,
+        "outbound",
+        json!({"obj_type": "EC", "elliptic_curve": "NistP256", "key_ops": ["SIGN", "VERIFY", "EXPORT"]}),
+    )
+    .await;
+    let kid = key["kid"].as_str().unwrap();
+    let path = format!("/crypto/v1/keys/{kid}/byok");
+
+    // The KEK named as a key of the linked group: the file is for its Azure identifier, and
+    // opening it with the KEK's private key (which only the vault has) gives the key.
+    let file = az
+        .app
+        .ok(
+            Method::POST,
+            &path,
+            Some(json!({"kek": {"name": "byok-kek"}})),
+        )
+        .await;
+    assert_eq!(file["schema_version"], "1.0.0");
+    assert_eq!(file["header"]["kid"], kek.id.as_str());
+    assert_eq!(file["header"]["alg"], "dir");
+    assert!(file["generator"].as_str().unwrap().starts_with("Keyward "));
+    let blob = serde_json::to_vec(&file).unwrap();
+    let imported = az
+        .daemon
+        .state
+        .kms
+        .import_key(
+            &az.link().await,
+            &keyward::plugins::kms::ImportRequest {
+                name: "landed".into(),
+                material: keyward::plugins::kms::KeyMaterial::Byok(
+                    keyward::plugins::kms::ByokBlob {
+                        kek_id: kek.id.clone(),
+                        spec: KeySpec {
+                            key_type: KeyType::Ec,
+                            size: None,
+                            curve: Some(keyward::plugins::kms::Curve::P256),
+                        },
+                        blob,
+                    },
+                ),
+                ops: vec![RemoteOp::Sign, RemoteOp::Verify],
+                enabled: true,
+                not_before: None,
+                expires: None,
+                tags: vec![],
+                hsm: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        keyward::kms::public_der(&imported),
+        material.public_key_der(),
+        "the vault unwrapped the same key"
+    );
+
+    // Each export is in the audit log, with the key-exchange key it was made for.
+    let logs = az
+        .admin
+        .ok(Method::GET, "/sys/v1/logs?action=key.export", None)
+        .await;
+    let events: Vec<Value> = log_entries(&logs)
+        .into_iter()
+        .filter(|e| e["details"]["format"] == "byok")
+        .collect();
+    assert_eq!(events.len(), 1, "{logs}");
+    assert_eq!(events[0]["details"]["wrapped_for"], kek.id.as_str());
+
+    // Refusals, each changing nothing.
+    settle(&az.admin).await;
+    let before = catalog_snapshot(&az.daemon).await;
+    let locked = az
+        .admin
+        .create_key(json!({"name": "stays", "group_id": az.plain_group, "obj_type": "RSA", "key_size": 2048, "key_ops": ["SIGN", "VERIFY"]}))
+        .await;
+    let with_locked = catalog_snapshot(&az.daemon).await;
+    let pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----\n";
+    for (who, path, body, status, says) in [
+        (
+            &az.app,
+            format!("/crypto/v1/keys/{}/byok", locked["kid"].as_str().unwrap()),
+            json!({"kek": {"name": "byok-kek"}}),
+            403,
+            "EXPORT",
+        ),
+        // A user who manages the group, which does not allow user export.
+        (
+            &az.admin,
+            path.clone(),
+            json!({"kek": {"name": "byok-kek"}}),
+            403,
+            "user_export",
+        ),
+        (
+            &az.app,
+            path.clone(),
+            json!({"kek_id": "https://x.vault.azure.net/keys/k", "kek_public_key": pem}),
+            400,
+            "kek_id",
+        ),
+        (
+            &az.app,
+            path.clone(),
+            json!({"kek_id": kek.id, "kek_public_key": pem}),
+            400,
+            "not an RSA public key",
+        ),
+        (
+            &az.app,
+            path.clone(),
+            json!({"kek": {"name": "outbound"}}),
+            400,
+            "vault or Managed HSM",
+        ),
+        (
+            &az.app,
+            path.clone(),
+            json!({"kek": {"name": "byok-kek"}, "kek_id": kek.id}),
+            400,
+            "either",
+        ),
+    ] {
+        let (s, body) = who.call(Method::POST, &path, Some(body)).await;
+        assert_eq!(s, status, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(says) || body["field"] == says,
+            "{says}: {body}"
+        );
+    }
+    settle(&az.admin).await;
+    assert_ne!(before, with_locked);
+    assert_eq!(
+        with_locked,
+        catalog_snapshot(&az.daemon).await,
+        "the refusals changed nothing"
+    );
+    assert_eq!(
+        log_entries(
+            &az.admin
+                .ok(
+                    Method::GET,
+                    "/sys/v1/logs?action=key.export&outcome=success",
+                    None
+                )
+                .await
+        )
+        .iter()
+        .filter(|e| e["details"]["format"] == "byok")
+        .count(),
+        1,
+        "no refused file is recorded as made"
+    );
     az.stop().await;
 }

@@ -1,9 +1,11 @@
 //! Keyward as clients it did not write see it: Fortanix's own Python client (`sdkms`) runs a
 //! DSM program's whole day against a daemon (`tests/python/dsm_flow.py`); schemathesis
 //! fuzzes every operation of the OpenAPI document against one and checks each answer with
-//! the document; the Prometheus project's parser reads `/metrics`. All are installed from
-//! PyPI into a virtual environment under `target/` the first time (pinned in
-//! `tests/python/requirements.txt`).
+//! the document; the Prometheus project's parser reads `/metrics`; the Azure CLI imports the
+//! BYOK transfer files Keyward makes into the emulator's Premium vault and Managed HSM. All
+//! are installed from PyPI into virtual environments under `target/` the first time (pinned
+//! in `tests/python/requirements.txt`, and `tests/python/azure-cli.txt` apart, as the Azure
+//! CLI pins its own dependencies).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -34,8 +36,22 @@ async fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// The virtual environment's `bin/`, made (or brought up to date with the requirements) on
+/// A virtual environment's `bin/`, made (or brought up to date with its requirements) on
 /// first use.
+async fn venv_bin(venv: PathBuf, requirements: PathBuf) -> PathBuf {
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    let stamp = venv.join("keyward-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).await;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements))
+        .await;
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    venv.join("bin")
+}
+
 async fn python_bin() -> &'static Path {
     static BIN: OnceCell<PathBuf> = OnceCell::const_new();
     BIN.get_or_init(|| async {
@@ -43,18 +59,7 @@ async fn python_bin() -> &'static Path {
         let venv = std::env::var_os("KEYWARD_PYTHON_VENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/real-clients-venv"));
-        let requirements = root.join("tests/python/requirements.txt");
-        let wanted = std::fs::read_to_string(&requirements).unwrap();
-        let stamp = venv.join("keyward-requirements.txt");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).await;
-            run(Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements))
-            .await;
-            std::fs::write(&stamp, wanted).unwrap();
-        }
-        venv.join("bin")
+        venv_bin(venv, root.join("tests/python/requirements.txt")).await
     })
     .await
 }
@@ -259,4 +264,172 @@ async fn prometheus_parses_the_metrics_and_they_move() {
         3.0
     );
     d.stop().await;
+}
+
+/// The Azure CLI, logged in to the emulator as its demo application: a custom cloud whose
+/// resource manager is the emulator (it serves the cloud's metadata), its CA trusted,
+/// instance discovery off (as for Azure Stack; it would ask login.microsoftonline.com).
+struct AzureCli {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl AzureCli {
+    async fn login(em: &keyward_emulator::RunningEmulator) -> AzureCli {
+        let root = workspace();
+        let bin = venv_bin(
+            root.join("target/azure-cli-venv"),
+            root.join("tests/python/azure-cli.txt"),
+        )
+        .await
+        .join("az");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &em.ca_pem).unwrap();
+        let cli = AzureCli { bin, dir };
+        cli.az(&[
+            "cloud",
+            "register",
+            "--name",
+            "KeywardEmulator",
+            "--endpoint-resource-manager",
+            &em.base_url,
+        ])
+        .await;
+        cli.az(&["cloud", "set", "--name", "KeywardEmulator"]).await;
+        use keyward_tests::azure::{CLIENT, SECRET, TENANT};
+        cli.az(&[
+            "login",
+            "--service-principal",
+            "-u",
+            CLIENT,
+            "-p",
+            SECRET,
+            "--tenant",
+            TENANT,
+        ])
+        .await;
+        cli
+    }
+
+    async fn az(&self, args: &[&str]) -> serde_json::Value {
+        let out = run(Command::new(&self.bin)
+            .args(args)
+            .args(["--output", "json"])
+            .env("AZURE_CONFIG_DIR", self.dir.path().join("config"))
+            .env("REQUESTS_CA_BUNDLE", self.dir.path().join("ca.pem"))
+            .env("AZURE_CORE_INSTANCE_DISCOVERY", "false")
+            .env("AZURE_CORE_COLLECT_TELEMETRY", "false"))
+        .await;
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// Flow (c): Keyward makes the `.byok` file for a key-exchange key the Azure CLI created, the
+/// Azure CLI imports it into a Premium vault and into a Managed HSM, and what the Keyward key
+/// encrypted, the imported key decrypts.
+#[tokio::test]
+async fn the_azure_cli_imports_byok_files_keyward_makes() {
+    use keyward_tests::azure::{Azure, HSM, PREMIUM_VAULT};
+    let az = Azure::start_in_vault(PREMIUM_VAULT, "PREMIUM").await;
+    let cli = AzureCli::login(&az.em).await;
+    let key = az
+        .admin
+        .create_key(json!({"name": "to-azure", "group_id": az.plain_group, "obj_type": "RSA", "key_size": 2048,
+            "key_ops": ["ENCRYPT", "DECRYPT", "EXPORT"]}))
+        .await;
+    let kid = key["kid"].as_str().unwrap();
+    let sealed = az
+        .app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{kid}/encrypt"),
+            Some(json!({"alg": "RSA", "plain": b64(b"moved by BYOK"), "mode": "OAEP_MGF1_SHA1"})),
+        )
+        .await;
+    for (flag, store) in [("--vault-name", PREMIUM_VAULT), ("--hsm-name", HSM)] {
+        let kek = cli
+            .az(&[
+                "keyvault", "key", "create", flag, store, "--name", "byok-kek", "--kty", "RSA-HSM",
+                "--size", "2048", "--ops", "import",
+            ])
+            .await;
+        let kek_id = kek["key"]["kid"].as_str().unwrap().to_string();
+        let pem = cli.path(&format!("{store}-kek.pem"));
+        cli.az(&[
+            "keyvault",
+            "key",
+            "download",
+            flag,
+            store,
+            "--name",
+            "byok-kek",
+            "--encoding",
+            "PEM",
+            "--file",
+            &pem,
+        ])
+        .await;
+        let file = az
+            .app
+            .ok(
+                Method::POST,
+                &format!("/crypto/v1/keys/{kid}/byok"),
+                Some(json!({"kek_id": kek_id, "kek_public_key": std::fs::read_to_string(&pem).unwrap()})),
+            )
+            .await;
+        assert_eq!(file["header"]["kid"], kek_id.as_str());
+        assert_eq!(file["header"]["enc"], "CKM_RSA_AES_KEY_WRAP");
+        let byok = cli.path(&format!("{store}.byok"));
+        std::fs::write(&byok, file.to_string()).unwrap();
+        let imported = cli
+            .az(&[
+                "keyvault",
+                "key",
+                "import",
+                flag,
+                store,
+                "--name",
+                "from-keyward",
+                "--byok-file",
+                &byok,
+                "--kty",
+                "RSA",
+            ])
+            .await;
+        assert_eq!(imported["key"]["kty"], "RSA-HSM", "{imported}");
+        let opened = cli
+            .az(&[
+                "keyvault",
+                "key",
+                "decrypt",
+                flag,
+                store,
+                "--name",
+                "from-keyward",
+                "--algorithm",
+                "RSA-OAEP",
+                "--value",
+                sealed["cipher"].as_str().unwrap(),
+                "--data-type",
+                "base64",
+            ])
+            .await;
+        assert_eq!(opened["result"], b64(b"moved by BYOK"), "{store}: {opened}");
+    }
+
+    // The file is an export: recorded as one, and refused for a key that does not permit it.
+    let logs = az
+        .admin
+        .ok(Method::GET, "/sys/v1/logs?action=key.export", None)
+        .await;
+    let exports = keyward_tests::api::log_entries(&logs)
+        .into_iter()
+        .filter(|e| e["details"]["format"] == "byok")
+        .count();
+    assert_eq!(exports, 2, "{logs}");
+    az.stop().await;
 }

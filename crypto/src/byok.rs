@@ -52,3 +52,25 @@ pub fn byok_transfer_document(
     });
     Ok(doc.to_string().into_bytes())
 }
+
+/// A BYOK transfer document for a key-exchange key given by its SubjectPublicKeyInfo DER (as
+/// Azure shows it, or as Keyward holds an HSM key's public key). Azure's key-exchange keys are
+/// RSA 2048, 3072 or 4096.
+pub fn byok_transfer_for_spki(
+    kek_id: &str,
+    kek_spki_der: &[u8],
+    target: &[u8],
+    generator: &str,
+) -> Result<Vec<u8>, CryptoError> {
+    use rsa::pkcs8::DecodePublicKey;
+    let public = rsa::PublicKey::from_public_key_der(kek_spki_der).map_err(|_| {
+        bad("The key exchange key is not an RSA public key (SubjectPublicKeyInfo DER).")
+    })?;
+    let bits = public.size() * 8;
+    if ![2048, 3072, 4096].contains(&bits) {
+        return Err(bad(format!(
+            "The key exchange key is RSA-{bits}; Azure key exchange keys are RSA 2048, 3072 or 4096."
+        )));
+    }
+    byok_transfer_document(kek_id, &public, target, generator)
+}

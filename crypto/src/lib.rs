@@ -30,7 +30,7 @@ mod material;
 mod ops;
 mod symmetric;
 
-pub use byok::{byok_transfer_document, byok_unwrap, byok_wrap};
+pub use byok::{byok_transfer_document, byok_transfer_for_spki, byok_unwrap, byok_wrap};
 pub use ecdsa_der::{ecdsa_signature_from_der, ecdsa_signature_to_der};
 pub use material::{
     Curve, Kty, Material, ec_public_der, rsa_private_jwk, rsa_public, rsa_public_der,

@@ -35,7 +35,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/admin/subscriptions", post(add_subscription))
         .route("/admin/hsms", post(add_hsm))
         .route("/admin/vaults", post(add_vault))
-        .route("/admin/access-policies", axum::routing::put(set_access_policy))
+        .route(
+            "/admin/access-policies",
+            axum::routing::put(set_access_policy),
+        )
         .route(
             "/admin/role-assignments",
             post(assign_role).delete(revoke_role),
@@ -91,7 +94,11 @@ async fn info(State(s): State<Arc<Shared>>) -> Json<Value> {
         .filter(|h| h.kind.is_vault())
         .map(|h| {
             let mut v = entry(h);
-            v["sku"] = json!(if h.kind == Kind::Premium { "premium" } else { "standard" });
+            v["sku"] = json!(if h.kind == Kind::Premium {
+                "premium"
+            } else {
+                "standard"
+            });
             v
         })
         .collect();
@@ -295,8 +302,12 @@ async fn seed(
         .get(&name)
         .map(|h| h.kind)
         .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no HSM or vault {name}")))?;
-    let (kty, protected) =
-        crate::keys::protection(kind, &req.kty, false).map_err(|e| bad(e.body["error"]["message"].as_str().unwrap_or("bad key type").to_string()))?;
+    let (kty, protected) = crate::keys::protection(kind, &req.kty, false).map_err(|e| {
+        bad(e.body["error"]["message"]
+            .as_str()
+            .unwrap_or("bad key type")
+            .to_string())
+    })?;
     let curve = match kty {
         Kty::Ec => Some(
             Curve::parse(req.crv.as_deref().unwrap_or("P-256")).map_err(|e| bad(e.to_string()))?,

@@ -89,7 +89,11 @@ fn vault_json(s: &Shared, tenant: &str, world: &crate::state::World, v: &Hsm) ->
             })
         })
         .collect();
-    let sku = if v.kind == Kind::Premium { "premium" } else { "standard" };
+    let sku = if v.kind == Kind::Premium {
+        "premium"
+    } else {
+        "standard"
+    };
     json!({
         "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}", v.subscription, v.resource_group, v.name),
         "name": v.name,
@@ -220,14 +224,11 @@ async fn get_hsm(
     let claims = s.authorize_arm(&headers, &sub, READ_HSMS)?;
     let world = s.world.read().unwrap();
     let tenant = world.subscriptions[&sub].tenant.clone();
-    match world
-        .hsms
-        .get(&name)
-        .filter(|h| {
-            h.kind == Kind::Managed
-                && h.subscription == sub
-                && h.resource_group.eq_ignore_ascii_case(&rg)
-        }) {
+    match world.hsms.get(&name).filter(|h| {
+        h.kind == Kind::Managed
+            && h.subscription == sub
+            && h.resource_group.eq_ignore_ascii_case(&rg)
+    }) {
         Some(h) => Ok(Json(hsm_json(&s, &tenant, &claims.oid, h))),
         None => Err(AzureError::arm(
             StatusCode::NOT_FOUND,

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EmulatorConfig, HsmConfig, KEY_PERMISSIONS, RoleAssignment, VaultConfig, VaultSku};
+use crate::config::{
+    EmulatorConfig, HsmConfig, KEY_PERMISSIONS, RoleAssignment, VaultConfig, VaultSku,
+};
 use crate::crypto::Material;
 use crate::names::NameMap;
 
@@ -53,7 +55,11 @@ impl Kind {
 
     /// How Azure's errors name the store.
     pub fn noun(self) -> &'static str {
-        if self.is_vault() { "vault" } else { "Managed HSM" }
+        if self.is_vault() {
+            "vault"
+        } else {
+            "Managed HSM"
+        }
     }
 }
 
@@ -138,7 +144,14 @@ impl Permission {
             Purge => &["purge"],
             Backup => &["backup"],
             Restore => &["restore"],
-            Crypto => &["encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify"],
+            Crypto => &[
+                "encrypt",
+                "decrypt",
+                "wrapKey",
+                "unwrapKey",
+                "sign",
+                "verify",
+            ],
             Rng => &[],
         }
     }

@@ -338,7 +338,11 @@ async fn arm_lists_managed_hsms_with_paging() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, [PREMIUM, STANDARD], "the vaults, not the Managed HSMs");
+    assert_eq!(
+        names,
+        [PREMIUM, STANDARD],
+        "the vaults, not the Managed HSMs"
+    );
 
     let unknown = format!(
         "{}/subscriptions/00000000-1111-2222-3333-444444444444/providers/Microsoft.KeyVault/managedHSMs?api-version=2025-05-01",

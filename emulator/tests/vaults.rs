@@ -74,7 +74,11 @@ async fn a_standard_vault_holds_software_keys_only() {
         (KeyType::Oct, Some(256)),
     ] {
         let e = client
-            .create_key("refused", create(kty.clone(), size, None).try_into().unwrap(), None)
+            .create_key(
+                "refused",
+                create(kty.clone(), size, None).try_into().unwrap(),
+                None,
+            )
             .await
             .expect_err("a Standard vault refuses it");
         let (status, msg) = failure(e);
@@ -250,7 +254,11 @@ async fn a_premium_vault_holds_hsm_keys_and_takes_byok_transfers() {
         ("prem-rsa", KeyType::Rsa, Some(2048), None),
     ] {
         let k = client
-            .create_key(name, create(kty.clone(), size, curve).try_into().unwrap(), None)
+            .create_key(
+                name,
+                create(kty.clone(), size, curve).try_into().unwrap(),
+                None,
+            )
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .into_model()
@@ -286,11 +294,8 @@ async fn a_premium_vault_holds_hsm_keys_and_takes_byok_transfers() {
         .into_model()
         .unwrap();
     let kek_jwk = kek.key.unwrap();
-    let kek_public = crypto::rsa_public(
-        kek_jwk.n.as_ref().unwrap(),
-        kek_jwk.e.as_ref().unwrap(),
-    )
-    .unwrap();
+    let kek_public =
+        crypto::rsa_public(kek_jwk.n.as_ref().unwrap(), kek_jwk.e.as_ref().unwrap()).unwrap();
     let target = Material::generate_ec(crypto::Curve::P256);
     let blob = crypto::byok_transfer_document(
         kek_jwk.kid.as_ref().unwrap(),
@@ -398,7 +403,9 @@ async fn access_policies_decide_and_name_what_is_missing() {
     client
         .create_key(
             "allowed",
-            create(KeyType::RsaHsm, Some(2048), None).try_into().unwrap(),
+            create(KeyType::RsaHsm, Some(2048), None)
+                .try_into()
+                .unwrap(),
             None,
         )
         .await
@@ -409,22 +416,28 @@ async fn access_policies_decide_and_name_what_is_missing() {
         .expect_err("delete is not granted");
     let (status, msg) = failure(e);
     assert_eq!(status, 403);
-    assert!(msg.contains("does not have keys delete permission"), "{msg}");
+    assert!(
+        msg.contains("does not have keys delete permission"),
+        "{msg}"
+    );
 
     // A Managed HSM token is not a vault token.
     let hsm_token = hsm_token(&em).await;
     let resp = http(&em)
-        .get(format!(
-            "{}keys?api-version=7.5",
-            em.vault_uri(PREMIUM)
-        ))
+        .get(format!("{}keys?api-version=7.5", em.vault_uri(PREMIUM)))
         .bearer_auth(hsm_token)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
-    assert!(challenge.contains("resource=\"https://vault.localhost:"), "{challenge}");
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("resource=\"https://vault.localhost:"),
+        "{challenge}"
+    );
     // A vault is not reachable under a Managed HSM host name, nor the other way round.
     let resp = http(&em)
         .get(format!(

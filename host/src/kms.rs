@@ -14,9 +14,9 @@ use crate::catalog::groups::{
 use crate::catalog::sobjects::{Curve, ObjType};
 use crate::plugins::kms::{
     Connection, Credentials, CryptRequest, CryptResult, Curve as ConnectorCurve, DeletedKey,
-    DeletedKeyItem, Endpoints, ImportRequest, Instance, InstanceKind, KeyItem, KeyPage, KeyRef, KeySpec, KeyType,
-    KmsError as RemoteError, PublicKey, RemoteKey, SignRequest, SignResult, UpdateRequest,
-    VerifyRequest,
+    DeletedKeyItem, Endpoints, ImportRequest, Instance, InstanceKind, KeyItem, KeyPage, KeyRef,
+    KeySpec, KeyType, KmsError as RemoteError, PublicKey, RemoteKey, SignRequest, SignResult,
+    UpdateRequest, VerifyRequest,
 };
 use crate::plugins::{PluginError, PluginRuntime, TlsSettings};
 
@@ -259,8 +259,23 @@ impl Link {
 /// key-management flow, and the cryptographic operations applications ask of the vault's
 /// keys.
 pub const NEEDED_KEY_PERMISSIONS: &[&str] = &[
-    "get", "list", "create", "import", "update", "delete", "recover", "purge", "backup",
-    "restore", "rotate", "encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify",
+    "get",
+    "list",
+    "create",
+    "import",
+    "update",
+    "delete",
+    "recover",
+    "purge",
+    "backup",
+    "restore",
+    "rotate",
+    "encrypt",
+    "decrypt",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
 ];
 
 /// One instance of a subscription as a connection test lists it (DSM's `KeyVault`).

@@ -37,9 +37,9 @@ mod lifecycle;
 mod model;
 mod rotation;
 
-pub use model::protection;
 use crypto_ops::*;
 use lifecycle::*;
+pub use model::protection;
 use rotation::*;
 
 /// The base URL the client addressed the HSM with (`https://demo-hsm.localhost:8443` or

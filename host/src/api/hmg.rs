@@ -177,10 +177,7 @@ async fn test_connection(
         Some("Forbidden" | "ForbiddenByPolicy" | "AccessDenied")
     );
     let reason = match o.reason {
-        Some(r) if refused => Some(format!(
-            "{}: {r}",
-            crate::kms::access_advice(link_type)
-        )),
+        Some(r) if refused => Some(format!("{}: {r}", crate::kms::access_advice(link_type))),
         r => r,
     };
     let warnings = o

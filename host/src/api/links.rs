@@ -159,7 +159,10 @@ fn instance_type(
         )),
         (Some(t), false) if t.is_vault() => Err(ApiError::field(
             "external_kms.key_vault_type",
-            format!("{} needs a vault host name (*.{vault_suffix}), not '{host}'", t.as_str()),
+            format!(
+                "{} needs a vault host name (*.{vault_suffix}), not '{host}'",
+                t.as_str()
+            ),
         )),
         (Some(t), _) => Ok(t),
     }

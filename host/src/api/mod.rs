@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod apps;
 pub mod audit;
+pub mod byok;
 pub mod crypto_ops;
 pub mod error;
 pub mod external_keys;
@@ -215,6 +216,7 @@ pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
             get(keys::get).patch(keys::update).delete(keys::delete),
         )
         .route("/crypto/v1/keys/{kid}/export", get(keys::export_kid))
+        .route("/crypto/v1/keys/{kid}/byok", post(byok::byok))
         .route("/crypto/v1/keys/{kid}/activate", post(keys::activate))
         .route("/crypto/v1/keys/{kid}/deactivate", post(keys::deactivate))
         .route("/crypto/v1/keys/{kid}/revoke", post(keys::revoke))

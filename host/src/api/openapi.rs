@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, apps, audit, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
+    accounts, apps, audit, byok, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
     notifications, plugins, reports, rotation, session, users, webhooks, workflows,
 };
 
@@ -23,7 +23,7 @@ use super::{
         groups::list, groups::create, groups::get, groups::update, groups::delete,
         hmg::azure_vaults, hmg::check_config, hmg::check_group, hmg::scan, hmg::start_scan, hmg::scans, hmg::get_scan,
         keys::create, keys::import, keys::list, keys::get, keys::info, keys::update, keys::delete,
-        keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export, keys::export_kid,
+        keys::activate, keys::deactivate, keys::revoke, keys::destroy, keys::export, keys::export_kid, byok::byok,
         external_keys::copy, external_keys::copy_name, external_keys::schedule_deletion, external_keys::recover,
         external_keys::restore, external_keys::purge,
         rotation::rekey, rotation::rekey_kid, rotation::history,

@@ -59,9 +59,7 @@ impl VaultType {
     }
 
     pub fn parse(s: &str) -> Option<VaultType> {
-        VaultType::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        VaultType::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn is_vault(self) -> bool {

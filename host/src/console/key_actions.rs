@@ -1,19 +1,22 @@
 //! The actions of a key's page (`POST /console/keys/{kid}/{action}`): copy (with the copy's
 //! permissions), rotate (linked copies picked by name; to a Keyward key picked by group and
 //! name), deactivate, delete, the Azure key's soft delete, recover, purge and restore,
-//! attribute and tag edits, and the rotation policy. Each builds the API's own request type
+//! attribute and tag edits, the rotation policy, and the Azure BYOK transfer file (a download,
+//! `POST /console/keys/{kid}/byok`). Each builds the API's own request type
 //! and calls the API's handler (or the key service, for tag edits), so the rules stay there.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
 use super::back;
 use super::key_forms::form_time;
 use super::{FormFields, SignedForm};
+use crate::api::byok::{self, ByokRequest};
 use crate::api::external_keys::{Confirm, CopyRequest};
 use crate::api::extract::Body;
 use crate::api::keys::KeyUpdate;
@@ -25,7 +28,43 @@ use crate::keys::{KeyChange, KeyRef, TagEdits};
 use crate::time::parse_form;
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/console/keys/{kid}/{action}", post(act))
+    Router::new()
+        .route("/console/keys/{kid}/byok", post(byok_file))
+        .route("/console/keys/{kid}/{action}", post(act))
+}
+
+/// The key's `.byok` file for the key-exchange key given by its Azure identifier and public
+/// key (pasted PEM), as a download named after the key.
+async fn byok_file(
+    State(state): State<Arc<AppState>>,
+    Path(kid): Path<String>,
+    SignedForm {
+        viewer: v,
+        fields: f,
+    }: SignedForm,
+) -> Response {
+    let req = ByokRequest {
+        kek: None,
+        kek_id: f.get("kek_id"),
+        kek_public_key: f.get("kek_public_key"),
+    };
+    match byok::transfer_file(&state, &v.caller, kid.clone(), req).await {
+        Ok(file) => {
+            let body = serde_json::to_string_pretty(&file).expect("JSON");
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{kid}.byok\""),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => back(&format!("/console/keys/{kid}"), Err(e)),
+    }
 }
 
 /// The rotation policy of the F25 form.

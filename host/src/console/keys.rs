@@ -403,6 +403,16 @@ async fn detail(
                     }
                 }
             }))
+            @if may.byok {
+                (action(&v, &o.kid, "byok", "Download Azure BYOK file", true, html! {
+                    p { "The key wrapped for a key-exchange key of a Premium tier Key Vault or a Managed HSM, for "
+                        code { "az keyvault key import --byok-file" } ". It is an export of the key, and recorded as one." }
+                    label for="kek-id" { "Key-exchange key identifier (with its version)" }
+                    input id="kek-id" name="kek_id" required placeholder="https://contoso.vault.azure.net/keys/KEK/0123…" data-testid="byok-kek-id";
+                    label for="kek-public-key" { "Its public key (PEM)" }
+                    textarea id="kek-public-key" name="kek_public_key" rows="6" required data-testid="byok-kek-public-key" {}
+                }))
+            }
             (action(&v, &o.kid, "deactivate", "Deactivate", may.deactivate, html! {}))
             (action(&v, &o.kid, "delete", "Delete", may.delete, html! {}))
         }

@@ -9,6 +9,7 @@ use super::access::may_manage;
 use super::hsm::{KeyFlow, flow_allowed};
 use super::rotate::rotatable;
 use super::rules::{self, Transition};
+use super::usage::export_allowed;
 use super::{KeyService, Result};
 use crate::auth::Access;
 use crate::catalog::sobjects::{self, RemoteState};
@@ -26,14 +27,22 @@ pub struct Actions {
     /// Put a purged HSM key back from the catalog's escrowed backup.
     pub restore: bool,
     pub delete: bool,
+    /// Take the material out as an Azure BYOK transfer file (an export; the policies are
+    /// asked when it is made).
+    pub byok: bool,
 }
 
 impl KeyService {
     pub async fn actions(&self, access: &Access, kid: &str) -> Result<Actions> {
         let o = self.get(access, kid).await?;
         let now = self.now();
+        let group = self.group(&access.account_id, &o.group_id).await?;
+        let byok = export_allowed(access, &o, &group).is_ok();
         if may_manage(access, &o).is_err() {
-            return Ok(Actions::default());
+            return Ok(Actions {
+                byok,
+                ..Actions::default()
+            });
         }
         let remote = o.remote_state();
         let escrowed = match remote {
@@ -59,6 +68,7 @@ impl KeyService {
                 Some(r) => r == RemoteState::Purged,
                 None => rules::deletable(&o, now).is_ok(),
             },
+            byok,
         })
     }
 }

@@ -37,6 +37,7 @@
 mod access;
 mod actions;
 mod build;
+mod byok;
 mod change;
 mod create;
 mod drift;
@@ -76,6 +77,7 @@ use crate::time::Clock;
 
 pub use actions::Actions;
 pub use build::{RekeyChange, RemoteAttributes, remote_attributes};
+pub use byok::ByokKek;
 pub use change::{KeyChange, TagEdits};
 pub use create::{CopySpec, ImportValue, NewKey};
 pub use error::{KeyError, Result};

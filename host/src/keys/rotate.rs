@@ -31,13 +31,13 @@ use crate::crypto;
 use crate::plugins::policy::Action;
 use crate::time::format_dsm;
 
-use super::flows::FlowMaterial;
-use super::tiers;
 use super::access::may_manage;
 use super::build::{RekeyChange, policy_row, successor};
 use super::error::{KeyError, Result};
 use super::flows::CopyOutcome;
+use super::flows::FlowMaterial;
 use super::flows::Trigger;
+use super::tiers;
 use super::{KeyRef, KeyService, KeyView, creator, integrity};
 
 /// Managed HSM keeps at most this many versions of a key; rotations count towards it.

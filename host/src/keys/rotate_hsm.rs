@@ -30,9 +30,9 @@ use super::error::{KeyError, Result};
 use super::flows::{CopyOutcome, Pending, RotationRun, StepPlan};
 use super::flows::{FlowMaterial, FlowRequest, Trigger};
 use super::hsm::{ensure_live, exclusive_key, vault_type};
-use super::tiers;
 use super::rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};
 use super::rules::{copy_ops, copyable};
+use super::tiers;
 use super::{KeyService, creator, open_material};
 
 /// A linked copy that rotates along with its source, and the virtual key its new version

@@ -14,13 +14,13 @@ use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation::{self, Step, StepKind, StepStatus};
 use crate::catalog::sobjects::{self, Origin};
 
-use super::flows::FlowMaterial;
-use super::tiers;
 use super::access::may_manage;
 use super::build::{copy_successor, successor};
 use super::error::{KeyError, Result};
+use super::flows::FlowMaterial;
 use super::flows::{RotationRun, Trigger};
 use super::rotate_hsm::CopyPlan;
+use super::tiers;
 use super::{KeyService, open_material};
 
 /// Abandoned steps resumed by one run: same account, principal, source and kind, and (but

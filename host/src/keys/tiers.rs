@@ -49,9 +49,7 @@ fn holds(t: VaultType) -> &'static str {
         VaultType::Standard => {
             "RSA 2048/3072/4096 and EC P-256/P-384/P-521 keys, software-protected"
         }
-        VaultType::Premium => {
-            "RSA 2048/3072/4096 and EC P-256/P-384/P-521 keys, HSM-protected"
-        }
+        VaultType::Premium => "RSA 2048/3072/4096 and EC P-256/P-384/P-521 keys, HSM-protected",
         VaultType::Managed => {
             "RSA 2048/3072/4096, EC P-256/P-384/P-521 and AES 128/192/256 keys, HSM-protected"
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::catalog::groups::Group;
 use crate::catalog::sobjects::{self, KeyOp, KeyState, RemoteState, SObject};
 use crate::crypto::{self, Material, RsaEncryptionMode, Shape};
 use crate::kms::Link;
@@ -17,6 +18,23 @@ use super::access::{may_export, may_use};
 use super::error::{KeyError, Result};
 use super::{KeyRef, KeyService, KeyView, load, open_material, resolve, view};
 use crate::auth::Access;
+
+/// Whether `access` may take the key's material out now, before the policies are asked.
+pub(super) fn export_allowed(access: &Access, o: &SObject, group: &Group) -> Result<()> {
+    may_export(access, o, group)?;
+    if o.is_virtual() {
+        return Err(KeyError::state(
+            "the key's material lives in the external key manager",
+        ));
+    }
+    if o.material.is_none() {
+        return Err(KeyError::state("the key has been destroyed"));
+    }
+    if !o.enabled {
+        return Err(KeyError::forbidden("the key is disabled"));
+    }
+    Ok(())
+}
 
 /// A key ready for use: its metadata (without the sealed material) and its opened material
 /// (none for virtual and destroyed keys).
@@ -172,20 +190,9 @@ impl KeyService {
 
     /// Whether the key's material may leave, to this caller: the export rules, then the
     /// policies, which see it as the EXPORT operation.
-    async fn check_export(&self, access: &Access, o: &SObject) -> Result<()> {
+    pub(super) async fn check_export(&self, access: &Access, o: &SObject) -> Result<()> {
         let group = self.group(&access.account_id, &o.group_id).await?;
-        may_export(access, o, &group)?;
-        if o.is_virtual() {
-            return Err(KeyError::state(
-                "the key's material lives in the external key manager",
-            ));
-        }
-        if o.material.is_none() {
-            return Err(KeyError::state("the key has been destroyed"));
-        }
-        if !o.enabled {
-            return Err(KeyError::forbidden("the key is disabled"));
-        }
+        export_allowed(access, o, &group)?;
         self.enforce(
             access,
             &group,

@@ -238,7 +238,12 @@ pub fn vault(v: &Value, object_id: Option<&str>) -> Instance {
             .into_iter()
             .flatten()
             .filter(|a| object_id.is_some_and(|o| a["objectId"].as_str() == Some(o)))
-            .flat_map(|a| a["permissions"]["keys"].as_array().cloned().unwrap_or_default())
+            .flat_map(|a| {
+                a["permissions"]["keys"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect()
     });

@@ -202,6 +202,26 @@ pub enum KeyCmd {
     /// Delete a key from the catalog.
     #[command(after_help = "Example:\n  keyward keys delete 9a1e…")]
     Delete { kid: String },
+    /// Write the key as an Azure BYOK transfer file (`.byok`) for a key-exchange key, for
+    /// `az keyvault key import --byok-file`. An export: the key must permit EXPORT.
+    #[command(
+        after_help = "Examples:\n  keyward keys byok 9a1e… --kek-id https://contoso.vault.azure.net/keys/KEK/0a1b… --kek-public-key kek.pem --out key.byok\n  keyward keys byok 9a1e… --kek 5c2d… --out key.byok"
+    )]
+    Byok {
+        kid: String,
+        /// The key-exchange key's Azure identifier, with its version.
+        #[arg(long, requires = "kek_public_key", conflicts_with = "kek")]
+        kek_id: Option<String>,
+        /// Its public key: a PEM file (`az keyvault key download --encoding PEM`).
+        #[arg(long)]
+        kek_public_key: Option<PathBuf>,
+        /// Or the key-exchange key as a key of a linked group (its id).
+        #[arg(long)]
+        kek: Option<String>,
+        /// Where to write the transfer file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Encrypt (applications): prints cipher, iv and tag, base64.
     #[command(
         after_help = "Example:\n  keyward keys encrypt 9a1e… --in secret.txt -o json > sealed.json"
@@ -510,6 +530,34 @@ impl KeyCmd {
                     ctx.post(&key_path(&kid, "/delete_key_material"), json!({"confirm": true}))
                         .await?,
                     KEY_INFO,
+                ))
+            }
+            KeyCmd::Byok {
+                kid,
+                kek_id,
+                kek_public_key,
+                kek,
+                out,
+            } => {
+                let body = match (kek_id, kek_public_key, kek) {
+                    (Some(id), Some(path), None) => {
+                        let pem = String::from_utf8(read_file(&path)?).map_err(|_| {
+                            local(format!("{}: not a PEM file", path.display()))
+                        })?;
+                        json!({"kek_id": id, "kek_public_key": pem})
+                    }
+                    (None, None, Some(k)) => json!({"kek": {"kid": k}}),
+                    _ => {
+                        return Err(local(
+                            "give --kek, or --kek-id with --kek-public-key".to_string(),
+                        ));
+                    }
+                };
+                let file = ctx.post(&key_path(&kid, "/byok"), body).await?;
+                let text = serde_json::to_string_pretty(&file).expect("JSON");
+                std::fs::write(&out, text).map_err(|e| local(format!("{}: {e}", out.display())))?;
+                Ok(Shown::object(
+                    json!({"kid": kid, "kek": file["header"]["kid"], "written": out}),
                 ))
             }
             KeyCmd::Delete { kid } => {

@@ -212,7 +212,10 @@ async fn rotate_one(
     };
     let remote = match existing {
         Some(k) => k,
-        None => match kms.import_key(link, &import_request(link, plan, material)).await {
+        None => match kms
+            .import_key(link, &import_request(link, plan, material))
+            .await
+        {
             Ok(k) => k,
             Err(error) => {
                 return CopyResult::Failed {
