@@ -286,7 +286,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
             }
         }),
     ];
-    tracing::info!(base = %shared.base_url, admin = %admin_addr, "Managed HSM emulator listening");
+    tracing::info!(base = %shared.base_url, admin = %admin_addr, "Azure emulator (Managed HSMs and Key Vault vaults) listening");
     Ok(RunningEmulator {
         base_url: shared.base_url.clone(),
         admin_url: format!("http://{admin_addr}"),

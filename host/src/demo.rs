@@ -1,6 +1,7 @@
-//! The first-run demo: an Azure Managed HSM emulator inside the daemon's process, and a demo
-//! account (an administrator, an application, a group of Keyward keys and a group linked to
-//! the emulated HSM, synced) created through the REST API, so that `cargo run` gives
+//! The first-run demo: an Azure emulator inside the daemon's process (a Managed HSM, a
+//! Standard and a Premium tier Key Vault), and a demo account (an administrator, an
+//! application, a group of Keyward keys and a group linked to each of the three kinds of
+//! Azure key store, synced) created through the REST API, so that `cargo run` gives
 //! something to try at once. Nothing here is used when the demo is turned off.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use crate::plugins::HostPattern;
 pub const DEFAULT_EMULATOR_PORT: u16 = 8443;
 const ADMIN_EMAIL: &str = "admin@demo.keyward";
 const HSM_GROUP: &str = "Azure demo HSM";
+const STANDARD_GROUP: &str = "Azure demo Standard vault";
+const PREMIUM_GROUP: &str = "Azure demo Premium vault";
 const LOCAL_GROUP: &str = "Demo keys";
 
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +158,19 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
         .await?;
     let local_id = local["group_id"].as_str().unwrap_or_default().to_string();
     let hsm_id = hsm["group_id"].as_str().unwrap_or_default().to_string();
+    let mut vault_groups = Vec::new();
+    for (name, vault, kind, seed) in [
+        (STANDARD_GROUP, ids::STANDARD_VAULT, "STANDARD", json!({"count": 2, "prefix": "vault-ec", "kty": "EC"})),
+        (PREMIUM_GROUP, ids::PREMIUM_VAULT, "PREMIUM", json!({"count": 2, "prefix": "vault-rsa", "kty": "RSA-HSM", "key_size": 2048})),
+    ] {
+        vault_groups.push(vault_group(&client, t, em, name, vault, kind, seed).await?);
+    }
     let app = client
         .call(
             "POST",
             "/sys/v1/apps",
             t,
-            Some(json!({"name": "demo-app", "groups": [local_id, hsm_id], "default_group": local_id})),
+            Some(json!({"name": "demo-app", "groups": [local_id, hsm_id, vault_groups[0], vault_groups[1]], "default_group": local_id})),
         )
         .await?;
     // A few keys in the HSM, so the first sync has something to find.
@@ -187,6 +197,8 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
         )
         .await?;
     Ok(json!({
+        "standard_group_id": vault_groups[0],
+        "premium_group_id": vault_groups[1],
         "user_email": ADMIN_EMAIL,
         "user_password": password,
         "app_id": app["app_id"],
@@ -195,6 +207,55 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
         "hsm_group_id": hsm_id,
         "synced_keys": synced.as_array().map_or(0, |a| a.len()),
     }))
+}
+
+/// A group linked to one of the emulator's vaults, with a few keys seeded there and synced.
+#[allow(clippy::too_many_arguments, reason = "one group's parts, named at the call site")]
+async fn vault_group(
+    client: &Client,
+    t: Option<&str>,
+    em: &RunningEmulator,
+    name: &str,
+    vault: &str,
+    kind: &str,
+    seed: Value,
+) -> Result<String, DemoError> {
+    let g = client
+        .call(
+            "POST",
+            "/sys/v1/groups",
+            t,
+            Some(json!({
+                "name": name,
+                "description": format!("Linked to the emulated {} tier Key Vault '{vault}'.", kind.to_lowercase()),
+                "external_kms": {
+                    "kind": "AzureManagedHsm",
+                    "tenant_id": ids::TENANT,
+                    "client_id": ids::CLIENT_ID,
+                    "client_secret": ids::CLIENT_SECRET,
+                    "subscription_id": ids::SUBSCRIPTION,
+                    "instance": em.vault_uri(vault),
+                    "key_vault_type": kind,
+                    "endpoints": {"identity": em.base_url, "management": em.base_url,
+                        "instance_suffix": "localhost", "vault_suffix": "vault.localhost"},
+                    "tls": {"ca_pem": em.ca_pem, "validate_hostname": true},
+                },
+            })),
+        )
+        .await?;
+    let id = g["group_id"].as_str().unwrap_or_default().to_string();
+    reqwest::Client::new()
+        .post(format!("{}/admin/hsms/{vault}/seed", em.admin_url))
+        .header("content-type", "application/json")
+        .body(seed.to_string())
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| DemoError::Setup(format!("seeding the emulator: {e}")))?;
+    client
+        .call("POST", &format!("/sys/v1/groups/{id}/hmg/scan"), t, None)
+        .await?;
+    Ok(id)
 }
 
 fn instructions(api: &str, em: &RunningEmulator, d: &Value, path: &Path) -> String {
@@ -206,8 +267,10 @@ Keyward is running with its demo set-up.
   REST API     {api}   (OpenAPI at {api}/sys/v1/openapi.json)
   Sign in      {email} / {password}
   Application  demo-app, API key {api_key}
-  Groups       "{LOCAL_GROUP}" ({local}) and "{HSM_GROUP}" ({hsm}),
-               the latter linked to the emulated Managed HSM {hsm_uri}
+  Groups       "{LOCAL_GROUP}" ({local}): keys held by Keyward
+               "{HSM_GROUP}" ({hsm}): the emulated Managed HSM {hsm_uri}
+               "{STANDARD_GROUP}" ({standard}): a Standard tier Key Vault
+               "{PREMIUM_GROUP}" ({premium}): a Premium tier Key Vault
   Emulator     {base} (admin API {admin}); state in its directory under the data dir
 
 Try:
@@ -226,6 +289,8 @@ These details are in {path} (keep it private).
         api_key = s("api_key"),
         local = s("local_group_id"),
         hsm = s("hsm_group_id"),
+        standard = s("standard_group_id"),
+        premium = s("premium_group_id"),
         hsm_uri = em.hsm_uri(ids::HSM),
         base = em.base_url,
         admin = em.admin_url,
