@@ -9,7 +9,7 @@ use keyward_emulator::EmulatorConfig;
 
 /// An Azure Managed HSM emulator (Entra ID, ARM, keys data plane) that the official Azure SDKs
 /// accept. Without --config it starts the demo set-up: one tenant, one application, one
-/// subscription and the HSM `demo-hsm`.
+/// subscription, the HSM `demo-hsm` and the vaults `demo-standard` and `demo-premium`.
 #[derive(Parser)]
 #[command(name = "mhsm-emulator", version)]
 struct Args {
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     s.plain_http |= args.plain_http;
 
     let emulator = keyward_emulator::start(config.clone()).await?;
-    println!("Azure Managed HSM emulator");
+    println!("Azure Managed HSM and Key Vault emulator");
     println!("  authority (Entra ID): {}", emulator.base_url);
     println!("  management (ARM):     {}", emulator.base_url);
     for h in &config.hsms {
@@ -95,6 +95,17 @@ async fn main() -> anyhow::Result<()> {
             "  HSM {:<17} {}",
             format!("{}:", h.name),
             emulator.hsm_uri(&h.name)
+        );
+    }
+    for v in &config.vaults {
+        let tier = match v.sku {
+            keyward_emulator::config::VaultSku::Standard => "standard",
+            keyward_emulator::config::VaultSku::Premium => "premium",
+        };
+        println!(
+            "  vault {:<15} {} ({tier})",
+            format!("{}:", v.name),
+            emulator.vault_uri(&v.name)
         );
     }
     println!("  admin API:            {}", emulator.admin_url);

@@ -160,8 +160,18 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
     let hsm_id = hsm["group_id"].as_str().unwrap_or_default().to_string();
     let mut vault_groups = Vec::new();
     for (name, vault, kind, seed) in [
-        (STANDARD_GROUP, ids::STANDARD_VAULT, "STANDARD", json!({"count": 2, "prefix": "vault-ec", "kty": "EC"})),
-        (PREMIUM_GROUP, ids::PREMIUM_VAULT, "PREMIUM", json!({"count": 2, "prefix": "vault-rsa", "kty": "RSA-HSM", "key_size": 2048})),
+        (
+            STANDARD_GROUP,
+            ids::STANDARD_VAULT,
+            "STANDARD",
+            json!({"count": 2, "prefix": "vault-ec", "kty": "EC"}),
+        ),
+        (
+            PREMIUM_GROUP,
+            ids::PREMIUM_VAULT,
+            "PREMIUM",
+            json!({"count": 2, "prefix": "vault-rsa", "kty": "RSA-HSM", "key_size": 2048}),
+        ),
     ] {
         vault_groups.push(vault_group(&client, t, em, name, vault, kind, seed).await?);
     }
@@ -210,7 +220,10 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
 }
 
 /// A group linked to one of the emulator's vaults, with a few keys seeded there and synced.
-#[allow(clippy::too_many_arguments, reason = "one group's parts, named at the call site")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one group's parts, named at the call site"
+)]
 async fn vault_group(
     client: &Client,
     t: Option<&str>,

@@ -160,15 +160,22 @@ impl Daemon {
 
     /// A group linked to the emulator's demo HSM; returns its id once its background
     /// connection test has had time to finish, so it does not land in a measurement.
+    /// A group linked to the emulator's demo Managed HSM.
     pub async fn azure_group(&self, em: &Emulator, name: &str) -> String {
+        self.azure_group_in(em, name, Kind::Managed).await
+    }
+
+    /// A group linked to the emulator's demo store of that kind.
+    pub async fn azure_group_in(&self, em: &Emulator, name: &str, kind: Kind) -> String {
         let group = self
             .post(
                 "/sys/v1/groups",
                 Some(json!({"name": name, "external_kms": {
                     "kind": "AzureManagedHsm", "tenant_id": demo::TENANT, "client_id": demo::CLIENT_ID,
                     "client_secret": demo::CLIENT_SECRET, "subscription_id": demo::SUBSCRIPTION,
-                    "instance": em.hsm_uri(demo::HSM),
-                    "endpoints": {"identity": em.base_url, "management": em.base_url, "instance_suffix": "localhost"},
+                    "instance": kind.uri(em), "key_vault_type": kind.vault_type(),
+                    "endpoints": {"identity": em.base_url, "management": em.base_url,
+                        "instance_suffix": "localhost", "vault_suffix": "vault.localhost"},
                     "tls": {"ca_pem": em.ca_pem},
                 }})),
             )
@@ -204,12 +211,86 @@ pub async fn call(
 }
 
 /// Seeds `count` AES keys named `{prefix}-NNNNN` into the emulator's demo HSM.
+/// The kinds of Azure key store (`KEYWARD_BENCH_KIND`), each the emulator's demo one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Standard,
+    Premium,
+    Managed,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Standard, Kind::Premium, Kind::Managed];
+
+    /// The kinds `KEYWARD_BENCH_KIND` names (`standard`, `premium`, `managed`; all three when
+    /// unset).
+    pub fn from_env() -> Vec<Kind> {
+        match std::env::var("KEYWARD_BENCH_KIND").ok().as_deref() {
+            None | Some("") | Some("all") => Kind::ALL.to_vec(),
+            Some(k) => vec![
+                Kind::ALL
+                    .into_iter()
+                    .find(|x| x.name() == k)
+                    .unwrap_or_else(|| {
+                        panic!("KEYWARD_BENCH_KIND: '{k}' is not standard, premium, managed or all")
+                    }),
+            ],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Standard => "standard",
+            Kind::Premium => "premium",
+            Kind::Managed => "managed",
+        }
+    }
+
+    fn vault_type(self) -> &'static str {
+        match self {
+            Kind::Standard => "STANDARD",
+            Kind::Premium => "PREMIUM",
+            Kind::Managed => "MANAGED",
+        }
+    }
+
+    fn store(self) -> &'static str {
+        match self {
+            Kind::Standard => demo::STANDARD_VAULT,
+            Kind::Premium => demo::PREMIUM_VAULT,
+            Kind::Managed => demo::HSM,
+        }
+    }
+
+    fn uri(self, em: &Emulator) -> String {
+        match self {
+            Kind::Managed => em.hsm_uri(self.store()),
+            _ => em.vault_uri(self.store()),
+        }
+    }
+
+    /// A cheap key type the store holds (vaults hold no AES keys).
+    fn seed_kty(self) -> &'static str {
+        match self {
+            Kind::Standard => "EC",
+            Kind::Premium => "EC-HSM",
+            Kind::Managed => "oct-HSM",
+        }
+    }
+}
+
+/// Seeds `count` keys into the demo Managed HSM.
 pub async fn seed(em: &Emulator, count: usize, prefix: &str) {
+    seed_in(em, Kind::Managed, count, prefix).await
+}
+
+/// Seeds `count` keys into the demo store of that kind.
+pub async fn seed_in(em: &Emulator, kind: Kind, count: usize, prefix: &str) {
     // This may be the process's first TLS-capable client: rustls needs its provider first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let resp = reqwest::Client::new()
-        .post(format!("{}/admin/hsms/{}/seed", em.admin_url, demo::HSM))
-        .json(&json!({"count": count, "prefix": prefix}))
+        .post(format!("{}/admin/hsms/{}/seed", em.admin_url, kind.store()))
+        .json(&json!({"count": count, "prefix": prefix, "kty": kind.seed_kty()}))
         .send()
         .await
         .unwrap();

@@ -467,3 +467,185 @@ fn reports_show_the_dashboard_figures_and_keys_are_found_by_part_of_a_name() {
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.contains("OPERATIONS"), "{}", table.stdout);
 }
+
+#[test]
+fn vault_groups_are_linked_with_their_tier_and_keys_leave_as_byok_files() {
+    let d = Demo::start();
+    d.login_admin();
+    d.login_app("app");
+    let port = d.emulator_port;
+    let premium_uri = format!("https://{}.vault.localhost:{port}/", demo::PREMIUM_VAULT);
+
+    // A group linked to the demo's Premium vault through the CLI: the tier goes with the
+    // instance, and a vault's URI without it is refused.
+    let g = kid_of(
+        &d.ok(&["groups", "create", "--name", "cli-premium"]),
+        "group_id",
+    );
+    let mut flags = d.emulator_link_flags();
+    flags.extend(
+        [
+            "--vault-suffix",
+            "vault.localhost",
+            "--instance",
+            &premium_uri,
+        ]
+        .map(str::to_string),
+    );
+    let link = |extra: &[&str]| {
+        let mut args = vec!["groups", "link", &g, "-o", "json"];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend(extra);
+        d.run(&args, Some(demo::CLIENT_SECRET))
+    };
+    let refused = link(&[]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("key_vault_type"),
+        "{}",
+        refused.stderr
+    );
+    let linked = link(&["--key-vault-type", "PREMIUM"]);
+    assert_eq!(linked.code, 0, "{}", linked.stderr);
+    assert_eq!(linked.json()["external_kms"]["key_vault_type"], "PREMIUM");
+    let shown = d.run(&["groups", "check", &g, "-o", "json"], None);
+    assert_eq!(shown.json()["status"], "Connected", "{}", shown.stderr);
+
+    // Keys there are HSM-protected; the demo's Standard vault refuses AES with the reason.
+    let rsa = d.ok(&[
+        "keys",
+        "generate",
+        "--name",
+        "cli-vault-rsa",
+        "--type",
+        "RSA",
+        "--size",
+        "2048",
+        "--group",
+        &g,
+    ]);
+    assert_eq!(rsa["external"]["kty"], "RSA-HSM", "{rsa}");
+    let aes = d.run(
+        &[
+            "keys",
+            "generate",
+            "--name",
+            "cli-vault-aes",
+            "--type",
+            "AES",
+            "--size",
+            "256",
+            "--group",
+            &d.detail("standard_group_id"),
+        ],
+        None,
+    );
+    assert_ne!(aes.code, 0);
+    assert!(
+        aes.stderr.contains("Standard tier Key Vault"),
+        "{}",
+        aes.stderr
+    );
+
+    // Flow c: an application's exportable key as a .byok file, for a key-exchange key given
+    // as a key of the linked group, then by its Azure id and PEM public key.
+    let src = kid(&d.ok_as(
+        "app",
+        &[
+            "keys",
+            "generate",
+            "--name",
+            "outbound",
+            "--type",
+            "RSA",
+            "--size",
+            "2048",
+            "--ops",
+            "ENCRYPT,DECRYPT,EXPORT",
+            "--group",
+            &d.detail("local_group_id"),
+        ],
+    ));
+    // (a key-exchange key the application can see: in the demo's Premium vault group)
+    let rsa = d.ok(&[
+        "keys",
+        "generate",
+        "--name",
+        "demo-vault-kek",
+        "--type",
+        "RSA",
+        "--size",
+        "2048",
+        "--group",
+        &d.detail("premium_group_id"),
+    ]);
+    let kek = kid(&rsa);
+    let kek_id = rsa["external"]["key_id"].as_str().unwrap().to_string();
+    let out = d.data.path().join("outbound.byok");
+    let made = d.ok_as(
+        "app",
+        &[
+            "keys",
+            "byok",
+            &src,
+            "--kek",
+            &kek,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(made["kek"], kek_id.as_str());
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(file["header"]["kid"], kek_id.as_str());
+    assert_eq!(file["header"]["enc"], "CKM_RSA_AES_KEY_WRAP");
+    let der = STANDARD.decode(rsa["pub_key"].as_str().unwrap()).unwrap();
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = d.file(
+        "kek.pem",
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+        .as_bytes(),
+    );
+    let out2 = d.data.path().join("outbound2.byok");
+    d.ok_as(
+        "app",
+        &[
+            "keys",
+            "byok",
+            &src,
+            "--kek-id",
+            &kek_id,
+            "--kek-public-key",
+            &pem,
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+    );
+    let file2: serde_json::Value = serde_json::from_slice(&std::fs::read(&out2).unwrap()).unwrap();
+    assert_eq!(file2["header"]["kid"], kek_id.as_str());
+    assert_ne!(
+        file2["ciphertext"], file["ciphertext"],
+        "a fresh transport key each time"
+    );
+    // The administrator may not: the group does not allow user export.
+    let no = d.run(
+        &["keys", "byok", &src, "--kek", &kek, "--out", "x.byok"],
+        None,
+    );
+    assert_ne!(no.code, 0);
+    assert!(no.stderr.contains("user_export"), "{}", no.stderr);
+}
+
+fn kid_of(v: &serde_json::Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field}: {v}"))
+        .to_string()
+}

@@ -70,7 +70,8 @@ pub enum GroupCmd {
     Delete { id: String },
 }
 
-/// Settings of a link to Azure Managed HSM; those not given stay as they are.
+/// Settings of a link to an Azure Managed HSM or Key Vault vault; those not given stay as
+/// they are.
 #[derive(clap::Args, Debug)]
 pub struct LinkArgs {
     #[arg(long)]
@@ -79,9 +80,13 @@ pub struct LinkArgs {
     client_id: Option<String>,
     #[arg(long)]
     subscription: Option<String>,
-    /// The Managed HSM's URI (`keyward groups check` lists the subscription's).
+    /// The Managed HSM's or vault's URI (`keyward groups check` lists the subscription's).
     #[arg(long)]
     instance: Option<String>,
+    /// What the instance is: STANDARD or PREMIUM (a vault's tier), or MANAGED (the default
+    /// for a Managed HSM). Needed with a vault's URI.
+    #[arg(long, requires = "instance", value_parser = ["STANDARD", "PREMIUM", "MANAGED"])]
+    key_vault_type: Option<String>,
     /// Read the client secret from stdin.
     #[arg(long)]
     client_secret_stdin: bool,
@@ -106,6 +111,9 @@ pub struct LinkArgs {
     /// The DNS suffix of Managed HSM instances (`managedhsm.azure.net`).
     #[arg(long)]
     instance_suffix: Option<String>,
+    /// The DNS suffix of Key Vault vaults (`vault.azure.net`).
+    #[arg(long)]
+    vault_suffix: Option<String>,
     /// Accept certificates that do not name the host (only with a private CA).
     #[arg(long)]
     no_validate_hostname: bool,
@@ -124,6 +132,7 @@ impl LinkArgs {
             && self.identity_endpoint.is_none()
             && self.management_endpoint.is_none()
             && self.instance_suffix.is_none()
+            && self.vault_suffix.is_none()
             && !self.no_validate_hostname
     }
 
@@ -139,15 +148,21 @@ impl LinkArgs {
         set("client_id", self.client_id);
         set("subscription_id", self.subscription);
         set("instance", self.instance);
+        set("key_vault_type", self.key_vault_type);
         if self.client_secret_stdin {
             link["client_secret"] = json!(super::read_stdin_line()?);
         }
-        if self.identity_endpoint.is_some()
-            || self.management_endpoint.is_some()
-            || self.instance_suffix.is_some()
-        {
-            link["endpoints"] = json!({"identity": self.identity_endpoint,
-                "management": self.management_endpoint, "instance_suffix": self.instance_suffix});
+        let endpoints: serde_json::Map<String, Value> = [
+            ("identity", self.identity_endpoint),
+            ("management", self.management_endpoint),
+            ("instance_suffix", self.instance_suffix),
+            ("vault_suffix", self.vault_suffix),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), json!(v))))
+        .collect();
+        if !endpoints.is_empty() {
+            link["endpoints"] = Value::Object(endpoints);
         }
         let mut tls = serde_json::Map::new();
         if let Some(p) = &self.ca_pem {
