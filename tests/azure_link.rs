@@ -33,7 +33,11 @@ async fn a_connection_test_lists_the_subscriptions_hsms_and_the_group_saves_with
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, [HSM, LOCKED_HSM]);
+    assert_eq!(
+        names,
+        [HSM, LOCKED_HSM, "demo-premium", "demo-standard"],
+        "the Managed HSMs, then the vaults"
+    );
     let demo = &status["instances"][0];
     assert_eq!(demo["uri"], em.hsm_uri(HSM));
     assert_eq!(demo["retention_days"], 90);
@@ -47,7 +51,7 @@ async fn a_connection_test_lists_the_subscriptions_hsms_and_the_group_saves_with
             Some(link(&em, SECRET, None)),
         )
         .await;
-    assert_eq!(vaults.as_array().unwrap().len(), 2);
+    assert_eq!(vaults.as_array().unwrap().len(), 4);
 
     // F9: save with the chosen instance; F12: the list marks it and shows the status.
     let g = admin

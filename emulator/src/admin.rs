@@ -362,6 +362,7 @@ async fn seed(
                 tags: Default::default(),
                 exportable: false,
                 hsm: protected,
+                release_policy: None,
             };
             h.keys.insert(
                 &key_name,

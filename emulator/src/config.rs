@@ -55,6 +55,19 @@ pub struct EmulatorConfig {
     /// Key Vault vaults (Standard and Premium), served at `{name}.vault.{hsm_domain}`.
     #[serde(default)]
     pub vaults: Vec<VaultConfig>,
+    /// Attestation services whose tokens key release trusts (as Azure trusts Microsoft Azure
+    /// Attestation): a release policy's `authority` names one by its `issuer`.
+    #[serde(default)]
+    pub attestation_issuers: Vec<AttestationIssuer>,
+}
+
+/// An attestation service: its issuer (the tokens' `iss`) and the RSA public key (PEM) its
+/// RS256 tokens are signed with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationIssuer {
+    pub issuer: String,
+    pub public_key_pem: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +326,7 @@ impl EmulatorConfig {
                 roles: vec![],
             })
             .collect(),
+            attestation_issuers: vec![],
         }
     }
 

@@ -57,15 +57,16 @@ impl TokenIssuer {
     }
 
     pub fn issue(&self, claims: &Claims) -> String {
+        self.sign_json(&serde_json::to_value(claims).expect("claims serialize"))
+    }
+
+    /// A compact RS256 JWS of `payload` (access tokens, key release answers).
+    pub fn sign_json(&self, payload: &serde_json::Value) -> String {
         let header = json!({"typ": "JWT", "alg": "RS256", "kid": self.kid, "x5t": self.kid});
         let signing_input = format!(
             "{}.{}",
             b64url(header.to_string().as_bytes()),
-            b64url(
-                serde_json::to_vec(claims)
-                    .expect("claims serialize")
-                    .as_slice()
-            )
+            b64url(payload.to_string().as_bytes())
         );
         let digest = Sha256::digest(signing_input.as_bytes());
         let sig = self
@@ -106,6 +107,11 @@ impl TokenIssuer {
         Ok(claims)
     }
 
+    /// The signing key's public half (to check what it signed).
+    pub fn public_key(&self) -> rsa::PublicKey {
+        self.key.to_public_key()
+    }
+
     /// The signing key as a JWK set (`/{tenant}/discovery/v2.0/keys`).
     pub fn jwks(&self) -> serde_json::Value {
         json!({"keys": [{
@@ -113,4 +119,40 @@ impl TokenIssuer {
             "n": b64url(&self.key.n_bytes()), "e": b64url(&self.key.e_bytes()),
         }]})
     }
+}
+
+/// The claims of an RS256 JWT signed by `key`, whatever they are (attestation tokens, whose
+/// claims belong to the attestation service).
+pub fn verify_rs256(key: &rsa::PublicKey, token: &str) -> Result<serde_json::Value, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(TokenError::Malformed)?;
+    if header["alg"] != "RS256" {
+        return Err(TokenError::Malformed);
+    }
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| TokenError::Malformed)?;
+    let digest = Sha256::digest(format!("{h}.{p}").as_bytes());
+    key.pkcs1v15_verify_prehash::<Sha256>(&digest, &sig)
+        .map_err(|_| TokenError::BadSignature)?;
+    URL_SAFE_NO_PAD
+        .decode(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(TokenError::Malformed)
+}
+
+/// The claims of a JWT without checking its signature (to find out who issued it first).
+pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }

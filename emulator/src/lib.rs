@@ -206,6 +206,16 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     let configured = World::from_config(&config).map_err(EmulatorError::Config)?;
     merge(&mut world, configured, &config).map_err(EmulatorError::Config)?;
 
+    let attestation = config
+        .attestation_issuers
+        .iter()
+        .map(|a| {
+            use rsa::pkcs8::DecodePublicKey;
+            rsa::PublicKey::from_public_key_pem(&a.public_key_pem)
+                .map(|k| (a.issuer.trim_end_matches('/').to_string(), k))
+                .map_err(|e| EmulatorError::Config(format!("attestation issuer {}: {e}", a.issuer)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let listener = TcpListener::bind((settings.bind, settings.port))
         .await
         .map_err(|source| EmulatorError::Bind {
@@ -246,6 +256,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         ca_pem: ca_pem.clone(),
         settings: settings.clone(),
         byok_opened: Default::default(),
+        attestation,
     });
     shared.persist();
 

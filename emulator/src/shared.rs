@@ -32,6 +32,8 @@ pub struct Shared {
     /// in software would make this emulator, not the client, what a benchmark measures.
     /// Identical input gives identical output, so the cache changes no result.
     pub byok_opened: std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<u8>>>,
+    /// Trusted attestation services by issuer, for key release.
+    pub attestation: Vec<(String, rsa::PublicKey)>,
 }
 
 /// What a token is for.

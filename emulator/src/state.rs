@@ -117,6 +117,7 @@ pub enum Permission {
     Restore,
     Crypto,
     Rng,
+    Release,
 }
 
 impl Permission {
@@ -125,6 +126,7 @@ impl Permission {
         match self {
             Permission::Crypto => "encrypt/decrypt/wrapKey/unwrapKey/sign/verify",
             Permission::Rng => "rng",
+            Permission::Release => "release",
             p => p.policy_names()[0],
         }
     }
@@ -153,6 +155,7 @@ impl Permission {
                 "verify",
             ],
             Rng => &[],
+            Release => &["release"],
         }
     }
 }
@@ -194,7 +197,7 @@ impl Role {
             Role::VaultCryptoUser => matches!(p, Read | List | Crypto),
             Role::VaultReader => matches!(p, Read | List),
             // "All key management operations except purge or release."
-            Role::CryptoUser => !matches!(p, Purge),
+            Role::CryptoUser => !matches!(p, Purge | Release),
             // Manage keys, including purge; no cryptographic operations.
             Role::CryptoOfficer => !matches!(p, Crypto),
             Role::CryptoAuditor => matches!(p, Read | List),
@@ -248,6 +251,9 @@ pub struct KeyVersion {
     /// key is.
     #[serde(default = "yes")]
     pub hsm: bool,
+    /// What an attested environment must show to have the key released (exportable keys).
+    #[serde(default)]
+    pub release_policy: Option<serde_json::Value>,
 }
 
 fn yes() -> bool {

@@ -9,6 +9,7 @@
 //!   with permissions, rotation policies, restore and purge.
 //! - `people`: accounts, users, applications, the plugins page.
 //! - `groups`: policies as forms, attached plugins, TLS files and client certificates.
+//! - `vaults`: a group linked to a Key Vault vault with its tier, and a key's BYOK file.
 
 mod browser;
 mod dashboard;
@@ -16,3 +17,4 @@ mod groups;
 mod hsm;
 mod keys;
 mod people;
+mod vaults;

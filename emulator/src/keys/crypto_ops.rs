@@ -63,6 +63,9 @@ pub(super) async fn crypto_op(
     endpoint: &str,
     body: Body,
 ) -> Reply {
+    if endpoint == "release" {
+        return super::release::release(s, base, headers, q, hsm, name, version, body).await;
+    }
     let Some(op) = op_for(endpoint) else {
         return Err(AzureError::kv(
             StatusCode::NOT_FOUND,

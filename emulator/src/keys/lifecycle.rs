@@ -140,6 +140,7 @@ pub(super) async fn create(
     let kind = s.with_hsm(&hsm, |h| Ok(h.kind))?;
     let (kty, protected) = protection(kind, &req.kty, false)?;
     check_attributes(&req.attributes)?;
+    let policy = release_policy(&req.attributes, req.release_policy.as_ref(), protected)?;
     let ops = req.key_ops.unwrap_or_else(|| default_ops(kty));
     check_ops(kty, &ops)?;
     let tags = req.tags.unwrap_or_default();
@@ -176,8 +177,9 @@ pub(super) async fn create(
         created: now,
         updated: now,
         tags,
-        exportable: false,
+        exportable: policy.is_some(),
         hsm: protected,
+        release_policy: policy,
     };
     s.with_hsm_mut(&hsm, |h| {
         add_version(h, &name, version)?;
@@ -277,6 +279,7 @@ pub(super) async fn import(
     let byok = req.key.get("key_hsm").is_some();
     let (kty, protected) = protection(kind, kty_name, byok || req.hsm == Some(true))?;
     check_attributes(&req.attributes)?;
+    let policy = release_policy(&req.attributes, req.release_policy.as_ref(), protected)?;
     let ops: Vec<String> = match req.key.get("key_ops") {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|_| AzureError::bad_parameter("'key_ops' must be a list of strings."))?,
@@ -311,8 +314,9 @@ pub(super) async fn import(
             created: now,
             updated: now,
             tags,
-            exportable: false,
+            exportable: policy.is_some(),
             hsm: protected,
+            release_policy: policy,
         };
         add_version(h, &name, version)?;
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))

@@ -5,7 +5,8 @@
 //!   pages);
 //! - `lifecycle`: create, import, read, list, update, delete, recover, purge, backup, restore;
 //! - `rotation`: rotate and rotation policies;
-//! - `crypto_ops`: encrypt, decrypt, sign, verify, wrap, unwrap, and the RNG.
+//! - `crypto_ops`: encrypt, decrypt, sign, verify, wrap, unwrap, and the RNG;
+//! - `release`: key release of exportable keys to attested environments.
 //!
 //! Routes are mounted under `/hsm/{hsm}`: the server rewrites `https://{hsm}.{domain}/keys/...`
 //! to `/hsm/{hsm}/keys/...` and passes the base the client used, so identifiers (`kid`) and
@@ -29,12 +30,14 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::{self, Curve, Kty, Material, b64url, decode_b64};
 use crate::error::AzureError;
+use crate::jwt;
 use crate::shared::Shared;
 use crate::state::{DeletedKey, Hsm, KeyRecord, KeyVersion, Kind, Permission, new_version_id};
 
 mod crypto_ops;
 mod lifecycle;
 mod model;
+mod release;
 mod rotation;
 
 use crypto_ops::*;

@@ -10,6 +10,19 @@ pub(super) struct AttributesIn {
     pub(super) exportable: Option<bool>,
 }
 
+/// A key release policy as Key Vault takes it: the policy document, base64url, in `data`.
+#[derive(Deserialize)]
+pub(super) struct ReleasePolicyIn {
+    #[serde(rename = "contentType")]
+    pub(super) content_type: Option<String>,
+    pub(super) data: String,
+    #[allow(
+        dead_code,
+        reason = "accepted as Key Vault does; the emulator never makes a policy immutable"
+    )]
+    pub(super) immutable: Option<bool>,
+}
+
 #[derive(Deserialize)]
 pub(super) struct CreateIn {
     pub(super) kty: String,
@@ -20,6 +33,7 @@ pub(super) struct CreateIn {
     pub(super) attributes: AttributesIn,
     pub(super) tags: Option<BTreeMap<String, String>>,
     pub(super) crv: Option<String>,
+    pub(super) release_policy: Option<ReleasePolicyIn>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +46,7 @@ pub(super) struct ImportIn {
     #[serde(default)]
     pub(super) attributes: AttributesIn,
     pub(super) tags: Option<BTreeMap<String, String>>,
+    pub(super) release_policy: Option<ReleasePolicyIn>,
 }
 
 #[derive(Deserialize)]
@@ -180,12 +195,66 @@ pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), AzureErr
     Ok(())
 }
 
-pub(super) fn check_attributes(a: &AttributesIn) -> Result<(), AzureError> {
-    if a.exportable == Some(true) {
-        return Err(AzureError::bad_parameter(
-            "Exportable keys need a release policy; key release is not supported by this emulator.",
-        ));
+/// The release policy of a new key: an exportable key needs one and must be HSM-protected;
+/// a policy needs an exportable key. The policy document is `{"version", "anyOf": [{"authority",
+/// "allOf"|"anyOf": [{"claim", "equals"}]}]}`.
+pub(super) fn release_policy(
+    a: &AttributesIn,
+    policy: Option<&ReleasePolicyIn>,
+    protected: bool,
+) -> Result<Option<Value>, AzureError> {
+    let exportable = a.exportable == Some(true);
+    match (exportable, policy) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(AzureError::bad_parameter(
+            "A release policy applies only to an exportable key ('exportable': true).",
+        )),
+        (true, None) => Err(AzureError::bad_parameter(
+            "Exportable keys must have a release policy.",
+        )),
+        (true, Some(_)) if !protected => Err(AzureError::bad_parameter(
+            "Only HSM-protected keys can be exportable.",
+        )),
+        (true, Some(p)) => {
+            if p.content_type
+                .as_deref()
+                .is_some_and(|c| !c.starts_with("application/json"))
+            {
+                return Err(AzureError::bad_parameter(
+                    "The release policy's contentType must be application/json.",
+                ));
+            }
+            let doc: Value = decode_b64("release_policy.data", &p.data)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    AzureError::bad_parameter("The release policy's data is not base64url JSON.")
+                })?;
+            let rules_ok = doc["anyOf"].as_array().is_some_and(|any| {
+                !any.is_empty()
+                    && any.iter().all(|r| {
+                        r["authority"].as_str().is_some()
+                            && r.get("allOf")
+                                .or_else(|| r.get("anyOf"))
+                                .and_then(Value::as_array)
+                                .is_some_and(|cs| {
+                                    cs.iter().all(|c| {
+                                        c["claim"].is_string() && c.get("equals").is_some()
+                                    })
+                                })
+                    })
+            });
+            if !rules_ok {
+                return Err(AzureError::bad_parameter(
+                    "The release policy must be {\"version\", \"anyOf\": [{\"authority\", \"allOf\" or \"anyOf\": [{\"claim\", \"equals\"}]}]}.",
+                ));
+            }
+            Ok(Some(doc))
+        }
     }
+}
+
+pub(super) fn check_attributes(a: &AttributesIn) -> Result<(), AzureError> {
     if let (Some(nbf), Some(exp)) = (a.nbf, a.exp)
         && nbf >= exp
     {
@@ -222,10 +291,22 @@ pub(super) fn key_bundle(base: &str, hsm: &Hsm, name: &str, v: &KeyVersion) -> V
     jwk.insert("key_ops".into(), json!(v.ops));
     v.material.public_jwk(&mut jwk);
     let mut bundle = json!({"key": jwk, "attributes": attributes(hsm, v)});
+    if let Some(p) = &v.release_policy {
+        bundle["release_policy"] = release_policy_json(p);
+    }
     if !v.tags.is_empty() {
         bundle["tags"] = json!(v.tags);
     }
     bundle
+}
+
+/// A release policy as Key Vault shows it.
+pub(super) fn release_policy_json(p: &Value) -> Value {
+    json!({
+        "contentType": "application/json; charset=utf-8",
+        "data": b64url(p.to_string().as_bytes()),
+        "immutable": false,
+    })
 }
 
 /// A key's name as it was created, whatever case the request used.

@@ -12,7 +12,7 @@ pub(super) async fn rotate(
     headers: HeaderMap,
 ) -> Reply {
     s.begin(&headers, &hsm, &q, Permission::Rotate)?;
-    let (family, size, curve, ops, tags, expiry, protected) = s.with_hsm(&hsm, |h| {
+    let (family, size, curve, ops, tags, expiry, protected, policy) = s.with_hsm(&hsm, |h| {
         let r = h
             .keys
             .get(&name)
@@ -31,6 +31,7 @@ pub(super) async fn rotate(
             l.tags.clone(),
             expiry,
             l.hsm,
+            l.release_policy.clone(),
         ))
     })?;
     let material = match family {
@@ -61,8 +62,10 @@ pub(super) async fn rotate(
                 created: now,
                 updated: now,
                 tags,
-                exportable: false,
+                // A new version keeps the key's release policy.
+                exportable: policy.is_some(),
                 hsm: protected,
+                release_policy: policy,
             },
         )?;
         json(key_bundle(&base, h, &name, h.keys[&name].latest()))
