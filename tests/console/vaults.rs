@@ -97,6 +97,7 @@ async fn a_user_links_a_vault_group_and_downloads_a_byok_file() {
     b.fill("key-name", "vault-ec").await;
     b.select("key-group", &group).await;
     b.select("key-type", "EC").await;
+    b.select("key-curve", "NistP256").await;
     b.click("save-key").await;
     b.wait_text("notice", "created").await;
     let made = admin
