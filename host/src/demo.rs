@@ -143,16 +143,7 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
             Some(json!({
                 "name": HSM_GROUP,
                 "description": "Linked to the emulated Azure Managed HSM 'demo-hsm'.",
-                "external_kms": {
-                    "kind": "AzureManagedHsm",
-                    "tenant_id": ids::TENANT,
-                    "client_id": ids::CLIENT_ID,
-                    "client_secret": ids::CLIENT_SECRET,
-                    "subscription_id": ids::SUBSCRIPTION,
-                    "instance": em.hsm_uri(ids::HSM),
-                    "endpoints": {"identity": em.base_url, "management": em.base_url, "instance_suffix": "localhost"},
-                    "tls": {"ca_pem": em.ca_pem, "validate_hostname": true},
-                },
+                "external_kms": emulator_link(em, em.hsm_uri(ids::HSM), "MANAGED"),
             })),
         )
         .await?;
@@ -219,6 +210,22 @@ async fn create(api: &str, em: &RunningEmulator) -> Result<Value, DemoError> {
     }))
 }
 
+/// The `external_kms` of a group linked to one of the emulator's stores.
+fn emulator_link(em: &RunningEmulator, instance: String, kind: &str) -> Value {
+    json!({
+        "kind": "AzureManagedHsm",
+        "tenant_id": ids::TENANT,
+        "client_id": ids::CLIENT_ID,
+        "client_secret": ids::CLIENT_SECRET,
+        "subscription_id": ids::SUBSCRIPTION,
+        "instance": instance,
+        "key_vault_type": kind,
+        "endpoints": {"identity": em.base_url, "management": em.base_url,
+            "instance_suffix": "localhost", "vault_suffix": "vault.localhost"},
+        "tls": {"ca_pem": em.ca_pem, "validate_hostname": true},
+    })
+}
+
 /// A group linked to one of the emulator's vaults, with a few keys seeded there and synced.
 #[allow(
     clippy::too_many_arguments,
@@ -241,18 +248,7 @@ async fn vault_group(
             Some(json!({
                 "name": name,
                 "description": format!("Linked to the emulated {} tier Key Vault '{vault}'.", kind.to_lowercase()),
-                "external_kms": {
-                    "kind": "AzureManagedHsm",
-                    "tenant_id": ids::TENANT,
-                    "client_id": ids::CLIENT_ID,
-                    "client_secret": ids::CLIENT_SECRET,
-                    "subscription_id": ids::SUBSCRIPTION,
-                    "instance": em.vault_uri(vault),
-                    "key_vault_type": kind,
-                    "endpoints": {"identity": em.base_url, "management": em.base_url,
-                        "instance_suffix": "localhost", "vault_suffix": "vault.localhost"},
-                    "tls": {"ca_pem": em.ca_pem, "validate_hostname": true},
-                },
+                "external_kms": emulator_link(em, em.vault_uri(vault), kind),
             })),
         )
         .await?;
