@@ -104,6 +104,13 @@ async fn a_user_links_a_vault_group_and_downloads_a_byok_file() {
         .ok(Method::GET, "/crypto/v1/keys?name=vault-ec", None)
         .await;
     assert_eq!(made[0]["external"]["kty"], "EC", "{made}");
+    b.goto(&format!(
+        "/console/keys/{}?tab=azure",
+        made[0]["kid"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(b.text("azure-store").await, "Standard tier Key Vault");
+    assert_eq!(b.text("azure-kty").await, "EC", "software-protected");
     b.goto("/console/keys/new").await;
     b.fill("key-name", "vault-aes").await;
     b.select("key-group", &group).await;

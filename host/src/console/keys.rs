@@ -319,6 +319,11 @@ async fn detail(
                         dt { "Resource id" } dd data-testid="azure-key-id" { (x.key_id.clone().unwrap_or_default()) }
                         dt { "Key name" } dd data-testid="azure-key-name" { (x.id.label) }
                         dt { "Version" } dd data-testid="azure-version" { (x.key_version.clone().unwrap_or_default()) }
+                        dt { "Held in" } dd data-testid="azure-store" {
+                            @if let Some(l) = group.and_then(|g| g.external_kms.as_ref()) { (l.config.vault_type().label()) }
+                        }
+                        dt { "Key type (protection)" } dd data-testid="azure-kty" { (x.kty.clone().unwrap_or_default()) }
+                        dt { "Recovery level" } dd data-testid="azure-recovery" { (x.recovery_level.clone().unwrap_or_default()) }
                         dt { "Source" } dd data-testid="azure-source" { (format!("{:?}", x.source)) }
                         dt { "State in Azure" } dd data-testid="azure-state" { (format!("{:?}", x.state)) }
                     }
