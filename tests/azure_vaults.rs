@@ -804,3 +804,73 @@ async fn byok_files_are_exports_and_follow_the_export_rules() {
     );
     az.stop().await;
 }
+
+#[tokio::test]
+async fn a_vault_key_rotates_on_schedule_and_is_deleted_for_good() {
+    const DAY: i64 = 86_400;
+    let az = Azure::start_in_vault_with(STANDARD_VAULT, "STANDARD", |c| {
+        c.scheduler.enabled = false;
+        c.session_lifetime_secs = 400 * DAY;
+    })
+    .await;
+    // F25: a rotation policy on a key of a Standard vault; a day later the scheduler rotates
+    // it in the vault, once.
+    let key = az
+        .admin
+        .create_key(json!({"name": "nightly", "group_id": az.group, "obj_type": "EC", "elliptic_curve": "NistP256",
+            "key_ops": ["SIGN", "VERIFY"], "rotation_policy": {"interval_days": 1}}))
+        .await;
+    let first = az.remote("nightly").await.unwrap().version;
+    az.daemon.clock.advance(DAY + 60);
+    let report = az.daemon.state.scheduler.tick().await.unwrap();
+    assert_eq!(report.rotated, 1, "{report:?}");
+    assert_eq!(
+        az.daemon.state.scheduler.tick().await.unwrap().rotated,
+        0,
+        "once"
+    );
+    let now = az.remote("nightly").await.unwrap();
+    assert_ne!(now.version, first, "a new version in the vault");
+    assert_eq!(now.kty, "EC", "of the same protection");
+    let current = az
+        .admin
+        .ok(
+            Method::GET,
+            &format!("/crypto/v1/keys/{}", key["kid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let kid = current["links"]["replacement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // F22: soft delete, purge, then delete: gone from the vault and from the catalog.
+    let path = |what: &str| format!("/crypto/v1/keys/{kid}/{what}");
+    az.admin
+        .ok(
+            Method::POST,
+            &path("schedule_deletion"),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    az.admin
+        .ok(
+            Method::POST,
+            &path("delete_key_material"),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    let (s, body) = az
+        .admin
+        .call(Method::DELETE, &format!("/crypto/v1/keys/{kid}"), None)
+        .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, _) = az
+        .admin
+        .call(Method::GET, &format!("/crypto/v1/keys/{kid}"), None)
+        .await;
+    assert_eq!(s, 404);
+    assert!(az.remote("nightly").await.is_none());
+    az.stop().await;
+}

@@ -113,7 +113,16 @@ impl Azure {
 
     /// As [`Azure::start`], the group linked to one of the emulator's vaults.
     pub async fn start_in_vault(vault: &str, vault_type: &str) -> Azure {
-        Azure::start_linked(|_| {}, |em| vault_link(em, vault, vault_type)).await
+        Azure::start_in_vault_with(vault, vault_type, |_| {}).await
+    }
+
+    /// As [`Azure::start_in_vault`], the daemon configured further by `adjust`.
+    pub async fn start_in_vault_with(
+        vault: &str,
+        vault_type: &str,
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Azure {
+        Azure::start_linked(adjust, |em| vault_link(em, vault, vault_type)).await
     }
 
     async fn start_linked(
