@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::client_certs::{ClientCertConfig, ClientCerts};
 use crate::api::transport::{TlsError, TlsListener};
 use crate::api::{self, ApiListener, AppState};
 use crate::audit::Auditor;
@@ -74,6 +75,8 @@ pub struct DaemonConfig {
     pub scheduler: SchedulerConfig,
     /// Notifications of key events: where they may go, and their retries.
     pub notify: NotifyConfig,
+    /// Applications' client certificates behind a proxy, and where their CRLs may come from.
+    pub client_certs: ClientCertConfig,
 }
 
 impl DaemonConfig {
@@ -96,6 +99,7 @@ impl DaemonConfig {
             workflow_limits: WorkflowLimits::default(),
             scheduler: SchedulerConfig::default(),
             notify: NotifyConfig::default(),
+            client_certs: ClientCertConfig::default(),
         }
     }
 
@@ -314,6 +318,7 @@ fn app_state(
             metrics.clone(),
         ),
         notifications: Notifications::new(catalog.clone(), clock.clone(), &config.notify),
+        client_certs: ClientCerts::new(config.client_certs.clone(), clock.clone()),
         deliverer: Arc::new(Deliverer::new(
             catalog.clone(),
             clock.clone(),

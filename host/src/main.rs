@@ -144,6 +144,24 @@ struct ServeArgs {
     /// `https://hooks.example.com:8443`. Repeatable; none: notifications are off.
     #[arg(long = "notify-allow", value_name = "HOST")]
     notify_allow: Vec<String>,
+    /// The address of a TLS-terminating proxy whose client-certificate header
+    /// (--client-cert-header) is believed. Repeatable; from any other address the header is
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        requires = "client_cert_header"
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header in which the trusted proxies pass the client certificate they verified
+    /// (URL-encoded PEM as nginx's $ssl_client_escaped_cert, or base64 DER), e.g.
+    /// `X-Client-Cert`. Off by default.
+    #[arg(long, value_name = "NAME", requires = "trusted_proxies")]
+    client_cert_header: Option<axum::http::HeaderName>,
+    /// Where applications' CRLs may be fetched from (`crl_url`), e.g. `http://pki.example.com`.
+    /// Repeatable; none: CRLs are uploaded only.
+    #[arg(long = "crl-allow", value_name = "HOST")]
+    crl_allow: Vec<String>,
     /// Seconds a scheduled fire or a rotation step stays this daemon's without renewal:
     /// after a crash, another daemon (or this one restarted) takes over after this.
     #[arg(long, default_value_t = 300)]
@@ -213,6 +231,14 @@ async fn main() -> anyhow::Result<()> {
                 config
                     .notify
                     .allowed_hosts
+                    .push(HostPattern::parse(host).map_err(anyhow::Error::msg)?);
+            }
+            config.client_certs.trusted_proxies = args.trusted_proxies;
+            config.client_certs.header = args.client_cert_header;
+            for host in &args.crl_allow {
+                config
+                    .client_certs
+                    .crl_allowed_hosts
                     .push(HostPattern::parse(host).map_err(anyhow::Error::msg)?);
             }
             config.scheduler.lease_secs = args.scheduler_lease_secs.clamp(5, 3600);

@@ -198,6 +198,16 @@ pub struct Api {
 }
 
 impl Api {
+    /// A caller without a session through its own HTTP client (one that presents a client
+    /// certificate, say).
+    pub fn over(http: reqwest::Client, base: &str) -> Api {
+        Api {
+            http,
+            base: base.to_string(),
+            token: None,
+        }
+    }
+
     /// The same session, sent to another daemon (one sharing the catalog).
     pub fn on(&self, base: &str) -> Api {
         Api {

@@ -34,6 +34,10 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    pub fn der(&self) -> Vec<u8> {
+        self.issuer.der().to_vec()
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue(&self, names: &[&str]) -> Leaf {
         let params =
@@ -45,6 +49,106 @@ impl TestCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         }
+    }
+}
+
+/// A certificate for a client (TLS client-auth usage), as an application presents it.
+pub struct ClientSpec<'a> {
+    pub common_name: &'a str,
+    /// DNS names among its subject alternative names.
+    pub dns_names: &'a [&'a str],
+    pub serial: u64,
+    pub not_before: time::OffsetDateTime,
+    pub not_after: time::OffsetDateTime,
+}
+
+impl ClientSpec<'_> {
+    /// Valid from a day ago for a year.
+    pub fn named(common_name: &str, serial: u64) -> ClientSpec<'_> {
+        let now = time::OffsetDateTime::now_utc();
+        ClientSpec {
+            common_name,
+            dns_names: &[],
+            serial,
+            not_before: now - time::Duration::days(1),
+            not_after: now + time::Duration::days(365),
+        }
+    }
+
+    fn params(&self) -> CertificateParams {
+        let mut params = CertificateParams::new(
+            self.dns_names
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, self.common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(self.serial));
+        params.not_before = self.not_before;
+        params.not_after = self.not_after;
+        params
+    }
+
+    /// A self-signed certificate of this description.
+    pub fn self_signed(&self) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let cert = self.params().self_signed(&key).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl Leaf {
+    /// The certificate and key as a client presents them.
+    pub fn identity(&self) -> reqwest::Identity {
+        reqwest::Identity::from_pem(format!("{}{}", self.cert_pem, self.key_pem).as_bytes())
+            .unwrap()
+    }
+
+    pub fn der(&self) -> Vec<u8> {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+}
+
+impl TestCa {
+    /// A client certificate issued by this CA.
+    pub fn issue_client(&self, spec: &ClientSpec<'_>) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let cert = spec.params().signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A CRL of this CA revoking the certificates with these serial numbers, valid for a day.
+    pub fn crl(&self, revoked: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 }
 

@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
+use crate::auth::certs;
 use crate::auth::sessions::Sessions;
 use crate::auth::{ApiKey, Principal};
-use crate::catalog::apps::{self, App, AppGroups, AppPermission};
+use crate::catalog::apps::{
+    self, App, AppGroups, AppPermission, AuthType, CertCredential, CrlSource, TrustSubject,
+};
 use crate::catalog::sobjects::Creator;
 use crate::catalog::{Conn, new_id};
 
@@ -48,6 +51,110 @@ pub struct AppRequest {
     #[schema(schema_with = super::schemas::id)]
     pub default_group: Option<String>,
     pub enabled: Option<bool>,
+    /// DSM's `AppCredential`: how the application logs in, when not with an API key. A
+    /// `certificate` pins one leaf certificate; `trustedca` accepts certificates issued by
+    /// a CA that name a subject. `POST .../reset_secret` returns an application to an API key.
+    pub credential: Option<CredentialIn>,
+}
+
+/// DSM's `AppCredential`, the certificate forms. Certificates and CRLs are base64 of DER or
+/// PEM text.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialIn {
+    /// The leaf certificate the application presents (DSM's `Certificate` application).
+    pub certificate: Option<String>,
+    /// A CA and the subject its certificates must name (DSM's `TrustedCa` application).
+    pub trustedca: Option<TrustedCaIn>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedCaIn {
+    /// The CA certificate client certificates must chain to.
+    pub ca_certificate: String,
+    /// DSM: attributes of the subject, as `[name, value]` pairs (`[["CN", "billing"]]`);
+    /// the certificate's subject must carry each. Give this or `subject_general`.
+    pub subject: Option<Vec<Vec<String>>>,
+    /// DSM's `subject_general`: a DNS name or IP address among the certificate's subject
+    /// alternative names, or attributes of its subject.
+    pub subject_general: Option<SubjectGeneralIn>,
+    /// A CRL the daemon fetches and caches (hosts allowed by `--crl-allow`).
+    pub crl_url: Option<String>,
+    /// A CRL uploaded with the application (PEM or base64 DER); replaces it on each update.
+    pub crl: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SubjectGeneralIn {
+    DirectoryName(Vec<Vec<String>>),
+    DnsName(String),
+    IpAddress(String),
+}
+
+/// A credential from its request form, with the certificate's expiry.
+fn credential_of(state: &AppState, c: &CredentialIn) -> ApiResult<(CertCredential, i64)> {
+    let bad = |e: certs::CertError| ApiError::field("credential", e.to_string());
+    match (&c.certificate, &c.trustedca) {
+        (Some(text), None) => {
+            let certificate = certs::certificate_from_text("certificate", text).map_err(bad)?;
+            let not_after = certs::not_after(&certificate).unwrap_or_default();
+            Ok((CertCredential::Pinned { certificate }, not_after))
+        }
+        (None, Some(t)) => {
+            let ca_certificate = certs::ca_from_text(&t.ca_certificate).map_err(bad)?;
+            let subject = match (&t.subject, &t.subject_general) {
+                (Some(pairs), None) => certs::subject_from_pairs(pairs.clone()).map_err(bad)?,
+                (None, Some(SubjectGeneralIn::DirectoryName(pairs))) => {
+                    certs::subject_from_pairs(pairs.clone()).map_err(bad)?
+                }
+                (None, Some(SubjectGeneralIn::DnsName(d))) if !d.trim().is_empty() => {
+                    TrustSubject::DnsName(d.trim().to_string())
+                }
+                (None, Some(SubjectGeneralIn::IpAddress(ip))) => {
+                    TrustSubject::IpAddress(ip.trim().parse().map_err(|_| {
+                        ApiError::field("credential", format!("'{ip}' is not an IP address"))
+                    })?)
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        "credential",
+                        "trustedca: give one of subject or subject_general",
+                    ));
+                }
+            };
+            let crl = match (&t.crl_url, &t.crl) {
+                (None, None) => None,
+                (Some(url), None) => {
+                    state.client_certs.check_crl_url(url)?;
+                    Some(CrlSource::Url(url.clone()))
+                }
+                (None, Some(text)) => Some(CrlSource::Uploaded(
+                    certs::crl_from_bytes(text.as_bytes()).map_err(bad)?,
+                )),
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::field(
+                        "credential",
+                        "trustedca: give crl_url or crl, not both",
+                    ));
+                }
+            };
+            let not_after = certs::not_after(&ca_certificate).unwrap_or_default();
+            Ok((
+                CertCredential::TrustedCa {
+                    ca_certificate,
+                    subject,
+                    crl,
+                },
+                not_after,
+            ))
+        }
+        _ => Err(ApiError::field(
+            "credential",
+            "give one of certificate or trustedca (an API key comes back with POST /sys/v1/apps/{id}/reset_secret)",
+        )),
+    }
 }
 
 fn permissions(ps: &[Permission]) -> Vec<AppPermission> {
@@ -120,6 +227,25 @@ pub fn out(a: &App) -> AppOut {
             .map(|(g, ps)| (g.clone(), ps.iter().copied().map(Permission).collect()))
             .collect(),
         default_group: a.default_group.clone(),
+        auth_type: match a.auth_type() {
+            AuthType::Secret => "Secret",
+            AuthType::Certificate => "Certificate",
+            AuthType::TrustedCa => "TrustedCa",
+        },
+        cert_not_after: a.cert_not_after.map(time),
+        cert_subject: match &a.credential {
+            Some(CertCredential::Pinned { certificate }) => certs::subject_text(certificate),
+            Some(CertCredential::TrustedCa { subject, .. }) => Some(match subject {
+                TrustSubject::DirectoryName(pairs) => pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                TrustSubject::DnsName(d) => format!("DNS:{d}"),
+                TrustSubject::IpAddress(ip) => format!("IP:{ip}"),
+            }),
+            None => None,
+        },
     }
 }
 
@@ -268,6 +394,11 @@ pub async fn create(
     let now = state.now();
     let app_id = new_id();
     let key = ApiKey::generate(&app_id);
+    let credential = req
+        .credential
+        .as_ref()
+        .map(|c| credential_of(&state, c))
+        .transpose()?;
     let mut app = App {
         id: app_id,
         account_id: account.clone(),
@@ -276,10 +407,14 @@ pub async fn create(
         created_at: now,
         created_by: caller.principal().id().to_string(),
         api_key_hash: key.hash(),
-        api_secret_sealed: Some(seal_secret(&state, &key)),
+        // A certificate application has no secret to read back; its unused hash is of a
+        // key no one saw.
+        api_secret_sealed: credential.is_none().then(|| seal_secret(&state, &key)),
         enabled: req.enabled.unwrap_or(true),
         default_group: req.default_group.clone(),
         groups,
+        cert_not_after: credential.as_ref().map(|c| c.1),
+        credential: credential.map(|c| c.0),
     };
     let mut tx = state.catalog.begin().await?;
     check_groups(&mut tx, &account, &app.groups, &app.default_group).await?;
@@ -300,15 +435,15 @@ pub async fn create(
     })?;
     Event::new(Some(&account), caller.principal(), "app.create", now)
         .object("app", &app.id)
-        .details(serde_json::json!({"groups": permission_names(&app.groups)}))
+        .details(serde_json::json!({"groups": permission_names(&app.groups), "auth_type": app.auth_type().as_str()}))
         .write(&mut tx)
         .await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(AppWithKey {
+            api_key: app.credential.is_none().then(|| key.encoded()),
             app: out(&app),
-            api_key: key.encoded(),
         }),
     ))
 }
@@ -392,6 +527,15 @@ pub async fn update(
     if let Some(e) = req.enabled {
         app.enabled = e;
     }
+    // A new credential ends the sessions of the old one.
+    let mut credential_changed = false;
+    if let Some(c) = &req.credential {
+        let (credential, not_after) = credential_of(&state, c)?;
+        credential_changed = app.credential.as_ref() != Some(&credential);
+        app.credential = Some(credential);
+        app.cert_not_after = Some(not_after);
+        app.api_secret_sealed = None;
+    }
     check_groups(&mut tx, &account, &app.groups, &app.default_group).await?;
     apps::update(&mut tx, &app).await.map_err(|e| {
         if e.is_unique_violation() {
@@ -403,12 +547,13 @@ pub async fn update(
     Event::new(Some(&account), caller.principal(), "app.update", now)
         .object("app", &app.id)
         .details(
-            serde_json::json!({"groups": permission_names(&app.groups), "enabled": app.enabled}),
+            serde_json::json!({"groups": permission_names(&app.groups), "enabled": app.enabled,
+                "auth_type": app.auth_type().as_str(), "credential_changed": credential_changed}),
         )
         .write(&mut tx)
         .await?;
     // A disabled application's sessions end; the others carry the new groups.
-    if !app.enabled {
+    if !app.enabled || credential_changed {
         Sessions::end_all_of(&mut tx, &app.id).await?;
     }
     tx.commit().await?;
@@ -456,6 +601,11 @@ pub async fn credential(
     let mut tx = state.catalog.begin().await?;
     let app = load(&mut tx, &account, &app_id).await?;
     may_manage(&caller, &group_ids(&app.groups))?;
+    if app.credential.is_some() {
+        return Err(ApiError::Conflict(
+            "this application logs in with a client certificate; it has no secret".into(),
+        ));
+    }
     let sealed = app.api_secret_sealed.as_ref().ok_or_else(|| {
         ApiError::Conflict(
             "this application's secret was made before Keyward kept it; reset it to read it here"
@@ -487,7 +637,8 @@ pub async fn credential(
     }))
 }
 
-/// A new API key; the old one stops working and the application's sessions end.
+/// A new API key; the old one (or the application's certificate) stops working and the
+/// application's sessions end.
 #[utoipa::path(post, path = "/sys/v1/apps/{id}/reset_secret",
     params(("id" = String, Path, description = "The application's id")), tag = "apps", responses((status = 200, body = AppWithKey)))]
 pub async fn reset_secret(
@@ -504,6 +655,9 @@ pub async fn reset_secret(
     let key = ApiKey::generate(&app.id);
     app.api_key_hash = key.hash();
     app.api_secret_sealed = Some(seal_secret(&state, &key));
+    // An application that logged in with a certificate logs in with this key from now on.
+    app.credential = None;
+    app.cert_not_after = None;
     apps::update(&mut tx, &app).await?;
     Sessions::end_all_of(&mut tx, &app.id).await?;
     Event::new(Some(&account), caller.principal(), "app.reset_secret", now)
@@ -514,6 +668,6 @@ pub async fn reset_secret(
     state.sessions.changed();
     Ok(Json(AppWithKey {
         app: out(&app),
-        api_key: key.encoded(),
+        api_key: Some(key.encoded()),
     }))
 }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::auth::certs::Thumbprint;
 use crate::auth::{Access, Principal};
 use crate::catalog;
 
@@ -44,11 +45,29 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 impl Caller {
-    /// The caller a session token stands for (the API's bearer token, the console's cookie).
+    /// The caller a session token stands for (the API's bearer token, the console's cookie)
+    /// on a request that presented no client certificate.
     pub async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+        Caller::presenting(state, token, None).await
+    }
+
+    /// The caller a session token stands for on a request that presented the certificate
+    /// `presented`: a session bound to a certificate needs that very certificate.
+    pub async fn presenting(
+        state: &AppState,
+        token: &str,
+        presented: Option<Thumbprint>,
+    ) -> Result<Caller, ApiError> {
         let session = state.sessions.get(token).await?.ok_or_else(|| {
             ApiError::Unauthorized("the session is unknown or has expired".into())
         })?;
+        if let Some(bound) = session.bound_to
+            && presented != Some(bound)
+        {
+            return Err(ApiError::Unauthorized(
+                "this session belongs to a client certificate: present the certificate it logged in with on every request".into(),
+            ));
+        }
         let account_id = session.account_id.clone().ok_or_else(|| {
             ApiError::Forbidden(
                 "select an account first (POST /sys/v1/session/select_account)".into(),
@@ -88,7 +107,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = bearer(&parts.headers).ok_or_else(|| {
             ApiError::Unauthorized("a bearer token is required (POST /sys/v1/session/auth)".into())
         })?;
-        Caller::from_token(state, &token).await
+        let presented = state.client_certs.presented(parts).map(|p| p.thumbprint());
+        Caller::presenting(state, &token, presented).await
     }
 }
 
@@ -103,7 +123,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<super::transport::PeerAddr>>()
-                .map(|c| c.0.0.ip()),
+                .map(|c| c.0.addr.ip()),
         ))
     }
 }

@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod byok;
+pub mod client_certs;
 pub mod crypto_ops;
 pub mod error;
 pub mod external_keys;

@@ -149,6 +149,13 @@ pub struct AppOut {
     /// Each group with what the application may do with its keys (DSM's `AppGroups`).
     pub groups: std::collections::BTreeMap<String, Vec<Permission>>,
     pub default_group: Option<String>,
+    /// DSM's `AppAuthType`: `Secret` (an API key), `Certificate` (a pinned client
+    /// certificate) or `TrustedCa` (client certificates of a CA naming a subject).
+    pub auth_type: &'static str,
+    /// When the pinned certificate, or the trusted CA, expires.
+    pub cert_not_after: Option<Time>,
+    /// The pinned certificate's subject, or what a trusted CA's certificates must name.
+    pub cert_subject: Option<String>,
 }
 
 /// An application with its API key, returned once, when it is created or reset.
@@ -157,7 +164,9 @@ pub struct AppWithKey {
     #[serde(flatten)]
     pub app: AppOut,
     /// `base64(app_id:secret)`. Keyward keeps only a hash; this is the only time it is shown.
-    pub api_key: String,
+    /// Absent for applications that log in with a certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -14,9 +14,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
+use crate::auth::certs::{self, Presented};
 use crate::auth::{ApiKey, Principal, Session, verify_password_or_dummy};
+use crate::catalog::apps::App;
 use crate::catalog::{accounts, apps, users};
 
+use super::client_certs::ClientCert;
 use super::extract::{Body, Caller, ClientAddr};
 use super::{ApiError, ApiResult, AppState};
 
@@ -177,6 +180,7 @@ fn invalid() -> ApiError {
 pub async fn auth(
     State(state): State<Arc<AppState>>,
     ClientAddr(address): ClientAddr,
+    ClientCert(presented): ClientCert,
     headers: HeaderMap,
 ) -> ApiResult<Json<AuthResponse>> {
     let value = headers
@@ -197,7 +201,8 @@ pub async fn auth(
         .ok_or_else(invalid)?;
     let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
     let now = state.now();
-    let login = if name.contains('@') {
+    let by_certificate = !name.contains('@') && secret.is_empty();
+    let login = if name.contains('@') || by_certificate {
         name.to_string()
     } else {
         ApiKey::parse(credentials).map_or_else(String::new, |k| k.app_id)
@@ -210,7 +215,11 @@ pub async fn auth(
             retry_after,
         });
     }
-    let result = authenticate(&state, credentials, name, secret, now).await;
+    let result = if by_certificate {
+        authenticate_certificate(&state, name, presented.as_deref(), now).await
+    } else {
+        authenticate(&state, credentials, name, secret, now).await
+    };
     match &result {
         Ok(_) => state.logins.succeeded(&login).await?,
         Err(ApiError::Unauthorized(_)) => state.logins.failed(&login, address).await?,
@@ -272,7 +281,7 @@ async fn authenticate(
                 .await?;
         }
         tx.commit().await?;
-        let (token, session) = state.sessions.create(principal, account).await?;
+        let (token, session) = state.sessions.create(principal, account, None).await?;
         return Ok(Json(response(state, token, &session)));
     }
 
@@ -289,24 +298,20 @@ async fn authenticate(
         app_id: app.id.clone(),
         name: app.name.clone(),
     };
-    if !key.matches(&app.api_key_hash) || !app.enabled {
-        let why = if app.enabled {
-            "invalid API key"
-        } else {
-            "the application is disabled"
-        };
-        state
-            .audit
-            .later(
-                Event::new(Some(&app.account_id), &principal, "session.auth", now)
-                    .outcome("denied", why),
-            )
-            .await;
-        return Err(if app.enabled {
-            invalid()
-        } else {
-            ApiError::Unauthorized("the application is disabled".into())
-        });
+    if app.credential.is_some() {
+        return Err(refuse_app(
+            state,
+            &app,
+            "the application logs in with its client certificate, not an API key",
+            now,
+        )
+        .await);
+    }
+    if !app.enabled {
+        return Err(refuse_app(state, &app, "the application is disabled", now).await);
+    }
+    if !key.matches(&app.api_key_hash) {
+        return Err(refuse_app(state, &app, "invalid API key", now).await);
     }
     state
         .audit
@@ -317,7 +322,91 @@ async fn authenticate(
         .await;
     let (token, session) = state
         .sessions
-        .create(principal, Some(app.account_id.clone()))
+        .create(principal, Some(app.account_id.clone()), None)
+        .await?;
+    Ok(Json(response(state, token, &session)))
+}
+
+/// A refused application login: audited with the reason, answered without it.
+async fn refuse_app(state: &AppState, app: &App, why: &str, now: i64) -> ApiError {
+    let principal = Principal::App {
+        app_id: app.id.clone(),
+        name: app.name.clone(),
+    };
+    state
+        .audit
+        .later(
+            Event::new(Some(&app.account_id), &principal, "session.auth", now)
+                .outcome("denied", why),
+        )
+        .await;
+    if app.enabled {
+        invalid()
+    } else {
+        ApiError::Unauthorized("the application is disabled".into())
+    }
+}
+
+/// DSM's certificate login: `Basic base64(<app_id>:)` over a connection that presented the
+/// application's certificate (or through a trusted proxy that did). The session is bound to
+/// that certificate.
+async fn authenticate_certificate(
+    state: &AppState,
+    app_id: &str,
+    presented: Option<&Presented>,
+    now: i64,
+) -> ApiResult<Json<AuthResponse>> {
+    if !crate::catalog::is_id(app_id) {
+        return Err(invalid());
+    }
+    let mut conn = state.catalog.conn().await?;
+    let app = apps::get_for_login(&mut conn, app_id)
+        .await?
+        .ok_or_else(invalid)?;
+    drop(conn);
+    let Some(credential) = &app.credential else {
+        return Err(refuse_app(
+            state,
+            &app,
+            "the application logs in with its API key, not a client certificate",
+            now,
+        )
+        .await);
+    };
+    if !app.enabled {
+        return Err(refuse_app(state, &app, "the application is disabled", now).await);
+    }
+    let checked = match state.client_certs.crl_of(credential).await {
+        Ok(crl) => certs::check(credential, presented, now, crl.as_deref()),
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = checked {
+        return Err(refuse_app(state, &app, &refusal.to_string(), now).await);
+    }
+    let presented = presented.expect("a checked certificate was presented");
+    let principal = Principal::App {
+        app_id: app.id.clone(),
+        name: app.name.clone(),
+    };
+    state
+        .audit
+        .later(
+            Event::new(Some(&app.account_id), &principal, "session.auth", now)
+                .object("app", &app.id)
+                .details(serde_json::json!({
+                    "method": "certificate",
+                    "subject": certs::subject_text(presented.leaf()),
+                    "sha256": hex::encode(presented.thumbprint()),
+                })),
+        )
+        .await;
+    let (token, session) = state
+        .sessions
+        .create(
+            principal,
+            Some(app.account_id.clone()),
+            Some(presented.thumbprint()),
+        )
         .await?;
     Ok(Json(response(state, token, &session)))
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub audit: Auditor,
     pub caches: Arc<Caches>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Client certificates (from TLS or a trusted proxy) and the CRLs they are checked with.
+    pub client_certs: super::client_certs::ClientCerts,
 }
 
 impl AppState {

@@ -3,6 +3,7 @@
 //! and applications.
 
 pub mod access;
+pub mod certs;
 pub mod credentials;
 pub mod sessions;
 pub mod throttle;

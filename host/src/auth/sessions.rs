@@ -20,6 +20,8 @@ use crate::catalog::sessions::{self as stored, SessionRow};
 use crate::catalog::{self, Catalog, Conn};
 use crate::time::Clock;
 
+use super::certs::Thumbprint;
+
 /// Who a session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -58,6 +60,8 @@ pub struct Session {
     /// For applications: the groups they belong to, as the catalog has them now.
     pub app_groups: Arc<AppGroups>,
     pub expires_at: i64,
+    /// The client certificate (its SHA-256) every request on this session must present.
+    pub bound_to: Option<Thumbprint>,
 }
 
 pub struct Sessions {
@@ -87,11 +91,13 @@ impl Sessions {
         }
     }
 
-    /// Starts a session; returns its bearer token.
+    /// Starts a session; returns its bearer token. A session `bound_to` a client
+    /// certificate is refused on any request that does not present it.
     pub async fn create(
         &self,
         principal: Principal,
         account_id: Option<String>,
+        bound_to: Option<Thumbprint>,
     ) -> catalog::Result<(String, Session)> {
         let token = URL_SAFE_NO_PAD.encode(keyward_crypto::random_bytes(32));
         let now = self.clock.now();
@@ -103,6 +109,7 @@ impl Sessions {
             account_id,
             created_at: now,
             expires_at: now + self.lifetime_secs,
+            client_cert_sha256: bound_to.map(|t| t.to_vec()),
         };
         let mut tx = self.catalog.begin().await?;
         // Expired sessions go when new ones come, so the table does not grow without bound.
@@ -213,11 +220,18 @@ async fn session_of(c: &mut Conn, row: SessionRow) -> catalog::Result<Session> {
             AppGroups::new(),
         ),
     };
+    let bound_to = match row.client_cert_sha256 {
+        Some(b) => Some(Thumbprint::try_from(b.as_slice()).map_err(|_| {
+            catalog::CatalogError::Corrupt("a session's certificate hash is not 32 bytes".into())
+        })?),
+        None => None,
+    };
     Ok(Session {
         principal,
         account_id: row.account_id,
         app_groups: Arc::new(app_groups),
         expires_at: row.expires_at,
+        bound_to,
     })
 }
 
@@ -241,7 +255,7 @@ mod tests {
             user_id: "u".into(),
             email: "u@x".into(),
         };
-        let (t, _) = s.create(p.clone(), None).await.unwrap();
+        let (t, _) = s.create(p.clone(), None, None).await.unwrap();
         assert!(s.get(&t).await.unwrap().is_some());
         clock.advance(500);
         assert!(s.refresh(&t).await.unwrap().is_some());
@@ -250,7 +264,7 @@ mod tests {
         clock.advance(601);
         assert!(s.get(&t).await.unwrap().is_none(), "expired");
         assert!(s.refresh(&t).await.unwrap().is_none(), "expired for good");
-        let (t2, _) = s.create(p, None).await.unwrap();
+        let (t2, _) = s.create(p, None, None).await.unwrap();
         let mut tx = catalog.begin().await.unwrap();
         Sessions::end_all_of(&mut tx, "u").await.unwrap();
         tx.commit().await.unwrap();

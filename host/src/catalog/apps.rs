@@ -6,6 +6,8 @@
 use crate::catalog::db::{self, Row};
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::sobjects::KeyOp;
 use super::{CatalogError, Conn, Result};
 
@@ -107,6 +109,43 @@ fn permissions_of(text: &str) -> Result<Vec<AppPermission>> {
         .collect()
 }
 
+/// What a trusted-CA application's certificate must name (DSM's `TrustAnchorSubject`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustSubject {
+    /// Attributes of the subject's distinguished name, each by its short name (`CN`, `O`,
+    /// `OU`, `C`, `L`, `ST`, `DC`, `Email`) or dotted OID, with its exact value. The
+    /// certificate's subject must carry every one.
+    DirectoryName(Vec<(String, String)>),
+    /// A DNS name the certificate's subject alternative names must hold.
+    DnsName(String),
+    /// An IP address the certificate's subject alternative names must hold.
+    IpAddress(std::net::IpAddr),
+}
+
+/// How an application's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertCredential {
+    Pinned {
+        certificate: Vec<u8>,
+    },
+    TrustedCa {
+        ca_certificate: Vec<u8>,
+        subject: TrustSubject,
+        /// Revocation is checked against this CRL (DER) when the application has one.
+        crl: Option<CrlSource>,
+    },
+}
+
+/// Where a trusted-CA application's CRL comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrlSource {
+    /// Fetched by the daemon and cached until its next update.
+    Url(String),
+    /// Uploaded with the application (DER).
+    Uploaded(Vec<u8>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub id: String,
@@ -122,6 +161,38 @@ pub struct App {
     pub enabled: bool,
     pub default_group: Option<String>,
     pub groups: AppGroups,
+    /// How the application logs in with a TLS client certificate; `None`: with its API key.
+    pub credential: Option<CertCredential>,
+    /// The pinned or CA certificate's expiry (Unix seconds).
+    pub cert_not_after: Option<i64>,
+}
+
+/// DSM's `AppAuthType`, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    Secret,
+    Certificate,
+    TrustedCa,
+}
+
+impl AuthType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Secret => "secret",
+            AuthType::Certificate => "certificate",
+            AuthType::TrustedCa => "trusted_ca",
+        }
+    }
+}
+
+impl App {
+    pub fn auth_type(&self) -> AuthType {
+        match &self.credential {
+            None => AuthType::Secret,
+            Some(CertCredential::Pinned { .. }) => AuthType::Certificate,
+            Some(CertCredential::TrustedCa { .. }) => AuthType::TrustedCa,
+        }
+    }
 }
 
 /// The sealing context of an application's secret: a sealed secret opens only as its own.
@@ -129,8 +200,8 @@ pub fn secret_context(app_id: &str) -> String {
     format!("app-secret:{app_id}")
 }
 
-fn from_row(r: &Row) -> App {
-    App {
+fn from_row(r: &Row) -> Result<App> {
+    Ok(App {
         id: r.get("id"),
         account_id: r.get("account_id"),
         name: r.get("name"),
@@ -142,6 +213,82 @@ fn from_row(r: &Row) -> App {
         enabled: r.get("enabled"),
         default_group: r.get("default_group"),
         groups: AppGroups::new(),
+        credential: credential_of(r)?,
+        cert_not_after: r.get("cert_not_after"),
+    })
+}
+
+/// The certificate columns as the credential they store.
+fn credential_of(r: &Row) -> Result<Option<CertCredential>> {
+    let auth: String = r.get("auth_type");
+    let certificate: Option<Vec<u8>> = r.get("certificate");
+    let missing = || {
+        CatalogError::Corrupt(format!(
+            "application with auth_type {auth} has no certificate"
+        ))
+    };
+    Ok(match auth.as_str() {
+        "secret" => None,
+        "certificate" => Some(CertCredential::Pinned {
+            certificate: certificate.ok_or_else(missing)?,
+        }),
+        "trusted_ca" => {
+            let subject: Option<String> = r.get("cert_subject");
+            let subject =
+                serde_json::from_str(subject.as_deref().unwrap_or_default()).map_err(|e| {
+                    CatalogError::Corrupt(format!("an application's cert_subject: {e}"))
+                })?;
+            let url: Option<String> = r.get("crl_url");
+            let uploaded: Option<Vec<u8>> = r.get("crl");
+            Some(CertCredential::TrustedCa {
+                ca_certificate: certificate.ok_or_else(missing)?,
+                subject,
+                crl: url
+                    .map(CrlSource::Url)
+                    .or(uploaded.map(CrlSource::Uploaded)),
+            })
+        }
+        other => {
+            return Err(CatalogError::Corrupt(format!(
+                "unknown app auth_type '{other}'"
+            )));
+        }
+    })
+}
+
+/// The certificate columns of a credential: auth_type, certificate, subject, CRL URL, CRL.
+type CertColumns = (
+    &'static str,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+fn columns_of(a: &App) -> CertColumns {
+    let auth = a.auth_type().as_str();
+    match &a.credential {
+        None => (auth, None, None, None, None),
+        Some(CertCredential::Pinned { certificate }) => {
+            (auth, Some(certificate.clone()), None, None, None)
+        }
+        Some(CertCredential::TrustedCa {
+            ca_certificate,
+            subject,
+            crl,
+        }) => (
+            auth,
+            Some(ca_certificate.clone()),
+            Some(serde_json::to_string(subject).expect("a subject serializes")),
+            match crl {
+                Some(CrlSource::Url(u)) => Some(u.clone()),
+                _ => None,
+            },
+            match crl {
+                Some(CrlSource::Uploaded(d)) => Some(d.clone()),
+                _ => None,
+            },
+        ),
     }
 }
 
@@ -151,9 +298,11 @@ async fn with_groups(c: &mut Conn, mut app: App) -> Result<App> {
 }
 
 pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
+    let cols = columns_of(a);
     db::query(
-        "INSERT INTO apps (id, account_id, name, description, created_at, created_by, api_key_hash, api_secret_sealed, enabled, default_group)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO apps (id, account_id, name, description, created_at, created_by, api_key_hash, api_secret_sealed, enabled, default_group,
+                           auth_type, certificate, cert_subject, crl_url, crl, cert_not_after)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&a.id)
     .bind(&a.account_id)
@@ -165,19 +314,34 @@ pub async fn insert(c: &mut Conn, a: &App) -> Result<()> {
     .bind(&a.api_secret_sealed)
     .bind(a.enabled)
     .bind(&a.default_group)
+    .bind(cols.0)
+    .bind(cols.1)
+    .bind(cols.2)
+    .bind(cols.3)
+    .bind(cols.4)
+    .bind(a.cert_not_after)
     .execute(&mut *c)
     .await?;
     set_groups(c, &a.account_id, &a.id, &a.groups).await
 }
 
 pub async fn update(c: &mut Conn, a: &App) -> Result<()> {
-    db::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, api_secret_sealed = ?, enabled = ?, default_group = ? WHERE id = ? AND account_id = ?")
+    let cols = columns_of(a);
+    db::query("UPDATE apps SET name = ?, description = ?, api_key_hash = ?, api_secret_sealed = ?, enabled = ?, default_group = ?,
+                   auth_type = ?, certificate = ?, cert_subject = ?, crl_url = ?, crl = ?, cert_not_after = ?
+               WHERE id = ? AND account_id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.api_key_hash)
         .bind(&a.api_secret_sealed)
         .bind(a.enabled)
         .bind(&a.default_group)
+        .bind(cols.0)
+        .bind(cols.1)
+        .bind(cols.2)
+        .bind(cols.3)
+        .bind(cols.4)
+        .bind(a.cert_not_after)
         .bind(&a.id)
         .bind(&a.account_id)
         .execute(&mut *c)
@@ -223,7 +387,7 @@ pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<App>> {
         .fetch_optional(&mut *c)
         .await?
     {
-        Some(r) => Ok(Some(with_groups(c, from_row(&r)).await?)),
+        Some(r) => Ok(Some(with_groups(c, from_row(&r)?).await?)),
         None => Ok(None),
     }
 }
@@ -235,7 +399,7 @@ pub async fn get_for_login(c: &mut Conn, id: &str) -> Result<Option<App>> {
         .fetch_optional(&mut *c)
         .await?
     {
-        Some(r) => Ok(Some(with_groups(c, from_row(&r)).await?)),
+        Some(r) => Ok(Some(with_groups(c, from_row(&r)?).await?)),
         None => Ok(None),
     }
 }
@@ -247,7 +411,7 @@ pub async fn in_account(c: &mut Conn, account: &str) -> Result<Vec<App>> {
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        out.push(with_groups(c, from_row(r)).await?);
+        out.push(with_groups(c, from_row(r)?).await?);
     }
     Ok(out)
 }
@@ -259,6 +423,60 @@ pub async fn delete(c: &mut Conn, account: &str, id: &str) -> Result<()> {
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// An application whose certificate expires soon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringCert {
+    pub app_id: String,
+    pub account_id: String,
+    pub name: String,
+    pub not_after: i64,
+}
+
+/// Enabled certificate applications whose certificate expires before `until`, soonest first.
+pub async fn certs_expiring(c: &mut Conn, until: i64, limit: i64) -> Result<Vec<ExpiringCert>> {
+    let rows = db::query(
+        "SELECT id, account_id, name, cert_not_after FROM apps
+         WHERE auth_type <> 'secret' AND enabled AND cert_not_after IS NOT NULL AND cert_not_after < ?
+         ORDER BY cert_not_after LIMIT ?",
+    )
+    .bind(until)
+    .bind(limit)
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ExpiringCert {
+            app_id: r.get("id"),
+            account_id: r.get("account_id"),
+            name: r.get("name"),
+            not_after: r.get("cert_not_after"),
+        })
+        .collect())
+}
+
+/// Records that the warning of `threshold_days` for this certificate went out; false when
+/// it had already (another daemon, an earlier round).
+pub async fn cert_notice_once(
+    c: &mut Conn,
+    app_id: &str,
+    threshold_days: i64,
+    not_after: i64,
+    now: i64,
+) -> Result<bool> {
+    Ok(db::query(
+        "INSERT INTO app_cert_notices (app_id, threshold_days, not_after, sent_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(app_id)
+    .bind(threshold_days)
+    .bind(not_after)
+    .bind(now)
+    .execute(c)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 #[cfg(test)]

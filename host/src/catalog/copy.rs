@@ -34,6 +34,7 @@ pub const TABLES: &[&str] = &[
     "notification_endpoints",
     "outbox",
     "expiry_notices",
+    "app_cert_notices",
     "workflow_scripts",
     "workflow_runs",
     "hsm_ops",

@@ -67,6 +67,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0009_webhooks_per_account.sql"),
     ),
     (10, include_str!("migrations/sqlite/0010_sessions.sql")),
+    (
+        11,
+        include_str!("migrations/sqlite/0011_app_certificates.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations. PostgreSQL catalogs start at version 9, the schema SQLite
@@ -74,6 +78,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/postgres/0009_catalog.sql")),
     (10, include_str!("migrations/postgres/0010_sessions.sql")),
+    (
+        11,
+        include_str!("migrations/postgres/0011_app_certificates.sql"),
+    ),
 ];
 
 /// The migrations of `backend`, in order.

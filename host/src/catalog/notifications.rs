@@ -23,10 +23,12 @@ pub enum EventType {
     /// An HSM had a key enabled, or permitting operations, beyond what the catalog allows:
     /// put back.
     Drift,
+    /// An application's client certificate (or trusted CA) expires in 30 or 7 days.
+    AppCertNearExpiry,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::Rotated,
         EventType::RotationFailed,
         EventType::NearExpiry,
@@ -35,6 +37,7 @@ impl EventType {
         EventType::SoftDeleted,
         EventType::Purged,
         EventType::Drift,
+        EventType::AppCertNearExpiry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl EventType {
             EventType::SoftDeleted => "key.soft_deleted",
             EventType::Purged => "key.purged",
             EventType::Drift => "key.drift",
+            EventType::AppCertNearExpiry => "app.cert_near_expiry",
         }
     }
 

@@ -16,6 +16,9 @@ pub struct SessionRow {
     pub account_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The SHA-256 of the client certificate the session logged in with (catalog version
+    /// 11): every request on it must present that certificate.
+    pub client_cert_sha256: Option<Vec<u8>>,
 }
 
 fn from_row(r: &Row) -> SessionRow {
@@ -27,13 +30,14 @@ fn from_row(r: &Row) -> SessionRow {
         account_id: r.get("account_id"),
         created_at: r.get("created_at"),
         expires_at: r.get("expires_at"),
+        client_cert_sha256: r.get("client_cert_sha256"),
     }
 }
 
 pub async fn insert(c: &mut Conn, s: &SessionRow) -> Result<()> {
     db::query(
-        "INSERT INTO sessions (token_hash, principal_kind, principal_id, principal_name, account_id, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sessions (token_hash, principal_kind, principal_id, principal_name, account_id, created_at, expires_at, client_cert_sha256)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&s.token_hash)
     .bind(&s.principal_kind)
@@ -42,6 +46,7 @@ pub async fn insert(c: &mut Conn, s: &SessionRow) -> Result<()> {
     .bind(&s.account_id)
     .bind(s.created_at)
     .bind(s.expires_at)
+    .bind(&s.client_cert_sha256)
     .execute(c)
     .await?;
     Ok(())

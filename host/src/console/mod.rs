@@ -342,7 +342,14 @@ async fn login(
     if let Ok(v) = HeaderValue::from_str(&format!("Basic {basic}")) {
         headers.insert(axum::http::header::AUTHORIZATION, v);
     }
-    match crate::api::session::auth(State(state), addr, headers).await {
+    match crate::api::session::auth(
+        State(state),
+        addr,
+        crate::api::client_certs::ClientCert(None),
+        headers,
+    )
+    .await
+    {
         Ok(axum::Json(session)) => {
             let cookie = Cookie::build((SESSION_COOKIE, session.access_token))
                 .path("/")

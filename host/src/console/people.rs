@@ -45,6 +45,7 @@ fn empty_app_request() -> AppRequest {
         del_groups: None,
         default_group: None,
         enabled: None,
+        credential: None,
     }
 }
 
@@ -407,11 +408,16 @@ async fn app_list(
 }
 
 /// The page that answers a form with a secret: shown here once, never in a URL.
-fn secret_page(v: &Viewer, a: &AppOut, api_key: &str, what: &str) -> Response {
+fn secret_page(v: &Viewer, a: &AppOut, api_key: Option<&str>, what: &str) -> Response {
     let body = html! {
         p .notice role="status" data-testid="notice" { (what) }
-        p { "The application's API key (" code { "base64(app_id:secret)" } "), shown this once: copy it now." }
-        pre data-testid="app-api-key" { (api_key) }
+        @if let Some(api_key) = api_key {
+            p { "The application's API key (" code { "base64(app_id:secret)" } "), shown this once: copy it now." }
+            pre data-testid="app-api-key" { (api_key) }
+        } @else {
+            p { "The application logs in with its client certificate ("
+                code { "POST /sys/v1/session/auth" } " with " code { "Basic base64(" (a.app_id) ":)" } ")." }
+        }
         p { a href={ "/console/apps/" (a.app_id) } { "Back to " (a.name) } }
     };
     page(v, &a.name, "apps", &Flash::default(), body)
@@ -440,7 +446,7 @@ async fn app_create(
         Ok((_, Json(a))) => secret_page(
             &v,
             &a.app,
-            &a.api_key,
+            a.api_key.as_deref(),
             &format!("Application {} created", a.app.name),
         ),
         Err(e) => back("/console/apps", Err(e)),
@@ -510,9 +516,12 @@ async fn app_edit(
         Some("credential") => {
             match apps::credential(State(state.clone()), v.caller.clone(), Path(id.clone())).await {
                 Ok(Json(c)) => match apps::get(State(state), v.caller.clone(), Path(id)).await {
-                    Ok(Json(a)) => {
-                        secret_page(&v, &a, &c.credential.api_key, "The application's API key")
-                    }
+                    Ok(Json(a)) => secret_page(
+                        &v,
+                        &a,
+                        Some(&c.credential.api_key),
+                        "The application's API key",
+                    ),
                     Err(e) => back(&here, Err(e)),
                 },
                 Err(e) => back(&here, Err(e)),
@@ -523,7 +532,7 @@ async fn app_edit(
                 Ok(Json(a)) => secret_page(
                     &v,
                     &a.app,
-                    &a.api_key,
+                    a.api_key.as_deref(),
                     "Secret reset: the old API key no longer works",
                 ),
                 Err(e) => back(&here, Err(e)),

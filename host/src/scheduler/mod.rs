@@ -28,6 +28,7 @@ use serde_json::json;
 
 use crate::audit::Event;
 use crate::auth;
+use crate::catalog::apps;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation;
 use crate::catalog::schedule::{self, Claim, FireKey, FireKind, FireOutcome, Job};
@@ -590,6 +591,46 @@ impl Scheduler {
                     )
                 };
                 sent += notifications::enqueue(&mut tx, &k.account_id, event, &data, now).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(sent + self.cert_expiry_notices(now).await?)
+    }
+
+    /// Warns 30 and 7 days before an application's certificate (or trusted CA) expires,
+    /// each once per certificate: DSM only shows the date, and its users ask for warnings.
+    async fn cert_expiry_notices(&self, now: i64) -> Result<usize, SchedulerError> {
+        const DAY: i64 = 86_400;
+        let expiring = {
+            let mut conn = self.catalog.conn().await?;
+            apps::certs_expiring(&mut conn, now + 30 * DAY, 1000).await?
+        };
+        let mut sent = 0;
+        for app in expiring {
+            let left = app.not_after - now;
+            let threshold = if left <= 7 * DAY { 7 } else { 30 };
+            let mut tx = self.catalog.begin().await?;
+            if apps::cert_notice_once(&mut tx, &app.app_id, threshold, app.not_after, now).await? {
+                let data = json!({"app_id": app.app_id, "name": app.name, "days": threshold,
+                    "cert_not_after": crate::time::format_dsm(app.not_after), "expired": left <= 0});
+                Event::system(
+                    Some(&app.account_id),
+                    "scheduler",
+                    "app.cert_near_expiry",
+                    now,
+                )
+                .object("app", &app.app_id)
+                .details(data.clone())
+                .write(&mut tx)
+                .await?;
+                sent += notifications::enqueue(
+                    &mut tx,
+                    &app.account_id,
+                    EventType::AppCertNearExpiry,
+                    &data,
+                    now,
+                )
+                .await?;
             }
             tx.commit().await?;
         }
