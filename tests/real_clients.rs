@@ -81,6 +81,47 @@ async fn fortanix_dsm_python_client_runs_a_whole_flow() {
     d.stop().await;
 }
 
+/// DSM's certificate applications, made and used through the `sdkms` client over mutual TLS
+/// (`tests/python/dsm_cert.py`).
+#[tokio::test]
+async fn fortanix_dsm_python_client_logs_in_with_client_certificates() {
+    use keyward_tests::tls::{ClientSpec, TestCa};
+    let bin = python_bin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let server_ca = TestCa::new("keyward server CA");
+    let server = server_ca.issue(&["localhost", "127.0.0.1"]);
+    write("server-ca.pem", &server_ca.pem());
+    write("api.crt", &server.cert_pem);
+    write("api.key", &server.key_pem);
+    let pinned = ClientSpec::named("pinned-app", 1).self_signed();
+    write("pinned.pem", &pinned.cert_pem);
+    write("pinned.key", &pinned.key_pem);
+    let clients = TestCa::new("clients CA");
+    let billing = clients.issue_client(&ClientSpec::named("billing", 2));
+    write("clients-ca.pem", &clients.pem());
+    write("billing.pem", &billing.cert_pem);
+    write("billing.key", &billing.key_pem);
+    let (cert, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
+    let d = TestDaemon::start_with(|c| {
+        c.tls = Some(keyward::daemon::TlsFiles { cert, key });
+    })
+    .await;
+    let port = d.url.rsplit(':').next().unwrap();
+    let out = run(Command::new(bin.join("python"))
+        .arg(workspace().join("tests/python/dsm_cert.py"))
+        .arg(format!("https://localhost:{port}"))
+        .arg(dir.path()))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        stdout.contains("dsm certificates: all steps passed"),
+        "the flow ran to its end"
+    );
+    d.stop().await;
+}
+
 /// Every operation, with every check schemathesis has (`tests/python/schemathesis.toml`):
 /// answers that break the document, schema-valid requests refused and schema-violating ones
 /// accepted; as the account application (the only principal that performs cryptography)
