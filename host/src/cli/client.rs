@@ -7,7 +7,7 @@ use keyward::plugins::http::error_chain;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::CliError;
+use super::{CliError, Tls};
 
 /// A daemon's answer: its JSON, and the total a paged list reports (`X-Total-Count`).
 pub struct Answer {
@@ -22,21 +22,29 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(
-        addr: &str,
-        ca_cert: Option<&Path>,
-        token: Option<String>,
-    ) -> Result<Client, CliError> {
+    pub fn new(addr: &str, tls: &Tls, token: Option<String>) -> Result<Client, CliError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .tls_backend_rustls()
             .user_agent(concat!("keyward-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| CliError::Local(format!("{}: {e}", path.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| CliError::Local(format!("{}: {e}", path.display())))
+        };
+        if let Some(path) = &tls.ca_cert {
+            let cert = reqwest::Certificate::from_pem(&read(path)?)
                 .map_err(|e| CliError::Local(format!("{}: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
+        }
+        // A certificate application's client certificate goes with every call: its session
+        // is bound to it.
+        if let Some((cert, key)) = &tls.client_cert {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                CliError::Local(format!("{} and {}: {e}", cert.display(), key.display()))
+            })?;
+            builder = builder.identity(identity);
         }
         let base = addr.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {

@@ -51,9 +51,41 @@ pub struct ConnArgs {
     /// the public roots).
     #[arg(long, global = true, env = "KEYWARD_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate presented on every call (a certificate application's; with
+    /// --key; default: the profile's, from `keyward login --cert`).
+    #[arg(long, global = true, env = "KEYWARD_CLIENT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, global = true, env = "KEYWARD_CLIENT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Output: `table` for people, `json` or `yaml` for scripts (errors too, on stderr).
     #[arg(short = 'o', long = "output", global = true, env = "KEYWARD_OUTPUT", value_enum, default_value_t = Format::Table)]
     pub output: Format,
+}
+
+impl ConnArgs {
+    /// The TLS settings of this invocation: the flags, else the profile's.
+    fn tls(&self, profile: Option<&profile::Profile>) -> Tls {
+        Tls {
+            ca_cert: self
+                .ca_cert
+                .clone()
+                .or_else(|| profile.and_then(|p| p.ca_cert.clone())),
+            client_cert: match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => profile.and_then(|p| p.client_cert.clone().zip(p.client_key.clone())),
+            },
+        }
+    }
+}
+
+/// How the client's TLS connections are made.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// A CA to trust for the daemon's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate and its key (PEM files) to present.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Paging flags of every list the daemon pages.
@@ -156,12 +188,9 @@ impl Ctx {
             .token
             .clone()
             .or_else(|| profile.and_then(|p| p.token.clone()));
-        let ca = conn
-            .ca_cert
-            .clone()
-            .or_else(|| profile.and_then(|p| p.ca_cert.clone()));
+        let tls = conn.tls(profile);
         let client = match addr {
-            Some(a) => Some(Client::new(&a, ca.as_deref(), token)?),
+            Some(a) => Some(Client::new(&a, &tls, token)?),
             None => None,
         };
         Ok(Ctx {

@@ -27,6 +27,13 @@ pub struct Profile {
     /// Who logged in (an email or an application id), to show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The client certificate (PEM file) a certificate application logged in with, presented
+    /// on every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -1,5 +1,8 @@
 //! `keyward policies`, `audit`, `users` and `apps`: who may do what, and what was done.
 
+use std::path::PathBuf;
+
+use base64::Engine;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -303,6 +306,18 @@ pub enum AppCmd {
         groups: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        credential: CredentialArgs,
+    },
+    /// Log in with a client certificate from now on (a pinned one, or a CA's naming a subject);
+    /// the application's sessions end.
+    #[command(
+        after_help = "Examples:\n  keyward apps set-certificate 4d5e… --certificate billing.pem\n  keyward apps set-certificate 4d5e… --trusted-ca clients-ca.pem --subject CN=billing --crl clients.crl"
+    )]
+    SetCertificate {
+        id: String,
+        #[command(flatten)]
+        credential: CredentialArgs,
     },
     /// A new API key (the old one stops working); prints it, this once.
     #[command(after_help = "Example:\n  keyward apps reset-secret 4d5e…")]
@@ -310,6 +325,87 @@ pub enum AppCmd {
     /// Delete an application.
     #[command(after_help = "Example:\n  keyward apps delete 4d5e…")]
     Delete { id: String },
+}
+
+/// How a certificate application logs in (DSM's `AppCredential`).
+#[derive(clap::Args, Debug)]
+pub struct CredentialArgs {
+    /// Log in with this client certificate only (PEM file): DSM's `Certificate` application.
+    #[arg(long, value_name = "FILE", conflicts_with = "trusted_ca")]
+    certificate: Option<PathBuf>,
+    /// Log in with certificates this CA issued (PEM file) that name --subject or --dns-name:
+    /// DSM's `TrustedCa` application.
+    #[arg(long, value_name = "FILE")]
+    trusted_ca: Option<PathBuf>,
+    /// A subject attribute the certificate must carry, e.g. `CN=billing`. Repeatable.
+    #[arg(
+        long,
+        value_name = "NAME=VALUE",
+        requires = "trusted_ca",
+        conflicts_with = "dns_name"
+    )]
+    subject: Vec<String>,
+    /// A DNS name among the certificate's subject alternative names.
+    #[arg(long, requires = "trusted_ca")]
+    dns_name: Option<String>,
+    /// The CA's CRL (PEM or DER file), checked at every login.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "trusted_ca",
+        conflicts_with = "crl_url"
+    )]
+    crl: Option<PathBuf>,
+    /// Where the daemon fetches the CA's CRL (a host its --crl-allow names).
+    #[arg(long, value_name = "URL", requires = "trusted_ca")]
+    crl_url: Option<String>,
+}
+
+impl CredentialArgs {
+    /// The request's `credential`, or none (an API key).
+    fn body(&self) -> Result<Option<Value>, CliError> {
+        let pem = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| local(format!("{}: {e}", p.display())))
+        };
+        if let Some(c) = &self.certificate {
+            return Ok(Some(json!({"certificate": pem(c)?})));
+        }
+        let Some(ca) = &self.trusted_ca else {
+            return Ok(None);
+        };
+        let mut trusted = json!({"ca_certificate": pem(ca)?});
+        if let Some(d) = &self.dns_name {
+            trusted["subject_general"] = json!({"dns_name": d});
+        } else {
+            let pairs = self
+                .subject
+                .iter()
+                .map(|s| {
+                    s.split_once('=')
+                        .map(|(k, v)| json!([k, v]))
+                        .ok_or_else(|| local(format!("--subject takes NAME=VALUE, not '{s}'")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if pairs.is_empty() {
+                return Err(local(
+                    "--trusted-ca needs --subject NAME=VALUE or --dns-name",
+                ));
+            }
+            trusted["subject"] = Value::Array(pairs);
+        }
+        if let Some(crl) = &self.crl {
+            let bytes = std::fs::read(crl).map_err(|e| local(format!("{}: {e}", crl.display())))?;
+            // The API takes PEM text or base64 of DER.
+            trusted["crl"] = match String::from_utf8(bytes.clone()) {
+                Ok(text) if text.contains("-----BEGIN") => json!(text),
+                _ => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            };
+        }
+        if let Some(url) = &self.crl_url {
+            trusted["crl_url"] = json!(url);
+        }
+        Ok(Some(json!({"trustedca": trusted})))
+    }
 }
 
 impl AppCmd {
@@ -335,13 +431,24 @@ impl AppCmd {
                 name,
                 groups,
                 description,
+                credential,
             } => Ok(Shown::object(
                 ctx.post(
                     "/sys/v1/apps",
-                    json!({"name": name, "groups": groups, "description": description}),
+                    json!({"name": name, "groups": groups, "description": description,
+                        "credential": credential.body()?}),
                 )
                 .await?,
             )),
+            AppCmd::SetCertificate { id, credential } => {
+                let credential = credential.body()?.ok_or_else(|| {
+                    local("give --certificate FILE, or --trusted-ca FILE with --subject")
+                })?;
+                Ok(Shown::object(
+                    ctx.patch(&path(&id, ""), json!({"credential": credential}))
+                        .await?,
+                ))
+            }
             AppCmd::ResetSecret { id } => Ok(Shown::object(
                 ctx.post(&path(&id, "/reset_secret"), json!({})).await?,
             )),

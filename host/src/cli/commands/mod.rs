@@ -23,7 +23,7 @@ use super::{CliError, Ctx, local};
 pub enum ClientCommand {
     /// Log in to a daemon and keep the session in a profile.
     #[command(
-        after_help = "Examples:\n  keyward login --addr https://keyward.example.com:8443 --email admin@example.com\n  printf %s \"$API_KEY\" | keyward login --addr https://keyward.example.com:8443 --api-key-stdin --profile ci"
+        after_help = "Examples:\n  keyward login --addr https://keyward.example.com:8443 --email admin@example.com\n  printf %s \"$API_KEY\" | keyward login --addr https://keyward.example.com:8443 --api-key-stdin --profile ci\n  keyward login --addr https://keyward.example.com:8443 --app 7d3c... --cert app.pem --key app.key --profile billing"
     )]
     Login(LoginArgs),
     /// End the profile's session and forget its token.
@@ -104,8 +104,11 @@ pub struct LoginArgs {
     #[arg(long, requires = "email")]
     password_stdin: bool,
     /// Log in as an application: read its API key from stdin.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "app")]
     api_key_stdin: bool,
+    /// Log in as a certificate application with this id, presenting --cert and --key.
+    #[arg(long, requires = "cert", conflicts_with = "email")]
+    app: Option<String>,
     /// Act in this account (users with several).
     #[arg(long)]
     account: Option<String>,
@@ -154,7 +157,27 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
     let Some(addr) = addr else {
         return Err(local("give the daemon's address: keyward login --addr URL"));
     };
-    let client = super::Client::new(&addr, ctx.conn.ca_cert.as_deref(), None)?;
+    // A login starts from the flags only: a profile's certificate is not a new login's.
+    let tls = ctx.conn.tls(None);
+    let client = super::Client::new(&addr, &tls, None)?;
+    if let Some(app) = &a.app {
+        if tls.client_cert.is_none() {
+            return Err(local(
+                "--app logs in with a client certificate: give --cert and --key",
+            ));
+        }
+        // DSM's certificate login: the application's id and an empty secret.
+        let basic = STANDARD.encode(format!("{app}:"));
+        return finish_login(
+            ctx,
+            &a,
+            &addr,
+            &tls,
+            client.login(&basic).await?,
+            format!("app:{app}"),
+        )
+        .await;
+    }
     let (basic, identity) = match (&a.email, a.api_key_stdin) {
         (Some(email), _) => {
             let password = if a.password_stdin {
@@ -179,16 +202,32 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
                 .ok_or_else(|| local("that is not an API key (base64 of app_id:secret)"))?;
             (key, format!("app:{id}"))
         }
-        (None, false) => return Err(local("give --email, or --api-key-stdin for an application")),
+        (None, false) => {
+            return Err(local(
+                "give --email, or --api-key-stdin or --app (with --cert and --key) for an application",
+            ));
+        }
     };
     let session = client.login(&basic).await?;
+    finish_login(ctx, &a, &addr, &tls, session, identity).await
+}
+
+/// Selects the account asked for and keeps the session in the profile.
+async fn finish_login(
+    ctx: &Ctx,
+    a: &LoginArgs,
+    addr: &str,
+    tls: &super::Tls,
+    session: serde_json::Value,
+    identity: String,
+) -> Result<Shown, CliError> {
     let token = session["access_token"]
         .as_str()
         .ok_or_else(|| local("the daemon's answer has no access_token"))?
         .to_string();
     let mut account = session["acct_id"].as_str().map(str::to_string);
     if let Some(acct) = &a.account {
-        let client = super::Client::new(&addr, ctx.conn.ca_cert.as_deref(), Some(token.clone()))?;
+        let client = super::Client::new(addr, tls, Some(token.clone()))?;
         client
             .call(
                 reqwest::Method::POST,
@@ -202,11 +241,13 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<Shown, CliError> {
     profiles.put(
         &ctx.conn.profile,
         Profile {
-            addr: addr.clone(),
-            ca_cert: ctx.conn.ca_cert.clone(),
+            addr: addr.to_string(),
+            ca_cert: tls.ca_cert.clone(),
             token: Some(token),
             account: account.clone(),
             identity: Some(identity.clone()),
+            client_cert: tls.client_cert.as_ref().map(|c| c.0.clone()),
+            client_key: tls.client_cert.as_ref().map(|c| c.1.clone()),
         },
     );
     profiles.save()?;
