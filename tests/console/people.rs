@@ -213,3 +213,84 @@ async fn accounts_users_and_applications_are_managed_in_the_browser() {
     let _ = b.client.clone().close().await;
     d.stop().await;
 }
+
+/// Applications with client certificates (DSM's `Certificate` and `TrustedCa`): made with a
+/// pinned certificate in the form, shown with how they log in and when the certificate
+/// expires, listed on the dashboard when that is within 30 days, and switched to a trusted CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_applications_are_made_and_watched_in_the_browser() {
+    use keyward_tests::tls::{ClientSpec, TestCa};
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let payments = admin.create_group("Payments", json!({})).await;
+    let b = Browser::start(&d.url).await;
+    b.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    let now = time::OffsetDateTime::now_utc();
+    let cert = ClientSpec {
+        not_after: now + time::Duration::days(10),
+        ..ClientSpec::named("pos-terminal", 5)
+    }
+    .self_signed();
+    b.goto("/console/apps").await;
+    b.fill("app-name", "pos-terminal").await;
+    b.tick_value("group", &payments, true).await;
+    b.tick_value(&format!("perm:{payments}"), "ENCRYPT", true)
+        .await;
+    b.select("app-auth-type", "certificate").await;
+    b.set_value("app-certificate", &cert.cert_pem).await;
+    b.click("save-app").await;
+    b.wait_text("notice", "Application pos-terminal created")
+        .await;
+    assert!(
+        b.all("app-api-key").await.is_empty(),
+        "a certificate application has no API key to show"
+    );
+    let apps = admin.ok(Method::GET, "/sys/v1/apps", None).await;
+    let made = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "pos-terminal")
+        .unwrap()
+        .clone();
+    assert_eq!(made["auth_type"], "Certificate", "{made}");
+    let app_id = made["app_id"].as_str().unwrap().to_string();
+
+    b.goto(&format!("/console/apps/{app_id}")).await;
+    assert_eq!(b.text("app-auth").await, "pinned certificate");
+    assert!(b.text("app-cert-subject").await.contains("CN=pos-terminal"));
+    assert_eq!(
+        b.text("app-cert-not-after").await,
+        made["cert_not_after"].as_str().unwrap()
+    );
+    b.shot("app-certificate").await;
+
+    // The dashboard lists it: it expires within 30 days.
+    b.goto("/console").await;
+    assert_eq!(b.text("tile-app-certs-value").await, "1");
+    b.wait_text("app-certs-table", "pos-terminal").await;
+
+    // Switched to client certificates of a trusted CA naming a subject.
+    let ca = TestCa::new("terminals CA");
+    b.goto(&format!("/console/apps/{app_id}")).await;
+    b.select("app-auth-type", "trusted_ca").await;
+    b.set_value("app-certificate", &ca.pem()).await;
+    b.set_value("app-subject", "CN=pos\nO=Example").await;
+    b.click("save-certificate").await;
+    b.wait_text("notice", "logs in with this certificate").await;
+    let now = admin
+        .ok(Method::GET, &format!("/sys/v1/apps/{app_id}"), None)
+        .await;
+    assert_eq!(now["auth_type"], "TrustedCa", "{now}");
+    assert_eq!(now["cert_subject"], "CN=pos, O=Example");
+    assert_eq!(b.text("app-auth").await, "certificate of a trusted CA");
+
+    // A subject line that is not NAME=VALUE is refused, naming the field.
+    b.select("app-auth-type", "trusted_ca").await;
+    b.set_value("app-certificate", &ca.pem()).await;
+    b.set_value("app-subject", "just a name").await;
+    b.click("save-certificate").await;
+    b.wait_text("error", "subject").await;
+    d.stop().await;
+}

@@ -160,6 +160,22 @@ async fn dashboard(
         .filter(|r| matches!(r.finding, Finding::RotationDue | Finding::DeactivationDue))
         .collect();
     let drifted: i64 = f.drift.iter().map(|d| d.drift_events).sum();
+    // Applications whose client certificate (or trusted CA) expires within 30 days: DSM
+    // shows the date only on the application; here it is where people look first.
+    let soon = state.now() + 30 * 86_400;
+    let expiring: Vec<crate::api::model::AppOut> =
+        crate::api::apps::list(State(state.clone()), v.caller.clone())
+            .await
+            .map(|axum::Json(l)| l)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| {
+                a.cert_not_after
+                    .as_deref()
+                    .and_then(|t| crate::time::parse_dsm(t).ok())
+                    .is_some_and(|t| t < soon)
+            })
+            .collect();
     let body = html! {
         section .tiles aria-label="At a glance" {
             (tile("tile-keys", "keys", total, false, "/console/keys"))
@@ -171,6 +187,7 @@ async fn dashboard(
             (tile("tile-due", format!("rotations and deactivations in {WINDOW_DAYS} days").as_str(), due.len(), false, "#due"))
             (tile("tile-failed", format!("failed scheduled runs, {WINDOW_DAYS} days").as_str(), f.failures.len(), !f.failures.is_empty(), "#failures"))
             (tile("tile-drift", format!("keys put back in their HSM, {WINDOW_DAYS} days").as_str(), drifted, drifted > 0, "#drift"))
+            (tile("tile-app-certs", "application certificates expiring in 30 days", expiring.len(), !expiring.is_empty(), "#app-certs"))
         }
         div .charts {
             figure {
@@ -213,6 +230,17 @@ async fn dashboard(
                     td { (d.last_sync_status.clone().unwrap_or_default()) }
                     td { (d.keys_added) } td { (d.keys_failed) } td { (d.marked_deleted) } td { (d.marked_purged) }
                     td data-testid="drift-events" { (d.drift_events) }
+                }
+            } }
+        }
+        h2 #app-certs { "Application certificates expiring in 30 days" }
+        table data-testid="app-certs-table" {
+            thead { tr { th { "Application" } th { "Certificate" } th { "Expires" } } }
+            tbody { @for a in &expiring {
+                tr data-testid="app-cert-row" {
+                    td { a href={ "/console/apps/" (a.app_id) } { (a.name) } }
+                    td { (a.cert_subject.clone().unwrap_or_default()) }
+                    td { (a.cert_not_after.clone().unwrap_or_default()) }
                 }
             } }
         }

@@ -17,7 +17,7 @@ use maud::{Markup, html};
 use super::keys::{group_label, group_names};
 use super::{Flash, FormFields, SignedForm, Viewer, back, csrf_field, page};
 use crate::api::accounts::AccountRequest;
-use crate::api::apps::AppRequest;
+use crate::api::apps::{AppRequest, CredentialIn, SubjectGeneralIn, TrustedCaIn};
 use crate::api::extract::Body;
 use crate::api::model::{AppOut, GroupOut, Permission};
 use crate::api::session::SelectAccount;
@@ -379,11 +379,12 @@ async fn app_list(
     let groups = group_names(&state, &v).await;
     let body = html! {
         table data-testid="apps-table" {
-            thead { tr { th { "Name" } th { "Groups and permissions" } th { "Enabled" } } }
+            thead { tr { th { "Name" } th { "Groups and permissions" } th { "Logs in with" } th { "Enabled" } } }
             tbody { @for a in &list {
                 tr data-testid="app-row" {
                     td { a href={ "/console/apps/" (a.app_id) } { (a.name) } }
                     td { (app_groups(a, &groups)) }
+                    td data-testid="app-auth" { (login_label(a)) }
                     td { (a.enabled) }
                 }
             } }
@@ -401,10 +402,98 @@ async fn app_list(
                     (permission_boxes(&g.group_id, &[]))
                 }
             }
+            (credential_fields(true))
             button type="submit" data-testid="save-app" { "Add application" }
         }
     };
     page(&v, "Applications", "apps", &f, body)
+}
+
+/// How an application logs in, for a table cell.
+fn login_label(a: &AppOut) -> String {
+    match a.auth_type {
+        "Certificate" => "pinned certificate".into(),
+        "TrustedCa" => "certificate of a trusted CA".into(),
+        _ => "API key".into(),
+    }
+}
+
+/// The fields of DSM's `AppCredential`: an API key (when `with_secret`), a pinned
+/// certificate, or a trusted CA with the subject its certificates name and its CRL.
+fn credential_fields(with_secret: bool) -> Markup {
+    html! {
+        fieldset data-testid="app-credential" {
+            legend { "Logs in with" }
+            label for="app-auth" { "Credential" }
+            select id="app-auth" name="auth" data-testid="app-auth-type" {
+                @if with_secret { option value="secret" selected { "API key" } }
+                option value="certificate" { "A pinned client certificate" }
+                option value="trusted_ca" { "Client certificates of a trusted CA" }
+            }
+            label for="app-certificate" { "Certificate (PEM): the pinned certificate, or the trusted CA" }
+            textarea id="app-certificate" name="certificate" rows="4" data-testid="app-certificate" {}
+            label for="app-subject" { "Subject the CA's certificates must carry, one NAME=VALUE a line (CN=billing), or DNS:name" }
+            textarea id="app-subject" name="subject" rows="2" data-testid="app-subject" {}
+            label for="app-crl" { "The CA's CRL (PEM), checked at every login" }
+            textarea id="app-crl" name="crl" rows="3" data-testid="app-crl" {}
+            label for="app-crl-url" { "Or where the daemon fetches the CRL" }
+            input id="app-crl-url" name="crl_url" type="url" data-testid="app-crl-url";
+        }
+    }
+}
+
+/// The credential the form's fields describe; `None` for an API key.
+fn credential_of_form(f: &FormFields) -> Result<Option<CredentialIn>, ApiError> {
+    let text = |k: &str| f.get(k).filter(|v| !v.trim().is_empty());
+    let certificate = text("certificate");
+    match f.get("auth").as_deref() {
+        None | Some("secret") => Ok(None),
+        Some("certificate") => Ok(Some(CredentialIn {
+            certificate: Some(certificate.ok_or_else(|| {
+                ApiError::field("certificate", "paste the application's certificate (PEM)")
+            })?),
+            trustedca: None,
+        })),
+        Some("trusted_ca") => {
+            let subject = text("subject").unwrap_or_default();
+            let (pairs, dns): (Vec<Vec<String>>, Option<String>) = match subject
+                .trim()
+                .strip_prefix("DNS:")
+            {
+                Some(name) => (vec![], Some(name.trim().to_string())),
+                None => (
+                    subject
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| {
+                            l.split_once('=')
+                                .map(|(k, v)| vec![k.trim().to_string(), v.trim().to_string()])
+                                .ok_or_else(|| {
+                                    ApiError::field("subject", format!("'{l}' is not NAME=VALUE"))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    None,
+                ),
+            };
+            Ok(Some(CredentialIn {
+                certificate: None,
+                trustedca: Some(TrustedCaIn {
+                    ca_certificate: certificate.ok_or_else(|| {
+                        ApiError::field("certificate", "paste the trusted CA's certificate (PEM)")
+                    })?,
+                    subject: dns.is_none().then_some(pairs),
+                    subject_general: dns.map(SubjectGeneralIn::DnsName),
+                    crl_url: text("crl_url"),
+                    crl: text("crl"),
+                }),
+            }))
+        }
+        Some(other) => Err(ApiError::field(
+            "auth",
+            format!("unknown credential '{other}'"),
+        )),
+    }
 }
 
 /// The page that answers a form with a secret: shown here once, never in a URL.
@@ -431,12 +520,15 @@ async fn app_create(
     }: SignedForm,
 ) -> Response {
     let chosen = f.all("group");
-    let req = permissions_of(&f, &chosen).map(|perms| AppRequest {
-        name: f.get("name"),
-        description: f.get("description"),
-        add_groups: Some(perms),
-        default_group: chosen.first().cloned(),
-        ..empty_app_request()
+    let req = permissions_of(&f, &chosen).and_then(|perms| {
+        Ok(AppRequest {
+            name: f.get("name"),
+            description: f.get("description"),
+            add_groups: Some(perms),
+            default_group: chosen.first().cloned(),
+            credential: credential_of_form(&f)?,
+            ..empty_app_request()
+        })
     });
     let made = match req {
         Ok(r) => apps::create(State(state), v.caller.clone(), Body(r)).await,
@@ -479,6 +571,9 @@ async fn app_detail(
             dt { "Description" } dd { (a.description.clone().unwrap_or_default()) }
             dt { "Default group" } dd { (a.default_group.as_deref().map(|g| group_label(&groups, g)).unwrap_or_default()) }
             dt { "Groups" } dd data-testid="app-groups" { (app_groups(&a, &groups)) }
+            dt { "Logs in with" } dd data-testid="app-auth" { (login_label(&a)) }
+            @if let Some(s) = &a.cert_subject { dt { "Certificate" } dd data-testid="app-cert-subject" { (s) } }
+            @if let Some(t) = &a.cert_not_after { dt { "Certificate expires" } dd data-testid="app-cert-not-after" { (t) } }
         }
         h2 { "Permissions per group" }
         form method="post" action={ "/console/apps/" (a.app_id) } data-testid="app-permissions-form" {
@@ -495,9 +590,20 @@ async fn app_detail(
         }
         section .actions aria-label="Credentials" {
             h2 { "Credentials" }
-            (button("credential", "Show the API key"))
-            (button("reset_secret", "Reset the secret"))
+            @if a.auth_type == "Secret" {
+                (button("credential", "Show the API key"))
+                (button("reset_secret", "Reset the secret"))
+            } @else {
+                (button("reset_secret", "Log in with an API key instead"))
+            }
             (button("delete", "Delete the application"))
+        }
+        h2 { "Log in with a client certificate" }
+        form method="post" action={ "/console/apps/" (a.app_id) } data-testid="app-certificate-form" {
+            (csrf_field(&v))
+            input type="hidden" name="op" value="certificate";
+            (credential_fields(false))
+            button type="submit" data-testid="save-certificate" { "Save the certificate" }
         }
     };
     page(&v, &a.name, "apps", &f, body)
@@ -537,6 +643,24 @@ async fn app_edit(
                 ),
                 Err(e) => back(&here, Err(e)),
             }
+        }
+        Some("certificate") => {
+            let done = match credential_of_form(&f) {
+                Ok(credential) => {
+                    let r = AppRequest {
+                        credential,
+                        ..empty_app_request()
+                    };
+                    apps::update(State(state), v.caller.clone(), Path(id), Body(r)).await
+                }
+                Err(e) => Err(e),
+            };
+            back(
+                &here,
+                done.map(|_| {
+                    "The application logs in with this certificate from now on".to_string()
+                }),
+            )
         }
         Some("delete") => {
             let done = apps::delete(State(state), v.caller.clone(), Path(id)).await;
