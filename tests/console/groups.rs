@@ -154,6 +154,8 @@ async fn group_policies_plugins_and_tls_are_set_in_the_browser() {
         g["external_kms"]["tls"]["ca_pem"].is_string(),
         "the CA stays"
     );
+    // A fresh page: the last answer's "Link saved" must not stand for the next one's.
+    b.goto(&format!("/console/groups/{linked}?tab=hsm")).await;
     b.fill("tenant-id", TENANT).await;
     b.tick("public-roots", true).await;
     b.click("save-link").await;
@@ -197,6 +199,7 @@ async fn group_policies_plugins_and_tls_are_set_in_the_browser() {
     );
     assert!(b.text("client-cert-state").await.contains("is set"));
     b.shot("group-tls").await;
+    b.goto(&format!("/console/groups/{linked}?tab=hsm")).await;
     b.tick("remove-client-cert", true).await;
     b.click("save-link").await;
     b.wait_text("notice", "Link saved").await;

@@ -289,27 +289,11 @@ async fn authenticate(
     if !crate::catalog::is_id(&key.app_id) {
         return Err(invalid());
     }
-    let mut conn = state.catalog.conn().await?;
-    let app = apps::get_for_login(&mut conn, &key.app_id)
-        .await?
-        .ok_or_else(invalid)?;
-    drop(conn);
+    let app = app_to_log_in(state, &key.app_id, false, now).await?;
     let principal = Principal::App {
         app_id: app.id.clone(),
         name: app.name.clone(),
     };
-    if app.credential.is_some() {
-        return Err(refuse_app(
-            state,
-            &app,
-            "the application logs in with its client certificate, not an API key",
-            now,
-        )
-        .await);
-    }
-    if !app.enabled {
-        return Err(refuse_app(state, &app, "the application is disabled", now).await);
-    }
     if !key.matches(&app.api_key_hash) {
         return Err(refuse_app(state, &app, "invalid API key", now).await);
     }
@@ -325,6 +309,28 @@ async fn authenticate(
         .create(principal, Some(app.account_id.clone()), None)
         .await?;
     Ok(Json(response(state, token, &session)))
+}
+
+/// The application `app_id` names, when it is enabled and logs in this way (by certificate,
+/// or by API key).
+async fn app_to_log_in(
+    state: &AppState,
+    app_id: &str,
+    by_certificate: bool,
+    now: i64,
+) -> ApiResult<App> {
+    let mut conn = state.catalog.conn().await?;
+    let app = apps::get_for_login(&mut conn, app_id)
+        .await?
+        .ok_or_else(invalid)?;
+    drop(conn);
+    let why = match (by_certificate, app.credential.is_some()) {
+        (false, true) => "the application logs in with its client certificate, not an API key",
+        (true, false) => "the application logs in with its API key, not a client certificate",
+        _ if !app.enabled => "the application is disabled",
+        _ => return Ok(app),
+    };
+    Err(refuse_app(state, &app, why, now).await)
 }
 
 /// A refused application login: audited with the reason, answered without it.
@@ -359,23 +365,11 @@ async fn authenticate_certificate(
     if !crate::catalog::is_id(app_id) {
         return Err(invalid());
     }
-    let mut conn = state.catalog.conn().await?;
-    let app = apps::get_for_login(&mut conn, app_id)
-        .await?
-        .ok_or_else(invalid)?;
-    drop(conn);
-    let Some(credential) = &app.credential else {
-        return Err(refuse_app(
-            state,
-            &app,
-            "the application logs in with its API key, not a client certificate",
-            now,
-        )
-        .await);
-    };
-    if !app.enabled {
-        return Err(refuse_app(state, &app, "the application is disabled", now).await);
-    }
+    let app = app_to_log_in(state, app_id, true, now).await?;
+    let credential = app
+        .credential
+        .as_ref()
+        .expect("a certificate application has its credential");
     let checked = match state.client_certs.crl_of(credential).await {
         Ok(crl) => certs::check(credential, presented, now, crl.as_deref()),
         Err(refusal) => Err(refusal),
