@@ -16,6 +16,8 @@
 //! - [`auth`], [`audit`], [`policy`], [`crypto`], [`cache`]: sessions, roles and the login
 //!   throttle, the audit writer, policy enforcement, cryptography on catalog keys, and the
 //!   caches of the hot path.
+//! - [`quorum`]: the rules of quorum approval (policies, who reviews, when a quorum is met);
+//!   the approval requests themselves are in `api::approvals`.
 //! - [`plugins`]: the sandboxed WebAssembly plugin runtime (registry, warm instance pools,
 //!   limits, the host `http` and `log` imports) and typed calls into policy and connector
 //!   plugins.
@@ -51,6 +53,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod policy;
+pub mod quorum;
 pub mod reports;
 pub mod scheduler;
 pub mod time;

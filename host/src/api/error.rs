@@ -27,6 +27,10 @@ pub enum ApiError {
     /// 403: authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403, code `ApprovalRequired`, with DSM's message (which DSM clients match): a quorum
+    /// approval policy protects the operation.
+    #[error("This operation requires approval")]
+    ApprovalRequired,
     /// 403: a policy denied the operation.
     #[error("denied by policy: {}", .0.iter().map(|v| format!("{} ({})", v.message, v.rule)).collect::<Vec<_>>().join("; "))]
     PolicyDenied(Vec<PolicyFinding>),
@@ -64,7 +68,7 @@ pub enum ApiError {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Stable error code: `InvalidInput`, `InvalidScript`, `Unauthorized`, `Forbidden`, `PolicyViolation`,
+    /// Stable error code: `InvalidInput`, `InvalidScript`, `Unauthorized`, `Forbidden`, `PolicyViolation`, `ApprovalRequired`,
     /// `NotFound`, `MethodNotAllowed`, `Conflict`, `PayloadTooLarge`, `TooManyRequests`, `Unavailable`,
     /// `InternalError`, `WorkflowFailed`, `ExternalKmsError`, `Timeout`.
     pub code: &'static str,
@@ -101,7 +105,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::Script(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::PolicyDenied(_) | ApiError::ApprovalRequired => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -121,6 +127,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::PolicyDenied(_) => "PolicyViolation",
+            ApiError::ApprovalRequired => "ApprovalRequired",
             ApiError::NotFound(_) => "NotFound",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::Conflict(_) => "Conflict",
@@ -294,6 +301,7 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound(m) => ApiError::NotFound(m),
             KeyError::Forbidden(m) | KeyError::Rule(m) => ApiError::Forbidden(m),
             KeyError::PolicyDenied(v) => ApiError::PolicyDenied(v),
+            KeyError::ApprovalRequired => ApiError::ApprovalRequired,
             KeyError::State(m) | KeyError::NameTaken(m) => ApiError::Conflict(m),
             KeyError::Concurrent => ApiError::Conflict(e.to_string()),
             KeyError::PolicyUnavailable(p) => ApiError::from(p),

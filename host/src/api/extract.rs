@@ -88,6 +88,7 @@ impl Caller {
                 account_role: None,
                 group_roles: Default::default(),
                 app_groups: session.app_groups.as_ref().clone(),
+                approval: None,
             },
         };
         Ok(Caller {
@@ -108,7 +109,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             ApiError::Unauthorized("a bearer token is required (POST /sys/v1/session/auth)".into())
         })?;
         let presented = state.client_certs.presented(parts).map(|p| p.thumbprint());
-        Caller::presenting(state, &token, presented).await
+        let mut caller = Caller::presenting(state, &token, presented).await?;
+        // Only the server's own replay of an approved request carries this (it is not a
+        // header: no client can set it).
+        if let Some(approved) = parts.extensions.get::<super::approvals::CarriesApproval>() {
+            caller.access.approval = Some(approved.0.clone());
+        }
+        Ok(caller)
     }
 }
 

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::Principal;
+use crate::catalog::approvals::{GroupApprovalPolicy, QuorumPolicy};
 use crate::catalog::groups::{self, CustomPolicy, Group, GroupPatch, GroupRole};
 use crate::catalog::new_id;
 use crate::catalog::sobjects::Creator;
@@ -45,6 +46,44 @@ pub struct GroupRequest {
     /// Whether users who manage the group's keys may export them (default false;
     /// applications of the group may, for keys that permit EXPORT).
     pub user_export: Option<bool>,
+    /// DSM's `GroupApprovalPolicy` (a `QuorumPolicy` tree with `protect_permissions` and
+    /// `protect_crypto_operations`), or `"remove"`. Once a group has one, changing or deleting
+    /// the group needs its quorum's approval.
+    #[schema(value_type = Option<Object>)]
+    pub approval_policy: Option<Removable<GroupApprovalPolicy>>,
+}
+
+/// A policy's reviewers must be users and applications of the account.
+async fn check_approval_policy(
+    c: &mut crate::catalog::Conn,
+    account: &str,
+    p: &GroupApprovalPolicy,
+) -> ApiResult<()> {
+    crate::quorum::check(&p.policy).map_err(|e| ApiError::field("approval_policy", e))?;
+    fn members(p: &QuorumPolicy, out: &mut Vec<QuorumPolicy>) {
+        match p {
+            QuorumPolicy::Quorum(q) => q.members.iter().for_each(|m| members(m, out)),
+            leaf => out.push(leaf.clone()),
+        }
+    }
+    let mut all = vec![];
+    members(&p.policy, &mut all);
+    for m in all {
+        let known = match &m {
+            QuorumPolicy::User(id) => crate::catalog::accounts::member_role(c, account, id)
+                .await?
+                .is_some(),
+            QuorumPolicy::App(id) => crate::catalog::apps::get(c, account, id).await?.is_some(),
+            QuorumPolicy::Quorum(_) => true,
+        };
+        if !known {
+            return Err(ApiError::field(
+                "approval_policy",
+                format!("{m:?} is not a user or application of this account"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `group` is one of `account`'s (another account's group is as unknown as one
@@ -91,6 +130,7 @@ pub fn out(g: &Group, role: Option<GroupRole>) -> GroupOut {
                 .to_string()
         }),
         user_export: g.user_export,
+        approval_policy: g.approval_policy.clone(),
         role: role.map(|r| r.as_str().to_string()),
     }
 }
@@ -196,8 +236,15 @@ pub async fn create(
         custom_policies: custom.unwrap_or_default(),
         link,
         user_export: req.user_export.unwrap_or(false),
+        approval_policy: match req.approval_policy.clone() {
+            Some(Removable::Set(p)) => Some(p),
+            _ => None,
+        },
     };
     let mut tx = state.catalog.begin().await?;
+    if let Some(p) = &group.approval_policy {
+        check_approval_policy(&mut tx, &group.account_id, p).await?;
+    }
     groups::insert(&mut tx, &group).await.map_err(|e| {
         if e.is_unique_violation() {
             ApiError::Conflict(format!("a group named '{}' exists", group.name))
@@ -283,6 +330,18 @@ pub async fn update(
     let g = groups::get(&mut tx, caller.account(), &g.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no group {group_id}")))?;
+    // A group under a quorum policy changes (its policy included) only when approved.
+    if g.approval_policy.is_some() && caller.access.approval.is_none() {
+        return Err(ApiError::ApprovalRequired);
+    }
+    let approval_policy = match req.approval_policy.clone() {
+        Some(Removable::Set(p)) => {
+            check_approval_policy(&mut tx, caller.account(), &p).await?;
+            Some(Some(p))
+        }
+        Some(Removable::Remove) => Some(None),
+        None => None,
+    };
     let link = match req.external_kms.clone() {
         Some(Removable::Set(l)) => {
             let mut link = merge_link(&state, &g.id, g.link.as_ref(), l)?;
@@ -311,6 +370,7 @@ pub async fn update(
         custom_policies: custom,
         link,
         user_export: req.user_export,
+        approval_policy,
     };
     groups::apply(&mut tx, caller.account(), &g.id, &patch)
         .await
@@ -332,6 +392,7 @@ pub async fn update(
             "custom_policies_changed": req.custom_policies.is_some(),
             "external_kms_changed": req.external_kms.is_some(),
             "user_export": req.user_export,
+            "approval_policy_changed": req.approval_policy.is_some(),
         }))
         .write(&mut tx)
         .await?;
@@ -359,6 +420,9 @@ pub async fn delete(
         return Err(ApiError::Forbidden(
             "only the group's administrators delete it".into(),
         ));
+    }
+    if g.approval_policy.is_some() && caller.access.approval.is_none() {
+        return Err(ApiError::ApprovalRequired);
     }
     let now = state.now();
     let mut tx = state.catalog.begin().await?;

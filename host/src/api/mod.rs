@@ -9,6 +9,7 @@
 //! to one status and a JSON body naming the problem.
 
 pub mod accounts;
+pub mod approvals;
 pub mod apps;
 pub mod audit;
 pub mod byok;
@@ -161,6 +162,23 @@ pub fn router(state: Arc<AppState>, faces: Router<Arc<AppState>>) -> Router {
         .route(
             "/webhooks/{account_id}/{name}",
             post(webhooks::deliver).options(webhooks::handshake),
+        )
+        .route(
+            "/sys/v1/approval_requests",
+            get(approvals::list).post(approvals::create),
+        )
+        .route(
+            "/sys/v1/approval_requests/{id}",
+            get(approvals::get).delete(approvals::withdraw),
+        )
+        .route(
+            "/sys/v1/approval_requests/{id}/approve",
+            post(approvals::approve),
+        )
+        .route("/sys/v1/approval_requests/{id}/deny", post(approvals::deny))
+        .route(
+            "/sys/v1/approval_requests/{id}/result",
+            post(approvals::result),
         )
         .route(
             "/sys/v1/notification_endpoints",

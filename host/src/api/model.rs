@@ -210,6 +210,9 @@ pub struct GroupOut {
     /// Whether users who manage the group's keys may export them (applications of the group
     /// may, for keys that permit EXPORT).
     pub user_export: bool,
+    /// DSM's `approval_policy`, when the group has one.
+    #[schema(value_type = Option<Object>)]
+    pub approval_policy: Option<crate::catalog::approvals::GroupApprovalPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -8,8 +8,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, apps, audit, byok, crypto_ops, error, external_keys, groups, hmg, jobs, keys, model,
-    notifications, plugins, reports, rotation, session, users, webhooks, workflows,
+    accounts, approvals, apps, audit, byok, crypto_ops, error, external_keys, groups, hmg, jobs,
+    keys, model, notifications, plugins, reports, rotation, session, users, webhooks, workflows,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,8 @@ use super::{
         crypto_ops::encrypt_with, crypto_ops::encrypt, crypto_ops::decrypt_with, crypto_ops::decrypt,
         crypto_ops::sign_with, crypto_ops::sign, crypto_ops::verify_with, crypto_ops::verify,
         crypto_ops::wrap_with, crypto_ops::wrap, crypto_ops::unwrap_with, crypto_ops::unwrap,
+        approvals::create, approvals::list, approvals::get, approvals::approve, approvals::deny,
+        approvals::result, approvals::withdraw,
         audit::query, plugins::list,
         reports::keys, reports::rotation, reports::failures, reports::usage, reports::drift,
         workflows::list, workflows::get, workflows::put, workflows::revert, workflows::check,
@@ -55,6 +57,7 @@ use super::{
         (name = "jobs", description = "Cron jobs: workflows on a schedule"),
         (name = "webhooks", description = "Webhooks that start workflows, and their deliveries"),
         (name = "notifications", description = "Signed notifications of key events"),
+        (name = "approvals", description = "Quorum approval requests of protected operations"),
     )
 )]
 pub struct ApiDoc;

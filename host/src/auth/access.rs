@@ -24,6 +24,9 @@ pub struct Access {
     pub group_roles: HashMap<String, GroupRole>,
     /// Applications only: group id → what the application may do with its keys.
     pub app_groups: AppGroups,
+    /// The approval request this call carries out, when a quorum approved it: protected
+    /// operations run only then.
+    pub approval: Option<String>,
 }
 
 impl Access {
@@ -112,6 +115,7 @@ pub async fn of_user(
         account_role: Some(role),
         group_roles,
         app_groups: AppGroups::new(),
+        approval: None,
     }))
 }
 
@@ -152,6 +156,7 @@ pub async fn load(
                 account_role: None,
                 group_roles: Default::default(),
                 app_groups: app.groups,
+                approval: None,
             }))
         }
         Creator::System(_) => Ok(None),

@@ -35,6 +35,8 @@ pub const TABLES: &[&str] = &[
     "outbox",
     "expiry_notices",
     "app_cert_notices",
+    "approval_requests",
+    "approval_votes",
     "workflow_scripts",
     "workflow_runs",
     "hsm_ops",

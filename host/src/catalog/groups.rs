@@ -181,6 +181,8 @@ pub struct Group {
     /// Whether users who manage the group's keys may export them; applications of the
     /// group may, for keys that permit EXPORT.
     pub user_export: bool,
+    /// DSM's `approval_policy`: what needs a quorum's approval in the group, and whose.
+    pub approval_policy: Option<super::approvals::GroupApprovalPolicy>,
 }
 
 /// A user's role in a group.
@@ -241,7 +243,18 @@ fn from_row(r: &Row) -> Result<Group> {
             .map_err(|e| CatalogError::Corrupt(format!("custom policies: {e}")))?,
         link,
         user_export: r.get("user_export"),
+        approval_policy: match r.get::<Option<String>, _>("approval_policy") {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| CatalogError::Corrupt(format!("approval policy: {e}")))?,
+            ),
+            None => None,
+        },
     })
+}
+
+fn policy_json(p: &super::approvals::GroupApprovalPolicy) -> String {
+    serde_json::to_string(p).expect("serialize")
 }
 
 fn config_json(l: &ExternalLink) -> String {
@@ -251,8 +264,8 @@ fn config_json(l: &ExternalLink) -> String {
 pub async fn insert(c: &mut Conn, g: &Group) -> Result<()> {
     db::query(
         "INSERT INTO groups (id, account_id, name, description, created_at, created_by, crypto_policy, key_metadata_policy,
-                             custom_policies, hmg_kind, hmg_config, hmg_secrets, user_export)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             custom_policies, hmg_kind, hmg_config, hmg_secrets, user_export, approval_policy)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&g.id)
     .bind(&g.account_id)
@@ -267,6 +280,7 @@ pub async fn insert(c: &mut Conn, g: &Group) -> Result<()> {
     .bind(g.link.as_ref().map(config_json))
     .bind(g.link.as_ref().and_then(|l| l.secrets.clone()))
     .bind(g.user_export)
+    .bind(g.approval_policy.as_ref().map(policy_json))
     .execute(c)
     .await?;
     Ok(())
@@ -282,6 +296,7 @@ pub struct GroupPatch {
     pub custom_policies: Option<Vec<CustomPolicy>>,
     pub link: Option<Option<ExternalLink>>,
     pub user_export: Option<bool>,
+    pub approval_policy: Option<Option<super::approvals::GroupApprovalPolicy>>,
 }
 
 /// Writes the settings a patch changes (callers re-read the group in the same write
@@ -314,6 +329,10 @@ pub async fn apply(c: &mut Conn, account: &str, id: &str, p: &GroupPatch) -> Res
     }
     if let Some(v) = p.user_export {
         q.push(", user_export = ").push_bind(v);
+    }
+    if let Some(v) = &p.approval_policy {
+        q.push(", approval_policy = ")
+            .push_bind(v.as_ref().map(policy_json));
     }
     q.push(" WHERE id = ")
         .push_bind(id.to_string())

@@ -12,6 +12,7 @@
 //! ([`seal`]).
 
 pub mod accounts;
+pub mod approvals;
 pub mod apps;
 pub mod audit;
 pub mod changes;
@@ -71,6 +72,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("migrations/sqlite/0011_app_certificates.sql"),
     ),
+    (12, include_str!("migrations/sqlite/0012_approvals.sql")),
 ];
 
 /// PostgreSQL's migrations. PostgreSQL catalogs start at version 9, the schema SQLite
@@ -82,6 +84,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("migrations/postgres/0011_app_certificates.sql"),
     ),
+    (12, include_str!("migrations/postgres/0012_approvals.sql")),
 ];
 
 /// The migrations of `backend`, in order.

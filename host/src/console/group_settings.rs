@@ -405,6 +405,7 @@ fn empty_request() -> GroupRequest {
         custom_policies: None,
         external_kms: None,
         user_export: None,
+        approval_policy: None,
     }
 }
 

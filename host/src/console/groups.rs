@@ -211,6 +211,7 @@ async fn create(
             .is_some()
             .then(|| Removable::Set(g.fields.to_api(g.fields.pasted_tls()))),
         user_export: None,
+        approval_policy: None,
     };
     let made = groups::create(State(state), v.caller.clone(), Body(req)).await;
     match made {
@@ -393,6 +394,7 @@ async fn save_link(
                 custom_policies: None,
                 external_kms: Some(Removable::Set(fields.to_api(Some(tls)))),
                 user_export: None,
+                approval_policy: None,
             };
             groups::update(State(state), v.caller.clone(), Path(id), Body(req)).await
         }

@@ -9,8 +9,13 @@
 //!   the group allows user export (`user_export`); in both cases only keys that permit EXPORT.
 //!
 //! The key's own operations are checked by the caller (`usable_for`): both must allow.
+//!
+//! On top of all that, a group's quorum approval policy may protect an operation: it then
+//! runs only as an approved request carries it out ([`approved`]), whichever path asks
+//! (the API, a workflow script, a scheduled rotation).
 
 use crate::auth::Access;
+use crate::catalog::approvals::Protected;
 use crate::catalog::apps::AppPermission;
 use crate::catalog::groups::Group;
 use crate::catalog::sobjects::{KeyOp, SObject};
@@ -70,6 +75,15 @@ pub fn may_export(access: &Access, o: &SObject, group: &Group) -> Result<()> {
         return Err(KeyError::forbidden(
             "users may export keys only from groups that allow it (the group's user_export); applications of the group may",
         ));
+    }
+    Ok(())
+}
+
+/// Refuses an operation the group's approval policy protects (`what`; `None`: a
+/// cryptographic operation) unless an approved request carries it out.
+pub fn approved(access: &Access, group: &Group, what: Option<Protected>) -> Result<()> {
+    if crate::quorum::required(group.approval_policy.as_ref(), what) && access.approval.is_none() {
+        return Err(KeyError::ApprovalRequired);
     }
     Ok(())
 }

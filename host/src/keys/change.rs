@@ -11,12 +11,13 @@ use crate::catalog::rotation::RotationPolicy;
 use crate::catalog::sobjects::{self, KeyOps, KeyState, Patch, SObject, Tags};
 use crate::plugins::policy::Action;
 
-use super::access::may_manage;
+use super::access::{approved, may_manage};
 use super::error::{KeyError, Result};
 use super::rules::{
     self, Transition, check_name, check_tags, date_changes, enable_change, ops_change,
 };
 use super::{CAS_ATTEMPTS, KeyService, KeyView};
+use crate::catalog::approvals::Protected;
 
 /// An update of a key (`None`: unchanged; for dates `Some(None)` removes the date).
 #[derive(Debug, Clone, Default)]
@@ -88,6 +89,17 @@ impl KeyService {
             }
             let new = patch.applied_to(&current);
             let group = self.group(&access.account_id, &current.group_id).await?;
+            for field in patch.fields() {
+                approved(
+                    access,
+                    &group,
+                    Some(match field {
+                        "key_ops" => Protected::UpdateKeyOps,
+                        "enabled" => Protected::UpdateSobjectsEnabledState,
+                        _ => Protected::UpdateSobjectsProfile,
+                    }),
+                )?;
+            }
             let verdict = self
                 .enforce(
                     access,
@@ -131,6 +143,16 @@ impl KeyService {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.get(access, kid).await?;
             may_manage(access, &current)?;
+            let group = self.group(&access.account_id, &current.group_id).await?;
+            approved(
+                access,
+                &group,
+                Some(match t {
+                    Transition::Activate => Protected::ActivateSobjects,
+                    Transition::Deactivate | Transition::Revoke { .. } => Protected::RevokeSobjects,
+                    Transition::Destroy => Protected::DestroySobjects,
+                }),
+            )?;
             let now = self.now();
             let mut patch = rules::transition(&current, &t, now)?;
             if patch.is_empty() {
@@ -183,6 +205,8 @@ impl KeyService {
     pub async fn delete(&self, access: &Access, kid: &str) -> Result<()> {
         let o = self.get(access, kid).await?;
         may_manage(access, &o)?;
+        let group = self.group(&access.account_id, &o.group_id).await?;
+        approved(access, &group, Some(Protected::DeleteSobjects))?;
         if o.is_virtual() {
             return self.delete_virtual(access, &o).await;
         }

@@ -19,13 +19,14 @@ use crate::policy::Verdict;
 
 use super::build::{copy_link, policy_row};
 
-use super::access::{may_manage, may_manage_group};
+use super::access::{approved, may_manage, may_manage_group};
 use super::error::{KeyError, Result};
 use super::rules::{
     check_dates, check_hsm_name, check_name, check_ops, check_tags, copy_ops, copyable,
 };
 use super::usage::WrapMode;
 use super::{KeyRef, KeyService, KeyView, creator, view};
+use crate::catalog::approvals::Protected;
 
 /// A key to create or import. Type, size and curve say what it is; everything else is as the
 /// caller asks or the defaults.
@@ -202,6 +203,9 @@ impl KeyService {
     pub async fn copy(&self, access: &Access, spec: CopySpec) -> Result<KeyView> {
         let source = self.resolve(access, &spec.source).await?;
         may_manage(access, &source)?;
+        // A copy takes the material out of the source's group: an export there.
+        let source_group = self.group(&access.account_id, &source.group_id).await?;
+        approved(access, &source_group, Some(Protected::ExportSobjects))?;
         let now = self.now();
         copyable(&source, now)?;
         let key_ops = copy_ops(&source, spec.key_ops.clone())?;

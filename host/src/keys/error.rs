@@ -21,6 +21,10 @@ pub enum KeyError {
     /// source, a user unwrapping under a key-encryption key, ...).
     #[error("{0}")]
     Rule(String),
+    /// 403 with code `ApprovalRequired`: the group's quorum approval policy protects the
+    /// operation; ask for it with `POST /sys/v1/approval_requests`.
+    #[error("This operation requires approval")]
+    ApprovalRequired,
     /// 403: a policy denied it.
     #[error("denied by policy: {}", .0.iter().map(|v| format!("{} ({})", v.message, v.rule)).collect::<Vec<_>>().join("; "))]
     PolicyDenied(Vec<PolicyFinding>),

@@ -24,7 +24,7 @@ use crate::crypto::Material;
 use crate::kms::Link;
 use crate::policy::Verdict;
 
-use super::access::may_manage;
+use super::access::{approved, may_manage};
 use super::build::{azure_name, key_input, policy_row};
 use super::create::{name_taken, new_key_details};
 use super::error::{KeyError, Result};
@@ -32,6 +32,7 @@ use super::flows::{FlowError, FlowOutcome, FlowRequest, Trigger};
 use super::flows::{FlowMaterial, KeyTarget, Pending, PendingChange, PendingNew};
 use super::tiers;
 use super::{KeyService, KeyView};
+use crate::catalog::approvals::Protected;
 
 /// What changes in the HSM when a virtual key changes (the `update` script's
 /// `input.changes`).
@@ -354,6 +355,16 @@ impl KeyService {
     pub async fn key_flow(&self, access: &Access, kid: &str, flow: KeyFlow) -> Result<KeyView> {
         let o = self.get(access, kid).await?;
         may_manage(access, &o)?;
+        let group = self.group(&access.account_id, &o.group_id).await?;
+        approved(
+            access,
+            &group,
+            Some(match flow {
+                KeyFlow::SoftDelete => Protected::DeleteSobjects,
+                KeyFlow::Purge => Protected::DeleteKeyMaterial,
+                KeyFlow::Recover | KeyFlow::Restore => Protected::UpdateSobjectsProfile,
+            }),
+        )?;
         flow_allowed(&o, flow)?;
         self.key_run(access, &o, flow.workflow()).await?;
         self.forget(&o.kid);

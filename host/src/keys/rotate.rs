@@ -31,7 +31,7 @@ use crate::crypto;
 use crate::plugins::policy::Action;
 use crate::time::format_dsm;
 
-use super::access::may_manage;
+use super::access::{approved, may_manage};
 use super::build::{RekeyChange, policy_row, successor};
 use super::error::{KeyError, Result};
 use super::flows::CopyOutcome;
@@ -39,6 +39,7 @@ use super::flows::FlowMaterial;
 use super::flows::Trigger;
 use super::tiers;
 use super::{KeyRef, KeyService, KeyView, creator, integrity};
+use crate::catalog::approvals::Protected;
 
 /// Managed HSM keeps at most this many versions of a key; rotations count towards it.
 pub const MAX_HSM_VERSIONS: i64 = 100;
@@ -82,6 +83,8 @@ impl KeyService {
             .ok_or_else(|| KeyError::invalid("name", "name the key to rotate (or its kid)"))?;
         let current = self.resolve(access, &key).await?;
         may_manage(access, &current)?;
+        let group = self.group(&access.account_id, &current.group_id).await?;
+        approved(access, &group, Some(Protected::RotateSobjects))?;
         rotatable(&current, self.now())?;
         if let Some(Some(p)) = &spec.rotation_policy {
             policy_fits(&current, p)?;

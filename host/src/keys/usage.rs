@@ -14,14 +14,16 @@ use crate::plugins::kms::{CryptRequest, KeyRef as RemoteRef};
 use crate::plugins::policy::Action;
 use crate::policy::key_op;
 
-use super::access::{may_export, may_use};
+use super::access::{approved, may_export, may_use};
 use super::error::{KeyError, Result};
 use super::{KeyRef, KeyService, KeyView, load, open_material, resolve, view};
 use crate::auth::Access;
+use crate::catalog::approvals::Protected;
 
 /// Whether `access` may take the key's material out now, before the policies are asked.
 pub(super) fn export_allowed(access: &Access, o: &SObject, group: &Group) -> Result<()> {
     may_export(access, o, group)?;
+    approved(access, group, Some(Protected::ExportSobjects))?;
     if o.is_virtual() {
         return Err(KeyError::state(
             "the key's material lives in the external key manager",
@@ -112,6 +114,8 @@ impl KeyService {
         let key = self.usable_key(&access.account_id, &kid).await?;
         let o = &key.object;
         may_use(access, o, op)?;
+        let group = self.group(&access.account_id, &o.group_id).await?;
+        approved(access, &group, None)?;
         if !o.enabled {
             return Err(KeyError::forbidden("the key is disabled"));
         }

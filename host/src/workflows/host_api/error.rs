@@ -148,6 +148,13 @@ impl From<KeyError> for HostError {
             KeyError::Forbidden(_) | KeyError::Rule(_) => {
                 HostError::new(HostErrorKind::Denied, message)
             }
+            // A script does not approve for people: the change waits for an approval request.
+            KeyError::ApprovalRequired => HostError::new(
+                HostErrorKind::Denied,
+                format!(
+                    "{message}: the group's quorum policy protects it (POST /sys/v1/approval_requests)"
+                ),
+            ),
             KeyError::PolicyDenied(violations) => HostError {
                 violations,
                 ..HostError::new(HostErrorKind::Denied, message)

@@ -1,0 +1,656 @@
+//! Quorum approval requests, in DSM's shape (`/sys/v1/approval_requests`): a protected
+//! operation answered 403 `ApprovalRequired` is asked for with its method, path and body;
+//! the reviewers its group's policy names approve (a password again when the policy says so)
+//! or deny; when the approvals meet the quorum the server carries the operation out *as the
+//! requester*, with the requester's rights as they are at that moment, and keeps its answer
+//! (sealed) for the requester to read once. The requester never approves their own request.
+//! Of several daemons deciding at once, one carries it out (the status moves by
+//! compare-and-swap). Every step is audited.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::audit::Event;
+use crate::auth::Principal;
+use crate::catalog::approvals::{self, ApprovalRequest, Reviewer, Status};
+use crate::catalog::groups::Group;
+use crate::catalog::sobjects::Creator;
+use crate::catalog::{groups, new_id, sobjects};
+
+use super::extract::{Body, Caller, id};
+use super::model::{Time, time};
+use super::{ApiError, ApiResult, AppState};
+
+/// How long a request waits for its quorum (DSM's default).
+pub const EXPIRY_SECS: i64 = 30 * 86_400;
+
+/// Marks the internal request that carries out an approved operation.
+#[derive(Debug, Clone)]
+pub struct CarriesApproval(pub String);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRequestIn {
+    /// `POST`, `PATCH`, `PUT` or `DELETE`.
+    pub method: String,
+    /// The operation's path, e.g. `/crypto/v1/keys/rekey`.
+    pub operation: String,
+    /// The operation's JSON body.
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalRequestOut {
+    pub request_id: String,
+    pub acct_id: String,
+    /// `{"user": id}` or `{"app": id}`.
+    #[schema(value_type = Object)]
+    pub requester: Reviewer,
+    pub created_at: Time,
+    pub expiry: Time,
+    /// Whether it expired before its quorum was met.
+    pub expired: bool,
+    pub method: String,
+    pub operation: String,
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+    pub description: Option<String>,
+    /// `PENDING`, `APPROVED`, `DENIED` or `FAILED` (approved, but the operation was refused
+    /// when it ran).
+    pub status: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub approvers: Vec<Reviewer>,
+    #[schema(value_type = Option<Object>)]
+    pub denier: Option<Reviewer>,
+    pub denial_reason: Option<String>,
+    /// What the group's policy asks: who may review.
+    #[schema(value_type = Option<Object>)]
+    pub reviewers: Option<crate::catalog::approvals::QuorumPolicy>,
+    /// `[{"group": id}]`: whose policy decides.
+    #[schema(value_type = Vec<Object>)]
+    pub subjects: Vec<Value>,
+    pub result_viewed: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveIn {
+    /// The reviewer's password, when the policy requires it.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DenyIn {
+    pub reason: Option<String>,
+}
+
+/// DSM's `ApprovableResult`: what the operation answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultOut {
+    pub status: u16,
+    #[schema(value_type = Object)]
+    pub body: Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only requests of this status.
+    pub status: Option<String>,
+}
+
+/// A JSON body that may be left out.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        super::extract::parse_json(bytes)
+    }
+}
+
+fn reviewer(p: &Principal) -> Reviewer {
+    match p {
+        Principal::User { user_id, .. } => Reviewer::User(user_id.clone()),
+        Principal::App { app_id, .. } => Reviewer::App(app_id.clone()),
+    }
+}
+
+fn expired(r: &ApprovalRequest, now: i64) -> bool {
+    r.status == Status::Pending && now > r.expires_at
+}
+
+async fn out(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequestOut> {
+    let mut c = state.catalog.conn().await?;
+    let approvers = approvals::approvers(&mut c, &r.id).await?;
+    let group = groups::get(&mut c, &r.account_id, &r.group_id).await?;
+    Ok(ApprovalRequestOut {
+        request_id: r.id.clone(),
+        acct_id: r.account_id.clone(),
+        requester: r.requester.clone(),
+        created_at: time(r.created_at),
+        expiry: time(r.expires_at),
+        expired: expired(r, state.now()),
+        method: r.method.clone(),
+        operation: r.operation.clone(),
+        body: r.body.as_deref().and_then(|b| serde_json::from_str(b).ok()),
+        description: r.description.clone(),
+        status: r.status.as_str(),
+        approvers,
+        denier: r.denier.clone(),
+        denial_reason: r.denial_reason.clone(),
+        reviewers: group.and_then(|g| g.approval_policy.map(|p| p.policy)),
+        subjects: vec![json!({"group": r.group_id})],
+        result_viewed: r.result_viewed,
+    })
+}
+
+/// The group whose policy an operation needs: the group the path names, or the group of the
+/// key the path or body names (`kid`, `name`, or `key: {kid|name}`).
+async fn subject_group(
+    caller: &Caller,
+    state: &AppState,
+    req: &ApprovalRequestIn,
+) -> ApiResult<Group> {
+    let segments: Vec<&str> = req.operation.trim_matches('/').split('/').collect();
+    let mut c = state.catalog.conn().await?;
+    let account = caller.account();
+    let group_id = match segments.as_slice() {
+        ["sys", "v1", "groups", gid, ..] => Some(gid.to_string()),
+        ["crypto", "v1", "keys", kid, ..] if crate::catalog::is_id(kid) => {
+            sobjects::get(&mut c, account, kid)
+                .await?
+                .map(|o| o.group_id)
+        }
+        ["crypto", "v1", ..] => {
+            let body = req.body.as_ref();
+            let key = body.and_then(|b| b.get("key")).or(body);
+            let by_kid = key.and_then(|k| k.get("kid")).and_then(Value::as_str);
+            let by_name = key.and_then(|k| k.get("name")).and_then(Value::as_str);
+            match (by_kid, by_name) {
+                (Some(kid), _) => sobjects::get(&mut c, account, kid)
+                    .await?
+                    .map(|o| o.group_id),
+                (None, Some(name)) => sobjects::get_by_name(&mut c, account, name)
+                    .await?
+                    .map(|o| o.group_id),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let group = match group_id {
+        Some(g) => groups::get(&mut c, account, &g).await?,
+        None => None,
+    }
+    .filter(|g| caller.access.can_read_group(&g.id))
+    .ok_or_else(|| {
+        ApiError::field(
+            "operation",
+            "names no key or group of yours: give the operation's path and body as you would call it",
+        )
+    })?;
+    if group.approval_policy.is_none() {
+        return Err(ApiError::field(
+            "operation",
+            "the group has no approval policy: call the operation directly",
+        ));
+    }
+    Ok(group)
+}
+
+#[utoipa::path(post, path = "/sys/v1/approval_requests", tag = "approvals", request_body = ApprovalRequestIn,
+    responses((status = 201, body = ApprovalRequestOut), (status = 400, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Body(req): Body<ApprovalRequestIn>,
+) -> ApiResult<(StatusCode, Json<ApprovalRequestOut>)> {
+    let method = req.method.to_ascii_uppercase();
+    if !["POST", "PATCH", "PUT", "DELETE"].contains(&method.as_str()) {
+        return Err(ApiError::field("method", "POST, PATCH, PUT or DELETE"));
+    }
+    if !req.operation.starts_with('/') || req.operation.contains("approval_requests") {
+        return Err(ApiError::field(
+            "operation",
+            "an API path such as /crypto/v1/keys/rekey",
+        ));
+    }
+    let group = subject_group(&caller, &state, &req).await?;
+    let now = state.now();
+    let r = ApprovalRequest {
+        id: new_id(),
+        account_id: caller.account().to_string(),
+        requester: reviewer(caller.principal()),
+        created_at: now,
+        expires_at: now + EXPIRY_SECS,
+        method,
+        operation: req.operation.clone(),
+        body: req.body.as_ref().map(Value::to_string),
+        description: req.description.clone(),
+        group_id: group.id.clone(),
+        status: Status::Pending,
+        denier: None,
+        denial_reason: None,
+        result_status: None,
+        result_sealed: None,
+        result_viewed: false,
+    };
+    let mut tx = state.catalog.begin().await?;
+    approvals::insert(&mut tx, &r).await?;
+    Event::new(
+        Some(&r.account_id),
+        caller.principal(),
+        "approval_request.create",
+        now,
+    )
+    .object("approval_request", &r.id)
+    .details(json!({"method": r.method, "operation": r.operation, "group_id": r.group_id}))
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(out(&state, &r).await?)))
+}
+
+/// Whether the caller may see a request: its requester, its reviewers, and whoever reads the
+/// whole account.
+async fn visible(state: &AppState, caller: &Caller, r: &ApprovalRequest) -> ApiResult<bool> {
+    let me = reviewer(caller.principal());
+    if r.requester == me || caller.access.reads_whole_account() {
+        return Ok(true);
+    }
+    let group = state.group(caller.account(), &r.group_id).await?;
+    Ok(group
+        .and_then(|g| g.approval_policy.clone())
+        .is_some_and(|p| crate::quorum::names(&p.policy, &me)))
+}
+
+#[utoipa::path(get, path = "/sys/v1/approval_requests", tag = "approvals", params(ListQuery),
+    responses((status = 200, body = [ApprovalRequestOut])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ApprovalRequestOut>>> {
+    let status = match q.status.as_deref() {
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| ApiError::field("status", "PENDING, APPROVED, DENIED or FAILED"))?,
+        ),
+        None => None,
+    };
+    let all = {
+        let mut c = state.catalog.conn().await?;
+        approvals::list(&mut c, caller.account(), status).await?
+    };
+    let mut shown = Vec::new();
+    for r in &all {
+        if visible(&state, &caller, r).await? {
+            shown.push(out(&state, r).await?);
+        }
+    }
+    Ok(Json(shown))
+}
+
+async fn load(state: &AppState, caller: &Caller, request_id: &str) -> ApiResult<ApprovalRequest> {
+    id("approval request", request_id)?;
+    let mut c = state.catalog.conn().await?;
+    let r = approvals::get(&mut c, caller.account(), request_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no approval request {request_id}")))?;
+    drop(c);
+    if !visible(state, caller, &r).await? {
+        return Err(ApiError::NotFound(format!(
+            "no approval request {request_id}"
+        )));
+    }
+    Ok(r)
+}
+
+#[utoipa::path(get, path = "/sys/v1/approval_requests/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, body = ApprovalRequestOut), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+) -> ApiResult<Json<ApprovalRequestOut>> {
+    let r = load(&state, &caller, &request_id).await?;
+    Ok(Json(out(&state, &r).await?))
+}
+
+/// A pending request the caller may decide: named by the policy, not its requester, not
+/// expired.
+async fn decidable(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+) -> ApiResult<(ApprovalRequest, crate::catalog::approvals::QuorumPolicy)> {
+    let r = load(state, caller, request_id).await?;
+    if r.status != Status::Pending {
+        return Err(ApiError::Conflict(format!(
+            "the request is {}, not pending",
+            r.status.as_str()
+        )));
+    }
+    if expired(&r, state.now()) {
+        return Err(ApiError::Conflict("the request has expired".into()));
+    }
+    let me = reviewer(caller.principal());
+    if r.requester == me {
+        return Err(ApiError::Forbidden(
+            "no one approves or denies their own request".into(),
+        ));
+    }
+    let policy = state
+        .group(caller.account(), &r.group_id)
+        .await?
+        .and_then(|g| g.approval_policy.clone())
+        .ok_or_else(|| ApiError::Conflict("the group no longer has an approval policy".into()))?
+        .policy;
+    if !crate::quorum::names(&policy, &me) {
+        return Err(ApiError::Forbidden(
+            "the group's approval policy does not name you as a reviewer".into(),
+        ));
+    }
+    Ok((r, policy))
+}
+
+#[utoipa::path(post, path = "/sys/v1/approval_requests/{id}/approve", tag = "approvals", request_body = ApproveIn,
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, body = ApprovalRequestOut), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ApprovalRequestOut>> {
+    let ApproveIn { password } = optional_body(&body)?;
+    let (r, policy) = decidable(&state, &caller, &request_id).await?;
+    if crate::quorum::requires_password(&policy)
+        && let Principal::User { user_id, .. } = caller.principal()
+    {
+        let password = password.ok_or_else(|| {
+            ApiError::field("password", "the policy asks reviewers for their password")
+        })?;
+        let mut c = state.catalog.conn().await?;
+        let hash = crate::catalog::users::get(&mut c, user_id)
+            .await?
+            .map(|u| u.password_hash);
+        drop(c);
+        let ok = tokio::task::spawn_blocking(move || {
+            crate::auth::verify_password_or_dummy(hash.as_deref(), &password)
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return Err(ApiError::Forbidden("the password is not yours".into()));
+        }
+    }
+    let now = state.now();
+    let me = reviewer(caller.principal());
+    let mut tx = state.catalog.begin().await?;
+    approvals::vote(&mut tx, &r.id, &me, now).await?;
+    let approvers: Vec<Reviewer> = approvals::approvers(&mut tx, &r.id)
+        .await?
+        .into_iter()
+        .filter(|a| *a != r.requester)
+        .collect();
+    let met = crate::quorum::satisfied(&policy, &approvers);
+    let won = met && approvals::decide(&mut tx, &r.id, Status::Approved, None, None).await?;
+    Event::new(
+        Some(&r.account_id),
+        caller.principal(),
+        "approval_request.approve",
+        now,
+    )
+    .object("approval_request", &r.id)
+    .details(json!({"quorum_met": met}))
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    if won {
+        carry_out(&state, &r).await?;
+    }
+    Ok(Json(out(&state, &reload(&state, &r).await?).await?))
+}
+
+#[utoipa::path(post, path = "/sys/v1/approval_requests/{id}/deny", tag = "approvals", request_body = DenyIn,
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, body = ApprovalRequestOut), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn deny(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ApprovalRequestOut>> {
+    let DenyIn { reason } = optional_body(&body)?;
+    let (r, _) = decidable(&state, &caller, &request_id).await?;
+    let now = state.now();
+    let me = reviewer(caller.principal());
+    let mut tx = state.catalog.begin().await?;
+    if !approvals::decide(&mut tx, &r.id, Status::Denied, Some(&me), reason.as_deref()).await? {
+        return Err(ApiError::Conflict(
+            "the request was decided meanwhile".into(),
+        ));
+    }
+    Event::new(
+        Some(&r.account_id),
+        caller.principal(),
+        "approval_request.deny",
+        now,
+    )
+    .object("approval_request", &r.id)
+    .details(json!({"reason": reason}))
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(out(&state, &reload(&state, &r).await?).await?))
+}
+
+/// A request as it is now, for the reviewer who just decided it (whatever the operation
+/// changed, the group's policy included).
+async fn reload(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequest> {
+    let mut c = state.catalog.conn().await?;
+    approvals::get(&mut c, &r.account_id, &r.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no approval request {}", r.id)))
+}
+
+/// The requester reads what the approved operation answered, once.
+#[utoipa::path(post, path = "/sys/v1/approval_requests/{id}/result", tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, body = ResultOut), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn result(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+) -> ApiResult<Json<ResultOut>> {
+    let r = load(&state, &caller, &request_id).await?;
+    if r.requester != reviewer(caller.principal()) {
+        return Err(ApiError::Forbidden(
+            "only the requester reads the result".into(),
+        ));
+    }
+    let (Some(status), Some(sealed)) = (r.result_status, &r.result_sealed) else {
+        return Err(ApiError::Conflict(format!(
+            "the request is {}: there is no result",
+            r.status.as_str()
+        )));
+    };
+    let mut tx = state.catalog.begin().await?;
+    if !approvals::mark_viewed(&mut tx, &r.id).await? {
+        return Err(ApiError::Conflict(
+            "the result has been read already".into(),
+        ));
+    }
+    Event::new(
+        Some(&r.account_id),
+        caller.principal(),
+        "approval_request.result",
+        state.now(),
+    )
+    .object("approval_request", &r.id)
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    let body = state
+        .catalog
+        .open_sealed(&approvals::result_context(&r.id), sealed)?;
+    Ok(Json(ResultOut {
+        status: status as u16,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    }))
+}
+
+/// The requester withdraws a pending request.
+#[utoipa::path(delete, path = "/sys/v1/approval_requests/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 204), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn withdraw(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(request_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let r = load(&state, &caller, &request_id).await?;
+    if r.requester != reviewer(caller.principal()) {
+        return Err(ApiError::Forbidden(
+            "only the requester withdraws a request".into(),
+        ));
+    }
+    let mut tx = state.catalog.begin().await?;
+    // Withdrawn only while pending: moved to DENIED by the requester, then removed.
+    if !approvals::decide(
+        &mut tx,
+        &r.id,
+        Status::Denied,
+        Some(&r.requester),
+        Some("withdrawn"),
+    )
+    .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "the request is {}: it can no longer be withdrawn",
+            r.status.as_str()
+        )));
+    }
+    approvals::delete(&mut tx, &r.id).await?;
+    Event::new(
+        Some(&r.account_id),
+        caller.principal(),
+        "approval_request.withdraw",
+        state.now(),
+    )
+    .object("approval_request", &r.id)
+    .write(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Carries out an approved request as its requester (their rights as they are now), through
+/// the API itself, and keeps the answer sealed. A requester who lost access, or an operation
+/// refused when it ran, leaves the request FAILED with the refusal as its result.
+async fn carry_out(state: &Arc<AppState>, r: &ApprovalRequest) -> ApiResult<()> {
+    let who = match &r.requester {
+        Reviewer::User(id) => Creator::User(id.clone()),
+        Reviewer::App(id) => Creator::App(id.clone()),
+    };
+    let access = {
+        let mut c = state.catalog.conn().await?;
+        crate::auth::access::load(&mut c, &r.account_id, &who).await?
+    };
+    let (status, body) = match access {
+        None => (
+            StatusCode::FORBIDDEN,
+            json!({"code": "Forbidden", "message": "the requester no longer belongs to the account"}),
+        ),
+        Some(access) => {
+            let (token, _) = state
+                .sessions
+                .create(access.principal.clone(), Some(r.account_id.clone()), None)
+                .await?;
+            let method = Method::from_bytes(r.method.as_bytes())
+                .map_err(|_| ApiError::Internal(format!("stored method {}", r.method)))?;
+            let mut request = Request::builder()
+                .method(method)
+                .uri(&r.operation)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(HttpBody::from(r.body.clone().unwrap_or_default()))
+                .map_err(|e| ApiError::Internal(format!("replaying the request: {e}")))?;
+            request
+                .extensions_mut()
+                .insert(CarriesApproval(r.id.clone()));
+            let answer = super::router(state.clone(), axum::Router::new())
+                .oneshot(request)
+                .await
+                .map_err(|e| ApiError::Internal(format!("replaying the request: {e}")))?;
+            let status = answer.status();
+            let bytes = axum::body::to_bytes(answer.into_body(), 16 * 1024 * 1024)
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading the answer: {e}")))?;
+            state.sessions.terminate(&token).await?;
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            (status, body)
+        }
+    };
+    let ok = status.is_success();
+    let sealed = state.catalog.seal(
+        &approvals::result_context(&r.id),
+        body.to_string().as_bytes(),
+    );
+    let now = state.now();
+    let mut tx = state.catalog.begin().await?;
+    approvals::set_result(
+        &mut tx,
+        &r.id,
+        if ok { Status::Approved } else { Status::Failed },
+        status.as_u16() as i64,
+        &sealed,
+    )
+    .await?;
+    let principal = match &r.requester {
+        Reviewer::User(id) => Principal::User {
+            user_id: id.clone(),
+            email: String::new(),
+        },
+        Reviewer::App(id) => Principal::App {
+            app_id: id.clone(),
+            name: String::new(),
+        },
+    };
+    let event = Event::new(
+        Some(&r.account_id),
+        &principal,
+        "approval_request.execute",
+        now,
+    )
+    .object("approval_request", &r.id)
+    .details(json!({"method": r.method, "operation": r.operation, "status": status.as_u16()}));
+    let event = if ok {
+        event
+    } else {
+        event.outcome(
+            "failure",
+            format!("the operation answered {}", status.as_u16()),
+        )
+    };
+    event.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Quorum approval (catalog version 12): the policies of groups in DSM's shape
+//! (`GroupApprovalPolicy`: a `QuorumPolicy` tree and what it protects), and approval requests
+//! with their reviewers' votes. A request's result may hold secrets (an exported key, a
+//! decrypted plaintext): it is stored sealed.
+
+use serde::{Deserialize, Serialize};
+
+use super::db::{self, Row};
+use super::{CatalogError, Conn, Result};
+
+/// DSM's `QuorumPolicy`: exactly one of a quorum of members (themselves policies), a user, or
+/// an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumPolicy {
+    Quorum(Quorum),
+    User(String),
+    App(String),
+}
+
+/// `n` of `members` must approve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quorum {
+    pub n: u32,
+    pub members: Vec<QuorumPolicy>,
+    /// Reviewers who are users give their password again to approve.
+    #[serde(default)]
+    pub require_password: bool,
+}
+
+/// What a group's approval policy protects (DSM's `QuorumGroupPermissions`, the ones that
+/// name operations Keyward has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protected {
+    RotateSobjects,
+    /// Revoke, compromise and deactivate.
+    RevokeSobjects,
+    ActivateSobjects,
+    DestroySobjects,
+    DeleteSobjects,
+    /// Purge an HSM key's material.
+    DeleteKeyMaterial,
+    UpdateSobjectsProfile,
+    UpdateSobjectsEnabledState,
+    UpdateKeyOps,
+    ExportSobjects,
+}
+
+/// DSM's `GroupApprovalPolicy`: the policy tree, and what it protects in the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupApprovalPolicy {
+    #[serde(flatten)]
+    pub policy: QuorumPolicy,
+    #[serde(default)]
+    pub protect_permissions: Vec<Protected>,
+    /// Every cryptographic operation with the group's keys needs approval.
+    #[serde(default)]
+    pub protect_crypto_operations: bool,
+}
+
+/// DSM's `ApprovalStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Approved => "APPROVED",
+            Status::Denied => "DENIED",
+            Status::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Approved,
+            Status::Denied,
+            Status::Failed,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A user or an application, as the catalog names principals (`user`/`app`, id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reviewer {
+    User(String),
+    App(String),
+}
+
+impl Reviewer {
+    pub fn id(&self) -> &str {
+        match self {
+            Reviewer::User(id) | Reviewer::App(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub account_id: String,
+    pub requester: Reviewer,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The HTTP method and path of the operation, and its JSON body.
+    pub method: String,
+    pub operation: String,
+    pub body: Option<String>,
+    pub description: Option<String>,
+    /// The group whose policy the operation needs.
+    pub group_id: String,
+    pub status: Status,
+    pub denier: Option<Reviewer>,
+    pub denial_reason: Option<String>,
+    /// The operation's HTTP status and sealed JSON answer, once it ran.
+    pub result_status: Option<i64>,
+    pub result_sealed: Option<Vec<u8>>,
+    pub result_viewed: bool,
+}
+
+/// The sealing context of a request's result.
+pub fn result_context(id: &str) -> String {
+    format!("approval_request:{id}:result")
+}
+
+fn reviewer_of(kind: &str, id: String) -> Result<Reviewer> {
+    match kind {
+        "user" => Ok(Reviewer::User(id)),
+        "app" => Ok(Reviewer::App(id)),
+        other => Err(CatalogError::Corrupt(format!("principal kind '{other}'"))),
+    }
+}
+
+fn kind_of(r: &Reviewer) -> &'static str {
+    match r {
+        Reviewer::User(_) => "user",
+        Reviewer::App(_) => "app",
+    }
+}
+
+fn from_row(r: &Row) -> Result<ApprovalRequest> {
+    let status: String = r.get("status");
+    let requester_kind: String = r.get("requester_kind");
+    let denier_kind: Option<String> = r.get("denier_kind");
+    let denier_id: Option<String> = r.get("denier_id");
+    Ok(ApprovalRequest {
+        id: r.get("id"),
+        account_id: r.get("account_id"),
+        requester: reviewer_of(&requester_kind, r.get("requester_id"))?,
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        method: r.get("method"),
+        operation: r.get("operation"),
+        body: r.get("body"),
+        description: r.get("description"),
+        group_id: r.get("group_id"),
+        status: Status::parse(&status)
+            .ok_or_else(|| CatalogError::Corrupt(format!("approval status '{status}'")))?,
+        denier: match (denier_kind, denier_id) {
+            (Some(k), Some(id)) => Some(reviewer_of(&k, id)?),
+            _ => None,
+        },
+        denial_reason: r.get("denial_reason"),
+        result_status: r.get("result_status"),
+        result_sealed: r.get("result_sealed"),
+        result_viewed: r.get("result_viewed"),
+    })
+}
+
+pub async fn insert(c: &mut Conn, a: &ApprovalRequest) -> Result<()> {
+    db::query(
+        "INSERT INTO approval_requests (id, account_id, requester_kind, requester_id, created_at, expires_at, method, operation,
+                                        body, description, group_id, status, result_viewed)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.id)
+    .bind(&a.account_id)
+    .bind(kind_of(&a.requester))
+    .bind(a.requester.id())
+    .bind(a.created_at)
+    .bind(a.expires_at)
+    .bind(&a.method)
+    .bind(&a.operation)
+    .bind(&a.body)
+    .bind(&a.description)
+    .bind(&a.group_id)
+    .bind(a.status.as_str())
+    .bind(a.result_viewed)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A request of `account`.
+pub async fn get(c: &mut Conn, account: &str, id: &str) -> Result<Option<ApprovalRequest>> {
+    db::query("SELECT * FROM approval_requests WHERE id = ? AND account_id = ?")
+        .bind(id)
+        .bind(account)
+        .fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The requests of `account`, newest first, optionally of one status.
+pub async fn list(
+    c: &mut Conn,
+    account: &str,
+    status: Option<Status>,
+) -> Result<Vec<ApprovalRequest>> {
+    let rows = match status {
+        Some(s) => {
+            db::query("SELECT * FROM approval_requests WHERE account_id = ? AND status = ? ORDER BY created_at DESC, id")
+                .bind(account)
+                .bind(s.as_str())
+                .fetch_all(c)
+                .await?
+        }
+        None => {
+            db::query(
+                "SELECT * FROM approval_requests WHERE account_id = ? ORDER BY created_at DESC, id",
+            )
+            .bind(account)
+            .fetch_all(c)
+            .await?
+        }
+    };
+    rows.iter().map(from_row).collect()
+}
+
+/// Records a reviewer's approval; false when they had approved already.
+pub async fn vote(c: &mut Conn, id: &str, who: &Reviewer, at: i64) -> Result<bool> {
+    Ok(db::query(
+        "INSERT INTO approval_votes (request_id, principal_kind, principal_id, at) VALUES (?, ?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(kind_of(who))
+    .bind(who.id())
+    .bind(at)
+    .execute(c)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Who approved a request, in order.
+pub async fn approvers(c: &mut Conn, id: &str) -> Result<Vec<Reviewer>> {
+    let rows = db::query(
+        "SELECT principal_kind, principal_id FROM approval_votes WHERE request_id = ? ORDER BY at, principal_id",
+    )
+    .bind(id)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.get("principal_kind");
+            reviewer_of(&kind, r.get("principal_id"))
+        })
+        .collect()
+}
+
+/// Moves a pending request to `status` (compare-and-swap: of several daemons deciding at
+/// once, one wins); false when it was no longer pending.
+pub async fn decide(
+    c: &mut Conn,
+    id: &str,
+    status: Status,
+    denier: Option<&Reviewer>,
+    reason: Option<&str>,
+) -> Result<bool> {
+    Ok(db::query(
+        "UPDATE approval_requests SET status = ?, denier_kind = ?, denier_id = ?, denial_reason = ?
+         WHERE id = ? AND status = 'PENDING'",
+    )
+    .bind(status.as_str())
+    .bind(denier.map(kind_of))
+    .bind(denier.map(|d| d.id().to_string()))
+    .bind(reason)
+    .bind(id)
+    .execute(c)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Stores what the approved operation answered (sealed), and FAILED when it was refused.
+pub async fn set_result(
+    c: &mut Conn,
+    id: &str,
+    status: Status,
+    http_status: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    db::query(
+        "UPDATE approval_requests SET status = ?, result_status = ?, result_sealed = ? WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(http_status)
+    .bind(sealed)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Marks the result read; false when it had been (a result is read once).
+pub async fn mark_viewed(c: &mut Conn, id: &str) -> Result<bool> {
+    Ok(db::query(
+        "UPDATE approval_requests SET result_viewed = ? WHERE id = ? AND NOT result_viewed AND result_status IS NOT NULL",
+    )
+    .bind(true)
+    .bind(id)
+    .execute(c)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn delete(c: &mut Conn, id: &str) -> Result<()> {
+    db::query("DELETE FROM approval_requests WHERE id = ?")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}

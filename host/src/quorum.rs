@@ -1,0 +1,191 @@
+//! Quorum approval rules, as pure functions over DSM's shapes (`catalog::approvals`): whether
+//! a policy is well formed, whether the approvals given satisfy it, who may review, and
+//! whether a group's policy protects an operation. The key service asks [`required`] before
+//! each protected change; the approval requests (`api::approvals`) use the rest.
+//!
+//! | policy                              | satisfied by                                 |
+//! |-------------------------------------|----------------------------------------------|
+//! | `{"user": id}` / `{"app": id}`      | that principal's approval                    |
+//! | `{"quorum": {n, members}}`          | `n` of the members satisfied (members nest)  |
+//!
+//! A requester never counts for their own request.
+
+use crate::catalog::approvals::{GroupApprovalPolicy, Protected, QuorumPolicy, Reviewer};
+
+/// The deepest nesting of quorums accepted.
+const MAX_DEPTH: usize = 4;
+/// The most members one quorum may have.
+const MAX_MEMBERS: usize = 32;
+
+/// Whether a policy is usable: each quorum has members, `1 <= n <= members`, ids are ids.
+pub fn check(policy: &QuorumPolicy) -> Result<(), String> {
+    fn walk(p: &QuorumPolicy, depth: usize) -> Result<(), String> {
+        match p {
+            QuorumPolicy::User(id) | QuorumPolicy::App(id) => {
+                if crate::catalog::is_id(id) {
+                    Ok(())
+                } else {
+                    Err(format!("'{id}' is not a user or application id"))
+                }
+            }
+            QuorumPolicy::Quorum(q) => {
+                if depth >= MAX_DEPTH {
+                    return Err(format!("quorums nest at most {MAX_DEPTH} deep"));
+                }
+                if q.members.is_empty() || q.members.len() > MAX_MEMBERS {
+                    return Err(format!("a quorum has 1 to {MAX_MEMBERS} members"));
+                }
+                if q.n == 0 || q.n as usize > q.members.len() {
+                    return Err(format!(
+                        "n must be between 1 and the number of members ({})",
+                        q.members.len()
+                    ));
+                }
+                q.members.iter().try_for_each(|m| walk(m, depth + 1))
+            }
+        }
+    }
+    walk(policy, 0)
+}
+
+/// Whether `approvers` satisfy `policy` (the requester excluded by the caller).
+pub fn satisfied(policy: &QuorumPolicy, approvers: &[Reviewer]) -> bool {
+    match policy {
+        QuorumPolicy::User(id) => approvers
+            .iter()
+            .any(|a| matches!(a, Reviewer::User(u) if u == id)),
+        QuorumPolicy::App(id) => approvers
+            .iter()
+            .any(|a| matches!(a, Reviewer::App(x) if x == id)),
+        QuorumPolicy::Quorum(q) => {
+            q.members.iter().filter(|m| satisfied(m, approvers)).count() >= q.n as usize
+        }
+    }
+}
+
+/// Whether `who` is named anywhere in the policy (only they review).
+pub fn names(policy: &QuorumPolicy, who: &Reviewer) -> bool {
+    match policy {
+        QuorumPolicy::Quorum(q) => q.members.iter().any(|m| names(m, who)),
+        _ => satisfied(policy, std::slice::from_ref(who)),
+    }
+}
+
+/// Whether the policy asks reviewers who are users for their password.
+pub fn requires_password(policy: &QuorumPolicy) -> bool {
+    match policy {
+        QuorumPolicy::Quorum(q) => q.require_password || q.members.iter().any(requires_password),
+        _ => false,
+    }
+}
+
+/// What an operation on a group's keys needs: approval when the group's policy protects it.
+/// `None` for a cryptographic operation's check is `protect_crypto_operations`.
+pub fn required(policy: Option<&GroupApprovalPolicy>, what: Option<Protected>) -> bool {
+    let Some(p) = policy else {
+        return false;
+    };
+    match what {
+        Some(op) => p.protect_permissions.contains(&op),
+        None => p.protect_crypto_operations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::approvals::Quorum;
+
+    const A: &str = "00000000-0000-4000-8000-00000000000a";
+    const B: &str = "00000000-0000-4000-8000-00000000000b";
+    const C: &str = "00000000-0000-4000-8000-00000000000c";
+
+    fn two_of_three() -> QuorumPolicy {
+        QuorumPolicy::Quorum(Quorum {
+            n: 2,
+            members: vec![
+                QuorumPolicy::User(A.into()),
+                QuorumPolicy::User(B.into()),
+                QuorumPolicy::App(C.into()),
+            ],
+            require_password: false,
+        })
+    }
+
+    #[test]
+    fn n_of_the_members_satisfy_a_quorum_and_nobody_else_counts() {
+        let p = two_of_three();
+        assert!(check(&p).is_ok());
+        assert!(!satisfied(&p, &[Reviewer::User(A.into())]));
+        assert!(satisfied(
+            &p,
+            &[Reviewer::User(A.into()), Reviewer::App(C.into())]
+        ));
+        // A user with the application's id is not the application.
+        assert!(!satisfied(
+            &p,
+            &[Reviewer::User(A.into()), Reviewer::User(C.into())]
+        ));
+        assert!(names(&p, &Reviewer::User(B.into())));
+        assert!(!names(&p, &Reviewer::App(A.into())));
+    }
+
+    #[test]
+    fn nested_quorums_and_bad_policies() {
+        let nested = QuorumPolicy::Quorum(Quorum {
+            n: 2,
+            members: vec![two_of_three(), QuorumPolicy::User(C.into())],
+            require_password: true,
+        });
+        assert!(check(&nested).is_ok());
+        assert!(requires_password(&nested));
+        assert!(!satisfied(
+            &nested,
+            &[Reviewer::User(A.into()), Reviewer::User(B.into())]
+        ));
+        assert!(satisfied(
+            &nested,
+            &[
+                Reviewer::User(A.into()),
+                Reviewer::User(B.into()),
+                Reviewer::User(C.into())
+            ]
+        ));
+        for bad in [
+            QuorumPolicy::Quorum(Quorum {
+                n: 0,
+                members: vec![QuorumPolicy::User(A.into())],
+                require_password: false,
+            }),
+            QuorumPolicy::Quorum(Quorum {
+                n: 2,
+                members: vec![QuorumPolicy::User(A.into())],
+                require_password: false,
+            }),
+            QuorumPolicy::Quorum(Quorum {
+                n: 1,
+                members: vec![],
+                require_password: false,
+            }),
+            QuorumPolicy::User("alice".into()),
+        ] {
+            assert!(check(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dsm_json_reads_as_the_policy() {
+        let gp: GroupApprovalPolicy = serde_json::from_value(serde_json::json!({
+            "quorum": {"n": 1, "members": [{"user": A}]},
+            "protect_permissions": ["ROTATE_SOBJECTS", "EXPORT_SOBJECTS"],
+            "protect_crypto_operations": true
+        }))
+        .unwrap();
+        assert!(required(Some(&gp), Some(Protected::RotateSobjects)));
+        assert!(!required(Some(&gp), Some(Protected::DeleteSobjects)));
+        assert!(required(Some(&gp), None));
+        assert!(!required(None, None));
+        let back = serde_json::to_value(&gp).unwrap();
+        assert_eq!(back["quorum"]["members"][0]["user"], A);
+    }
+}
