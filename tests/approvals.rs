@@ -42,7 +42,12 @@ async fn user(d: &TestDaemon, admin: &Api, email: &str, group: &str) -> (String,
 /// reviewers protecting rotation, destruction, export, key operations, deletion and
 /// cryptography.
 async fn world() -> World {
-    let d = TestDaemon::start_with(|c| c.session_lifetime_secs = 400 * 86_400).await;
+    let d = TestDaemon::start_with(|c| {
+        c.session_lifetime_secs = 400 * 86_400;
+        c.scheduler.enabled = false;
+        c.cache_ttl_secs = 1;
+    })
+    .await;
     let admin = d.bootstrap().await;
     let group = admin.create_group("vault", json!({})).await;
     let mut reviewers = vec![];
@@ -462,5 +467,67 @@ async fn the_policy_changes_only_with_its_quorum_and_names_real_reviewers() {
             .await;
         assert_eq!(s, 400, "{bad}: {b}");
     }
+    w.d.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_rotation_of_a_protected_key_asks_and_rotates_once_approved() {
+    let w = world().await;
+    let admin = &w.admin;
+    // The daily policy was set before the group's approval policy: setting it needs none.
+    let daily = admin
+        .create_key(
+            json!({"name": "daily", "group_id": w.group, "obj_type": "AES", "key_size": 256,
+            "rotation_policy": {"interval_days": 1}}),
+        )
+        .await;
+    let kid = daily["kid"].as_str().unwrap();
+    w.d.clock.advance(86_400 + 60);
+    w.d.state.scheduler.tick().await.unwrap();
+    assert_eq!(
+        kid_of(admin, "daily").await,
+        kid,
+        "not rotated without approval"
+    );
+    let pending = w.reviewers[0]
+        .1
+        .ok(
+            Method::GET,
+            "/sys/v1/approval_requests?status=PENDING",
+            None,
+        )
+        .await;
+    let asked: Vec<&Value> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "/crypto/v1/keys/rekey" && r["body"]["kid"] == kid)
+        .collect();
+    assert_eq!(asked.len(), 1, "{pending}");
+    let id = asked[0]["request_id"].as_str().unwrap().to_string();
+    // The next fire does not ask again while the request waits.
+    w.d.clock.advance(86_400);
+    w.d.state.scheduler.tick().await.unwrap();
+    let again = w.reviewers[0]
+        .1
+        .ok(
+            Method::GET,
+            "/sys/v1/approval_requests?status=PENDING",
+            None,
+        )
+        .await;
+    assert_eq!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["body"]["kid"] == kid)
+            .count(),
+        1
+    );
+    decide(&w.reviewers[0].1, &id, "approve", json!({})).await;
+    let (s, b) = decide(&w.reviewers[1].1, &id, "approve", json!({})).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("APPROVED")), "{b}");
+    assert_ne!(kid_of(admin, "daily").await, kid, "rotated once approved");
     w.d.stop().await;
 }

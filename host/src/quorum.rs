@@ -8,9 +8,14 @@
 //! | `{"user": id}` / `{"app": id}`      | that principal's approval                    |
 //! | `{"quorum": {n, members}}`          | `n` of the members satisfied (members nest)  |
 //!
-//! A requester never counts for their own request.
+//! A requester never counts for their own request. [`ask`] writes a new request, for the API
+//! and for scheduled work alike.
 
-use crate::catalog::approvals::{GroupApprovalPolicy, Protected, QuorumPolicy, Reviewer};
+use crate::audit::Event;
+use crate::catalog::approvals::{
+    self, ApprovalRequest, GroupApprovalPolicy, Protected, QuorumPolicy, Reviewer,
+};
+use crate::catalog::{CatalogError, Conn, notifications};
 
 /// The deepest nesting of quorums accepted.
 const MAX_DEPTH: usize = 4;
@@ -89,6 +94,26 @@ pub fn required(policy: Option<&GroupApprovalPolicy>, what: Option<Protected>) -
         Some(op) => p.protect_permissions.contains(&op),
         None => p.protect_crypto_operations,
     }
+}
+
+/// Writes a new request with its audit event and its `approval.requested` notification.
+pub async fn ask(c: &mut Conn, r: &ApprovalRequest, event: Event) -> Result<(), CatalogError> {
+    approvals::insert(c, r).await?;
+    event
+        .object("approval_request", &r.id)
+        .details(serde_json::json!({"method": r.method, "operation": r.operation, "group_id": r.group_id}))
+        .write(c)
+        .await?;
+    notifications::enqueue(
+        c,
+        &r.account_id,
+        notifications::EventType::ApprovalRequested,
+        &serde_json::json!({"request_id": r.id, "group_id": r.group_id, "method": r.method,
+            "operation": r.operation, "description": r.description}),
+        r.created_at,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

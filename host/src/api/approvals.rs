@@ -22,15 +22,13 @@ use crate::audit::Event;
 use crate::auth::Principal;
 use crate::catalog::approvals::{self, ApprovalRequest, Reviewer, Status};
 use crate::catalog::groups::Group;
+use crate::catalog::notifications::{self, EventType};
 use crate::catalog::sobjects::Creator;
-use crate::catalog::{groups, new_id, sobjects};
+use crate::catalog::{groups, sobjects};
 
 use super::extract::{Body, Caller, id};
 use super::model::{Time, time};
 use super::{ApiError, ApiResult, AppState};
-
-/// How long a request waits for its quorum (DSM's default).
-pub const EXPIRY_SECS: i64 = 30 * 86_400;
 
 /// Marks the internal request that carries out an approved operation.
 #[derive(Debug, Clone)]
@@ -228,36 +226,24 @@ pub async fn create(
     }
     let group = subject_group(&caller, &state, &req).await?;
     let now = state.now();
-    let r = ApprovalRequest {
-        id: new_id(),
-        account_id: caller.account().to_string(),
-        requester: reviewer(caller.principal()),
-        created_at: now,
-        expires_at: now + EXPIRY_SECS,
-        method,
-        operation: req.operation.clone(),
-        body: req.body.as_ref().map(Value::to_string),
-        description: req.description.clone(),
-        group_id: group.id.clone(),
-        status: Status::Pending,
-        denier: None,
-        denial_reason: None,
-        result_status: None,
-        result_sealed: None,
-        result_viewed: false,
-    };
+    let r = ApprovalRequest::new(
+        caller.account(),
+        reviewer(caller.principal()),
+        &group.id,
+        &method,
+        &req.operation,
+        req.body.as_ref().map(Value::to_string),
+        req.description.clone(),
+        now,
+    );
     let mut tx = state.catalog.begin().await?;
-    approvals::insert(&mut tx, &r).await?;
-    Event::new(
+    let event = Event::new(
         Some(&r.account_id),
         caller.principal(),
         "approval_request.create",
         now,
-    )
-    .object("approval_request", &r.id)
-    .details(json!({"method": r.method, "operation": r.operation, "group_id": r.group_id}))
-    .write(&mut tx)
-    .await?;
+    );
+    crate::quorum::ask(&mut tx, &r, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out(&state, &r).await?)))
 }
@@ -408,6 +394,9 @@ pub async fn approve(
         .collect();
     let met = crate::quorum::satisfied(&policy, &approvers);
     let won = met && approvals::decide(&mut tx, &r.id, Status::Approved, None, None).await?;
+    if won {
+        decided(&mut tx, &r, Status::Approved, now).await?;
+    }
     Event::new(
         Some(&r.account_id),
         caller.principal(),
@@ -444,6 +433,7 @@ pub async fn deny(
             "the request was decided meanwhile".into(),
         ));
     }
+    decided(&mut tx, &r, Status::Denied, now).await?;
     Event::new(
         Some(&r.account_id),
         caller.principal(),
@@ -456,6 +446,25 @@ pub async fn deny(
     .await?;
     tx.commit().await?;
     Ok(Json(out(&state, &reload(&state, &r).await?).await?))
+}
+
+/// Tells the notification endpoints (the requester's systems) that a request was decided.
+async fn decided(
+    c: &mut crate::catalog::Conn,
+    r: &ApprovalRequest,
+    status: Status,
+    now: i64,
+) -> ApiResult<()> {
+    notifications::enqueue(
+        c,
+        &r.account_id,
+        EventType::ApprovalDecided,
+        &json!({"request_id": r.id, "group_id": r.group_id, "status": status.as_str(),
+            "requester": r.requester, "operation": r.operation}),
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// A request as it is now, for the reviewer who just decided it (whatever the operation

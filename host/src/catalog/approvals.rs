@@ -131,6 +131,43 @@ pub struct ApprovalRequest {
     pub result_viewed: bool,
 }
 
+/// How long a request waits for its quorum (DSM's default).
+pub const EXPIRY_SECS: i64 = 30 * 86_400;
+
+impl ApprovalRequest {
+    /// A new pending request of `requester` for an operation under `group_id`'s policy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        account_id: &str,
+        requester: Reviewer,
+        group_id: &str,
+        method: &str,
+        operation: &str,
+        body: Option<String>,
+        description: Option<String>,
+        now: i64,
+    ) -> ApprovalRequest {
+        ApprovalRequest {
+            id: super::new_id(),
+            account_id: account_id.to_string(),
+            requester,
+            created_at: now,
+            expires_at: now + EXPIRY_SECS,
+            method: method.to_string(),
+            operation: operation.to_string(),
+            body,
+            description,
+            group_id: group_id.to_string(),
+            status: Status::Pending,
+            denier: None,
+            denial_reason: None,
+            result_status: None,
+            result_sealed: None,
+            result_viewed: false,
+        }
+    }
+}
+
 /// The sealing context of a request's result.
 pub fn result_context(id: &str) -> String {
     format!("approval_request:{id}:result")

@@ -25,10 +25,14 @@ pub enum EventType {
     Drift,
     /// An application's client certificate (or trusted CA) expires in 30 or 7 days.
     AppCertNearExpiry,
+    /// An approval request waits for its reviewers.
+    ApprovalRequested,
+    /// An approval request was approved (and carried out) or denied.
+    ApprovalDecided,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::Rotated,
         EventType::RotationFailed,
         EventType::NearExpiry,
@@ -38,6 +42,8 @@ impl EventType {
         EventType::Purged,
         EventType::Drift,
         EventType::AppCertNearExpiry,
+        EventType::ApprovalRequested,
+        EventType::ApprovalDecided,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +57,8 @@ impl EventType {
             EventType::Purged => "key.purged",
             EventType::Drift => "key.drift",
             EventType::AppCertNearExpiry => "app.cert_near_expiry",
+            EventType::ApprovalRequested => "approval.requested",
+            EventType::ApprovalDecided => "approval.decided",
         }
     }
 

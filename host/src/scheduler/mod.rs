@@ -28,6 +28,7 @@ use serde_json::json;
 
 use crate::audit::Event;
 use crate::auth;
+use crate::catalog::approvals::{self, ApprovalRequest, Reviewer, Status};
 use crate::catalog::apps;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation;
@@ -367,6 +368,20 @@ impl Scheduler {
                 }
                 Attempt::Done(None)
             }
+            // The group's quorum protects rotation: the fire asks for approval as the policy's
+            // owner would, and the rotation runs when the quorum approves.
+            Err(KeyError::ApprovalRequired) => match self
+                .ask_for_rotation(
+                    account,
+                    &key,
+                    &policy.owner,
+                    policy.policy.deactivate_rotated_key,
+                )
+                .await
+            {
+                Ok(()) => Attempt::Done(None),
+                Err(e) => failed(e.to_string(), false),
+            },
             Err(e) => {
                 let permanent = matches!(
                     e,
@@ -391,6 +406,46 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// An approval request for a scheduled rotation, unless one is pending already.
+    async fn ask_for_rotation(
+        &self,
+        account: &str,
+        key: &sobjects::SObject,
+        owner: &Creator,
+        deactivate: bool,
+    ) -> Result<(), CatalogError> {
+        let requester = match owner {
+            Creator::User(id) => Reviewer::User(id.clone()),
+            Creator::App(id) => Reviewer::App(id.clone()),
+            Creator::System(_) => return Ok(()),
+        };
+        let body = json!({"kid": key.kid, "deactivate_rotated_key": deactivate}).to_string();
+        let now = self.clock.now();
+        let mut tx = self.catalog.begin().await?;
+        let pending = approvals::list(&mut tx, account, Some(Status::Pending)).await?;
+        if pending.iter().any(|r| {
+            r.operation == "/crypto/v1/keys/rekey"
+                && r.body.as_deref() == Some(&body)
+                && now <= r.expires_at
+        }) {
+            return Ok(());
+        }
+        let r = ApprovalRequest::new(
+            account,
+            requester,
+            &key.group_id,
+            "POST",
+            "/crypto/v1/keys/rekey",
+            Some(body),
+            Some(format!("scheduled rotation of {}", key.name)),
+            now,
+        );
+        let event = Event::system(Some(account), "scheduler", "approval_request.create", now);
+        crate::quorum::ask(&mut tx, &r, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A cron job's run; `true` when it succeeded.
