@@ -2,6 +2,7 @@
 //! client against a running daemon (the demo set-up, with its emulated Managed HSM): every
 //! command family here, the flows of FLOWS.md that need more than one command in `flows.rs`.
 
+mod approvals;
 mod certs;
 mod flows;
 mod support;

@@ -68,6 +68,35 @@ pub enum GroupCmd {
     /// Delete an empty group.
     #[command(after_help = "Example:\n  keyward groups delete 3f0c…")]
     Delete { id: String },
+    /// Set the group's quorum approval policy: N of the reviewers approve the operations it
+    /// protects. Once set, changing it needs its quorum (`keyward approvals request`).
+    #[command(
+        after_help = "Example:\n  keyward groups set-approval-policy 3f0c… --n 2 --user 1a2b… --user 3c4d… --user 5e6f… --protect ROTATE_SOBJECTS --protect EXPORT_SOBJECTS --crypto"
+    )]
+    SetApprovalPolicy {
+        id: String,
+        /// How many of the reviewers must approve.
+        #[arg(long)]
+        n: u32,
+        /// A user who reviews (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// An application that reviews (repeatable).
+        #[arg(long = "app")]
+        apps: Vec<String>,
+        /// What needs approval (DSM's names): ROTATE_SOBJECTS, REVOKE_SOBJECTS,
+        /// ACTIVATE_SOBJECTS, DESTROY_SOBJECTS, DELETE_SOBJECTS, DELETE_KEY_MATERIAL,
+        /// UPDATE_SOBJECTS_PROFILE, UPDATE_SOBJECTS_ENABLED_STATE, UPDATE_KEY_OPS,
+        /// EXPORT_SOBJECTS. Repeatable.
+        #[arg(long = "protect")]
+        protect: Vec<String>,
+        /// Cryptographic operations with the group's keys need approval too.
+        #[arg(long)]
+        crypto: bool,
+        /// Reviewers who are users give their password again to approve.
+        #[arg(long)]
+        require_password: bool,
+    },
 }
 
 /// Settings of a link to an Azure Managed HSM or Key Vault vault; those not given stay as
@@ -238,6 +267,33 @@ impl GroupCmd {
             GroupCmd::Delete { id } => {
                 ctx.delete(&format!("/sys/v1/groups/{}", seg(&id))).await?;
                 Ok(Shown::object(json!({"group_id": id, "deleted": true})))
+            }
+            GroupCmd::SetApprovalPolicy {
+                id,
+                n,
+                users,
+                apps,
+                protect,
+                crypto,
+                require_password,
+            } => {
+                let members: Vec<Value> = users
+                    .iter()
+                    .map(|u| json!({"user": u}))
+                    .chain(apps.iter().map(|a| json!({"app": a})))
+                    .collect();
+                let policy = json!({
+                    "quorum": {"n": n, "members": members, "require_password": require_password},
+                    "protect_permissions": protect,
+                    "protect_crypto_operations": crypto,
+                });
+                Ok(Shown::object(
+                    ctx.patch(
+                        &format!("/sys/v1/groups/{}", seg(&id)),
+                        json!({"approval_policy": policy}),
+                    )
+                    .await?,
+                ))
             }
         }
     }

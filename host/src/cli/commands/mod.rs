@@ -2,6 +2,7 @@
 //! their modules. Every leaf command's `--help` ends with an example.
 
 mod admin;
+mod approvals;
 mod automation;
 mod groups;
 mod keys;
@@ -53,6 +54,9 @@ pub enum ClientCommand {
     /// Notification endpoints: signed key events sent out.
     #[command(subcommand)]
     Notifications(automation::NotificationCmd),
+    /// Quorum approval requests: ask for a protected operation, approve, deny, read the result.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalCmd),
     /// The audit log, newest first.
     #[command(after_help = "Example:\n  keyward audit --action key.create --size 20 -o json")]
     Audit(admin::AuditArgs),
@@ -127,6 +131,7 @@ impl ClientCommand {
             ClientCommand::Jobs(c) => c.run(ctx).await,
             ClientCommand::Webhooks(c) => c.run(ctx).await,
             ClientCommand::Notifications(c) => c.run(ctx).await,
+            ClientCommand::Approvals(c) => c.run(ctx).await,
             ClientCommand::Audit(a) => a.run(ctx).await,
             ClientCommand::Users(c) => c.run(ctx).await,
             ClientCommand::Apps(c) => c.run(ctx).await,
