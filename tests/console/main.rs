@@ -10,7 +10,10 @@
 //! - `people`: accounts, users, applications, the plugins page.
 //! - `groups`: policies as forms, attached plugins, TLS files and client certificates.
 //! - `vaults`: a group linked to a Key Vault vault with its tier, and a key's BYOK file.
+//! - `approvals`: a group's quorum approval policy, the reviewer's badge and queue, the
+//!   requester's result.
 
+mod approvals;
 mod browser;
 mod dashboard;
 mod groups;

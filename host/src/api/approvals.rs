@@ -261,6 +261,30 @@ async fn visible(state: &AppState, caller: &Caller, r: &ApprovalRequest) -> ApiR
         .is_some_and(|p| crate::quorum::names(&p.policy, &me)))
 }
 
+/// How many pending requests wait for the caller's review (the console's badge).
+pub async fn awaiting_review(state: &AppState, caller: &Caller) -> ApiResult<usize> {
+    let pending = {
+        let mut c = state.catalog.conn().await?;
+        approvals::list(&mut c, caller.account(), Some(Status::Pending)).await?
+    };
+    let me = reviewer(caller.principal());
+    let now = state.now();
+    let mut n = 0;
+    for r in pending
+        .iter()
+        .filter(|r| r.requester != me && !expired(r, now))
+    {
+        let policy = state
+            .group(caller.account(), &r.group_id)
+            .await?
+            .and_then(|g| g.approval_policy.clone());
+        if policy.is_some_and(|p| crate::quorum::names(&p.policy, &me)) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[utoipa::path(get, path = "/sys/v1/approval_requests", tag = "approvals", params(ListQuery),
     responses((status = 200, body = [ApprovalRequestOut])))]
 pub async fn list(

@@ -341,6 +341,12 @@ pub fn policies_tab(state: &AppState, v: &Viewer, g: &GroupOut) -> Markup {
     let action = format!("/console/groups/{}/settings", g.group_id);
     html! {
         section data-testid="policies-tab" {
+            p {
+                a href={ "/console/groups/" (g.group_id) "/approval_policy" } data-testid="approval-policy-link" {
+                    "Quorum approval policy"
+                }
+                @if g.approval_policy.is_some() { " (in force)" } @else { " (none)" }
+            }
             form method="post" action=(action) data-testid="group-settings-form" {
                 (csrf_field(v))
                 input type="hidden" name="op" value="general";
@@ -396,7 +402,7 @@ pub fn policies_tab(state: &AppState, v: &Viewer, g: &GroupOut) -> Markup {
     }
 }
 
-fn empty_request() -> GroupRequest {
+pub(super) fn empty_request() -> GroupRequest {
     GroupRequest {
         name: None,
         description: None,

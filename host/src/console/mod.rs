@@ -17,6 +17,7 @@
 //! - `automation`: schedules (cron jobs) and webhooks.
 
 mod admin;
+mod approvals;
 mod automation;
 mod charts;
 mod dashboard;
@@ -76,6 +77,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(admin::routes())
         .merge(people::routes())
         .merge(automation::routes())
+        .merge(approvals::routes())
         .layer(axum::middleware::map_response(secure_headers))
 }
 
@@ -120,6 +122,8 @@ fn same(a: &str, b: &str) -> bool {
 pub struct Viewer {
     pub caller: Caller,
     pub csrf: String,
+    /// Approval requests waiting for this viewer's review (the navigation's badge).
+    pub awaiting: usize,
 }
 
 impl FromRequestParts<Arc<AppState>> for Viewer {
@@ -138,9 +142,13 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         let caller = Caller::from_token(state, &token)
             .await
             .map_err(|_| to_login())?;
+        let awaiting = crate::api::approvals::awaiting_review(state, &caller)
+            .await
+            .unwrap_or(0);
         Ok(Viewer {
             csrf: csrf_of(&token),
             caller,
+            awaiting,
         })
     }
 }
@@ -231,6 +239,7 @@ pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> 
         ("accounts", "Accounts"),
         ("plugins", "Plugins"),
         ("apps", "Applications"),
+        ("approvals", "Approvals"),
         ("audit", "Audit log"),
     ];
     let markup = html! {
@@ -250,7 +259,13 @@ pub fn page(v: &Viewer, title: &str, section: &str, f: &Flash, body: Markup) -> 
                     nav aria-label="Main" {
                         @for (id, label) in nav {
                             a href={ "/console/" (id) } data-testid={ "nav-" (id) }
-                                aria-current=[(id == section).then_some("page")] { (label) }
+                                aria-current=[(id == section).then_some("page")] {
+                                    (label)
+                                    @if id == "approvals" && v.awaiting > 0 {
+                                        " " span .badge data-testid="approvals-badge"
+                                            aria-label="waiting for your review" { (v.awaiting) }
+                                    }
+                                }
                         }
                     }
                     form method="post" action="/console/logout" {
