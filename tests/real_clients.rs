@@ -122,6 +122,63 @@ async fn fortanix_dsm_python_client_logs_in_with_client_certificates() {
     d.stop().await;
 }
 
+/// DSM's quorum approval flow through the `sdkms` client's `ApprovalRequestsApi`
+/// (`tests/python/dsm_approvals.py`), against a group whose policy protects rotation.
+#[tokio::test]
+async fn fortanix_dsm_python_client_runs_the_approval_flow() {
+    use keyward_tests::api::{ADMIN_EMAIL, ADMIN_PASSWORD};
+    let bin = python_bin().await;
+    let d = TestDaemon::start().await;
+    let admin = d.bootstrap().await;
+    let group = admin.create_group("quorum", json!({})).await;
+    let pw = "a long enough password 6";
+    let mut members = vec![];
+    for email in ["r1@example.com", "r2@example.com"] {
+        let u = admin
+            .ok(
+                Method::POST,
+                "/sys/v1/users/invite",
+                Some(json!({"user_email": email, "user_password": pw, "account_role": "member"})),
+            )
+            .await;
+        members.push(json!({"user": u["user_id"]}));
+    }
+    let key = admin
+        .create_key(
+            json!({"name": "quorum-key", "group_id": group, "obj_type": "AES", "key_size": 256}),
+        )
+        .await;
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{group}"),
+            Some(
+                json!({"approval_policy": {"quorum": {"n": 2, "members": members},
+                "protect_permissions": ["ROTATE_SOBJECTS"]}}),
+            ),
+        )
+        .await;
+    let out = run(Command::new(bin.join("python"))
+        .arg(workspace().join("tests/python/dsm_approvals.py"))
+        .args([
+            d.url.as_str(),
+            ADMIN_EMAIL,
+            ADMIN_PASSWORD,
+            "r1@example.com",
+            "r2@example.com",
+            pw,
+            key["kid"].as_str().unwrap(),
+        ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        stdout.contains("dsm approvals: all steps passed"),
+        "the flow ran to its end"
+    );
+    d.stop().await;
+}
+
 /// Every operation, with every check schemathesis has (`tests/python/schemathesis.toml`):
 /// answers that break the document, schema-valid requests refused and schema-violating ones
 /// accepted; as the account application (the only principal that performs cryptography)

@@ -76,6 +76,23 @@ pub fn names(policy: &QuorumPolicy, who: &Reviewer) -> bool {
     }
 }
 
+/// Every user and application the policy names, once each, in order.
+pub fn reviewers(policy: &QuorumPolicy) -> Vec<Reviewer> {
+    fn walk(p: &QuorumPolicy, out: &mut Vec<Reviewer>) {
+        let named = match p {
+            QuorumPolicy::Quorum(q) => return q.members.iter().for_each(|m| walk(m, out)),
+            QuorumPolicy::User(id) => Reviewer::User(id.clone()),
+            QuorumPolicy::App(id) => Reviewer::App(id.clone()),
+        };
+        if !out.contains(&named) {
+            out.push(named);
+        }
+    }
+    let mut out = vec![];
+    walk(policy, &mut out);
+    out
+}
+
 /// Whether the policy asks reviewers who are users for their password.
 pub fn requires_password(policy: &QuorumPolicy) -> bool {
     match policy {

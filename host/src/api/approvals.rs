@@ -71,9 +71,13 @@ pub struct ApprovalRequestOut {
     #[schema(value_type = Option<Object>)]
     pub denier: Option<Reviewer>,
     pub denial_reason: Option<String>,
-    /// What the group's policy asks: who may review.
+    /// Who may review: every user and application the group's policy names (DSM's
+    /// `reviewers`).
+    #[schema(value_type = Vec<Object>)]
+    pub reviewers: Vec<Reviewer>,
+    /// The group's policy as it is now: how many of whom.
     #[schema(value_type = Option<Object>)]
-    pub reviewers: Option<crate::catalog::approvals::QuorumPolicy>,
+    pub policy: Option<crate::catalog::approvals::QuorumPolicy>,
     /// `[{"group": id}]`: whose policy decides.
     #[schema(value_type = Vec<Object>)]
     pub subjects: Vec<Value>,
@@ -106,6 +110,12 @@ pub struct ResultOut {
 pub struct ListQuery {
     /// Only requests of this status.
     pub status: Option<String>,
+    /// Only requests of this requester (a user or application id).
+    pub requester: Option<String>,
+    /// Only requests this user or application may review.
+    pub reviewer: Option<String>,
+    /// Only requests under this group.
+    pub subject: Option<String>,
 }
 
 /// A JSON body that may be left out.
@@ -131,7 +141,9 @@ fn expired(r: &ApprovalRequest, now: i64) -> bool {
 async fn out(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequestOut> {
     let mut c = state.catalog.conn().await?;
     let approvers = approvals::approvers(&mut c, &r.id).await?;
-    let group = groups::get(&mut c, &r.account_id, &r.group_id).await?;
+    let policy = groups::get(&mut c, &r.account_id, &r.group_id)
+        .await?
+        .and_then(|g| g.approval_policy.map(|p| p.policy));
     Ok(ApprovalRequestOut {
         request_id: r.id.clone(),
         acct_id: r.account_id.clone(),
@@ -147,7 +159,11 @@ async fn out(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequest
         approvers,
         denier: r.denier.clone(),
         denial_reason: r.denial_reason.clone(),
-        reviewers: group.and_then(|g| g.approval_policy.map(|p| p.policy)),
+        reviewers: policy
+            .as_ref()
+            .map(crate::quorum::reviewers)
+            .unwrap_or_default(),
+        policy,
         subjects: vec![json!({"group": r.group_id})],
         result_viewed: r.result_viewed,
     })
@@ -305,9 +321,22 @@ pub async fn list(
     };
     let mut shown = Vec::new();
     for r in &all {
-        if visible(&state, &caller, r).await? {
-            shown.push(out(&state, r).await?);
+        if q.requester
+            .as_ref()
+            .is_some_and(|id| r.requester.id() != id)
+            || q.subject.as_ref().is_some_and(|g| r.group_id != *g)
+            || !visible(&state, &caller, r).await?
+        {
+            continue;
         }
+        let o = out(&state, r).await?;
+        if q.reviewer
+            .as_ref()
+            .is_some_and(|id| !o.reviewers.iter().any(|x| x.id() == id))
+        {
+            continue;
+        }
+        shown.push(o);
     }
     Ok(Json(shown))
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::catalog::approvals::{GroupApprovalPolicy, QuorumPolicy};
+use crate::catalog::approvals::{GroupApprovalPolicy, Reviewer};
 use crate::catalog::groups::{self, CustomPolicy, Group, GroupPatch, GroupRole};
 use crate::catalog::new_id;
 use crate::catalog::sobjects::Creator;
@@ -60,21 +60,12 @@ async fn check_approval_policy(
     p: &GroupApprovalPolicy,
 ) -> ApiResult<()> {
     crate::quorum::check(&p.policy).map_err(|e| ApiError::field("approval_policy", e))?;
-    fn members(p: &QuorumPolicy, out: &mut Vec<QuorumPolicy>) {
-        match p {
-            QuorumPolicy::Quorum(q) => q.members.iter().for_each(|m| members(m, out)),
-            leaf => out.push(leaf.clone()),
-        }
-    }
-    let mut all = vec![];
-    members(&p.policy, &mut all);
-    for m in all {
+    for m in crate::quorum::reviewers(&p.policy) {
         let known = match &m {
-            QuorumPolicy::User(id) => crate::catalog::accounts::member_role(c, account, id)
+            Reviewer::User(id) => crate::catalog::accounts::member_role(c, account, id)
                 .await?
                 .is_some(),
-            QuorumPolicy::App(id) => crate::catalog::apps::get(c, account, id).await?.is_some(),
-            QuorumPolicy::Quorum(_) => true,
+            Reviewer::App(id) => crate::catalog::apps::get(c, account, id).await?.is_some(),
         };
         if !known {
             return Err(ApiError::field(
