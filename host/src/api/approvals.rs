@@ -106,16 +106,27 @@ pub struct ResultOut {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only requests of this status.
+    #[param(schema_with = status_schema)]
     pub status: Option<String>,
     /// Only requests of this requester (a user or application id).
+    #[param(schema_with = super::schemas::id)]
     pub requester: Option<String>,
     /// Only requests this user or application may review.
+    #[param(schema_with = super::schemas::id)]
     pub reviewer: Option<String>,
     /// Only requests under this group.
+    #[param(schema_with = super::schemas::id)]
     pub subject: Option<String>,
+}
+
+fn status_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["PENDING", "APPROVED", "DENIED", "FAILED"]))
 }
 
 /// A JSON body that may be left out.
@@ -306,8 +317,18 @@ pub async fn awaiting_review(state: &AppState, caller: &Caller) -> ApiResult<usi
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<ApprovalRequestOut>>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    for (name, value) in [
+        ("requester", &q.requester),
+        ("reviewer", &q.reviewer),
+        ("subject", &q.subject),
+    ] {
+        if let Some(v) = value {
+            id(name, v)?;
+        }
+    }
     let status = match q.status.as_deref() {
         Some(s) => Some(
             Status::parse(s)

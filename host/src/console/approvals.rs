@@ -137,12 +137,12 @@ async fn queue(State(state): State<Arc<AppState>>, v: Viewer, Query(f): Query<Fl
     let list = approvals::list(
         State(state),
         v.caller.clone(),
-        Query(ListQuery {
+        Ok(Query(ListQuery {
             status: None,
             requester: None,
             reviewer: None,
             subject: None,
-        }),
+        })),
     )
     .await
     .map(|Json(l)| l)
