@@ -531,3 +531,81 @@ async fn a_scheduled_rotation_of_a_protected_key_asks_and_rotates_once_approved(
     assert_ne!(kid_of(admin, "daily").await, kid, "rotated once approved");
     w.d.stop().await;
 }
+
+#[tokio::test]
+async fn reviewers_give_their_password_applications_review_and_endpoints_are_told() {
+    let d = TestDaemon::start_with(|c| {
+        c.notify.enabled = false;
+        c.notify.allowed_hosts =
+            vec![keyward::plugins::HostPattern::parse("http://127.0.0.1:*").unwrap()];
+    })
+    .await;
+    let admin = d.bootstrap().await;
+    let group = admin.create_group("ledger", json!({})).await;
+    let (r1_id, r1) = user(&d, &admin, "r1@example.com", &group).await;
+    let (app_id, api_key) = admin.create_app("approver", &[&group]).await;
+    let app = d.login_app(&api_key).await;
+    admin
+        .create_key(json!({"name": "k", "group_id": group, "obj_type": "AES", "key_size": 256}))
+        .await;
+    let endpoint = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/notification_endpoints",
+            Some(json!({"url": "http://127.0.0.1:9/hook",
+                "events": ["approval.requested", "approval.decided"]})),
+        )
+        .await;
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{group}"),
+            Some(json!({"approval_policy": {
+                "quorum": {"n": 2, "members": [{"user": r1_id}, {"app": app_id}], "require_password": true},
+                "protect_permissions": ["ROTATE_SOBJECTS"]}})),
+        )
+        .await;
+    let id = request(
+        &admin,
+        "POST",
+        "/crypto/v1/keys/rekey",
+        json!({"name": "k"}),
+    )
+    .await;
+
+    // A user reviewer gives their password again; the application reviews without one.
+    let (s, b) = decide(&r1, &id, "approve", json!({})).await;
+    assert_eq!((s, b["field"].as_str()), (400, Some("password")), "{b}");
+    let (s, _) = decide(&r1, &id, "approve", json!({"password": "not it at all"})).await;
+    assert_eq!(s, 403);
+    let (s, b) = decide(&r1, &id, "approve", json!({"password": PW})).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("PENDING")), "{b}");
+    let (s, b) = decide(&app, &id, "approve", json!({})).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("APPROVED")), "{b}");
+    let approvers = b["approvers"].as_array().unwrap();
+    assert_eq!(approvers.len(), 2, "{b}");
+    assert!(
+        approvers.contains(&json!({"user": r1_id})) && approvers.contains(&json!({"app": app_id}))
+    );
+
+    // The endpoint was told of the request and of the decision.
+    let messages = admin
+        .ok(
+            Method::GET,
+            &format!(
+                "/sys/v1/notification_endpoints/{}/messages",
+                endpoint["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let mut types: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event_type"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["approval.decided", "approval.requested"]);
+    d.stop().await;
+}
