@@ -114,8 +114,6 @@ impl KeyService {
         let key = self.usable_key(&access.account_id, &kid).await?;
         let o = &key.object;
         may_use(access, o, op)?;
-        let group = self.group(&access.account_id, &o.group_id).await?;
-        approved(access, &group, None)?;
         if !o.enabled {
             return Err(KeyError::forbidden("the key is disabled"));
         }
@@ -157,7 +155,9 @@ impl KeyService {
                 }
             }
         }
+        // One read of the group for both: its quorum policy, then its policies.
         let group = self.group(&access.account_id, &o.group_id).await?;
+        approved(access, &group, None)?;
         self.enforce(
             access,
             &group,
