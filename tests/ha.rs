@@ -321,3 +321,92 @@ async fn a_webhook_delivered_to_both_daemons_runs_once() {
     assert_eq!(runs.len(), 1, "one run for two deliveries: {runs:?}");
     assert!(run_ids.len() <= 2);
 }
+
+#[tokio::test]
+async fn two_daemons_deciding_one_approval_request_at_once_carry_it_out_once() {
+    let p = pair().await;
+    let admin = p.a.bootstrap().await;
+    let group = admin.create_group("vault", json!({})).await;
+    let key = admin
+        .create_key(json!({"name": "k", "group_id": group, "obj_type": "AES", "key_size": 256}))
+        .await;
+    let mut reviewers = vec![];
+    for name in ["r1", "r2", "r3"] {
+        let email = format!("{name}@example.com");
+        let u = admin
+            .ok(
+                Method::POST,
+                "/sys/v1/users/invite",
+                Some(json!({"user_email": email, "user_password": ADMIN_PASSWORD,
+                    "account_role": "member", "groups": {&group: "administrator"}})),
+            )
+            .await;
+        reviewers.push(u["user_id"].as_str().unwrap().to_string());
+    }
+    admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{group}"),
+            Some(json!({"approval_policy": {
+                "quorum": {"n": 2, "members": reviewers.iter().map(|id| json!({"user": id})).collect::<Vec<_>>()},
+                "protect_permissions": ["ROTATE_SOBJECTS"]}})),
+        )
+        .await;
+    let r = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/approval_requests",
+            Some(
+                json!({"method": "POST", "operation": "/crypto/v1/keys/rekey",
+                "body": {"kid": key["kid"]}}),
+            ),
+        )
+        .await;
+    let id = r["request_id"].as_str().unwrap().to_string();
+    let approve = format!("/sys/v1/approval_requests/{id}/approve");
+    let r1 = p.a.login("r1@example.com", ADMIN_PASSWORD).await;
+    r1.ok(Method::POST, &approve, Some(json!({}))).await;
+
+    // The second and third reviewers approve at the same moment, one on each daemon: each
+    // approval meets the quorum, and one of them carries the rotation out.
+    let r2 = p.a.login("r2@example.com", ADMIN_PASSWORD).await;
+    let r3 = p.b.login("r3@example.com", ADMIN_PASSWORD).await;
+    let (two, three) = tokio::join!(
+        r2.call(Method::POST, &approve, Some(json!({}))),
+        r3.call(Method::POST, &approve, Some(json!({})))
+    );
+    assert_eq!((two.0, three.0), (200, 200), "{two:?} {three:?}");
+    let done = admin
+        .ok(
+            Method::GET,
+            &format!("/sys/v1/approval_requests/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(done["status"], "APPROVED", "{done}");
+    for (action, expected) in [("approval_request.execute", 1), ("key.rotate", 1)] {
+        let logs = admin
+            .ok(
+                Method::GET,
+                &format!("/sys/v1/logs?action={action}&size=100"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            keyward_tests::api::log_entries(&logs).len(),
+            expected,
+            "{action} once"
+        );
+    }
+    let keys = admin.ok(Method::GET, "/crypto/v1/keys", None).await;
+    assert_eq!(
+        keys.as_array().unwrap().len(),
+        2,
+        "the key and one successor: {keys}"
+    );
+    // The result is read once, through either daemon.
+    let result = format!("/sys/v1/approval_requests/{id}/result");
+    admin.ok(Method::POST, &result, None).await;
+    let (s, _) = via(&admin, &p.b).call(Method::POST, &result, None).await;
+    assert_eq!(s, 409);
+}

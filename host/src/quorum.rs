@@ -1,21 +1,26 @@
 //! Quorum approval rules, as pure functions over DSM's shapes (`catalog::approvals`): whether
 //! a policy is well formed, whether the approvals given satisfy it, who may review, and
-//! whether a group's policy protects an operation. The key service asks [`required`] before
-//! each protected change; the approval requests (`api::approvals`) use the rest.
+//! whether a group's or an account's policy protects an operation. The key service asks
+//! [`required`] before each protected change, the API [`account_required`] before each
+//! protected account change; the approval requests (`api::approvals`) use [`Deciders`], the
+//! policies a request needs as they are now.
 //!
 //! | policy                              | satisfied by                                 |
 //! |-------------------------------------|----------------------------------------------|
 //! | `{"user": id}` / `{"app": id}`      | that principal's approval                    |
 //! | `{"quorum": {n, members}}`          | `n` of the members satisfied (members nest)  |
 //!
-//! A requester never counts for their own request. [`ask`] writes a new request, for the API
-//! and for scheduled work alike.
+//! A requester never counts for their own request unless the policy allows it. [`ask`] writes
+//! a new request for the API; [`ask_once`] one for automation (a scheduled rotation, a
+//! workflow run), which asks again only when nothing the same is pending.
 
 use crate::audit::Event;
+use crate::auth::access::Access;
 use crate::catalog::approvals::{
-    self, ApprovalRequest, GroupApprovalPolicy, Protected, QuorumPolicy, Reviewer,
+    self, AccountApprovalPolicy, AccountProtected, ApprovalRequest, GroupApprovalPolicy, Protected,
+    QuorumPolicy, Reviewer, Status,
 };
-use crate::catalog::{CatalogError, Conn, notifications};
+use crate::catalog::{CatalogError, Conn, accounts, groups, notifications};
 
 /// The deepest nesting of quorums accepted.
 const MAX_DEPTH: usize = 4;
@@ -113,20 +118,161 @@ pub fn required(policy: Option<&GroupApprovalPolicy>, what: Option<Protected>) -
     }
 }
 
+/// What an account-level change needs: approval when the account's policy protects it.
+pub fn account_required(policy: Option<&AccountApprovalPolicy>, what: AccountProtected) -> bool {
+    policy.is_some_and(|p| p.protects(what))
+}
+
+/// Whether `access` may make an account-level change now: the account's policy does not
+/// protect it, or an approved request carries it out. Read from the catalog, not a cache:
+/// another daemon may have set the policy a moment ago.
+pub async fn account_allows(
+    c: &mut Conn,
+    access: &Access,
+    what: AccountProtected,
+) -> Result<bool, CatalogError> {
+    if access.approval.is_some() {
+        return Ok(true);
+    }
+    let policy = accounts::get(c, &access.account_id)
+        .await?
+        .and_then(|a| a.approval_policy);
+    Ok(!account_required(policy.as_ref(), what))
+}
+
+/// One policy a request needs, and whether its requester may count for it.
+#[derive(Debug, Clone)]
+struct Decider {
+    policy: QuorumPolicy,
+    allow_self: bool,
+}
+
+/// The policies a request needs, as they are now: its group's, its account's, or both. A
+/// policy removed since (which took the quorum itself) no longer decides.
+#[derive(Debug, Clone, Default)]
+pub struct Deciders(Vec<Decider>);
+
+impl Deciders {
+    pub async fn of(c: &mut Conn, r: &ApprovalRequest) -> Result<Deciders, CatalogError> {
+        let mut out = Vec::new();
+        if let Some(g) = &r.group_id
+            && let Some(p) = groups::get(c, &r.account_id, g)
+                .await?
+                .and_then(|g| g.approval_policy)
+        {
+            out.push(Decider {
+                policy: p.policy,
+                allow_self: p.allow_self_approval,
+            });
+        }
+        if r.account_policy
+            && let Some(p) = accounts::get(c, &r.account_id)
+                .await?
+                .and_then(|a| a.approval_policy)
+        {
+            out.push(Decider {
+                policy: p.policy,
+                allow_self: p.allow_self_approval,
+            });
+        }
+        Ok(Deciders(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first policy (the group's when there is one), to show.
+    pub fn first(&self) -> Option<&QuorumPolicy> {
+        self.0.first().map(|d| &d.policy)
+    }
+
+    /// Whether `who` reviews for any of the policies.
+    pub fn names(&self, who: &Reviewer) -> bool {
+        self.0.iter().any(|d| names(&d.policy, who))
+    }
+
+    /// Whether `who`, the requester, may decide on their own request.
+    pub fn lets_requester_decide(&self, who: &Reviewer) -> bool {
+        self.0.iter().any(|d| d.allow_self && names(&d.policy, who))
+    }
+
+    /// Everyone who reviews, once each.
+    pub fn reviewers(&self) -> Vec<Reviewer> {
+        let mut out: Vec<Reviewer> = Vec::new();
+        for r in self.0.iter().flat_map(|d| reviewers(&d.policy)) {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    pub fn requires_password(&self) -> bool {
+        self.0.iter().any(|d| requires_password(&d.policy))
+    }
+
+    /// Whether `approvers` satisfy every policy; the requester counts only where the policy
+    /// allows it.
+    pub fn satisfied(&self, approvers: &[Reviewer], requester: &Reviewer) -> bool {
+        !self.0.is_empty()
+            && self.0.iter().all(|d| {
+                let counted: Vec<Reviewer> = approvers
+                    .iter()
+                    .filter(|a| d.allow_self || *a != requester)
+                    .cloned()
+                    .collect();
+                satisfied(&d.policy, &counted)
+            })
+    }
+}
+
+/// How long a new request of `account` waits for its quorum.
+pub async fn expiry(c: &mut Conn, account: &str) -> Result<i64, CatalogError> {
+    Ok(accounts::get(c, account)
+        .await?
+        .map_or(approvals::EXPIRY_SECS, |a| a.request_expiry()))
+}
+
+/// Writes a request for automation unless the same requester has the same operation pending
+/// (a cron fire or a sync every few minutes asks once); the request that waits.
+pub async fn ask_once(
+    c: &mut Conn,
+    r: &ApprovalRequest,
+    event: Event,
+    now: i64,
+) -> Result<ApprovalRequest, CatalogError> {
+    let pending = approvals::list(c, &r.account_id, Some(Status::Pending)).await?;
+    if let Some(same) = pending.into_iter().find(|p| {
+        p.requester == r.requester
+            && p.method == r.method
+            && p.operation == r.operation
+            && p.body == r.body
+            && now <= p.expires_at
+    }) {
+        return Ok(same);
+    }
+    ask(c, r, event).await?;
+    Ok(r.clone())
+}
+
 /// Writes a new request with its audit event and its `approval.requested` notification.
 pub async fn ask(c: &mut Conn, r: &ApprovalRequest, event: Event) -> Result<(), CatalogError> {
     approvals::insert(c, r).await?;
     event
         .object("approval_request", &r.id)
-        .details(serde_json::json!({"method": r.method, "operation": r.operation, "group_id": r.group_id}))
+        .details(
+            serde_json::json!({"method": r.method, "operation": r.operation, "group_id": r.group_id,
+            "account_policy": r.account_policy}),
+        )
         .write(c)
         .await?;
     notifications::enqueue(
         c,
         &r.account_id,
         notifications::EventType::ApprovalRequested,
-        &serde_json::json!({"request_id": r.id, "group_id": r.group_id, "method": r.method,
-            "operation": r.operation, "description": r.description}),
+        &serde_json::json!({"request_id": r.id, "group_id": r.group_id, "account_policy": r.account_policy,
+            "method": r.method, "operation": r.operation, "description": r.description}),
         r.created_at,
     )
     .await?;

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::audit::Event;
 use crate::auth::Principal;
 use crate::catalog::accounts::{self, Account, AccountRole};
+use crate::catalog::approvals::{AccountApprovalPolicy, AccountProtected};
 use crate::catalog::new_id;
 use crate::plugins::PluginError;
 use crate::policy::CRYPTO_POLICY_PLUGIN;
@@ -30,6 +31,29 @@ pub struct AccountRequest {
     /// Crypto policy for every group of the account, or `"remove"`.
     #[schema(value_type = Option<Object>)]
     pub cryptographic_policy: Option<Removable<Value>>,
+    /// DSM's `AccountApprovalPolicy` (`{"policy": QuorumPolicy, "manage_groups",
+    /// "protect_authentication_methods", "protect_cryptographic_policy",
+    /// "protect_logging_config"}`), or `"remove"`. Once the account has one, changing it or
+    /// the request expiry needs its quorum's approval.
+    #[schema(value_type = Option<Object>)]
+    pub approval_policy: Option<Removable<AccountApprovalPolicy>>,
+    /// How long approval requests wait for their quorum, in seconds (1 hour to 1 year;
+    /// default 30 days).
+    #[schema(minimum = 3600, maximum = 31536000)]
+    pub approval_request_expiry: Option<i64>,
+}
+
+/// The shortest and longest request expiry an account may set.
+const EXPIRY_RANGE: std::ops::RangeInclusive<i64> = 3_600..=365 * 86_400;
+
+fn check_expiry(e: Option<i64>) -> ApiResult<()> {
+    match e {
+        Some(secs) if !EXPIRY_RANGE.contains(&secs) => Err(ApiError::field(
+            "approval_request_expiry",
+            "must be between 3600 (one hour) and 31536000 (one year) seconds",
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub fn out(a: &Account, role: Option<AccountRole>) -> AccountOut {
@@ -43,6 +67,8 @@ pub fn out(a: &Account, role: Option<AccountRole>) -> AccountOut {
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok()),
         role: role.map(|r| r.as_str().to_string()),
+        approval_policy: a.approval_policy.clone(),
+        approval_request_expiry: a.request_expiry(),
     }
 }
 
@@ -120,6 +146,14 @@ pub async fn create(
         }
         _ => None,
     };
+    if req.approval_policy.is_some() {
+        // Its reviewers must be members, and a new account has none but its creator yet.
+        return Err(ApiError::field(
+            "approval_policy",
+            "set it once the account has its reviewers (PATCH /sys/v1/accounts/{id})",
+        ));
+    }
+    check_expiry(req.approval_request_expiry)?;
     let now = state.now();
     let account = Account {
         id: new_id(),
@@ -128,6 +162,8 @@ pub async fn create(
         created_at: now,
         created_by: Some(user_id.clone()),
         crypto_policy,
+        approval_policy: None,
+        approval_request_expiry: req.approval_request_expiry,
     };
     let mut tx = state.catalog.begin().await?;
     accounts::insert(&mut tx, &account).await?;
@@ -226,11 +262,25 @@ pub async fn update(
         Some(Removable::Remove) => Some(None),
         None => None,
     };
+    check_expiry(req.approval_request_expiry)?;
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
+    // Read under the write lock: the policy that decides is the one stored now.
     let mut a = accounts::get(&mut tx, &account_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
+    let approved = caller.access.approval.is_some();
+    let policy_changes = req.approval_policy.is_some() || req.approval_request_expiry.is_some();
+    if !approved
+        && ((a.approval_policy.is_some() && policy_changes)
+            || (policy.is_some()
+                && crate::quorum::account_required(
+                    a.approval_policy.as_ref(),
+                    AccountProtected::CryptographicPolicy,
+                )))
+    {
+        return Err(ApiError::ApprovalRequired);
+    }
     if let Some(n) = new_name {
         a.name = n;
     }
@@ -240,12 +290,25 @@ pub async fn update(
     if let Some(p) = policy {
         a.crypto_policy = p;
     }
+    match &req.approval_policy {
+        Some(Removable::Set(p)) => {
+            super::approvals::check_policy(&mut tx, &a.id, "approval_policy", &p.policy).await?;
+            a.approval_policy = Some(p.clone());
+        }
+        Some(Removable::Remove) => a.approval_policy = None,
+        None => {}
+    }
+    if let Some(e) = req.approval_request_expiry {
+        a.approval_request_expiry = Some(e);
+    }
     accounts::update(&mut tx, &a).await?;
     Event::new(Some(&a.id), caller.principal(), "account.update", now)
         .object("account", &a.id)
-        .details(
-            serde_json::json!({"cryptographic_policy_changed": req.cryptographic_policy.is_some()}),
-        )
+        .details(serde_json::json!({
+            "cryptographic_policy_changed": req.cryptographic_policy.is_some(),
+            "approval_policy_changed": req.approval_policy.is_some(),
+            "approval_request_expiry": req.approval_request_expiry,
+        }))
         .write(&mut tx)
         .await?;
     tx.commit().await?;
@@ -265,6 +328,13 @@ pub async fn delete(
     must_administer(&caller, &account_id, role)?;
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
+    let a = accounts::get(&mut tx, &account_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
+    // An account under a quorum policy goes only with its quorum's approval.
+    if a.approval_policy.is_some() && caller.access.approval.is_none() {
+        return Err(ApiError::ApprovalRequired);
+    }
     accounts::delete(&mut tx, &account_id).await?;
     // Recorded outside any account: nobody can read the deleted account's log any more, but it
     // stays in the catalog.

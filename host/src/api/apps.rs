@@ -16,6 +16,7 @@ use crate::audit::Event;
 use crate::auth::certs;
 use crate::auth::sessions::Sessions;
 use crate::auth::{ApiKey, Principal};
+use crate::catalog::approvals::AccountProtected;
 use crate::catalog::apps::{
     self, App, AppGroups, AppPermission, AuthType, CertCredential, CrlSource, TrustSubject,
 };
@@ -489,6 +490,14 @@ pub async fn update(
     Body(req): Body<AppRequest>,
 ) -> ApiResult<Json<AppOut>> {
     user_only(&caller)?;
+    if req.credential.is_some() {
+        super::approvals::account_approved(
+            &state,
+            &caller,
+            AccountProtected::AuthenticationMethods,
+        )
+        .await?;
+    }
     let account = caller.account().to_string();
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
@@ -647,6 +656,8 @@ pub async fn reset_secret(
     Path(app_id): Path<String>,
 ) -> ApiResult<Json<AppWithKey>> {
     user_only(&caller)?;
+    super::approvals::account_approved(&state, &caller, AccountProtected::AuthenticationMethods)
+        .await?;
     let account = caller.account().to_string();
     let now = state.now();
     let mut tx = state.catalog.begin().await?;

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::catalog::approvals::{GroupApprovalPolicy, Reviewer};
+use crate::catalog::approvals::{AccountProtected, GroupApprovalPolicy};
 use crate::catalog::groups::{self, CustomPolicy, Group, GroupPatch, GroupRole};
 use crate::catalog::new_id;
 use crate::catalog::sobjects::Creator;
@@ -53,28 +53,12 @@ pub struct GroupRequest {
     pub approval_policy: Option<Removable<GroupApprovalPolicy>>,
 }
 
-/// A policy's reviewers must be users and applications of the account.
 async fn check_approval_policy(
     c: &mut crate::catalog::Conn,
     account: &str,
     p: &GroupApprovalPolicy,
 ) -> ApiResult<()> {
-    crate::quorum::check(&p.policy).map_err(|e| ApiError::field("approval_policy", e))?;
-    for m in crate::quorum::reviewers(&p.policy) {
-        let known = match &m {
-            Reviewer::User(id) => crate::catalog::accounts::member_role(c, account, id)
-                .await?
-                .is_some(),
-            Reviewer::App(id) => crate::catalog::apps::get(c, account, id).await?.is_some(),
-        };
-        if !known {
-            return Err(ApiError::field(
-                "approval_policy",
-                format!("{m:?} is not a user or application of this account"),
-            ));
-        }
-    }
-    Ok(())
+    super::approvals::check_policy(c, account, "approval_policy", &p.policy).await
 }
 
 /// Checks that `group` is one of `account`'s (another account's group is as unknown as one
@@ -208,6 +192,7 @@ pub async fn create(
             .as_deref()
             .ok_or_else(|| ApiError::field("name", "is required"))?,
     )?;
+    super::approvals::account_approved(&state, &caller, AccountProtected::ManageGroups).await?;
     let (crypto, metadata, custom) = policies(&state, &req).await?;
     let now = state.now();
     let gid = new_id();
@@ -415,6 +400,7 @@ pub async fn delete(
     if g.approval_policy.is_some() && caller.access.approval.is_none() {
         return Err(ApiError::ApprovalRequired);
     }
+    super::approvals::account_approved(&state, &caller, AccountProtected::ManageGroups).await?;
     let now = state.now();
     let mut tx = state.catalog.begin().await?;
     let n = groups::object_count(&mut tx, &g.id).await?;

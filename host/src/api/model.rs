@@ -120,6 +120,11 @@ pub struct AccountOut {
     pub cryptographic_policy: Option<Value>,
     /// The caller's role in the account.
     pub role: Option<String>,
+    /// DSM's `AccountApprovalPolicy`, when the account has one.
+    #[schema(value_type = Option<Object>)]
+    pub approval_policy: Option<crate::catalog::approvals::AccountApprovalPolicy>,
+    /// How long the account's approval requests wait for their quorum, in seconds.
+    pub approval_request_expiry: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

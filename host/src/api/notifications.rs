@@ -91,6 +91,7 @@ impl From<NotifyError> for ApiError {
             NotifyError::Invalid { field, message } => ApiError::field(&field, message),
             NotifyError::Forbidden(m) => ApiError::Forbidden(m),
             NotifyError::NotFound(m) => ApiError::NotFound(m),
+            NotifyError::ApprovalRequired => ApiError::ApprovalRequired,
             NotifyError::Catalog(c) => ApiError::from(c),
         }
     }

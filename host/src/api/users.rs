@@ -218,6 +218,8 @@ pub async fn signup(
         created_at: now,
         created_by: Some(user.id.clone()),
         crypto_policy: None,
+        approval_policy: None,
+        approval_request_expiry: None,
     };
     users::insert(&mut tx, &user).await?;
     accounts::insert(&mut tx, &account).await?;

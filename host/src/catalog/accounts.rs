@@ -2,7 +2,7 @@
 
 use crate::catalog::db::{self, Row};
 
-use super::{Conn, Result};
+use super::{CatalogError, Conn, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
@@ -13,6 +13,18 @@ pub struct Account {
     pub created_by: Option<String>,
     /// JSON document for the crypto-policy plugin, applying to every group of the account.
     pub crypto_policy: Option<String>,
+    /// DSM's `approval_policy`: what needs a quorum's approval in the account, and whose.
+    pub approval_policy: Option<super::approvals::AccountApprovalPolicy>,
+    /// How long the account's approval requests wait, in seconds (default 30 days).
+    pub approval_request_expiry: Option<i64>,
+}
+
+impl Account {
+    /// How long a new approval request of the account waits for its quorum.
+    pub fn request_expiry(&self) -> i64 {
+        self.approval_request_expiry
+            .unwrap_or(super::approvals::EXPIRY_SECS)
+    }
 }
 
 /// A user's role in an account.
@@ -61,44 +73,62 @@ impl AccountRole {
     }
 }
 
-fn from_row(r: &Row) -> Account {
-    Account {
+fn from_row(r: &Row) -> Result<Account> {
+    Ok(Account {
         id: r.get("id"),
         name: r.get("name"),
         description: r.get("description"),
         created_at: r.get("created_at"),
         created_by: r.get("created_by"),
         crypto_policy: r.get("crypto_policy"),
-    }
+        approval_policy: match r.get::<Option<String>, _>("approval_policy") {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                CatalogError::Corrupt(format!("an account's approval policy: {e}"))
+            })?),
+            None => None,
+        },
+        approval_request_expiry: r.get("approval_request_expiry"),
+    })
+}
+
+fn policy_json(p: &super::approvals::AccountApprovalPolicy) -> String {
+    serde_json::to_string(p).expect("a policy serializes")
 }
 
 pub async fn insert(c: &mut Conn, a: &Account) -> Result<()> {
-    db::query("INSERT INTO accounts (id, name, description, created_at, created_by, crypto_policy) VALUES (?, ?, ?, ?, ?, ?)")
+    db::query("INSERT INTO accounts (id, name, description, created_at, created_by, crypto_policy, approval_policy, approval_request_expiry)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(&a.id)
         .bind(&a.name)
         .bind(&a.description)
         .bind(a.created_at)
         .bind(&a.created_by)
         .bind(&a.crypto_policy)
+        .bind(a.approval_policy.as_ref().map(policy_json))
+        .bind(a.approval_request_expiry)
         .execute(c)
         .await?;
     Ok(())
 }
 
 pub async fn get(c: &mut Conn, id: &str) -> Result<Option<Account>> {
-    Ok(db::query("SELECT * FROM accounts WHERE id = ?")
+    db::query("SELECT * FROM accounts WHERE id = ?")
         .bind(id)
         .fetch_optional(c)
         .await?
         .as_ref()
-        .map(from_row))
+        .map(from_row)
+        .transpose()
 }
 
 pub async fn update(c: &mut Conn, a: &Account) -> Result<()> {
-    db::query("UPDATE accounts SET name = ?, description = ?, crypto_policy = ? WHERE id = ?")
+    db::query("UPDATE accounts SET name = ?, description = ?, crypto_policy = ?, approval_policy = ?, approval_request_expiry = ?
+               WHERE id = ?")
         .bind(&a.name)
         .bind(&a.description)
         .bind(&a.crypto_policy)
+        .bind(a.approval_policy.as_ref().map(policy_json))
+        .bind(a.approval_request_expiry)
         .bind(&a.id)
         .execute(c)
         .await?;
@@ -121,10 +151,13 @@ pub async fn for_user(c: &mut Conn, user_id: &str) -> Result<Vec<(Account, Accou
     .bind(user_id)
     .fetch_all(c)
     .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some((from_row(r), AccountRole::parse(r.get("role"))?)))
-        .collect())
+    let mut out = Vec::new();
+    for r in &rows {
+        if let Some(role) = AccountRole::parse(r.get("role")) {
+            out.push((from_row(r)?, role));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn set_member(

@@ -1,6 +1,6 @@
-//! Quorum approval (catalog version 12): the policies of groups in DSM's shape
-//! (`GroupApprovalPolicy`: a `QuorumPolicy` tree and what it protects), and approval requests
-//! with their reviewers' votes. A request's result may hold secrets (an exported key, a
+//! Quorum approval (catalog versions 12 and 13): the policies of groups and accounts in DSM's
+//! shape (`GroupApprovalPolicy`, `AccountApprovalPolicy`: a `QuorumPolicy` tree and what it
+//! protects), and approval requests with their reviewers' votes. A request's result may hold secrets (an exported key, a
 //! decrypted plaintext): it is stored sealed.
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,52 @@ pub struct GroupApprovalPolicy {
     /// Every cryptographic operation with the group's keys needs approval.
     #[serde(default)]
     pub protect_crypto_operations: bool,
+    /// Keyward's: a requester the policy names counts towards their own request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self_approval: bool,
+}
+
+/// What an account's approval policy protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountProtected {
+    /// Creating and deleting groups (DSM's `manage_groups`).
+    ManageGroups,
+    /// Applications' credentials: a new API key, certificate or trusted CA.
+    AuthenticationMethods,
+    /// The account's cryptographic policy.
+    CryptographicPolicy,
+    /// Where the account's events go: its notification endpoints.
+    LoggingConfig,
+}
+
+/// DSM's `AccountApprovalPolicy`: the policy tree under `policy`, and what it protects.
+/// Changing or removing the policy itself (or the account's request expiry) always needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountApprovalPolicy {
+    pub policy: QuorumPolicy,
+    #[serde(default)]
+    pub manage_groups: bool,
+    #[serde(default)]
+    pub protect_authentication_methods: bool,
+    #[serde(default)]
+    pub protect_cryptographic_policy: bool,
+    #[serde(default)]
+    pub protect_logging_config: bool,
+    /// Keyward's: a requester the policy names counts towards their own request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self_approval: bool,
+}
+
+impl AccountApprovalPolicy {
+    pub fn protects(&self, what: AccountProtected) -> bool {
+        match what {
+            AccountProtected::ManageGroups => self.manage_groups,
+            AccountProtected::AuthenticationMethods => self.protect_authentication_methods,
+            AccountProtected::CryptographicPolicy => self.protect_cryptographic_policy,
+            AccountProtected::LoggingConfig => self.protect_logging_config,
+        }
+    }
 }
 
 /// DSM's `ApprovalStatus`.
@@ -101,6 +147,13 @@ pub enum Reviewer {
 }
 
 impl Reviewer {
+    pub fn of(p: &crate::auth::Principal) -> Reviewer {
+        match p {
+            crate::auth::Principal::User { user_id, .. } => Reviewer::User(user_id.clone()),
+            crate::auth::Principal::App { app_id, .. } => Reviewer::App(app_id.clone()),
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
             Reviewer::User(id) | Reviewer::App(id) => id,
@@ -120,8 +173,10 @@ pub struct ApprovalRequest {
     pub operation: String,
     pub body: Option<String>,
     pub description: Option<String>,
-    /// The group whose policy the operation needs.
-    pub group_id: String,
+    /// The group whose policy the operation needs, if any.
+    pub group_id: Option<String>,
+    /// Whether the account's policy must approve it too (or alone, without a group).
+    pub account_policy: bool,
     pub status: Status,
     pub denier: Option<Reviewer>,
     pub denial_reason: Option<String>,
@@ -131,33 +186,59 @@ pub struct ApprovalRequest {
     pub result_viewed: bool,
 }
 
-/// How long a request waits for its quorum (DSM's default).
+/// How long a request waits for its quorum unless its account says otherwise (DSM's
+/// default).
 pub const EXPIRY_SECS: i64 = 30 * 86_400;
 
+/// What a request asks to have done: an API call as its requester would make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub method: String,
+    /// The path, e.g. `/crypto/v1/keys/rekey`.
+    pub path: String,
+    /// The JSON body.
+    pub body: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Whose policies decide a request: a group's, the account's, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    pub group_id: Option<String>,
+    pub account: bool,
+}
+
+impl Subjects {
+    pub fn group(id: &str) -> Subjects {
+        Subjects {
+            group_id: Some(id.to_string()),
+            account: false,
+        }
+    }
+}
+
 impl ApprovalRequest {
-    /// A new pending request of `requester` for an operation under `group_id`'s policy.
-    #[allow(clippy::too_many_arguments)]
+    /// A new pending request of `requester`, waiting `expiry_secs` for its quorum.
     pub fn new(
         account_id: &str,
         requester: Reviewer,
-        group_id: &str,
-        method: &str,
-        operation: &str,
-        body: Option<String>,
-        description: Option<String>,
+        op: Operation,
+        subjects: Subjects,
         now: i64,
+        expiry_secs: i64,
     ) -> ApprovalRequest {
         ApprovalRequest {
             id: super::new_id(),
             account_id: account_id.to_string(),
             requester,
             created_at: now,
-            expires_at: now + EXPIRY_SECS,
-            method: method.to_string(),
-            operation: operation.to_string(),
-            body,
-            description,
-            group_id: group_id.to_string(),
+            expires_at: now + expiry_secs,
+            method: op.method,
+            operation: op.path,
+            body: op.body,
+            description: op.description,
+            group_id: subjects.group_id,
+            account_policy: subjects.account,
             status: Status::Pending,
             denier: None,
             denial_reason: None,
@@ -204,6 +285,7 @@ fn from_row(r: &Row) -> Result<ApprovalRequest> {
         body: r.get("body"),
         description: r.get("description"),
         group_id: r.get("group_id"),
+        account_policy: r.get("account_policy"),
         status: Status::parse(&status)
             .ok_or_else(|| CatalogError::Corrupt(format!("approval status '{status}'")))?,
         denier: match (denier_kind, denier_id) {
@@ -220,8 +302,8 @@ fn from_row(r: &Row) -> Result<ApprovalRequest> {
 pub async fn insert(c: &mut Conn, a: &ApprovalRequest) -> Result<()> {
     db::query(
         "INSERT INTO approval_requests (id, account_id, requester_kind, requester_id, created_at, expires_at, method, operation,
-                                        body, description, group_id, status, result_viewed)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                        body, description, group_id, account_policy, status, result_viewed)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&a.id)
     .bind(&a.account_id)
@@ -234,6 +316,7 @@ pub async fn insert(c: &mut Conn, a: &ApprovalRequest) -> Result<()> {
     .bind(&a.body)
     .bind(&a.description)
     .bind(&a.group_id)
+    .bind(a.account_policy)
     .bind(a.status.as_str())
     .bind(a.result_viewed)
     .execute(c)

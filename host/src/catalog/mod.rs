@@ -73,6 +73,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0011_app_certificates.sql"),
     ),
     (12, include_str!("migrations/sqlite/0012_approvals.sql")),
+    (
+        13,
+        include_str!("migrations/sqlite/0013_account_approvals.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations. PostgreSQL catalogs start at version 9, the schema SQLite
@@ -85,6 +89,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0011_app_certificates.sql"),
     ),
     (12, include_str!("migrations/postgres/0012_approvals.sql")),
+    (
+        13,
+        include_str!("migrations/postgres/0013_account_approvals.sql"),
+    ),
 ];
 
 /// The migrations of `backend`, in order.
@@ -552,5 +560,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM webhook_deliveries").await, 0);
+    }
+
+    /// Catalog version 13 lets a request need the account's policy instead of a group's by
+    /// building the approval tables anew: a catalog upgraded from version 12 keeps its
+    /// requests and their votes, and deleting a request still deletes its votes.
+    #[tokio::test]
+    async fn upgrading_to_account_approvals_keeps_requests_and_votes() {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let apply = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        for (_, sql) in SQLITE_MIGRATIONS.iter().filter(|(v, _)| *v <= 12) {
+            apply(sql).await;
+        }
+        apply("
+            INSERT INTO accounts (id, name, created_at) VALUES ('a1', 'one', 0);
+            INSERT INTO approval_requests (id, account_id, requester_kind, requester_id, created_at, expires_at,
+                                           method, operation, group_id, status)
+                VALUES ('q1', 'a1', 'user', 'u1', 0, 10, 'POST', '/crypto/v1/keys/rekey', 'g1', 'PENDING');
+            INSERT INTO approval_votes (request_id, principal_kind, principal_id, at) VALUES ('q1', 'user', 'u2', 1);
+        ").await;
+        let (_, v13) = SQLITE_MIGRATIONS.iter().find(|(v, _)| *v == 13).unwrap();
+        apply(v13).await;
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM approval_requests WHERE group_id = 'g1' AND NOT account_policy").await,
+            1
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM approval_votes").await, 1);
+        // An account-level request has no group; a request of neither is refused.
+        sqlx::raw_sql("INSERT INTO approval_requests (id, account_id, requester_kind, requester_id, created_at, expires_at, method, operation, account_policy, status)
+                       VALUES ('q2', 'a1', 'user', 'u1', 0, 10, 'POST', '/sys/v1/groups', 1, 'PENDING')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let neither = sqlx::raw_sql("INSERT INTO approval_requests (id, account_id, requester_kind, requester_id, created_at, expires_at, method, operation, status)
+                       VALUES ('q3', 'a1', 'user', 'u1', 0, 10, 'POST', '/sys/v1/groups', 'PENDING')")
+            .execute(&pool)
+            .await;
+        assert!(neither.is_err());
+        sqlx::raw_sql("DELETE FROM approval_requests WHERE id = 'q1'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM approval_votes").await, 0);
     }
 }

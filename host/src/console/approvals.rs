@@ -305,6 +305,7 @@ async fn save_policy(
                     }),
                     protect_permissions,
                     protect_crypto_operations: f.ticked("crypto"),
+                    allow_self_approval: f.ticked("allow_self_approval"),
                 }))
             })
     };

@@ -103,6 +103,8 @@ async fn account_create(
         name: f.get("name"),
         description: f.get("description"),
         cryptographic_policy: None,
+        approval_policy: None,
+        approval_request_expiry: None,
     };
     let done = accounts::create(State(state), v.caller.clone(), Body(req)).await;
     back(

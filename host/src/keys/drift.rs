@@ -15,6 +15,7 @@ use crate::plugins::kms::{self as remote, RemoteKey};
 use super::build::{catalog_op, merge_ops, remote_ops};
 use super::error::{KeyError, Result};
 use super::flows::{PendingChange, RunScope};
+use super::journal::HsmChange;
 use super::rules::{self, date_changes};
 use super::{CAS_ATTEMPTS, KeyService, integrity};
 
@@ -106,7 +107,7 @@ impl KeyService {
             tags: None,
         };
         let entry = self
-            .journal_open(scope, "update_key", Some(name), Some(&o.kid))
+            .journal_open(scope, HsmChange::UpdateKey, Some(name), Some(&o.kid))
             .await?;
         let key = remote::KeyRef {
             name: name.to_string(),
@@ -120,7 +121,7 @@ impl KeyService {
         self.journal_end(
             scope,
             &entry,
-            "update_key",
+            HsmChange::UpdateKey,
             result.as_ref().map(|k| Some(k.id.clone())),
             details,
         )

@@ -19,9 +19,59 @@ use crate::catalog::sobjects::{self, ExternalRef, KeySource, RemoteState};
 use crate::kms::KmsError;
 
 use super::KeyService;
-use super::access::may_manage;
+use super::access::{approved, may_manage};
 use super::error::{KeyError, Result};
 use super::flows::RunScope;
+use crate::catalog::approvals::Protected;
+use crate::catalog::sobjects::SObject;
+
+/// A change a script makes in its group's HSM: the journal's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsmChange {
+    CreateKey,
+    CreateKek,
+    ImportKey,
+    UpdateKey,
+    RotateKey,
+    DeleteKey,
+    RecoverKey,
+    PurgeKey,
+    RestoreKey,
+}
+
+impl HsmChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HsmChange::CreateKey => "create_key",
+            HsmChange::CreateKek => "create_kek",
+            HsmChange::ImportKey => "import_key",
+            HsmChange::UpdateKey => "update_key",
+            HsmChange::RotateKey => "rotate_key",
+            HsmChange::DeleteKey => "delete_key",
+            HsmChange::RecoverKey => "recover_key",
+            HsmChange::PurgeKey => "purge_key",
+            HsmChange::RestoreKey => "restore_key",
+        }
+    }
+
+    /// What a group's approval policy must allow for this change of `o`, a key the catalog
+    /// knows (as the same change asked of the API would: `key_flow`, `rekey`). An update
+    /// needs nothing more: a run may only bring the HSM to what the catalog decided
+    /// (`check_remote_update`).
+    pub fn protected(self, o: &SObject) -> Option<Protected> {
+        match self {
+            // The run's own reservation is a new key; any other key gets a new version.
+            HsmChange::CreateKey | HsmChange::ImportKey => (o.remote_state()
+                != Some(RemoteState::Creating))
+            .then_some(Protected::RotateSobjects),
+            HsmChange::RotateKey => Some(Protected::RotateSobjects),
+            HsmChange::DeleteKey => Some(Protected::DeleteSobjects),
+            HsmChange::PurgeKey => Some(Protected::DeleteKeyMaterial),
+            HsmChange::RecoverKey | HsmChange::RestoreKey => Some(Protected::UpdateSobjectsProfile),
+            HsmChange::UpdateKey | HsmChange::CreateKek => None,
+        }
+    }
+}
 
 /// What a reconciliation did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -54,16 +104,24 @@ impl KeyService {
     /// Writes the intent of an HSM-side change a script makes before the remote call;
     /// returns its journal id. The run's principal must, at this moment, manage the key it
     /// changes (or, for a key the catalog does not know yet, the group's keys): a webhook,
-    /// job or resumed run acts with its owner's current rights.
+    /// job or resumed run acts with its owner's current rights. A change the group's quorum
+    /// protects passes only in a run an approved request started
+    /// ([`KeyError::ApprovalRequired`] otherwise).
     pub async fn journal_begin(
         &self,
         scope: RunScope<'_>,
-        operation: &str,
+        operation: HsmChange,
         target: Option<&str>,
         kid: Option<&str>,
     ) -> Result<String> {
         match kid {
-            Some(kid) => may_manage(scope.access, &self.in_group(scope, kid).await?)?,
+            Some(kid) => {
+                let o = self.in_group(scope, kid).await?;
+                may_manage(scope.access, &o)?;
+                if let Some(what) = operation.protected(&o) {
+                    approved(scope.access, scope.group, Some(what))?;
+                }
+            }
             None if scope.access.can_manage_keys(&scope.group.id) => {}
             None => {
                 return Err(KeyError::forbidden(
@@ -79,7 +137,7 @@ impl KeyService {
     pub(super) async fn journal_open(
         &self,
         scope: RunScope<'_>,
-        operation: &str,
+        operation: HsmChange,
         target: Option<&str>,
         kid: Option<&str>,
     ) -> Result<String> {
@@ -90,7 +148,7 @@ impl KeyService {
             run_id: Some(scope.run_id.to_string()),
             actor_kind: scope.access.principal.kind().to_string(),
             actor_id: scope.access.principal.id().to_string(),
-            operation: operation.to_string(),
+            operation: operation.as_str().to_string(),
             target: target.map(str::to_string),
             kid: kid.map(str::to_string),
             status: OpStatus::Pending,
@@ -109,7 +167,7 @@ impl KeyService {
         &self,
         scope: RunScope<'_>,
         id: &str,
-        operation: &str,
+        operation: HsmChange,
         outcome: std::result::Result<Option<String>, &KmsError>,
         details: Value,
     ) -> Result<()> {
@@ -132,7 +190,7 @@ impl KeyService {
         let mut event = Event::new(
             Some(&scope.access.account_id),
             &scope.access.principal,
-            &format!("hsm.{operation}"),
+            &format!("hsm.{}", operation.as_str()),
             self.now(),
         )
         .details(

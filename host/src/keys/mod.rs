@@ -86,7 +86,7 @@ pub use flows::{
     PendingChange, PendingNew, RotationRun, RunScope, RunTargets, StepPlan, Trigger,
 };
 pub use hsm::KeyFlow;
-pub use journal::RemoteReport;
+pub use journal::{HsmChange, RemoteReport};
 pub use operate::{CryptParams, SignParams};
 pub use remote::Deletion;
 pub use rotate::{MAX_HSM_VERSIONS, RekeySpec, Rekeyed};

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use crate::auth::Access;
+use crate::catalog::approvals::Protected;
 use crate::catalog::new_id;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::sobjects::{
@@ -454,6 +455,7 @@ impl KeyService {
     pub async fn remove_virtual(&self, scope: RunScope<'_>, kid: &str) -> Result<()> {
         let o = self.in_group(scope, kid).await?;
         may_manage(scope.access, &o)?;
+        super::access::approved(scope.access, scope.group, Some(Protected::DeleteSobjects))?;
         let mut tx = self.catalog().begin().await?;
         if !sobjects::delete(&mut tx, &scope.access.account_id, kid).await? {
             return Err(KeyError::NotFound(format!("no key {kid}")));

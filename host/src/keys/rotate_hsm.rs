@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::auth::Access;
+use crate::catalog::approvals::Protected;
 use crate::catalog::new_id;
 use crate::catalog::rotation::{self, CopySelection, Step, StepKind, StepStatus};
 use crate::catalog::sobjects::{self, KeyOp, LinkKind, Origin, SObject};
@@ -133,6 +134,8 @@ impl KeyService {
         self.version_room(copy).await?;
         let next = copy_successor(access, copy, source, now)?;
         let group = self.group(&access.account_id, &copy.group_id).await?;
+        // A copy in a group of its own quorum rotates along only as an approved rotation.
+        super::access::approved(access, &group, Some(Protected::RotateSobjects))?;
         tiers::check_transfer(vault_type(&group), Some(source))?;
         self.enforce(
             access,

@@ -24,6 +24,7 @@ pub use destination::{Destinations, is_internal};
 
 use crate::audit::Event;
 use crate::auth::Access;
+use crate::catalog::approvals::AccountProtected;
 use crate::catalog::notifications::{self, Endpoint, EventType, Message, secret_context};
 use crate::catalog::{Catalog, CatalogError, new_id};
 use crate::plugins::HostPattern;
@@ -68,6 +69,10 @@ pub enum NotifyError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 403 `ApprovalRequired`: the account's approval policy protects its logging
+    /// configuration.
+    #[error("This operation requires approval")]
+    ApprovalRequired,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -110,6 +115,7 @@ impl Notifications {
         events: &[String],
     ) -> Result<(Endpoint, String), NotifyError> {
         admin(access)?;
+        self.approved(access).await?;
         let parsed = Url::parse(url).map_err(|e| invalid("url", format!("not a URL: {e}")))?;
         if allowed(&self.allowed, &parsed) {
             // Checked now for a clear answer, and again at every send (a name may move).
@@ -201,6 +207,7 @@ impl Notifications {
         enabled: bool,
     ) -> Result<Endpoint, NotifyError> {
         let e = self.get(access, id).await?;
+        self.approved(access).await?;
         let mut tx = self.catalog.begin().await?;
         let reason = (!enabled).then_some("disabled by an administrator");
         notifications::set_enabled(&mut tx, &access.account_id, id, enabled, reason).await?;
@@ -221,8 +228,20 @@ impl Notifications {
         self.get(access, id).await
     }
 
+    /// Where the account's events go is its logging configuration: under an account policy
+    /// that protects it, endpoints change only by an approved request.
+    async fn approved(&self, access: &Access) -> Result<(), NotifyError> {
+        let mut c = self.catalog.conn().await?;
+        if crate::quorum::account_allows(&mut c, access, AccountProtected::LoggingConfig).await? {
+            Ok(())
+        } else {
+            Err(NotifyError::ApprovalRequired)
+        }
+    }
+
     pub async fn delete(&self, access: &Access, id: &str) -> Result<(), NotifyError> {
         let e = self.get(access, id).await?;
+        self.approved(access).await?;
         let mut tx = self.catalog.begin().await?;
         notifications::delete_endpoint(&mut tx, &access.account_id, id).await?;
         Event::new(

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::audit::Event;
 use crate::auth;
-use crate::catalog::approvals::{self, ApprovalRequest, Reviewer, Status};
+use crate::catalog::approvals::{ApprovalRequest, Operation, Reviewer, Subjects};
 use crate::catalog::apps;
 use crate::catalog::notifications::{self, EventType};
 use crate::catalog::rotation;
@@ -424,26 +424,22 @@ impl Scheduler {
         let body = json!({"kid": key.kid, "deactivate_rotated_key": deactivate}).to_string();
         let now = self.clock.now();
         let mut tx = self.catalog.begin().await?;
-        let pending = approvals::list(&mut tx, account, Some(Status::Pending)).await?;
-        if pending.iter().any(|r| {
-            r.operation == "/crypto/v1/keys/rekey"
-                && r.body.as_deref() == Some(&body)
-                && now <= r.expires_at
-        }) {
-            return Ok(());
-        }
+        let expiry = crate::quorum::expiry(&mut tx, account).await?;
         let r = ApprovalRequest::new(
             account,
             requester,
-            &key.group_id,
-            "POST",
-            "/crypto/v1/keys/rekey",
-            Some(body),
-            Some(format!("scheduled rotation of {}", key.name)),
+            Operation {
+                method: "POST".into(),
+                path: "/crypto/v1/keys/rekey".into(),
+                body: Some(body),
+                description: Some(format!("scheduled rotation of {}", key.name)),
+            },
+            Subjects::group(&key.group_id),
             now,
+            expiry,
         );
         let event = Event::system(Some(account), "scheduler", "approval_request.create", now);
-        crate::quorum::ask(&mut tx, &r, event).await?;
+        crate::quorum::ask_once(&mut tx, &r, event, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -149,12 +149,16 @@ impl From<KeyError> for HostError {
                 HostError::new(HostErrorKind::Denied, message)
             }
             // A script does not approve for people: the change waits for an approval request.
-            KeyError::ApprovalRequired => HostError::new(
-                HostErrorKind::Denied,
-                format!(
-                    "{message}: the group's quorum policy protects it (POST /sys/v1/approval_requests)"
-                ),
-            ),
+            KeyError::ApprovalRequired => HostError {
+                code: "ApprovalRequired".into(),
+                status: Some(403),
+                ..HostError::new(
+                    HostErrorKind::Denied,
+                    format!(
+                        "{message}: the group's quorum policy protects it (POST /sys/v1/approval_requests)"
+                    ),
+                )
+            },
             KeyError::PolicyDenied(violations) => HostError {
                 violations,
                 ..HostError::new(HostErrorKind::Denied, message)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, ImmutableString, Map, Module};
 use serde_json::{Value, json};
 
-use crate::keys::Pending;
+use crate::keys::{HsmChange, KeyError, Pending};
 use crate::kms::KmsError;
 use crate::plugins::kms::{
     CreateRequest, Curve, ImportRequest, KeyMaterial, KeyOp, KeyRef, KeySpec, KeyType, RemoteKey,
@@ -27,7 +27,7 @@ impl RunContext {
     /// A connector call that changes the HSM, journaled around the call.
     fn journaled<T>(
         &self,
-        operation: &str,
+        operation: HsmChange,
         target: &str,
         details: Value,
         call: impl Future<Output = Result<T, KmsError>>,
@@ -40,7 +40,15 @@ impl RunContext {
             Some(t) => self.keys(keys.virtual_named(scope, t))?,
             None => None,
         };
-        let entry = self.keys(keys.journal_begin(scope, operation, target, kid.as_deref()))?;
+        let entry =
+            match self.block(keys.journal_begin(scope, operation, target, kid.as_deref()))? {
+                Ok(entry) => entry,
+                Err(KeyError::ApprovalRequired) => {
+                    let kid = kid.as_deref().unwrap_or_default();
+                    return Err(self.ask_approval(operation, kid, target.unwrap_or_default()));
+                }
+                Err(e) => return Err(HostError::from(e).throw()),
+            };
         let result = self.block(call)?;
         let outcome = result.as_ref().map(&remote_id);
         self.keys(keys.journal_end(scope, &entry, operation, outcome, details))?;
@@ -212,7 +220,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         c.check_reserved(&req.name)?;
         c.check_name(&req.name)?;
         let k = c.journaled(
-            "create_key",
+            HsmChange::CreateKey,
             &req.name,
             json!({"name": req.name}),
             c.services.kms.create_key(link, &req),
@@ -243,7 +251,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             }],
         };
         let k = c.journaled(
-            "create_kek",
+            HsmChange::CreateKek,
             &req.name,
             json!({"name": req.name, "purpose": "byok-kek"}),
             c.services.kms.create_key(link, &req),
@@ -269,7 +277,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             }
             let req = import_request(link, &name, material_of(&material.material), &opts)?;
             let k = c.journaled(
-                "import_key",
+                HsmChange::ImportKey,
                 &name,
                 json!({"name": name.as_str(), "byok": false}),
                 c.services.kms.import_key(link, &req),
@@ -289,7 +297,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             c.check_name(&name)?;
             let req = import_request(link, &name, blob.material(), &opts)?;
             let k = c.journaled(
-                "import_key",
+                HsmChange::ImportKey,
                 &name,
                 json!({"name": name.as_str(), "byok": true}),
                 c.services.kms.import_key(link, &req),
@@ -320,7 +328,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
             version: None,
         };
         let k = c.journaled(
-            "update_key",
+            HsmChange::UpdateKey,
             &name,
             json!({"name": name.as_str(), "changes": v}),
             c.services.kms.update_key(link, &key, &req),
@@ -335,7 +343,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         c.check_name(&name)?;
         c.check_reserved(&name)?;
         let k = c.journaled(
-            "rotate_key",
+            HsmChange::RotateKey,
             &name,
             json!({"name": name.as_str()}),
             c.services.kms.rotate_key(link, &name),
@@ -350,7 +358,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         let link = c.link()?;
         c.check_name(&name)?;
         let d = c.journaled(
-            "delete_key",
+            HsmChange::DeleteKey,
             &name,
             json!({"name": name.as_str()}),
             c.services.kms.delete_key(link, &name),
@@ -364,7 +372,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         let link = c.link()?;
         c.check_name(&name)?;
         let k = c.journaled(
-            "recover_key",
+            HsmChange::RecoverKey,
             &name,
             json!({"name": name.as_str()}),
             c.services.kms.recover_key(link, &name),
@@ -378,7 +386,7 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
         let link = c.link()?;
         c.check_name(&name)?;
         c.journaled(
-            "purge_key",
+            HsmChange::PurgeKey,
             &name,
             json!({"name": name.as_str()}),
             c.services.kms.purge_key(link, &name),
@@ -401,10 +409,11 @@ pub fn module(ctx: &Arc<RunContext>) -> Module {
     m.set_native_fn("restore_key", move |backup: Backup| {
         let link = c.link()?;
         c.check_name(&backup.name)?;
-        // The backup's key name is known only once the HSM has restored it.
+        // The backup names its key (a key the catalog knows is checked as it is); the HSM
+        // has the last word on what it restores.
         let k = c.journaled(
-            "restore_key",
-            "",
+            HsmChange::RestoreKey,
+            &backup.name,
             json!({}),
             c.services.kms.restore_key(link, &backup.blob),
             remote_id,

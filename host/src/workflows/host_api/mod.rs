@@ -18,6 +18,7 @@
 //! past the run's deadline. Their errors reach the script as catchable maps
 //! `#{kind, code, message, status}`.
 
+mod approval;
 mod error;
 mod hsm;
 mod keys;

@@ -1,30 +1,34 @@
 //! Quorum approval requests, in DSM's shape (`/sys/v1/approval_requests`): a protected
 //! operation answered 403 `ApprovalRequired` is asked for with its method, path and body;
-//! the reviewers its group's policy names approve (a password again when the policy says so)
-//! or deny; when the approvals meet the quorum the server carries the operation out *as the
-//! requester*, with the requester's rights as they are at that moment, and keeps its answer
-//! (sealed) for the requester to read once. The requester never approves their own request.
-//! Of several daemons deciding at once, one carries it out (the status moves by
+//! the reviewers its group's or account's policy names (`subject`) approve (a password again
+//! when the policy says so) or deny; when the approvals meet every deciding policy the
+//! server carries the operation out *as the requester* (`replay`), with the requester's
+//! rights as they are at that moment, and keeps its answer (sealed) for the requester to read
+//! once. The requester never approves their own request unless the policy allows it. Of
+//! several daemons deciding at once, one carries it out (the status moves by
 //! compare-and-swap). Every step is audited.
+
+mod replay;
+mod subject;
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body as HttpBody, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, Request, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::catalog::approvals::{self, ApprovalRequest, Reviewer, Status};
-use crate::catalog::groups::Group;
+use crate::catalog::accounts;
+use crate::catalog::approvals::{
+    self, AccountProtected, ApprovalRequest, Operation, QuorumPolicy, Reviewer, Status,
+};
 use crate::catalog::notifications::{self, EventType};
-use crate::catalog::sobjects::Creator;
-use crate::catalog::{groups, sobjects};
+use crate::quorum::Deciders;
 
 use super::extract::{Body, Caller, id};
 use super::model::{Time, time};
@@ -71,14 +75,15 @@ pub struct ApprovalRequestOut {
     #[schema(value_type = Option<Object>)]
     pub denier: Option<Reviewer>,
     pub denial_reason: Option<String>,
-    /// Who may review: every user and application the group's policy names (DSM's
+    /// Who may review: every user and application the deciding policies name (DSM's
     /// `reviewers`).
     #[schema(value_type = Vec<Object>)]
     pub reviewers: Vec<Reviewer>,
-    /// The group's policy as it is now: how many of whom.
+    /// The deciding policy as it is now (the group's when both decide): how many of whom.
     #[schema(value_type = Option<Object>)]
-    pub policy: Option<crate::catalog::approvals::QuorumPolicy>,
-    /// `[{"group": id}]`: whose policy decides.
+    pub policy: Option<QuorumPolicy>,
+    /// `[{"group": id}]`, `[{"account": id}]` or both: whose policies decide (all must be
+    /// met).
     #[schema(value_type = Vec<Object>)]
     pub subjects: Vec<Value>,
     pub result_viewed: bool,
@@ -118,7 +123,7 @@ pub struct ListQuery {
     /// Only requests this user or application may review.
     #[param(schema_with = super::schemas::id)]
     pub reviewer: Option<String>,
-    /// Only requests under this group.
+    /// Only requests under this group or account.
     #[param(schema_with = super::schemas::id)]
     pub subject: Option<String>,
 }
@@ -139,10 +144,63 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> ApiR
 }
 
 fn reviewer(p: &Principal) -> Reviewer {
-    match p {
-        Principal::User { user_id, .. } => Reviewer::User(user_id.clone()),
-        Principal::App { app_id, .. } => Reviewer::App(app_id.clone()),
+    Reviewer::of(p)
+}
+
+/// Refuses an account change the account's approval policy protects, unless an approved
+/// request carries it out.
+pub async fn account_approved(
+    state: &AppState,
+    caller: &super::extract::Caller,
+    what: AccountProtected,
+) -> ApiResult<()> {
+    let mut c = state.catalog.conn().await?;
+    if crate::quorum::account_allows(&mut c, &caller.access, what).await? {
+        Ok(())
+    } else {
+        Err(ApiError::ApprovalRequired)
     }
+}
+
+/// A policy's reviewers must be users and applications of the account; `field` names it in
+/// a refusal.
+pub async fn check_policy(
+    c: &mut crate::catalog::Conn,
+    account: &str,
+    field: &str,
+    policy: &QuorumPolicy,
+) -> ApiResult<()> {
+    crate::quorum::check(policy).map_err(|e| ApiError::field(field, e))?;
+    for m in crate::quorum::reviewers(policy) {
+        let known = match &m {
+            Reviewer::User(id) => accounts::member_role(c, account, id).await?.is_some(),
+            Reviewer::App(id) => crate::catalog::apps::get(c, account, id).await?.is_some(),
+        };
+        if !known {
+            return Err(ApiError::field(
+                field,
+                format!("{m:?} is not a user or application of this account"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn deciders(state: &AppState, r: &ApprovalRequest) -> ApiResult<Deciders> {
+    let mut c = state.catalog.conn().await?;
+    Ok(Deciders::of(&mut c, r).await?)
+}
+
+/// DSM's `subjects` of a request.
+fn subjects(r: &ApprovalRequest) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(g) = &r.group_id {
+        out.push(json!({"group": g}));
+    }
+    if r.account_policy {
+        out.push(json!({"account": r.account_id}));
+    }
+    out
 }
 
 fn expired(r: &ApprovalRequest, now: i64) -> bool {
@@ -152,9 +210,7 @@ fn expired(r: &ApprovalRequest, now: i64) -> bool {
 async fn out(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequestOut> {
     let mut c = state.catalog.conn().await?;
     let approvers = approvals::approvers(&mut c, &r.id).await?;
-    let policy = groups::get(&mut c, &r.account_id, &r.group_id)
-        .await?
-        .and_then(|g| g.approval_policy.map(|p| p.policy));
+    let deciders = Deciders::of(&mut c, r).await?;
     Ok(ApprovalRequestOut {
         request_id: r.id.clone(),
         acct_id: r.account_id.clone(),
@@ -170,68 +226,11 @@ async fn out(state: &AppState, r: &ApprovalRequest) -> ApiResult<ApprovalRequest
         approvers,
         denier: r.denier.clone(),
         denial_reason: r.denial_reason.clone(),
-        reviewers: policy
-            .as_ref()
-            .map(crate::quorum::reviewers)
-            .unwrap_or_default(),
-        policy,
-        subjects: vec![json!({"group": r.group_id})],
+        reviewers: deciders.reviewers(),
+        policy: deciders.first().cloned(),
+        subjects: subjects(r),
         result_viewed: r.result_viewed,
     })
-}
-
-/// The group whose policy an operation needs: the group the path names, or the group of the
-/// key the path or body names (`kid`, `name`, or `key: {kid|name}`).
-async fn subject_group(
-    caller: &Caller,
-    state: &AppState,
-    req: &ApprovalRequestIn,
-) -> ApiResult<Group> {
-    let segments: Vec<&str> = req.operation.trim_matches('/').split('/').collect();
-    let mut c = state.catalog.conn().await?;
-    let account = caller.account();
-    let group_id = match segments.as_slice() {
-        ["sys", "v1", "groups", gid, ..] => Some(gid.to_string()),
-        ["crypto", "v1", "keys", kid, ..] if crate::catalog::is_id(kid) => {
-            sobjects::get(&mut c, account, kid)
-                .await?
-                .map(|o| o.group_id)
-        }
-        ["crypto", "v1", ..] => {
-            let body = req.body.as_ref();
-            let key = body.and_then(|b| b.get("key")).or(body);
-            let by_kid = key.and_then(|k| k.get("kid")).and_then(Value::as_str);
-            let by_name = key.and_then(|k| k.get("name")).and_then(Value::as_str);
-            match (by_kid, by_name) {
-                (Some(kid), _) => sobjects::get(&mut c, account, kid)
-                    .await?
-                    .map(|o| o.group_id),
-                (None, Some(name)) => sobjects::get_by_name(&mut c, account, name)
-                    .await?
-                    .map(|o| o.group_id),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    let group = match group_id {
-        Some(g) => groups::get(&mut c, account, &g).await?,
-        None => None,
-    }
-    .filter(|g| caller.access.can_read_group(&g.id))
-    .ok_or_else(|| {
-        ApiError::field(
-            "operation",
-            "names no key or group of yours: give the operation's path and body as you would call it",
-        )
-    })?;
-    if group.approval_policy.is_none() {
-        return Err(ApiError::field(
-            "operation",
-            "the group has no approval policy: call the operation directly",
-        ));
-    }
-    Ok(group)
 }
 
 #[utoipa::path(post, path = "/sys/v1/approval_requests", tag = "approvals", request_body = ApprovalRequestIn,
@@ -251,19 +250,23 @@ pub async fn create(
             "an API path such as /crypto/v1/keys/rekey",
         ));
     }
-    let group = subject_group(&caller, &state, &req).await?;
+    let subjects = subject::of(&caller, &state, &req, &method).await?;
     let now = state.now();
+    let mut tx = state.catalog.begin().await?;
+    let expiry = crate::quorum::expiry(&mut tx, caller.account()).await?;
     let r = ApprovalRequest::new(
         caller.account(),
         reviewer(caller.principal()),
-        &group.id,
-        &method,
-        &req.operation,
-        req.body.as_ref().map(Value::to_string),
-        req.description.clone(),
+        Operation {
+            method,
+            path: req.operation.clone(),
+            body: req.body.as_ref().map(Value::to_string),
+            description: req.description.clone(),
+        },
+        subjects,
         now,
+        expiry,
     );
-    let mut tx = state.catalog.begin().await?;
     let event = Event::new(
         Some(&r.account_id),
         caller.principal(),
@@ -282,10 +285,7 @@ async fn visible(state: &AppState, caller: &Caller, r: &ApprovalRequest) -> ApiR
     if r.requester == me || caller.access.reads_whole_account() {
         return Ok(true);
     }
-    let group = state.group(caller.account(), &r.group_id).await?;
-    Ok(group
-        .and_then(|g| g.approval_policy.clone())
-        .is_some_and(|p| crate::quorum::names(&p.policy, &me)))
+    Ok(deciders(state, r).await?.names(&me))
 }
 
 /// How many pending requests wait for the caller's review (the console's badge).
@@ -297,15 +297,9 @@ pub async fn awaiting_review(state: &AppState, caller: &Caller) -> ApiResult<usi
     let me = reviewer(caller.principal());
     let now = state.now();
     let mut n = 0;
-    for r in pending
-        .iter()
-        .filter(|r| r.requester != me && !expired(r, now))
-    {
-        let policy = state
-            .group(caller.account(), &r.group_id)
-            .await?
-            .and_then(|g| g.approval_policy.clone());
-        if policy.is_some_and(|p| crate::quorum::names(&p.policy, &me)) {
+    for r in pending.iter().filter(|r| !expired(r, now)) {
+        let d = deciders(state, r).await?;
+        if d.names(&me) && (r.requester != me || d.lets_requester_decide(&me)) {
             n += 1;
         }
     }
@@ -345,7 +339,9 @@ pub async fn list(
         if q.requester
             .as_ref()
             .is_some_and(|id| r.requester.id() != id)
-            || q.subject.as_ref().is_some_and(|g| r.group_id != *g)
+            || q.subject.as_ref().is_some_and(|g| {
+                r.group_id.as_ref() != Some(g) && !(r.account_policy && r.account_id == *g)
+            })
             || !visible(&state, &caller, r).await?
         {
             continue;
@@ -389,13 +385,13 @@ pub async fn get(
     Ok(Json(out(&state, &r).await?))
 }
 
-/// A pending request the caller may decide: named by the policy, not its requester, not
-/// expired.
+/// A pending request the caller may decide: named by a deciding policy, not its requester
+/// (unless the policy allows it), not expired.
 async fn decidable(
     state: &AppState,
     caller: &Caller,
     request_id: &str,
-) -> ApiResult<(ApprovalRequest, crate::catalog::approvals::QuorumPolicy)> {
+) -> ApiResult<(ApprovalRequest, Deciders)> {
     let r = load(state, caller, request_id).await?;
     if r.status != Status::Pending {
         return Err(ApiError::Conflict(format!(
@@ -407,23 +403,23 @@ async fn decidable(
         return Err(ApiError::Conflict("the request has expired".into()));
     }
     let me = reviewer(caller.principal());
-    if r.requester == me {
+    let deciders = deciders(state, &r).await?;
+    if deciders.is_empty() {
+        return Err(ApiError::Conflict(
+            "no approval policy decides the request any more: call the operation directly".into(),
+        ));
+    }
+    if r.requester == me && !deciders.lets_requester_decide(&me) {
         return Err(ApiError::Forbidden(
             "no one approves or denies their own request".into(),
         ));
     }
-    let policy = state
-        .group(caller.account(), &r.group_id)
-        .await?
-        .and_then(|g| g.approval_policy.clone())
-        .ok_or_else(|| ApiError::Conflict("the group no longer has an approval policy".into()))?
-        .policy;
-    if !crate::quorum::names(&policy, &me) {
+    if !deciders.names(&me) {
         return Err(ApiError::Forbidden(
-            "the group's approval policy does not name you as a reviewer".into(),
+            "the approval policy does not name you as a reviewer".into(),
         ));
     }
-    Ok((r, policy))
+    Ok((r, deciders))
 }
 
 #[utoipa::path(post, path = "/sys/v1/approval_requests/{id}/approve", tag = "approvals", request_body = ApproveIn,
@@ -436,8 +432,8 @@ pub async fn approve(
     body: Bytes,
 ) -> ApiResult<Json<ApprovalRequestOut>> {
     let ApproveIn { password } = optional_body(&body)?;
-    let (r, policy) = decidable(&state, &caller, &request_id).await?;
-    if crate::quorum::requires_password(&policy)
+    let (r, deciders) = decidable(&state, &caller, &request_id).await?;
+    if deciders.requires_password()
         && let Principal::User { user_id, .. } = caller.principal()
     {
         let password = password.ok_or_else(|| {
@@ -461,12 +457,8 @@ pub async fn approve(
     let me = reviewer(caller.principal());
     let mut tx = state.catalog.begin().await?;
     approvals::vote(&mut tx, &r.id, &me, now).await?;
-    let approvers: Vec<Reviewer> = approvals::approvers(&mut tx, &r.id)
-        .await?
-        .into_iter()
-        .filter(|a| *a != r.requester)
-        .collect();
-    let met = crate::quorum::satisfied(&policy, &approvers);
+    let approvers = approvals::approvers(&mut tx, &r.id).await?;
+    let met = deciders.satisfied(&approvers, &r.requester);
     let won = met && approvals::decide(&mut tx, &r.id, Status::Approved, None, None).await?;
     if won {
         decided(&mut tx, &r, Status::Approved, now).await?;
@@ -483,7 +475,7 @@ pub async fn approve(
     .await?;
     tx.commit().await?;
     if won {
-        carry_out(&state, &r).await?;
+        replay::carry_out(&state, &r).await?;
     }
     Ok(Json(out(&state, &reload(&state, &r).await?).await?))
 }
@@ -533,7 +525,7 @@ async fn decided(
         c,
         &r.account_id,
         EventType::ApprovalDecided,
-        &json!({"request_id": r.id, "group_id": r.group_id, "status": status.as_str(),
+        &json!({"request_id": r.id, "group_id": r.group_id, "account_policy": r.account_policy, "status": status.as_str(),
             "requester": r.requester, "operation": r.operation}),
         now,
     )
@@ -639,101 +631,4 @@ pub async fn withdraw(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Carries out an approved request as its requester (their rights as they are now), through
-/// the API itself, and keeps the answer sealed. A requester who lost access, or an operation
-/// refused when it ran, leaves the request FAILED with the refusal as its result.
-async fn carry_out(state: &Arc<AppState>, r: &ApprovalRequest) -> ApiResult<()> {
-    let who = match &r.requester {
-        Reviewer::User(id) => Creator::User(id.clone()),
-        Reviewer::App(id) => Creator::App(id.clone()),
-    };
-    let access = {
-        let mut c = state.catalog.conn().await?;
-        crate::auth::access::load(&mut c, &r.account_id, &who).await?
-    };
-    let (status, body) = match access {
-        None => (
-            StatusCode::FORBIDDEN,
-            json!({"code": "Forbidden", "message": "the requester no longer belongs to the account"}),
-        ),
-        Some(access) => {
-            let (token, _) = state
-                .sessions
-                .create(access.principal.clone(), Some(r.account_id.clone()), None)
-                .await?;
-            let method = Method::from_bytes(r.method.as_bytes())
-                .map_err(|_| ApiError::Internal(format!("stored method {}", r.method)))?;
-            let mut request = Request::builder()
-                .method(method)
-                .uri(&r.operation)
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(HttpBody::from(r.body.clone().unwrap_or_default()))
-                .map_err(|e| ApiError::Internal(format!("replaying the request: {e}")))?;
-            request
-                .extensions_mut()
-                .insert(CarriesApproval(r.id.clone()));
-            let answer = super::router(state.clone(), axum::Router::new())
-                .oneshot(request)
-                .await
-                .map_err(|e| ApiError::Internal(format!("replaying the request: {e}")))?;
-            let status = answer.status();
-            let bytes = axum::body::to_bytes(answer.into_body(), 16 * 1024 * 1024)
-                .await
-                .map_err(|e| ApiError::Internal(format!("reading the answer: {e}")))?;
-            state.sessions.terminate(&token).await?;
-            let body = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            (status, body)
-        }
-    };
-    let ok = status.is_success();
-    let sealed = state.catalog.seal(
-        &approvals::result_context(&r.id),
-        body.to_string().as_bytes(),
-    );
-    let now = state.now();
-    let mut tx = state.catalog.begin().await?;
-    approvals::set_result(
-        &mut tx,
-        &r.id,
-        if ok { Status::Approved } else { Status::Failed },
-        status.as_u16() as i64,
-        &sealed,
-    )
-    .await?;
-    let principal = match &r.requester {
-        Reviewer::User(id) => Principal::User {
-            user_id: id.clone(),
-            email: String::new(),
-        },
-        Reviewer::App(id) => Principal::App {
-            app_id: id.clone(),
-            name: String::new(),
-        },
-    };
-    let event = Event::new(
-        Some(&r.account_id),
-        &principal,
-        "approval_request.execute",
-        now,
-    )
-    .object("approval_request", &r.id)
-    .details(json!({"method": r.method, "operation": r.operation, "status": status.as_u16()}));
-    let event = if ok {
-        event
-    } else {
-        event.outcome(
-            "failure",
-            format!("the operation answered {}", status.as_u16()),
-        )
-    };
-    event.write(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
