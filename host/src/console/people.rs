@@ -69,7 +69,11 @@ async fn account_list(
                     td { (a.name) }
                     td { (a.role.clone().unwrap_or_default()) }
                     td { (a.created_at) }
-                    td { @if a.acct_id == current { span .badge data-testid="current-account" { "Current" } } @else {
+                    td { @if a.acct_id == current {
+                        span .badge data-testid="current-account" { "Current" }
+                        " "
+                        a href="/console/account/approval_policy" data-testid="account-approval-policy" { "Approval policy" }
+                    } @else {
                         form method="post" action="/console/accounts/switch" {
                             (csrf_field(&v))
                             input type="hidden" name="acct_id" value=(a.acct_id);

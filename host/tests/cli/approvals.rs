@@ -1,5 +1,6 @@
 //! Quorum approval through the CLI: a policy set on a group, a rotation refused and asked
-//! for, approved by the reviewer, and its result read by the requester.
+//! for, approved by the reviewer, and its result read by the requester; the account's
+//! policy set, shown, guarding group creation, and removed with its quorum.
 
 use super::support::{Demo, kid};
 
@@ -91,4 +92,46 @@ fn a_protected_rotation_is_asked_for_approved_and_read_through_the_cli() {
     let result = d.ok(&["approvals", "result", &id]);
     assert_eq!(result["status"], 201, "{result}");
     assert_ne!(result["body"]["kid"], k.as_str(), "a new key version");
+
+    // The account's policy: group creation now needs the reviewer's approval.
+    let set = d.ok(&[
+        "policies",
+        "set-approval",
+        "--n",
+        "1",
+        "--user",
+        &reviewer_id,
+        "--manage-groups",
+        "--expiry-hours",
+        "48",
+    ]);
+    assert_eq!(set["approval_policy"]["manage_groups"], true, "{set}");
+    assert_eq!(set["approval_request_expiry"], 48 * 3600);
+    let shown = d.ok(&["policies", "show"]);
+    assert_eq!(
+        shown["approval_policy"]["policy"]["quorum"]["members"][0]["user"],
+        reviewer_id.as_str()
+    );
+    let refused = d.run(&["groups", "create", "--name", "later", "-o", "json"], None);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    assert_eq!(refused.error()["error"]["code"], "ApprovalRequired");
+    let removal = d.run(
+        &["policies", "set-approval", "--remove", "-o", "json"],
+        None,
+    );
+    assert_eq!(removal.error()["error"]["code"], "ApprovalRequired");
+    let asked = d.ok(&[
+        "approvals",
+        "request",
+        "--method",
+        "PATCH",
+        "--operation",
+        &format!("/sys/v1/accounts/{}", shown["acct_id"].as_str().unwrap()),
+        "--body",
+        "{\"approval_policy\": \"remove\"}",
+    ]);
+    let id = asked["request_id"].as_str().unwrap().to_string();
+    let approved = d.ok_as("reviewer", &["approvals", "approve", &id]);
+    assert_eq!(approved["status"], "APPROVED", "{approved}");
+    d.ok(&["groups", "create", "--name", "later"]);
 }

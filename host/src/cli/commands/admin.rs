@@ -6,7 +6,7 @@ use base64::Engine;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{json_arg, query, seg};
+use super::{QuorumArgs, json_arg, query, seg};
 use crate::cli::output::{Columns, Shown};
 use crate::cli::{CliError, Ctx, local};
 
@@ -42,6 +42,34 @@ pub enum PolicyCmd {
         #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
         policy: Option<String>,
         #[arg(long)]
+        remove: bool,
+    },
+    /// Set or remove the account's quorum approval policy: N of the reviewers approve the
+    /// account changes it protects (always: changing it, the request expiry, deleting the
+    /// account). Once set, changing it needs its quorum (`keyward approvals request`).
+    #[command(after_help = "Examples:
+  keyward policies set-approval --n 2 --user 1a2b… --user 3c4d… --user 5e6f… --manage-groups --logging --expiry-hours 72
+  keyward policies set-approval --remove")]
+    SetApproval {
+        #[command(flatten)]
+        quorum: QuorumArgs,
+        /// Creating and deleting groups needs approval.
+        #[arg(long)]
+        manage_groups: bool,
+        /// New credentials for applications (API keys, certificates) need approval.
+        #[arg(long)]
+        authentication: bool,
+        /// Changes of the account's cryptographic policy need approval.
+        #[arg(long)]
+        crypto_policy: bool,
+        /// Changes of notification endpoints need approval.
+        #[arg(long)]
+        logging: bool,
+        /// How long requests wait for their quorum (1 to 8760 hours; default 720).
+        #[arg(long)]
+        expiry_hours: Option<i64>,
+        /// No approval policy.
+        #[arg(long, conflicts_with_all = ["manage_groups", "authentication", "crypto_policy", "logging"])]
         remove: bool,
     },
 }
@@ -89,6 +117,50 @@ impl PolicyCmd {
                 Ok(Shown::object(json!({
                     "acct_id": a["acct_id"],
                     "cryptographic_policy": a["cryptographic_policy"],
+                    "approval_policy": a["approval_policy"],
+                    "approval_request_expiry": a["approval_request_expiry"],
+                })))
+            }
+            PolicyCmd::SetApproval {
+                quorum,
+                manage_groups,
+                authentication,
+                crypto_policy,
+                logging,
+                expiry_hours,
+                remove,
+            } => {
+                let mut body = serde_json::Map::new();
+                match (quorum.policy()?, remove) {
+                    (_, true) => {
+                        body.insert("approval_policy".into(), json!("remove"));
+                    }
+                    (Some(q), false) => {
+                        body.insert(
+                            "approval_policy".into(),
+                            json!({
+                                "policy": {"quorum": q},
+                                "manage_groups": manage_groups,
+                                "protect_authentication_methods": authentication,
+                                "protect_cryptographic_policy": crypto_policy,
+                                "protect_logging_config": logging,
+                                "allow_self_approval": quorum.allow_self,
+                            }),
+                        );
+                    }
+                    (None, false) if expiry_hours.is_none() => {
+                        return Err(local("give --n and reviewers, --expiry-hours, or --remove"));
+                    }
+                    (None, false) => {}
+                }
+                if let Some(h) = expiry_hours {
+                    body.insert("approval_request_expiry".into(), json!(h * 3600));
+                }
+                let path = format!("/sys/v1/accounts/{}", seg(&account(ctx).await?));
+                let after = ctx.patch(&path, Value::Object(body)).await?;
+                Ok(Shown::object(json!({
+                    "approval_policy": after["approval_policy"],
+                    "approval_request_expiry": after["approval_request_expiry"],
                 })))
             }
             PolicyCmd::SetCrypto {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{read_text, seg};
+use super::{QuorumArgs, read_text, seg};
 use crate::cli::output::{Columns, Shown};
 use crate::cli::{CliError, Ctx, local};
 
@@ -75,15 +75,8 @@ pub enum GroupCmd {
     )]
     SetApprovalPolicy {
         id: String,
-        /// How many of the reviewers must approve.
-        #[arg(long)]
-        n: u32,
-        /// A user who reviews (repeatable).
-        #[arg(long = "user")]
-        users: Vec<String>,
-        /// An application that reviews (repeatable).
-        #[arg(long = "app")]
-        apps: Vec<String>,
+        #[command(flatten)]
+        quorum: QuorumArgs,
         /// What needs approval (DSM's names): ROTATE_SOBJECTS, REVOKE_SOBJECTS,
         /// ACTIVATE_SOBJECTS, DESTROY_SOBJECTS, DELETE_SOBJECTS, DELETE_KEY_MATERIAL,
         /// UPDATE_SOBJECTS_PROFILE, UPDATE_SOBJECTS_ENABLED_STATE, UPDATE_KEY_OPS,
@@ -93,9 +86,6 @@ pub enum GroupCmd {
         /// Cryptographic operations with the group's keys need approval too.
         #[arg(long)]
         crypto: bool,
-        /// Reviewers who are users give their password again to approve.
-        #[arg(long)]
-        require_password: bool,
     },
 }
 
@@ -270,22 +260,18 @@ impl GroupCmd {
             }
             GroupCmd::SetApprovalPolicy {
                 id,
-                n,
-                users,
-                apps,
+                quorum,
                 protect,
                 crypto,
-                require_password,
             } => {
-                let members: Vec<Value> = users
-                    .iter()
-                    .map(|u| json!({"user": u}))
-                    .chain(apps.iter().map(|a| json!({"app": a})))
-                    .collect();
+                let reviewers = quorum
+                    .policy()?
+                    .ok_or_else(|| local("give --n and the reviewers (--user, --app)"))?;
                 let policy = json!({
-                    "quorum": {"n": n, "members": members, "require_password": require_password},
+                    "quorum": reviewers,
                     "protect_permissions": protect,
                     "protect_crypto_operations": crypto,
+                    "allow_self_approval": quorum.allow_self,
                 });
                 Ok(Shown::object(
                     ctx.patch(

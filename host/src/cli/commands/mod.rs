@@ -440,6 +440,50 @@ pub fn list_arg(text: &str) -> Vec<String> {
 
 /// A path segment or query value from a user's argument (ids, names), percent-encoded so
 /// that it stays one segment.
+/// The reviewers of an approval policy: `n` of the users and applications, as DSM's
+/// `QuorumPolicy`.
+#[derive(clap::Args, Debug)]
+pub struct QuorumArgs {
+    /// How many of the reviewers must approve.
+    #[arg(long)]
+    n: Option<u32>,
+    /// A user who reviews (repeatable).
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// An application that reviews (repeatable).
+    #[arg(long = "app")]
+    apps: Vec<String>,
+    /// Reviewers who are users give their password again to approve.
+    #[arg(long)]
+    require_password: bool,
+    /// A reviewer's approval counts on their own requests too.
+    #[arg(long)]
+    allow_self: bool,
+}
+
+impl QuorumArgs {
+    /// DSM's `{n, members, require_password}`; `None` when no reviewers were given.
+    pub fn policy(&self) -> Result<Option<Value>, CliError> {
+        let Some(n) = self.n else {
+            if self.users.is_empty() && self.apps.is_empty() {
+                return Ok(None);
+            }
+            return Err(crate::cli::local(
+                "give --n: how many of the reviewers must approve",
+            ));
+        };
+        let members: Vec<Value> = self
+            .users
+            .iter()
+            .map(|u| serde_json::json!({"user": u}))
+            .chain(self.apps.iter().map(|a| serde_json::json!({"app": a})))
+            .collect();
+        Ok(Some(
+            serde_json::json!({"n": n, "members": members, "require_password": self.require_password}),
+        ))
+    }
+}
+
 pub fn seg(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
