@@ -20,7 +20,7 @@ use crate::catalog::approvals::{
     self, AccountApprovalPolicy, AccountProtected, ApprovalRequest, GroupApprovalPolicy, Protected,
     QuorumPolicy, Reviewer, Status,
 };
-use crate::catalog::{CatalogError, Conn, accounts, groups, notifications};
+use crate::catalog::{Catalog, CatalogError, Conn, accounts, groups, notifications};
 
 /// The deepest nesting of quorums accepted.
 const MAX_DEPTH: usize = 4;
@@ -254,6 +254,47 @@ pub async fn ask_once(
     }
     ask(c, r, event).await?;
     Ok(r.clone())
+}
+
+/// How long an approved request's operation may take to report back before it is taken for
+/// interrupted: far longer than any one API call runs.
+pub const UNREPORTED_SECS: i64 = 3_600;
+
+/// Approved requests whose operation never reported back (the daemon carrying it out
+/// stopped) become FAILED, saying so, with an audit event each. The operation is never run
+/// again: whether it took effect before the stop is for the requester to look at, and to ask
+/// again if not. Returns how many were settled.
+pub async fn settle_unreported(catalog: &Catalog, now: i64) -> Result<usize, CatalogError> {
+    let stale = {
+        let mut c = catalog.conn().await?;
+        approvals::unreported(&mut c, now - UNREPORTED_SECS).await?
+    };
+    let mut settled = 0;
+    for r in stale {
+        let body = serde_json::json!({"code": "Interrupted", "message":
+            "the daemon carrying the approved operation out stopped before it reported back: check whether it took effect, and ask again if not"});
+        let sealed = catalog.seal(
+            &approvals::result_context(&r.id),
+            body.to_string().as_bytes(),
+        );
+        let mut tx = catalog.begin().await?;
+        if approvals::settle_unreported(&mut tx, &r.id, &sealed).await? {
+            Event::system(
+                Some(&r.account_id),
+                "approvals",
+                "approval_request.execute",
+                now,
+            )
+            .object("approval_request", &r.id)
+            .details(serde_json::json!({"method": r.method, "operation": r.operation}))
+            .outcome("failure", "interrupted before it reported back")
+            .write(&mut tx)
+            .await?;
+            settled += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(settled)
 }
 
 /// Writes a new request with its audit event and its `approval.requested` notification.

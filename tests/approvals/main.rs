@@ -9,6 +9,7 @@
 
 mod accounts;
 mod groups;
+mod recovery;
 mod scripts;
 
 use keyward_tests::api::{Api, TestDaemon};

@@ -1,10 +1,13 @@
 //! A workflow run that would change a key its group's quorum protects asks for approval as
-//! its principal would, says so in its run record, and changes nothing; the next fire finds
-//! the request pending and asks nothing new; the change happens once the quorum approves.
+//! its principal would, says so in its run record, and changes nothing, whichever path
+//! started it (a cron job, by hand, a webhook); the next fire finds the request pending and
+//! asks nothing new; the change happens once the quorum approves.
 
-use keyward_tests::azure::Azure;
+use keyward::webhooks::signature::Secret;
+use keyward_tests::api::http_client;
+use keyward_tests::azure::{Azure, eventually};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{decide, user};
 
@@ -21,7 +24,11 @@ for name in linked.keys() {
 
 #[tokio::test]
 async fn a_sync_that_would_soft_delete_a_protected_key_asks_and_waits_for_approval() {
-    let az = Azure::start().await;
+    let az = Azure::start_with(|c| {
+        c.scheduler.enabled = false;
+        c.session_lifetime_secs = 30 * 86_400;
+    })
+    .await;
     let admin = &az.admin;
     let key = admin
         .create_key(
@@ -49,15 +56,84 @@ async fn a_sync_that_would_soft_delete_a_protected_key_asks_and_waits_for_approv
         )
         .await;
 
-    // Two syncs: each fails on the protected key, leaves it live, and points at one request.
-    for _ in 0..2 {
-        let run = admin
+    // A cron job fires the sync: the run fails on the protected key and asks for approval.
+    let job = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/jobs",
+            Some(
+                json!({"name": "retire", "workflow": "sync", "group_id": az.group,
+                "cron": "*/5 * * * *"}),
+            ),
+        )
+        .await;
+    let d = &az.daemon;
+    d.clock.advance(600);
+    d.state.scheduler.tick().await.unwrap();
+    let fires = admin
+        .ok(
+            Method::GET,
+            &format!("/sys/v1/jobs/{}/fires", job["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let run_id = fires[0]["run_id"]
+        .as_str()
+        .expect("the fire's run")
+        .to_string();
+    let job_run = admin
+        .ok(
+            Method::GET,
+            &format!("/sys/v1/workflow_runs/{run_id}"),
+            None,
+        )
+        .await;
+    let mut runs = vec![job_run];
+
+    // By hand, and from a webhook: each asks again, finds the same request pending.
+    runs.push(
+        admin
             .ok(
                 Method::POST,
                 "/sys/v1/workflows/sync/run",
                 Some(json!({"group_id": az.group})),
             )
-            .await;
+            .await,
+    );
+    let hook = admin
+        .ok(
+            Method::POST,
+            "/sys/v1/webhooks",
+            Some(json!({"name": "retire", "workflow": "sync", "group_id": az.group})),
+        )
+        .await;
+    let secret = Secret::parse(hook["secret"].as_str().unwrap()).unwrap();
+    let now = d.clock.now();
+    let body = b"{}";
+    let delivered = http_client()
+        .post(format!("{}{}", d.url, hook["path"].as_str().unwrap()))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_retire")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", secret.sign("msg_retire", now, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status().as_u16(), 202);
+    let hook_run: Value = delivered.json().await.unwrap();
+    let hook_run_path = format!(
+        "/sys/v1/workflow_runs/{}",
+        hook_run["run_id"].as_str().unwrap()
+    );
+    runs.push(
+        eventually(30, || async {
+            let r = admin.ok(Method::GET, &hook_run_path, None).await;
+            (r["status"] != "running").then_some(r)
+        })
+        .await,
+    );
+    for run in &runs {
         assert_eq!(run["status"], "failed", "{run}");
         assert!(
             run["error"].as_str().unwrap().contains("requires approval"),
@@ -67,8 +143,8 @@ async fn a_sync_that_would_soft_delete_a_protected_key_asks_and_waits_for_approv
             run["log"].to_string().contains("approval request"),
             "the run record says so: {run}"
         );
-        assert!(az.remote("retire-me").await.is_some(), "still live");
     }
+    assert!(az.remote("retire-me").await.is_some(), "still live");
     let pending = admin
         .ok(
             Method::GET,
@@ -89,6 +165,9 @@ async fn a_sync_that_would_soft_delete_a_protected_key_asks_and_waits_for_approv
         "as the run's principal: {r}"
     );
     let id = r["request_id"].as_str().unwrap();
+    for run in &runs {
+        assert!(run["log"].to_string().contains(id), "{run}");
+    }
     let logs = admin
         .ok(
             Method::GET,

@@ -394,23 +394,25 @@ pub async fn approvers(c: &mut Conn, id: &str) -> Result<Vec<Reviewer>> {
         .collect()
 }
 
-/// Moves a pending request to `status` (compare-and-swap: of several daemons deciding at
-/// once, one wins); false when it was no longer pending.
+/// Moves a pending request to `status` at `at` (compare-and-swap: of several daemons
+/// deciding at once, one wins); false when it was no longer pending.
 pub async fn decide(
     c: &mut Conn,
     id: &str,
     status: Status,
     denier: Option<&Reviewer>,
     reason: Option<&str>,
+    at: i64,
 ) -> Result<bool> {
     Ok(db::query(
-        "UPDATE approval_requests SET status = ?, denier_kind = ?, denier_id = ?, denial_reason = ?
+        "UPDATE approval_requests SET status = ?, denier_kind = ?, denier_id = ?, denial_reason = ?, decided_at = ?
          WHERE id = ? AND status = 'PENDING'",
     )
     .bind(status.as_str())
     .bind(denier.map(kind_of))
     .bind(denier.map(|d| d.id().to_string()))
     .bind(reason)
+    .bind(at)
     .bind(id)
     .execute(c)
     .await?
@@ -436,6 +438,33 @@ pub async fn set_result(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// Requests approved before `before` whose operation never reported back.
+pub async fn unreported(c: &mut Conn, before: i64) -> Result<Vec<ApprovalRequest>> {
+    let rows = db::query(
+        "SELECT * FROM approval_requests
+         WHERE status = 'APPROVED' AND result_status IS NULL AND decided_at < ? LIMIT 100",
+    )
+    .bind(before)
+    .fetch_all(c)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Settles an approved request that never reported back as FAILED with `sealed` as its
+/// result, unless its operation reported meanwhile; false then.
+pub async fn settle_unreported(c: &mut Conn, id: &str, sealed: &[u8]) -> Result<bool> {
+    Ok(db::query(
+        "UPDATE approval_requests SET status = 'FAILED', result_status = 500, result_sealed = ?
+         WHERE id = ? AND status = 'APPROVED' AND result_status IS NULL",
+    )
+    .bind(sealed)
+    .bind(id)
+    .execute(c)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Marks the result read; false when it had been (a result is read once).

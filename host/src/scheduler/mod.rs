@@ -99,6 +99,8 @@ pub struct TickReport {
     pub resumed: usize,
     /// Expiry warnings written to the outbox.
     pub expiry_notices: usize,
+    /// Approved requests whose operation never reported back, settled as FAILED.
+    pub approvals_settled: usize,
 }
 
 /// A fire this daemon claimed: a due rotation (`job` is `None`) or a due job.
@@ -219,6 +221,8 @@ impl Scheduler {
             }
         }
         report.expiry_notices = self.expiry_notices().await?;
+        report.approvals_settled =
+            crate::quorum::settle_unreported(&self.catalog, self.clock.now()).await?;
         Ok(report)
     }
 

@@ -459,7 +459,7 @@ pub async fn approve(
     approvals::vote(&mut tx, &r.id, &me, now).await?;
     let approvers = approvals::approvers(&mut tx, &r.id).await?;
     let met = deciders.satisfied(&approvers, &r.requester);
-    let won = met && approvals::decide(&mut tx, &r.id, Status::Approved, None, None).await?;
+    let won = met && approvals::decide(&mut tx, &r.id, Status::Approved, None, None, now).await?;
     if won {
         decided(&mut tx, &r, Status::Approved, now).await?;
     }
@@ -494,7 +494,16 @@ pub async fn deny(
     let now = state.now();
     let me = reviewer(caller.principal());
     let mut tx = state.catalog.begin().await?;
-    if !approvals::decide(&mut tx, &r.id, Status::Denied, Some(&me), reason.as_deref()).await? {
+    if !approvals::decide(
+        &mut tx,
+        &r.id,
+        Status::Denied,
+        Some(&me),
+        reason.as_deref(),
+        now,
+    )
+    .await?
+    {
         return Err(ApiError::Conflict(
             "the request was decided meanwhile".into(),
         ));
@@ -611,6 +620,7 @@ pub async fn withdraw(
         Status::Denied,
         Some(&r.requester),
         Some("withdrawn"),
+        state.now(),
     )
     .await?
     {

@@ -5,6 +5,8 @@
 -- that has a policy of its own under an account policy that protects group deletion), so
 -- `group_id` may be NULL. SQLite changes a column's constraint only by rebuilding the table;
 -- the votes table is rebuilt beside it so that no cascade removes a vote on the way.
+-- `decided_at` dates the approval, so that one whose operation never reported back (the
+-- daemon carrying it out stopped) is settled as FAILED rather than left APPROVED forever.
 ALTER TABLE accounts ADD COLUMN approval_policy TEXT;
 ALTER TABLE accounts ADD COLUMN approval_request_expiry INTEGER;
 
@@ -28,6 +30,7 @@ CREATE TABLE approval_requests_v13 (
     result_status  INTEGER,
     result_sealed  BLOB,
     result_viewed  INTEGER NOT NULL DEFAULT 0,
+    decided_at     INTEGER,
     CHECK (group_id IS NOT NULL OR account_policy)
 );
 INSERT INTO approval_requests_v13 (id, account_id, requester_kind, requester_id, created_at, expires_at, method,
