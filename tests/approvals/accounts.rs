@@ -5,19 +5,24 @@
 //! lets the requester approve their own.
 
 use keyward::catalog::db;
+use keyward_tests::api::Api;
 use reqwest::Method;
 use serde_json::json;
 
 use super::{decide, needs_approval, request, world};
 
+async fn account_of(admin: &Api) -> String {
+    admin.ok(Method::GET, "/sys/v1/accounts", None).await[0]["acct_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn the_account_policy_protects_groups_credentials_policies_endpoints_and_itself() {
     let w = world().await;
     let admin = &w.admin;
-    let acct = admin.ok(Method::GET, "/sys/v1/accounts", None).await[0]["acct_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let acct = account_of(admin).await;
     let account_path = format!("/sys/v1/accounts/{acct}");
     let (r1, r2, r3) = (&w.reviewers[0], &w.reviewers[1], &w.reviewers[2]);
     let spare = admin.create_group("spare", json!({})).await;
@@ -227,10 +232,7 @@ async fn the_account_policy_protects_groups_credentials_policies_endpoints_and_i
 async fn a_policy_that_allows_it_lets_the_requester_approve_their_own() {
     let w = world().await;
     let admin = &w.admin;
-    let acct = admin.ok(Method::GET, "/sys/v1/accounts", None).await[0]["acct_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let acct = account_of(admin).await;
     let users = admin.ok(Method::GET, "/sys/v1/users", None).await;
     let me = users
         .as_array()

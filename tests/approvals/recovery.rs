@@ -42,7 +42,11 @@ async fn an_approval_whose_operation_never_reported_back_is_settled_failed_not_r
     assert_eq!(tick().await.approvals_settled, 0, "once");
     let r = w
         .admin
-        .ok(Method::GET, &format!("/sys/v1/approval_requests/{id}"), None)
+        .ok(
+            Method::GET,
+            &format!("/sys/v1/approval_requests/{id}"),
+            None,
+        )
         .await;
     assert_eq!(r["status"], "FAILED", "{r}");
     let answer = w.admin.ok(Method::POST, &result, None).await;

@@ -489,27 +489,43 @@ mod tests {
     use super::*;
     use sqlx::Row;
 
+    /// An empty SQLite catalog in memory, with foreign keys on as the daemon has them.
+    async fn memory_pool() -> sqlx::SqlitePool {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .foreign_keys(true);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
+    /// Runs `sql` in one transaction, as a migration runs.
+    async fn apply(pool: &sqlx::SqlitePool, sql: &str) {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn count(pool: &sqlx::SqlitePool, sql: &'static str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    }
+
     /// Catalog version 9 makes webhook names unique per account by building the webhooks
     /// tables anew: a catalog upgraded from version 8 keeps its webhooks and accepted
     /// deliveries (refusals are no longer stored), and the cascade still holds.
     #[tokio::test]
     async fn upgrading_to_per_account_webhook_names_keeps_webhooks_and_deliveries() {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .unwrap()
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
-        let apply = |sql: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
-                tx.commit().await.unwrap();
-            }
-        };
+        let pool = memory_pool().await;
+        let apply = |sql: &'static str| apply(&pool, sql);
         for (version, sql) in SQLITE_MIGRATIONS.iter().filter(|(v, _)| *v <= 8) {
             assert!(*version <= 8);
             apply(sql).await;
@@ -526,16 +542,7 @@ mod tests {
         let (_, v9) = SQLITE_MIGRATIONS.iter().find(|(v, _)| *v == 9).unwrap();
         apply(v9).await;
 
-        let count = |sql: &'static str| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>(0)
-            }
-        };
+        let count = |sql: &'static str| count(&pool, sql);
         assert_eq!(count("SELECT COUNT(*) FROM webhooks").await, 2);
         assert_eq!(
             count("SELECT COUNT(*) FROM webhook_deliveries WHERE outcome = 'accepted' AND message_id = 'msg_1'").await,
@@ -567,22 +574,8 @@ mod tests {
     /// requests and their votes, and deleting a request still deletes its votes.
     #[tokio::test]
     async fn upgrading_to_account_approvals_keeps_requests_and_votes() {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .unwrap()
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
-        let apply = |sql: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
-                tx.commit().await.unwrap();
-            }
-        };
+        let pool = memory_pool().await;
+        let apply = |sql: &'static str| apply(&pool, sql);
         for (_, sql) in SQLITE_MIGRATIONS.iter().filter(|(v, _)| *v <= 12) {
             apply(sql).await;
         }
@@ -595,16 +588,7 @@ mod tests {
         ").await;
         let (_, v13) = SQLITE_MIGRATIONS.iter().find(|(v, _)| *v == 13).unwrap();
         apply(v13).await;
-        let count = |sql: &'static str| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>(0)
-            }
-        };
+        let count = |sql: &'static str| count(&pool, sql);
         assert_eq!(
             count("SELECT COUNT(*) FROM approval_requests WHERE group_id = 'g1' AND NOT account_policy").await,
             1
