@@ -2,13 +2,15 @@
 # What the tests need from Debian's packages, installed when missing (as root, or through
 # sudo): chromium and chromium-driver for the console's browser tests (tests/console.rs),
 # nginx for the deployment example (tests/failover.rs), libnss-myhostname for the Azure CLI
-# against the emulator (tests/real_clients.rs). PostgreSQL comes with
-# tests/postgres.sh.
+# against the emulator (tests/real_clients.rs), opensc's pkcs11-tool for the PKCS#11 module
+# (tests/pkcs11). PostgreSQL comes with tests/postgres.sh.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v pkcs11-tool >/dev/null || missing+=(opensc)
+command -v openssl >/dev/null || missing+=(openssl)
 # The emulator serves vaults and HSMs as *.localhost (RFC 6761); the Azure CLI (Python) needs
 # the system resolver to know that, which nss-myhostname does.
 getent hosts keyward-check.localhost >/dev/null || missing+=(libnss-myhostname)

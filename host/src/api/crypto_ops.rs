@@ -94,7 +94,7 @@ pub struct SignRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignResponse {
     pub kid: String,
-    /// RSA: the signature; ECDSA: `r || s`.
+    /// RSA: the signature; ECDSA: DER (`SEQUENCE { r, s }`), as DSM's.
     pub signature: String,
 }
 

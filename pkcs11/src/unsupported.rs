@@ -1,0 +1,59 @@
+//! The PKCS#11 functions the module does not offer (yet): each answers
+//! `CKR_FUNCTION_NOT_SUPPORTED`, never a silent success.
+
+#![allow(non_snake_case)]
+#![allow(clippy::missing_safety_doc)]
+
+use cryptoki_sys::*;
+
+macro_rules! unsupported {
+    ($($name:ident($($t:ty),*);)*) => {
+        $(
+            pub unsafe extern "C" fn $name($(_: $t),*) -> CK_RV {
+                CKR_FUNCTION_NOT_SUPPORTED
+            }
+        )*
+    };
+}
+
+type Bytes = *mut CK_BYTE;
+type Len = *mut CK_ULONG;
+type Session = CK_SESSION_HANDLE;
+type Object = CK_OBJECT_HANDLE;
+type Template = *mut CK_ATTRIBUTE;
+type Mechanism = *mut CK_MECHANISM;
+
+unsupported! {
+    C_InitToken(CK_SLOT_ID, *mut CK_UTF8CHAR, CK_ULONG, *mut CK_UTF8CHAR);
+    C_InitPIN(Session, *mut CK_UTF8CHAR, CK_ULONG);
+    C_SetPIN(Session, *mut CK_UTF8CHAR, CK_ULONG, *mut CK_UTF8CHAR, CK_ULONG);
+    C_GetOperationState(Session, Bytes, Len);
+    C_SetOperationState(Session, Bytes, CK_ULONG, Object, Object);
+    C_CreateObject(Session, Template, CK_ULONG, *mut Object);
+    C_CopyObject(Session, Object, Template, CK_ULONG, *mut Object);
+    C_GetObjectSize(Session, Object, Len);
+    C_SetAttributeValue(Session, Object, Template, CK_ULONG);
+    C_EncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_EncryptFinal(Session, Bytes, Len);
+    C_DecryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_DecryptFinal(Session, Bytes, Len);
+    C_DigestInit(Session, Mechanism);
+    C_Digest(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_DigestUpdate(Session, Bytes, CK_ULONG);
+    C_DigestKey(Session, Object);
+    C_DigestFinal(Session, Bytes, Len);
+    C_SignRecoverInit(Session, Mechanism, Object);
+    C_SignRecover(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_VerifyRecoverInit(Session, Mechanism, Object);
+    C_VerifyRecover(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_DigestEncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_DecryptDigestUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_SignEncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_DecryptVerifyUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
+    C_GenerateKey(Session, Mechanism, Template, CK_ULONG, *mut Object);
+    C_GenerateKeyPair(Session, Mechanism, Template, CK_ULONG, Template, CK_ULONG, *mut Object, *mut Object);
+    C_WrapKey(Session, Mechanism, Object, Object, Bytes, Len);
+    C_UnwrapKey(Session, Mechanism, Object, Bytes, CK_ULONG, Template, CK_ULONG, *mut Object);
+    C_DeriveKey(Session, Mechanism, Object, Template, CK_ULONG, *mut Object);
+    C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut std::ffi::c_void);
+}

@@ -1,0 +1,257 @@
+//! The module loaded as an application loads it, and its C function list, with the calls
+//! the tests make. The module is one per process: tests that use it take [`Loaded::take`],
+//! which serializes them and finalizes the module when done.
+
+use std::ffi::c_void;
+use std::path::Path;
+use std::ptr::null_mut;
+use std::sync::{Mutex, MutexGuard};
+
+pub use keyward_pkcs11::cryptoki_sys::*;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub struct Loaded {
+    _lib: libloading::Library,
+    pub f: &'static CK_FUNCTION_LIST,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Loaded {
+    /// The module, configured by `conf`, not yet initialized.
+    pub fn take(conf: &Path) -> Loaded {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        // The module reads its configuration at C_Initialize; no other thread reads the
+        // environment meanwhile (the tests that load the module take turns).
+        unsafe { std::env::set_var("KEYWARD_PKCS11_CONF", conf) };
+        let lib = unsafe { libloading::Library::new(super::module_path()) }.unwrap();
+        let mut list: *mut CK_FUNCTION_LIST = null_mut();
+        let get: libloading::Symbol<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV> =
+            unsafe { lib.get(b"C_GetFunctionList") }.unwrap();
+        assert_eq!(unsafe { get(&mut list) }, CKR_OK);
+        let f = unsafe { &*list };
+        Loaded {
+            _lib: lib,
+            f,
+            _turn: turn,
+        }
+    }
+
+    pub fn initialize(&self) -> CK_RV {
+        unsafe { self.f.C_Initialize.unwrap()(null_mut()) }
+    }
+
+    pub fn open(&self, rw: bool) -> CK_SESSION_HANDLE {
+        let mut h = 0;
+        let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
+        let rv = unsafe { self.f.C_OpenSession.unwrap()(0, flags, null_mut(), None, &mut h) };
+        assert_eq!(rv, CKR_OK);
+        h
+    }
+
+    pub fn login(&self, s: CK_SESSION_HANDLE, pin: &str) -> CK_RV {
+        unsafe {
+            self.f.C_Login.unwrap()(s, CKU_USER, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
+        }
+    }
+
+    /// The handles of objects with `class` and `label`.
+    pub fn find(
+        &self,
+        s: CK_SESSION_HANDLE,
+        class: CK_OBJECT_CLASS,
+        label: &str,
+    ) -> Vec<CK_OBJECT_HANDLE> {
+        let mut class = class;
+        let mut template = [
+            CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: &mut class as *mut _ as *mut c_void,
+                ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: label.as_ptr() as *mut c_void,
+                ulValueLen: label.len() as CK_ULONG,
+            },
+        ];
+        unsafe {
+            assert_eq!(
+                self.f.C_FindObjectsInit.unwrap()(s, template.as_mut_ptr(), 2),
+                CKR_OK
+            );
+            let mut out = [0; 16];
+            let mut n = 0;
+            assert_eq!(
+                self.f.C_FindObjects.unwrap()(s, out.as_mut_ptr(), 16, &mut n),
+                CKR_OK
+            );
+            assert_eq!(self.f.C_FindObjectsFinal.unwrap()(s), CKR_OK);
+            out[..n as usize].to_vec()
+        }
+    }
+
+    /// One attribute's bytes, or the call's error.
+    pub fn attribute(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        t: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Vec<u8>, CK_RV> {
+        let mut a = CK_ATTRIBUTE {
+            type_: t,
+            pValue: null_mut(),
+            ulValueLen: 0,
+        };
+        let rv = unsafe { self.f.C_GetAttributeValue.unwrap()(s, o, &mut a, 1) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut buf = vec![0u8; a.ulValueLen as usize];
+        a.pValue = buf.as_mut_ptr() as *mut c_void;
+        let rv = unsafe { self.f.C_GetAttributeValue.unwrap()(s, o, &mut a, 1) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        Ok(buf)
+    }
+
+    pub fn mechanism(m: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+        CK_MECHANISM {
+            mechanism: m,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        }
+    }
+
+    pub fn sign_init(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mut m: CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+    ) -> CK_RV {
+        unsafe { self.f.C_SignInit.unwrap()(s, &mut m, key) }
+    }
+
+    /// C_Sign with the length query first.
+    pub fn sign(&self, s: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+        let mut n = 0;
+        let sign = self.f.C_Sign.unwrap();
+        let rv = unsafe {
+            sign(
+                s,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                null_mut(),
+                &mut n,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut out = vec![0u8; n as usize];
+        let rv = unsafe {
+            sign(
+                s,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    pub fn verify(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mut m: CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        sig: &[u8],
+    ) -> CK_RV {
+        unsafe {
+            let rv = self.f.C_VerifyInit.unwrap()(s, &mut m, key);
+            if rv != CKR_OK {
+                return rv;
+            }
+            self.f.C_Verify.unwrap()(
+                s,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                sig.as_ptr() as *mut _,
+                sig.len() as CK_ULONG,
+            )
+        }
+    }
+
+    /// C_EncryptInit and C_Encrypt (or decrypt), with the length query first.
+    pub fn crypt(
+        &self,
+        s: CK_SESSION_HANDLE,
+        decrypt: bool,
+        mut m: CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CK_RV> {
+        let (init, call) = if decrypt {
+            (self.f.C_DecryptInit.unwrap(), self.f.C_Decrypt.unwrap())
+        } else {
+            (self.f.C_EncryptInit.unwrap(), self.f.C_Encrypt.unwrap())
+        };
+        unsafe {
+            let rv = init(s, &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            let mut n = 0;
+            let rv = call(
+                s,
+                input.as_ptr() as *mut _,
+                input.len() as CK_ULONG,
+                null_mut(),
+                &mut n,
+            );
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            let mut out = vec![0u8; n as usize];
+            let rv = call(
+                s,
+                input.as_ptr() as *mut _,
+                input.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            );
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            out.truncate(n as usize);
+            Ok(out)
+        }
+    }
+
+    pub fn finalize(&self) -> CK_RV {
+        unsafe { self.f.C_Finalize.unwrap()(null_mut()) }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // Whatever a failed assertion left, the next test starts from an uninitialized module.
+        let _ = unsafe { self.f.C_Finalize.unwrap()(null_mut()) };
+    }
+}
+
+/// A pointer to `v` as a mechanism parameter.
+pub fn with_params<T>(m: CK_MECHANISM_TYPE, v: &mut T) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: m,
+        pParameter: v as *mut T as *mut c_void,
+        ulParameterLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}

@@ -1,0 +1,114 @@
+//! OpenSC's pkcs11-tool through the module, OpenSSL checking what it signs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use super::{World, id_hex, module_path};
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tool(w: &World) -> Command {
+    let mut c = Command::new("pkcs11-tool");
+    c.env("KEYWARD_PKCS11_CONF", w.conf_file())
+        .arg("--module")
+        .arg(module_path());
+    c
+}
+
+/// Signs `data` with `key` by `mechanism` through pkcs11-tool; the signature's file.
+fn sign(w: &World, dir: &Path, key: &Value, mechanism: &str, extra: &[&str]) -> std::path::PathBuf {
+    let sig = dir.join(format!("{mechanism}.sig"));
+    run(tool(w)
+        .args(["--login", "--pin", &w.api_key, "--sign", "-m", mechanism])
+        .args(["--id", &id_hex(key)])
+        .args(extra)
+        .arg("--input-file")
+        .arg(dir.join("data"))
+        .arg("--output-file")
+        .arg(&sig));
+    sig
+}
+
+fn openssl_verifies(dir: &Path, pem: &str, sig: &Path, opts: &[&str]) {
+    let key = dir.join("pub.pem");
+    std::fs::write(&key, pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&key)
+        .args(opts)
+        .arg("-signature")
+        .arg(sig)
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"),
+        "openssl {opts:?} on {} bytes: {} {}",
+        std::fs::read(sig).unwrap().len(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_tool_lists_the_groups_keys_and_signs_what_openssl_verifies() {
+    let w = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), b"an invoice to sign").unwrap();
+    let (rsa_pem, ec_pem) = (w.public_pem(&w.rsa).await, w.public_pem(&w.ec).await);
+
+    let w = std::sync::Arc::new(w);
+    let t = w.clone();
+    let dir_path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let w = &*t;
+        let slots = run(tool(w).arg("--list-slots"));
+        let slots = String::from_utf8_lossy(&slots.stdout);
+        assert!(slots.contains("signing"), "{slots}");
+        let objects = run(tool(w).args(["--login", "--pin", &w.api_key, "--list-objects"]));
+        let objects = String::from_utf8_lossy(&objects.stdout);
+        for name in ["rsa-signer", "ec-signer", "aes-data", "rsa-no-sign"] {
+            assert!(objects.contains(name), "{name} in {objects}");
+        }
+        let mechanisms = run(tool(w).arg("--list-mechanisms"));
+        let mechanisms = String::from_utf8_lossy(&mechanisms.stdout);
+        assert!(mechanisms.contains("SHA256-RSA-PKCS-PSS"), "{mechanisms}");
+
+        let dir = dir_path.as_path();
+        let sig = sign(w, dir, &w.rsa, "SHA256-RSA-PKCS", &[]);
+        openssl_verifies(dir, &rsa_pem, &sig, &[]);
+        let sig = sign(w, dir, &w.rsa, "SHA256-RSA-PKCS-PSS", &[]);
+        openssl_verifies(
+            dir,
+            &rsa_pem,
+            &sig,
+            &[
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+            ],
+        );
+        let sig = sign(
+            w,
+            dir,
+            &w.ec,
+            "ECDSA-SHA256",
+            &["--signature-format", "openssl"],
+        );
+        openssl_verifies(dir, &ec_pem, &sig, &[]);
+    })
+    .await
+    .unwrap();
+}
