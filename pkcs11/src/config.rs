@@ -5,13 +5,20 @@
 //! address = "https://keyward.example.com:4443"
 //! ca_file = "/etc/keyward/ca.pem"            # optional: a CA for the daemon's certificate
 //! app_id = "3f0c…"                           # optional: the PIN must be this application's
+//! api_key_file = "/etc/keyward/app.key"      # optional: the credential, instead of the PIN
 //! [[slot]]
 //! group_id = "5e6f…"
 //! label = "payments"                         # optional: shown before login
 //! ```
 //!
 //! Environment: `KEYWARD_PKCS11_ADDR`, `KEYWARD_PKCS11_CA`, `KEYWARD_PKCS11_APP_ID`,
-//! `KEYWARD_PKCS11_GROUPS` (group ids, comma-separated: one slot each).
+//! `KEYWARD_PKCS11_GROUPS` (group ids, comma-separated: one slot each),
+//! `KEYWARD_PKCS11_API_KEY_FILE`.
+//!
+//! With `api_key_file` the file is the application's credential (readable by whoever may use
+//! the keys, and nobody else): public keys show before login (what `ssh-keygen -D` and
+//! OpenSSH read) and `C_Login` takes any PIN, since many PKCS#11 front ends take no PIN
+//! longer than 32 characters and an API key is longer.
 
 use std::path::PathBuf;
 
@@ -25,6 +32,7 @@ pub struct Config {
     pub address: String,
     pub ca_file: Option<PathBuf>,
     pub app_id: Option<String>,
+    pub api_key_file: Option<PathBuf>,
     #[serde(default, rename = "slot")]
     pub slots: Vec<SlotConfig>,
 }
@@ -52,6 +60,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The API key from `api_key_file`, read at each use (a replaced file takes effect).
+    pub fn stored_key(&self) -> Option<Result<String, ConfigError>> {
+        self.api_key_file.as_ref().map(|f| {
+            std::fs::read_to_string(f)
+                .map(|k| k.trim().to_string())
+                .map_err(|e| ConfigError::Read(f.clone(), e))
+        })
+    }
+
     /// The configuration from the file and the environment.
     pub fn load() -> Result<Config, ConfigError> {
         Config::from_sources(
@@ -81,6 +98,9 @@ impl Config {
         }
         if let Some(app) = env("KEYWARD_PKCS11_APP_ID") {
             c.app_id = Some(app);
+        }
+        if let Some(f) = env("KEYWARD_PKCS11_API_KEY_FILE") {
+            c.api_key_file = Some(PathBuf::from(f));
         }
         if let Some(groups) = env("KEYWARD_PKCS11_GROUPS") {
             c.slots = groups

@@ -323,8 +323,18 @@ pub unsafe extern "C" fn C_Login(
             ))
         })?;
         let pin = unsafe { input(pin, pin_len)? };
-        let pin = std::str::from_utf8(pin).map_err(|_| CKR_PIN_INCORRECT)?;
-        let (token, entity) = client.login(pin.trim()).map_err(|e| match e {
+        let pin = match with(|m| Ok(m.config.stored_key()))? {
+            Some(Ok(key)) => key,
+            Some(Err(e)) => {
+                eprintln!("keyward-pkcs11: {e}");
+                return Err(CKR_DEVICE_ERROR);
+            }
+            None => std::str::from_utf8(pin)
+                .map_err(|_| CKR_PIN_INCORRECT)?
+                .trim()
+                .to_string(),
+        };
+        let (token, entity) = client.login(&pin).map_err(|e| match e {
             crate::client::ClientError::Unauthenticated
             | crate::client::ClientError::Invalid(_) => CKR_PIN_INCORRECT,
             e => rv(e, CKR_PIN_INCORRECT),
@@ -442,16 +452,25 @@ pub unsafe extern "C" fn C_FindObjectsInit(
             }
             let slot = s.slot;
             let group = m.slots[slot].group_id.clone();
-            Ok(m.token(session).ok().map(|(c, t)| (c, t, group)))
+            Ok((m.token(session).ok(), m.client.clone(), group))
         })?;
-        // Before login the module shows nothing: every object is the application's.
+        let public_only = login.0.is_none();
         let keys = match login {
-            Some((client, token, group)) => client
+            (Some((client, token)), _, group) => client
                 .keys(&token, &group)
                 .map_err(|e| rv(e, CKR_DEVICE_ERROR))?,
-            None => vec![],
+            // Before login, public keys when the configuration holds the credential.
+            (None, client, group) => match with(|m| Ok(m.config.stored_key()))? {
+                Some(Ok(key)) => {
+                    let (token, _) = client.login(&key).map_err(|e| rv(e, CKR_DEVICE_ERROR))?;
+                    let keys = client.keys(&token, &group);
+                    let _ = client.logout(&token);
+                    keys.map_err(|e| rv(e, CKR_DEVICE_ERROR))?
+                }
+                _ => vec![],
+            },
         };
-        with(|m| m.find(session, keys, &wanted))
+        with(|m| m.find(session, keys, &wanted, public_only))
     })
 }
 

@@ -202,10 +202,14 @@ impl Module {
         session: CK_SESSION_HANDLE,
         keys: Vec<Key>,
         template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        public_only: bool,
     ) -> Result<(), CK_RV> {
         let mut found = Vec::new();
         for key in keys {
             for part in objects::parts_of(&key) {
+                if public_only && part != Part::Public {
+                    continue;
+                }
                 let matches = template.iter().all(|(t, want)| {
                     matches!(objects::attribute(&key, part, *t), objects::Attr::Value(v) if &v == want)
                 });

@@ -62,7 +62,7 @@ fn openssl_verifies(dir: &Path, pem: &str, sig: &Path, opts: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pkcs11_tool_lists_the_groups_keys_and_signs_what_openssl_verifies() {
+async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_what_they_sign() {
     let w = World::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data"), b"an invoice to sign").unwrap();
@@ -108,6 +108,69 @@ async fn pkcs11_tool_lists_the_groups_keys_and_signs_what_openssl_verifies() {
             &["--signature-format", "openssl"],
         );
         openssl_verifies(dir, &ec_pem, &sig, &[]);
+    })
+    .await
+    .unwrap();
+
+    // With the credential in a file: ssh-keygen lists the public keys before any login, and
+    // OpenSSL (the pkcs11 engine, whose PINs stop at 32 characters) signs a CSR.
+    let key_file = dir.path().join("app.key");
+    std::fs::write(&key_file, &w.api_key).unwrap();
+    let conf = dir.path().join("with-key.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "address = \"{}\"\napi_key_file = \"{}\"\n[[slot]]\ngroup_id = \"{}\"\n",
+            w.d.url,
+            key_file.display(),
+            w.group
+        ),
+    )
+    .unwrap();
+    let engine = dir.path().join("engine.cnf");
+    std::fs::write(
+        &engine,
+        format!(
+            "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\nengine_id = pkcs11\nMODULE_PATH = {}\ninit = 0\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let ssh = run(Command::new("ssh-keygen")
+            .env("KEYWARD_PKCS11_CONF", &conf)
+            .arg("-D")
+            .arg(module_path()));
+        let ssh = String::from_utf8_lossy(&ssh.stdout);
+        assert!(
+            ssh.contains("ecdsa-sha2-nistp256 ") && ssh.contains("ec-signer"),
+            "{ssh}"
+        );
+        assert!(
+            ssh.contains("ssh-rsa ") && ssh.contains("rsa-signer"),
+            "{ssh}"
+        );
+        let csr = dir_path.join("ec.csr");
+        run(Command::new("openssl")
+            .env("KEYWARD_PKCS11_CONF", &conf)
+            .env("OPENSSL_CONF", &engine)
+            .args(["req", "-new", "-engine", "pkcs11", "-keyform", "engine"])
+            .args([
+                "-key",
+                "pkcs11:object=ec-signer;type=private;pin-value=unused",
+            ])
+            .args(["-subj", "/CN=ec-signer", "-out"])
+            .arg(&csr));
+        let checked = run(Command::new("openssl")
+            .args(["req", "-noout", "-verify", "-in"])
+            .arg(&csr));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        assert!(said.contains("verify OK"), "{said}");
     })
     .await
     .unwrap();
