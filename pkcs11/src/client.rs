@@ -202,6 +202,12 @@ impl Client {
             .map_err(|e| ClientError::Daemon(200, format!("a key: {e}")))
     }
 
+    /// `POST /crypto/v1/keys`: a new key, as the API describes it.
+    pub fn create(&self, token: &str, body: Value) -> Result<Key, ClientError> {
+        serde_json::from_value(self.post(token, "/crypto/v1/keys", body)?)
+            .map_err(|e| ClientError::Daemon(201, format!("a key: {e}")))
+    }
+
     pub fn delete(&self, token: &str, kid: &str) -> Result<(), ClientError> {
         self.send(
             self.http

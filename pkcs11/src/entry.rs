@@ -10,6 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use cryptoki_sys::*;
 
+use crate::generate;
 use crate::mechanisms::{self, Purpose, SUPPORTED};
 use crate::module::{self, rv, with};
 use crate::objects::{self, Attr, Part};
@@ -690,4 +691,102 @@ pub unsafe extern "C" fn C_GetFunctionStatus(session: CK_SESSION_HANDLE) -> CK_R
 
 pub unsafe extern "C" fn C_CancelFunction(session: CK_SESSION_HANDLE) -> CK_RV {
     unsafe { C_GetFunctionStatus(session) }
+}
+
+/// A caller's template, copied.
+unsafe fn template(t: *mut CK_ATTRIBUTE, count: CK_ULONG) -> Result<generate::Template, CK_RV> {
+    if count == 0 {
+        return Ok(vec![]);
+    }
+    if t.is_null() {
+        return Err(CKR_ARGUMENTS_BAD);
+    }
+    let mut out = Vec::new();
+    for a in unsafe { std::slice::from_raw_parts(t, count as usize) } {
+        out.push((
+            a.type_,
+            unsafe { input(a.pValue as *const u8, a.ulValueLen)? }.to_vec(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Makes a key through the API in the session's group; its objects' handles.
+fn make(
+    session: CK_SESSION_HANDLE,
+    body: impl FnOnce(&str) -> Result<serde_json::Value, CK_RV>,
+) -> Result<Vec<CK_OBJECT_HANDLE>, CK_RV> {
+    let (client, token, group) = with(|m| {
+        let s = m.session(session)?;
+        if !s.rw {
+            return Err(CKR_SESSION_READ_ONLY);
+        }
+        let slot = s.slot;
+        let group = m.slots[slot].group_id.clone();
+        let (client, token) = m.token(session)?;
+        Ok((client, token, group))
+    })?;
+    let key = client.create(&token, body(&group)?).map_err(|e| match e {
+        crate::client::ClientError::Invalid(why) => {
+            eprintln!("keyward-pkcs11: {why}");
+            CKR_TEMPLATE_INCONSISTENT
+        }
+        e => rv(e, CKR_DEVICE_ERROR),
+    })?;
+    with(|m| {
+        let handles = objects::parts_of(&key)
+            .into_iter()
+            .map(|p| m.handle(&key.kid, p))
+            .collect();
+        m.keys.insert(key.kid.clone(), key);
+        Ok(handles)
+    })
+}
+
+pub unsafe extern "C" fn C_GenerateKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    t: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        if mech.is_null() || key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        let mech = unsafe { (*mech).mechanism };
+        let t = unsafe { template(t, count)? };
+        let handles = make(session, |group| generate::secret_key(mech, &t, group))?;
+        unsafe { set(key, handles[0]) }
+    })
+}
+
+pub unsafe extern "C" fn C_GenerateKeyPair(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    public: *mut CK_ATTRIBUTE,
+    public_count: CK_ULONG,
+    private: *mut CK_ATTRIBUTE,
+    private_count: CK_ULONG,
+    public_key: *mut CK_OBJECT_HANDLE,
+    private_key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        if mech.is_null() || public_key.is_null() || private_key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        let mech = unsafe { (*mech).mechanism };
+        let public = unsafe { template(public, public_count)? };
+        let private = unsafe { template(private, private_count)? };
+        let handles = make(session, |group| {
+            generate::key_pair(mech, &public, &private, group)
+        })?;
+        let [private_h, public_h] = handles[..] else {
+            return Err(CKR_DEVICE_ERROR);
+        };
+        unsafe {
+            set(private_key, private_h)?;
+            set(public_key, public_h)
+        }
+    })
 }

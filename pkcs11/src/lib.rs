@@ -7,11 +7,12 @@
 //!
 //! - `entry`: the C functions (argument checks, `CK_RV`s); `unsupported`: the rest.
 //! - `module`: slots, sessions, handles; `config`: `KEYWARD_PKCS11_CONF` and environment.
-//! - `mechanisms`: what is offered and the request each becomes.
+//! - `mechanisms`: what is offered and the request each becomes; `generate`: new keys.
 
 pub mod client;
 pub mod config;
 mod entry;
+mod generate;
 pub mod mechanisms;
 mod module;
 pub mod objects;

@@ -113,7 +113,7 @@ pub enum Purpose {
 }
 
 /// Every mechanism offered: type, key sizes (bits), what for.
-pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 14] = {
+pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 17] = {
     const RSA: (CK_ULONG, CK_ULONG) = (2048, 4096);
     const SIGN: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
     const CRYPT: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
@@ -153,6 +153,19 @@ pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 14] = {
         ),
         // AES key sizes in bytes, as PKCS#11 counts them.
         (CKM_AES_GCM, 16, 32, CRYPT),
+        (CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
+        (
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            RSA.0,
+            RSA.1,
+            CKF_GENERATE_KEY_PAIR,
+        ),
+        (
+            CKM_EC_KEY_PAIR_GEN,
+            256,
+            521,
+            CKF_GENERATE_KEY_PAIR | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS,
+        ),
     ]
 };
 

@@ -50,8 +50,6 @@ unsupported! {
     C_DecryptDigestUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
     C_SignEncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
     C_DecryptVerifyUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
-    C_GenerateKey(Session, Mechanism, Template, CK_ULONG, *mut Object);
-    C_GenerateKeyPair(Session, Mechanism, Template, CK_ULONG, Template, CK_ULONG, *mut Object, *mut Object);
     C_WrapKey(Session, Mechanism, Object, Object, Bytes, Len);
     C_UnwrapKey(Session, Mechanism, Object, Bytes, CK_ULONG, Template, CK_ULONG, *mut Object);
     C_DeriveKey(Session, Mechanism, Object, Template, CK_ULONG, *mut Object);

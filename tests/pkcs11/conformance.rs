@@ -244,11 +244,63 @@ async fn state_rules_error_codes_and_length_queries() {
                 CKR_OK
             );
             assert_eq!(&multi[..], &sig[..256], "PKCS#1 v1.5 is deterministic");
-            // Functions the module does not offer say so.
+            // A key is made only in a read-write session, and only as Keyward makes keys.
             let mut mech = Loaded::mechanism(CKM_AES_KEY_GEN);
             let mut k = 0;
+            let mut len: CK_ULONG = 32;
+            let mut no = CK_FALSE;
+            let mut value_len = CK_ATTRIBUTE {
+                type_: CKA_VALUE_LEN,
+                pValue: &mut len as *mut _ as *mut _,
+                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
+            };
             assert_eq!(
-                f.C_GenerateKey.unwrap()(s, &mut mech, null_mut(), 0, &mut k),
+                f.C_GenerateKey.unwrap()(s, &mut mech, &mut value_len, 1, &mut k),
+                CKR_SESSION_READ_ONLY
+            );
+            let rw = m.open(true);
+            let mut session_object = [
+                value_len,
+                CK_ATTRIBUTE {
+                    type_: CKA_TOKEN,
+                    pValue: &mut no as *mut _ as *mut _,
+                    ulValueLen: 1,
+                },
+            ];
+            assert_eq!(
+                f.C_GenerateKey.unwrap()(rw, &mut mech, session_object.as_mut_ptr(), 2, &mut k),
+                CKR_TEMPLATE_INCONSISTENT
+            );
+            let mut not_sensitive = [
+                value_len,
+                CK_ATTRIBUTE {
+                    type_: CKA_SENSITIVE,
+                    pValue: &mut no as *mut _ as *mut _,
+                    ulValueLen: 1,
+                },
+            ];
+            assert_eq!(
+                f.C_GenerateKey.unwrap()(rw, &mut mech, not_sensitive.as_mut_ptr(), 2, &mut k),
+                CKR_ATTRIBUTE_VALUE_INVALID
+            );
+            assert_eq!(
+                f.C_GenerateKey.unwrap()(rw, &mut mech, null_mut(), 0, &mut k),
+                CKR_TEMPLATE_INCOMPLETE
+            );
+            assert_eq!(
+                f.C_GenerateKey.unwrap()(rw, &mut mech, &mut value_len, 1, &mut k),
+                CKR_OK
+            );
+            assert_eq!(
+                m.attribute(rw, k, CKA_VALUE_LEN),
+                Ok(32u64.to_ne_bytes().to_vec())
+            );
+            assert_eq!(m.attribute(rw, k, CKA_EXTRACTABLE), Ok(vec![CK_FALSE]));
+            // Functions the module does not offer say so.
+            let mut wrapped = [0u8; 64];
+            let mut wrapped_len = 64;
+            assert_eq!(
+                f.C_WrapKey.unwrap()(rw, &mut mech, k, k, wrapped.as_mut_ptr(), &mut wrapped_len),
                 CKR_FUNCTION_NOT_SUPPORTED
             );
             let mut random = [0u8; 32];

@@ -85,6 +85,35 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
         let mechanisms = String::from_utf8_lossy(&mechanisms.stdout);
         assert!(mechanisms.contains("SHA256-RSA-PKCS-PSS"), "{mechanisms}");
 
+        // Keys made through the module are the daemon's keys, in the group.
+        run(tool(w)
+            .args([
+                "--login",
+                "--pin",
+                &w.api_key,
+                "--keygen",
+                "--key-type",
+                "aes:32",
+            ])
+            // pkcs11-tool asks for a key that is not sensitive unless told; Keyward's are.
+            .args(["--sensitive", "--label", "made-aes"]));
+        run(tool(w)
+            .args([
+                "--login",
+                "--pin",
+                &w.api_key,
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+            ])
+            .args(["--label", "made-ec", "--usage-sign"]));
+        let objects = run(tool(w).args(["--login", "--pin", &w.api_key, "--list-objects"]));
+        let objects = String::from_utf8_lossy(&objects.stdout);
+        assert!(
+            objects.contains("made-aes") && objects.contains("made-ec"),
+            "{objects}"
+        );
+
         let dir = dir_path.as_path();
         let sig = sign(w, dir, &w.rsa, "SHA256-RSA-PKCS", &[]);
         openssl_verifies(dir, &rsa_pem, &sig, &[]);
