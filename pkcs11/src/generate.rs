@@ -12,7 +12,7 @@ use crate::objects;
 /// A caller's template: attribute types and values.
 pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
 
-fn find<'a>(t: &'a Template, a: CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]> {
+fn find(t: &Template, a: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
     t.iter().find(|(x, _)| *x == a).map(|(_, v)| v.as_slice())
 }
 
