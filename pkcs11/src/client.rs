@@ -228,6 +228,41 @@ impl Client {
         self.post(token, &format!("/crypto/v1/keys/{kid}/{op}"), body)
     }
 
+    /// Asks for approval of `POST <path>` with `body`; the request's id.
+    pub fn ask_approval(
+        &self,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<String, ClientError> {
+        let r = self.post(
+            token,
+            "/sys/v1/approval_requests",
+            json!({"method": "POST", "operation": path, "body": body,
+                "description": "asked by the PKCS#11 module"}),
+        )?;
+        r["request_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Daemon(201, "no request_id".into()))
+    }
+
+    /// The request's status (`PENDING`, `APPROVED`, `DENIED`, `FAILED`).
+    pub fn approval_status(&self, token: &str, id: &str) -> Result<String, ClientError> {
+        let r = self.get(token, &format!("/sys/v1/approval_requests/{id}"))?;
+        Ok(r["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// What the approved operation answered: its status and body.
+    pub fn approval_result(&self, token: &str, id: &str) -> Result<(u16, Value), ClientError> {
+        let r = self.post(
+            token,
+            &format!("/sys/v1/approval_requests/{id}/result"),
+            json!({}),
+        )?;
+        Ok((r["status"].as_u64().unwrap_or(0) as u16, r["body"].clone()))
+    }
+
     /// `POST /crypto/v1/keys/{kid}/verify`: whether the signature holds.
     pub fn verify(&self, token: &str, kid: &str, body: Value) -> Result<bool, ClientError> {
         let v = self.post(token, &format!("/crypto/v1/keys/{kid}/verify"), body)?;

@@ -6,6 +6,7 @@
 //! ca_file = "/etc/keyward/ca.pem"            # optional: a CA for the daemon's certificate
 //! app_id = "3f0c…"                           # optional: the PIN must be this application's
 //! api_key_file = "/etc/keyward/app.key"      # optional: the credential, instead of the PIN
+//! wait_for_quorum_approval = 300             # optional: seconds to wait for a quorum
 //! [[slot]]
 //! group_id = "5e6f…"
 //! label = "payments"                         # optional: shown before login
@@ -33,6 +34,9 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub app_id: Option<String>,
     pub api_key_file: Option<PathBuf>,
+    /// A quorum-protected operation asks for approval and waits this many seconds for it
+    /// (DSM's `wait_for_quorum_approval`); unset, it fails at once with the request's id.
+    pub wait_for_quorum_approval: Option<u64>,
     #[serde(default, rename = "slot")]
     pub slots: Vec<SlotConfig>,
 }

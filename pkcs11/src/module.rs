@@ -118,12 +118,8 @@ pub fn rv(e: ClientError, not_found: CK_RV) -> CK_RV {
             CKR_DEVICE_ERROR
         }
         ClientError::Unauthenticated => CKR_USER_NOT_LOGGED_IN,
-        ClientError::ApprovalRequired => {
-            eprintln!(
-                "keyward-pkcs11: the group's quorum approval policy protects this operation; ask for it with POST /sys/v1/approval_requests"
-            );
-            CKR_FUNCTION_REJECTED
-        }
+        // The operation asked for approval (`ops`), or approval was not given.
+        ClientError::ApprovalRequired => CKR_FUNCTION_REJECTED,
         ClientError::Forbidden(_) | ClientError::Conflict(_) => CKR_KEY_FUNCTION_NOT_PERMITTED,
         ClientError::NotFound(_) => not_found,
         ClientError::Invalid(_) => CKR_DATA_INVALID,

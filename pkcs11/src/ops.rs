@@ -99,7 +99,7 @@ pub fn finish(
     }
     // The data given now joins the operation only when it completes: a length query
     // passes the same data again.
-    let (op, client, token) = with(|m| {
+    let (op, client, token, wait) = with(|m| {
         let s = m.session(session)?;
         let mut op = s
             .ops
@@ -110,7 +110,7 @@ pub fn finish(
             op.data.extend_from_slice(d);
         }
         let (client, token) = m.token(session)?;
-        Ok((op, client, token))
+        Ok((op, client, token, m.config.wait_for_quorum_approval))
     })?;
     let answer = match &op.answer {
         Some(a) => a.clone(),
@@ -124,7 +124,7 @@ pub fn finish(
             unsafe { *out.len = n as CK_ULONG };
             return Ok(());
         }
-        None => match compute(&client, &token, purpose, &op) {
+        None => match compute(&client, &token, purpose, &op, wait) {
             Ok(a) => a,
             Err(e) => {
                 end(session, purpose);
@@ -190,19 +190,64 @@ fn end(session: CK_SESSION_HANDLE, purpose: Purpose) {
     });
 }
 
+/// A cryptographic call; one the group's quorum protects asks for approval as the
+/// application (the request's id in the module's log), and, when the configuration says to
+/// wait, waits for the reviewers and takes the approved operation's answer.
+fn operate_approved(
+    client: &client::Client,
+    token: &str,
+    kid: &str,
+    name: &str,
+    body: serde_json::Value,
+    wait: Option<u64>,
+) -> Result<serde_json::Value, ClientError> {
+    match client.operate(token, kid, name, body.clone()) {
+        Err(ClientError::ApprovalRequired) => {}
+        other => return other,
+    }
+    let id = client.ask_approval(token, &format!("/crypto/v1/keys/{kid}/{name}"), &body)?;
+    eprintln!("keyward-pkcs11: approval request {id} asks the group's quorum for this {name}");
+    let Some(secs) = wait else {
+        return Err(ClientError::ApprovalRequired);
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        match client.approval_status(token, &id)?.as_str() {
+            "PENDING" => std::thread::sleep(std::time::Duration::from_millis(500)),
+            "APPROVED" => {
+                let (status, answer) = client.approval_result(token, &id)?;
+                if (200..300).contains(&status) {
+                    return Ok(answer);
+                }
+                return Err(ClientError::Daemon(status, answer.to_string()));
+            }
+            other => {
+                eprintln!("keyward-pkcs11: approval request {id} is {other}");
+                return Err(ClientError::ApprovalRequired);
+            }
+        }
+    }
+    eprintln!("keyward-pkcs11: approval request {id} is still pending after {secs} s");
+    Err(ClientError::ApprovalRequired)
+}
+
 /// The REST call that does the work.
 fn compute(
     client: &client::Client,
     token: &str,
     purpose: Purpose,
     op: &Op,
+    wait: Option<u64>,
 ) -> Result<Vec<u8>, CK_RV> {
     let fail = |e| rv(e, CKR_KEY_HANDLE_INVALID);
     let kid = &op.key.kid;
+    let call = |name: &str, body: serde_json::Value| {
+        operate_approved(client, token, kid, name, body, wait)
+    };
     match purpose {
         Purpose::Sign => {
             let body = op.mech.sign_body(&op.data, None)?;
-            let v = client.operate(token, kid, "sign", body).map_err(fail)?;
+            let v = call("sign", body).map_err(fail)?;
             let sig = client::field(&v, "signature").map_err(fail)?;
             // The API answers ECDSA signatures in DER, as DSM does; PKCS#11 wants r || s.
             match op.key.elliptic_curve.as_deref().and_then(objects::curve_of) {
@@ -214,7 +259,7 @@ fn compute(
         }
         Purpose::Encrypt => {
             let body = op.mech.crypt_body(&op.data, false)?;
-            let v = client.operate(token, kid, "encrypt", body).map_err(fail)?;
+            let v = call("encrypt", body).map_err(fail)?;
             let mut cipher = client::field(&v, "cipher").map_err(fail)?;
             if matches!(op.mech, Mech::AesGcm { .. }) {
                 cipher.extend(client::field(&v, "tag").map_err(fail)?);
@@ -223,7 +268,7 @@ fn compute(
         }
         Purpose::Decrypt => {
             let body = op.mech.crypt_body(&op.data, true)?;
-            match client.operate(token, kid, "decrypt", body) {
+            match call("decrypt", body) {
                 Ok(v) => client::field(&v, "plain").map_err(fail),
                 // A ciphertext the key does not open (wrong tag, bad padding).
                 Err(ClientError::Invalid(_)) => Err(CKR_ENCRYPTED_DATA_INVALID),

@@ -174,3 +174,118 @@ async fn a_daemon_that_does_not_answer_is_a_device_error_at_once() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_protected_signature_asks_for_approval_and_waits_when_configured() {
+    let w = Arc::new(World::start().await);
+    let pw = "a long enough password 7";
+    let reviewer = w
+        .admin
+        .ok(
+            Method::POST,
+            "/sys/v1/users/invite",
+            Some(json!({"user_email": "r@example.com", "user_password": pw,
+                "account_role": "member", "groups": {&w.group: "administrator"}})),
+        )
+        .await;
+    w.admin
+        .ok(
+            Method::PATCH,
+            &format!("/sys/v1/groups/{}", w.group),
+            Some(json!({"approval_policy": {"user": reviewer["user_id"],
+                "protect_crypto_operations": true}})),
+        )
+        .await;
+    let r = w.d.login("r@example.com", pw).await;
+    let pending = |w: Arc<World>| async move {
+        let list = w
+            .admin
+            .ok(
+                Method::GET,
+                "/sys/v1/approval_requests?status=PENDING",
+                None,
+            )
+            .await;
+        list.as_array().unwrap().clone()
+    };
+
+    // Not configured to wait: rejected at once, the request made as the application.
+    let t = w.clone();
+    tokio::task::spawn_blocking(move || {
+        let m = Loaded::take(&t.conf_file());
+        assert_eq!(m.initialize(), CKR_OK);
+        let s = m.open(false);
+        assert_eq!(m.login(s, &t.api_key), CKR_OK);
+        let rsa = m.find(s, CKO_PRIVATE_KEY, "rsa-signer")[0];
+        assert_eq!(
+            m.sign_init(s, Loaded::mechanism(CKM_SHA256_RSA_PKCS), rsa),
+            CKR_OK
+        );
+        assert_eq!(m.sign(s, b"pay 10"), Err(CKR_FUNCTION_REJECTED));
+    })
+    .await
+    .unwrap();
+    let asked = pending(w.clone()).await;
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["requester"]["app"], w.app_id.as_str());
+    assert!(asked[0]["operation"].as_str().unwrap().ends_with("/sign"));
+
+    // Configured to wait: the reviewer approves the new request, and the signature comes.
+    let conf = w.conf.path().join("waiting.toml");
+    std::fs::write(
+        &conf,
+        std::fs::read_to_string(w.conf_file())
+            .unwrap()
+            .replace("[[slot]]", "wait_for_quorum_approval = 30\n[[slot]]"),
+    )
+    .unwrap();
+    let first = asked[0]["request_id"].clone();
+    let watcher = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            loop {
+                let list = pending(w.clone()).await;
+                if let Some(new) = list.iter().find(|x| x["request_id"] != first) {
+                    let id = new["request_id"].as_str().unwrap();
+                    r.ok(
+                        Method::POST,
+                        &format!("/sys/v1/approval_requests/{id}/approve"),
+                        Some(json!({})),
+                    )
+                    .await;
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let t = w.clone();
+    let sig = tokio::task::spawn_blocking(move || {
+        let m = Loaded::take(&conf);
+        assert_eq!(m.initialize(), CKR_OK);
+        let s = m.open(false);
+        assert_eq!(m.login(s, &t.api_key), CKR_OK);
+        let rsa = m.find(s, CKO_PRIVATE_KEY, "rsa-signer")[0];
+        assert_eq!(
+            m.sign_init(s, Loaded::mechanism(CKM_SHA256_RSA_PKCS), rsa),
+            CKR_OK
+        );
+        let mut sig = [0u8; 256];
+        let mut len = 256;
+        let rv = unsafe {
+            m.f.C_Sign.unwrap()(
+                s,
+                b"pay 10".as_ptr() as *mut _,
+                6,
+                sig.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        assert_eq!(rv, CKR_OK);
+        sig[..len as usize].to_vec()
+    })
+    .await
+    .unwrap();
+    watcher.await.unwrap();
+    assert_eq!(sig.len(), 256);
+}
