@@ -22,6 +22,7 @@ type Session = CK_SESSION_HANDLE;
 type Object = CK_OBJECT_HANDLE;
 type Template = *mut CK_ATTRIBUTE;
 type Mechanism = *mut CK_MECHANISM;
+type Params = *mut std::ffi::c_void;
 
 unsupported! {
     C_InitToken(CK_SLOT_ID, *mut CK_UTF8CHAR, CK_ULONG, *mut CK_UTF8CHAR);
@@ -54,4 +55,27 @@ unsupported! {
     C_UnwrapKey(Session, Mechanism, Object, Bytes, CK_ULONG, Template, CK_ULONG, *mut Object);
     C_DeriveKey(Session, Mechanism, Object, Template, CK_ULONG, *mut Object);
     C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut std::ffi::c_void);
+    // PKCS#11 3.0.
+    C_LoginUser(Session, CK_USER_TYPE, *mut CK_UTF8CHAR, CK_ULONG, *mut CK_UTF8CHAR, CK_ULONG);
+    C_SessionCancel(Session, CK_FLAGS);
+    C_MessageEncryptInit(Session, Mechanism, Object);
+    C_EncryptMessage(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, CK_ULONG, Bytes, Len);
+    C_EncryptMessageBegin(Session, Params, CK_ULONG, Bytes, CK_ULONG);
+    C_EncryptMessageNext(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, Len, CK_FLAGS);
+    C_MessageEncryptFinal(Session);
+    C_MessageDecryptInit(Session, Mechanism, Object);
+    C_DecryptMessage(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, CK_ULONG, Bytes, Len);
+    C_DecryptMessageBegin(Session, Params, CK_ULONG, Bytes, CK_ULONG);
+    C_DecryptMessageNext(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, Len, CK_FLAGS);
+    C_MessageDecryptFinal(Session);
+    C_MessageSignInit(Session, Mechanism, Object);
+    C_SignMessage(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, Len);
+    C_SignMessageBegin(Session, Params, CK_ULONG);
+    C_SignMessageNext(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, Len);
+    C_MessageSignFinal(Session);
+    C_MessageVerifyInit(Session, Mechanism, Object);
+    C_VerifyMessage(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, CK_ULONG);
+    C_VerifyMessageBegin(Session, Params, CK_ULONG);
+    C_VerifyMessageNext(Session, Params, CK_ULONG, Bytes, CK_ULONG, Bytes, CK_ULONG);
+    C_MessageVerifyFinal(Session);
 }

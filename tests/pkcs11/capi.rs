@@ -37,6 +37,42 @@ impl Loaded {
         }
     }
 
+    /// The version of the function list `C_GetInterface` gives for `version` (none: the
+    /// module's choice), read from the list itself; and how many interfaces there are.
+    pub fn interface(&self, version: Option<CK_VERSION>) -> Result<(CK_VERSION, CK_ULONG), CK_RV> {
+        type List = unsafe extern "C" fn(*mut CK_INTERFACE, *mut CK_ULONG) -> CK_RV;
+        type Get = unsafe extern "C" fn(
+            *mut CK_UTF8CHAR,
+            *mut CK_VERSION,
+            *mut *mut CK_INTERFACE,
+            CK_FLAGS,
+        ) -> CK_RV;
+        let list: libloading::Symbol<List> =
+            unsafe { self._lib.get(b"C_GetInterfaceList") }.unwrap();
+        let get: libloading::Symbol<Get> = unsafe { self._lib.get(b"C_GetInterface") }.unwrap();
+        let mut n = 0;
+        let rv = unsafe { list(null_mut(), &mut n) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut v = version;
+        let mut found: *mut CK_INTERFACE = null_mut();
+        let rv = unsafe {
+            get(
+                b"PKCS 11\0".as_ptr() as *mut _,
+                v.as_mut().map_or(null_mut(), |v| v as *mut CK_VERSION),
+                &mut found,
+                0,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        // Every function list starts with its version.
+        let listed = unsafe { *((*found).pFunctionList as *const CK_VERSION) };
+        Ok((listed, n))
+    }
+
     pub fn initialize(&self) -> CK_RV {
         unsafe { self.f.C_Initialize.unwrap()(null_mut()) }
     }

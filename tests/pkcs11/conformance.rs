@@ -18,6 +18,22 @@ async fn state_rules_error_codes_and_length_queries() {
         let m = Loaded::take(&w.conf_file());
         let f = m.f;
         unsafe {
+            // The PKCS#11 3.0 interfaces, and 2.40's function list beside them.
+            let (v, n) = m.interface(None).unwrap();
+            assert_eq!((v.major, v.minor, n), (3, 0, 2));
+            let (v, _) = m
+                .interface(Some(CK_VERSION {
+                    major: 2,
+                    minor: 40,
+                }))
+                .unwrap();
+            assert_eq!((v.major, v.minor), (2, 40));
+            assert_eq!(
+                m.interface(Some(CK_VERSION { major: 1, minor: 0 })).err(),
+                Some(CKR_ARGUMENTS_BAD)
+            );
+            assert_eq!((f.version.major, f.version.minor), (2, 40));
+
             // Initialization.
             let mut info = CK_INFO::default();
             assert_eq!(
