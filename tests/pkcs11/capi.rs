@@ -59,7 +59,7 @@ impl Loaded {
         let mut found: *mut CK_INTERFACE = null_mut();
         let rv = unsafe {
             get(
-                b"PKCS 11\0".as_ptr() as *mut _,
+                c"PKCS 11".as_ptr() as *mut _,
                 v.as_mut().map_or(null_mut(), |v| v as *mut CK_VERSION),
                 &mut found,
                 0,
