@@ -5,7 +5,6 @@
 //!
 //! Run with `cargo bench -p keyward-tests --bench pkcs11_sign`.
 
-use std::ffi::c_void;
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
 
@@ -37,25 +36,9 @@ fn session(pin: &str, label: &str) -> (CK_SESSION_HANDLE, CK_OBJECT_HANDLE) {
         );
         let rv = f.C_Login.unwrap()(s, CKU_USER, pin.as_ptr() as *mut _, pin.len() as CK_ULONG);
         assert!(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
-        let mut class = CKO_PRIVATE_KEY;
-        let mut t = [
-            CK_ATTRIBUTE {
-                type_: CKA_CLASS,
-                pValue: &mut class as *mut _ as *mut c_void,
-                ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_LABEL,
-                pValue: label.as_ptr() as *mut c_void,
-                ulValueLen: label.len() as CK_ULONG,
-            },
-        ];
-        assert_eq!(f.C_FindObjectsInit.unwrap()(s, t.as_mut_ptr(), 2), CKR_OK);
-        let (mut h, mut n) = (0, 0);
-        assert_eq!(f.C_FindObjects.unwrap()(s, &mut h, 1, &mut n), CKR_OK);
-        assert_eq!(f.C_FindObjectsFinal.unwrap()(s), CKR_OK);
-        assert_eq!(n, 1, "{label}");
-        (s, h)
+        let found = keyward_tests::pkcs11::find(f, s, CKO_PRIVATE_KEY, label);
+        assert_eq!(found.len(), 1, "{label}");
+        (s, found[0])
     }
 }
 
