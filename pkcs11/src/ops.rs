@@ -1,6 +1,7 @@
 //! Signing, verifying, encrypting and decrypting: an operation is started with its key and
-//! mechanism (the key read fresh from the daemon, so a destroyed key or one without the
-//! operation is refused at once), given its data, and finished by one REST call. The
+//! mechanism (a key that does not permit it, as last listed, is refused at once; the list
+//! never allows anything: the daemon decides at the call), given its data, and finished by
+//! one REST call, so a destroyed key or a revoked application fails at that call. The
 //! two-call length query (a null output buffer) answers the length without a call; an
 //! answer that does not fit the caller's buffer is kept until a large enough one comes.
 
@@ -28,7 +29,7 @@ pub fn init(
     mech: Mech,
     handle: CK_OBJECT_HANDLE,
 ) -> Result<(), CK_RV> {
-    let (client, token, key) = with(|m| {
+    with(|m| {
         let (key, part) = m
             .object(session, handle)
             .map_err(|_| CKR_KEY_HANDLE_INVALID)?;
@@ -40,21 +41,14 @@ pub fn init(
             return Err(CKR_KEY_TYPE_INCONSISTENT);
         }
         mech.fits(purpose, &key.obj_type)?;
-        let (client, token) = m.token(session)?;
-        Ok((client, token, key))
-    })?;
-    let fresh = client
-        .key(&token, &key.kid)
-        .map_err(|e| rv(e, CKR_KEY_HANDLE_INVALID))?;
-    if !fresh.permits(key_op(purpose)) {
-        return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
-    }
-    with(|m| {
-        m.keys.insert(fresh.kid.clone(), fresh.clone());
+        m.token(session)?;
+        if !key.permits(key_op(purpose)) {
+            return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
         m.session(session)?.ops.insert(
             purpose,
             Op {
-                key: fresh,
+                key,
                 mech,
                 data: Vec::new(),
                 answer: None,

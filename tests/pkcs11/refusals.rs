@@ -117,16 +117,21 @@ async fn the_daemons_refusals_reach_the_caller_and_its_work_round_trips() {
                 .ok(Method::POST, &format!("{ec_path}/destroy"), None)
                 .await;
         });
-        let after = match m.sign_init(s, Loaded::mechanism(CKM_ECDSA_SHA256), ec) {
-            CKR_OK => m.sign(s, b"after").err(),
-            rv => Some(rv),
-        };
-        assert!(after.is_some(), "a destroyed key signs nothing");
+        assert_eq!(
+            m.sign_init(s, Loaded::mechanism(CKM_ECDSA_SHA256), ec),
+            CKR_OK
+        );
+        assert_eq!(
+            m.sign(s, b"after"),
+            Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+            "a destroyed key signs nothing"
+        );
         rt.block_on(async { w.admin.ok(Method::DELETE, &ec_path, None).await });
         assert_eq!(
             m.sign_init(s, Loaded::mechanism(CKM_ECDSA_SHA256), ec),
-            CKR_KEY_HANDLE_INVALID
+            CKR_OK
         );
+        assert_eq!(m.sign(s, b"gone"), Err(CKR_KEY_HANDLE_INVALID));
 
         // The application is disabled: its logged-in session fails on the next call.
         rt.block_on(async {
@@ -140,8 +145,9 @@ async fn the_daemons_refusals_reach_the_caller_and_its_work_round_trips() {
         });
         assert_eq!(
             m.sign_init(s, Loaded::mechanism(CKM_SHA256_RSA_PKCS), rsa),
-            CKR_USER_NOT_LOGGED_IN
+            CKR_OK
         );
+        assert_eq!(m.sign(s, b"pay 10"), Err(CKR_USER_NOT_LOGGED_IN));
         assert_eq!(m.finalize(), CKR_OK);
     })
     .await
