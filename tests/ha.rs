@@ -368,14 +368,19 @@ async fn two_daemons_deciding_one_approval_request_at_once_carry_it_out_once() {
     r1.ok(Method::POST, &approve, Some(json!({}))).await;
 
     // The second and third reviewers approve at the same moment, one on each daemon: each
-    // approval meets the quorum, and one of them carries the rotation out.
+    // approval would meet the quorum, and one of them carries the rotation out.
     let r2 = p.a.login("r2@example.com", ADMIN_PASSWORD).await;
     let r3 = p.b.login("r3@example.com", ADMIN_PASSWORD).await;
     let (two, three) = tokio::join!(
         r2.call(Method::POST, &approve, Some(json!({}))),
         r3.call(Method::POST, &approve, Some(json!({})))
     );
-    assert_eq!((two.0, three.0), (200, 200), "{two:?} {three:?}");
+    // The approval that arrives once the request is decided is told so (409); either way
+    // the operation runs once.
+    assert!(
+        [two.0, three.0].contains(&200) && [two.0, three.0].iter().all(|s| [200, 409].contains(s)),
+        "{two:?} {three:?}"
+    );
     let done = admin
         .ok(
             Method::GET,
