@@ -143,6 +143,27 @@ async fn keys_generated_in_azure_are_virtual_keys_with_their_azure_details() {
         .ok(Method::POST, &format!("/crypto/v1/keys/{aes_kid}/decrypt"), Some(json!({"alg": "AES", "cipher": e["cipher"], "iv": e["iv"], "tag": e["tag"], "ad": b64(b"ctx")})))
         .await;
     assert_eq!(unb64(&d["plain"]), b"hello");
+    // AES-CBC with PKCS#7 padding is Managed HSM's A256CBCPAD; the HSM picks the iv.
+    let e = az
+        .app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{aes_kid}/encrypt"),
+            Some(json!({"alg": "AES", "mode": "CBC", "plain": b64(b"seventeen bytes!!")})),
+        )
+        .await;
+    assert_eq!(unb64(&e["cipher"]).len(), 32);
+    assert_eq!(unb64(&e["iv"]).len(), 16);
+    assert_eq!(az.em.counts()["keys.encrypt"], before + 2);
+    let d = az
+        .app
+        .ok(
+            Method::POST,
+            &format!("/crypto/v1/keys/{aes_kid}/decrypt"),
+            Some(json!({"alg": "AES", "mode": "CBC", "cipher": e["cipher"], "iv": e["iv"]})),
+        )
+        .await;
+    assert_eq!(unb64(&d["plain"]), b"seventeen bytes!!");
     let e = az
         .app
         .ok(Method::POST, &format!("/crypto/v1/keys/{kid}/encrypt"), Some(json!({"alg": "RSA", "plain": b64(b"secret"), "mode": {"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}})))

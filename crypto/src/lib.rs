@@ -36,7 +36,7 @@ pub use material::{
     Curve, Kty, Material, ec_public_der, rsa_private_jwk, rsa_public, rsa_public_der,
 };
 pub use ops::Sealed;
-pub use symmetric::{aes_kw_unwrap, aes_kw_wrap, gcm_open, gcm_seal};
+pub use symmetric::{aes_kw_unwrap, aes_kw_wrap, cbc_open, cbc_seal, gcm_open, gcm_seal};
 
 /// Why a cryptographic request failed; becomes a `BadParameter` (or `Forbidden`) reply.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -185,6 +185,42 @@ mod tests {
         let wrapped = hex("138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a");
         assert_eq!(aes_kw_wrap(&kek, &key, true).unwrap(), wrapped);
         assert_eq!(aes_kw_unwrap(&kek, &wrapped, true).unwrap(), key);
+    }
+
+    /// NIST SP 800-38A F.2.1 and F.2.5 (CBC-AES128 and CBC-AES256, first two blocks); with
+    /// PKCS#7 a whole block of padding follows.
+    #[test]
+    fn aes_cbc_known_answers() {
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let iv = hex("000102030405060708090a0b0c0d0e0f");
+        let plain = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let cases = [
+            (
+                "2b7e151628aed2a6abf7158809cf4f3c",
+                "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2",
+            ),
+            (
+                "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
+                "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d",
+            ),
+        ];
+        for (key, cipher) in cases {
+            let (key, cipher) = (hex(key), hex(cipher));
+            assert_eq!(cbc_seal(&key, &iv, &plain, false).unwrap(), cipher);
+            assert_eq!(cbc_open(&key, &iv, &cipher, false).unwrap(), plain);
+            let padded = cbc_seal(&key, &iv, &plain, true).unwrap();
+            assert_eq!(padded.len(), 48);
+            assert_eq!(&padded[..32], &cipher[..]);
+            assert_eq!(cbc_open(&key, &iv, &padded, true).unwrap(), plain);
+            // Unpadded data that is not whole blocks, and a bad padding, are refused.
+            assert!(cbc_seal(&key, &iv, &plain[..20], false).is_err());
+            assert!(cbc_open(&key, &iv, &cipher, true).is_err());
+        }
     }
 
     #[test]

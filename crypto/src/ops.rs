@@ -34,6 +34,19 @@ impl Material {
                     tag: Some(tag),
                 })
             }
+            (Material::Oct(k), "A128CBC" | "A192CBC" | "A256CBC")
+            | (Material::Oct(k), "A128CBCPAD" | "A192CBCPAD" | "A256CBCPAD") => {
+                check_aes_len(alg, k)?;
+                let iv = match iv {
+                    Some(iv) => iv.to_vec(),
+                    None => random_bytes(16),
+                };
+                Ok(Sealed {
+                    value: cbc_seal(k, &iv, value, alg.ends_with("PAD"))?,
+                    iv: Some(iv),
+                    tag: None,
+                })
+            }
             (Material::Oct(k), "A128KW" | "A192KW" | "A256KW" | "CKM_AES_KEY_WRAP") => {
                 if alg != "CKM_AES_KEY_WRAP" {
                     check_aes_len(alg, k)?;
@@ -72,6 +85,12 @@ impl Material {
                 let mut sealed = value.to_vec();
                 sealed.extend_from_slice(tag);
                 gcm_open(k, iv, &sealed, aad.unwrap_or_default()).map_err(|_| failed())
+            }
+            (Material::Oct(k), "A128CBC" | "A192CBC" | "A256CBC")
+            | (Material::Oct(k), "A128CBCPAD" | "A192CBCPAD" | "A256CBCPAD") => {
+                check_aes_len(alg, k)?;
+                let iv = iv.ok_or_else(|| bad("AES-CBC decryption needs 'iv'."))?;
+                cbc_open(k, iv, value, alg.ends_with("PAD")).map_err(|_| failed())
             }
             (Material::Oct(k), "A128KW" | "A192KW" | "A256KW" | "CKM_AES_KEY_WRAP") => {
                 if alg != "CKM_AES_KEY_WRAP" {
@@ -224,6 +243,12 @@ fn wrong_alg(m: &Material, alg: &str) -> CryptoError {
         "A128GCM",
         "A192GCM",
         "A256GCM",
+        "A128CBC",
+        "A192CBC",
+        "A256CBC",
+        "A128CBCPAD",
+        "A192CBCPAD",
+        "A256CBCPAD",
         "A128KW",
         "A192KW",
         "A256KW",
@@ -247,18 +272,7 @@ fn wrong_alg(m: &Material, alg: &str) -> CryptoError {
         bad(format!(
             "Algorithm {alg} is not supported for a key of type {what}."
         ))
-    } else if [
-        "A128CBC",
-        "A192CBC",
-        "A256CBC",
-        "A128CBCPAD",
-        "A192CBCPAD",
-        "A256CBCPAD",
-        "RSNULL",
-        "ES256K",
-    ]
-    .contains(&alg)
-    {
+    } else if ["RSNULL", "ES256K"].contains(&alg) {
         CryptoError::Unsupported(format!(
             "Algorithm {alg} is not supported by this emulator."
         ))

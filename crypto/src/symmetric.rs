@@ -1,4 +1,4 @@
-//! AES-GCM and AES key wrap on raw keys.
+//! AES-GCM, AES-CBC and AES key wrap on raw keys.
 
 use super::*;
 
@@ -44,6 +44,70 @@ pub fn gcm_open(key: &[u8], iv: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<
         _ => return Err(bad("bad AES key length")),
     };
     r.map_err(|_| bad("AES-GCM authentication failed"))
+}
+
+/// AES-CBC with PKCS#7 padding (`pad`) or without (the data must then be whole blocks).
+pub fn cbc_seal(
+    key: &[u8],
+    iv: &[u8],
+    plaintext: &[u8],
+    pad: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    if iv.len() != 16 {
+        return Err(bad("The iv for AES-CBC must be 16 bytes."));
+    }
+    if !pad && !plaintext.len().is_multiple_of(16) {
+        return Err(bad(
+            "AES-CBC without padding needs data in multiples of 16 bytes.",
+        ));
+    }
+    match key.len() {
+        16 => Ok(cbc_encrypt::<aes::Aes128>(key, iv, plaintext, pad)),
+        24 => Ok(cbc_encrypt::<aes::Aes192>(key, iv, plaintext, pad)),
+        32 => Ok(cbc_encrypt::<aes::Aes256>(key, iv, plaintext, pad)),
+        _ => Err(bad("bad AES key length")),
+    }
+}
+
+pub fn cbc_open(key: &[u8], iv: &[u8], cipher: &[u8], pad: bool) -> Result<Vec<u8>, CryptoError> {
+    if iv.len() != 16 {
+        return Err(bad("The iv for AES-CBC must be 16 bytes."));
+    }
+    let r = match key.len() {
+        16 => cbc_decrypt::<aes::Aes128>(key, iv, cipher, pad),
+        24 => cbc_decrypt::<aes::Aes192>(key, iv, cipher, pad),
+        32 => cbc_decrypt::<aes::Aes256>(key, iv, cipher, pad),
+        _ => return Err(bad("bad AES key length")),
+    };
+    r.ok_or_else(|| bad("AES-CBC decryption failed: the data or its padding is not valid."))
+}
+
+fn cbc_encrypt<C>(key: &[u8], iv: &[u8], plaintext: &[u8], pad: bool) -> Vec<u8>
+where
+    C: cbc::cipher::BlockCipherEncrypt + cbc::cipher::KeyInit,
+{
+    use cbc::cipher::block_padding::{NoPadding, Pkcs7};
+    use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
+    let e = cbc::Encryptor::<C>::new_from_slices(key, iv).expect("key and iv sizes checked");
+    if pad {
+        e.encrypt_padded_vec::<Pkcs7>(plaintext)
+    } else {
+        e.encrypt_padded_vec::<NoPadding>(plaintext)
+    }
+}
+
+fn cbc_decrypt<C>(key: &[u8], iv: &[u8], cipher: &[u8], pad: bool) -> Option<Vec<u8>>
+where
+    C: cbc::cipher::BlockCipherDecrypt + cbc::cipher::KeyInit,
+{
+    use cbc::cipher::block_padding::{NoPadding, Pkcs7};
+    use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
+    let d = cbc::Decryptor::<C>::new_from_slices(key, iv).expect("key and iv sizes checked");
+    if pad {
+        d.decrypt_padded_vec::<Pkcs7>(cipher).ok()
+    } else {
+        d.decrypt_padded_vec::<NoPadding>(cipher).ok()
+    }
 }
 
 /// Dispatches an AES-KW/KWP call on the KEK size. A macro because the six cipher types share

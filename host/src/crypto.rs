@@ -205,34 +205,44 @@ impl Shape {
     }
 }
 
-fn aes_gcm_alg(shape: Shape) -> Result<&'static str, CryptoError> {
+/// The JOSE name of an AES mode for the key's size: `GCM`, `CBC` (PKCS#7 padding, as DSM's
+/// `CBC` and Managed HSM's `A*CBCPAD`) or `CBCNOPAD` (whole blocks only).
+fn aes_alg(shape: Shape, mode: Option<&str>) -> Result<&'static str, CryptoError> {
     // An external key manager may not report the size of its AES keys; 256 is what
     // Keyward creates there.
-    Ok(match shape.size {
-        Some(128) => "A128GCM",
-        Some(192) => "A192GCM",
-        Some(256) | None => "A256GCM",
-        Some(other) => return Err(err(format!("AES-GCM does not take {other}-bit keys"))),
+    let size = match shape.size {
+        Some(s @ (128 | 192 | 256)) => s,
+        None => 256,
+        Some(other) => return Err(err(format!("AES does not take {other}-bit keys"))),
+    };
+    Ok(match (mode.unwrap_or("GCM"), size) {
+        ("GCM", 128) => "A128GCM",
+        ("GCM", 192) => "A192GCM",
+        ("GCM", _) => "A256GCM",
+        ("CBC", 128) => "A128CBCPAD",
+        ("CBC", 192) => "A192CBCPAD",
+        ("CBC", _) => "A256CBCPAD",
+        ("CBCNOPAD", 128) => "A128CBC",
+        ("CBCNOPAD", 192) => "A192CBC",
+        ("CBCNOPAD", _) => "A256CBC",
+        (other, _) => {
+            return Err(err(format!(
+                "AES mode '{other}' is not supported ({})",
+                AES_CRYPT_MODES.join(", ")
+            )));
+        }
     })
 }
 
-/// The JOSE algorithm of an encryption (or decryption): AES-GCM (mode `GCM`, the default)
-/// or an RSA padding.
+/// The JOSE algorithm of an encryption (or decryption): an AES mode (`GCM`, the default,
+/// `CBC` or `CBCNOPAD`) or an RSA padding.
 pub fn encryption_alg(
     shape: Shape,
     aes_mode: Option<&str>,
     rsa_mode: &Option<RsaEncryptionMode>,
 ) -> Result<&'static str, CryptoError> {
     match shape.obj_type {
-        ObjType::Aes => {
-            if aes_mode.is_some_and(|x| !AES_CRYPT_MODES.contains(&x)) {
-                return Err(err(format!(
-                    "AES mode '{}' is not supported (GCM)",
-                    aes_mode.unwrap_or_default()
-                )));
-            }
-            aes_gcm_alg(shape)
-        }
+        ObjType::Aes => aes_alg(shape, aes_mode),
         ObjType::Rsa => rsa_alg(rsa_mode),
         ObjType::Ec => Err(err("EC keys cannot encrypt or decrypt")),
     }
@@ -258,8 +268,21 @@ pub struct Encrypted {
     pub tag: Option<Vec<u8>>,
 }
 
-/// AES-GCM or RSA encryption. AES takes mode `GCM` (the default), an optional 12-byte IV
-/// (random when absent) and optional associated data; RSA takes an OAEP or PKCS#1 v1.5 mode.
+/// What an encryption with `alg` takes besides the data: RSA no iv or ad, AES-CBC no ad
+/// (whether the key is here or in an HSM).
+pub fn check_inputs(alg: &str, iv: Option<&[u8]>, ad: Option<&[u8]>) -> Result<(), CryptoError> {
+    if alg.starts_with("RSA") && (iv.is_some() || ad.is_some()) {
+        return Err(err("RSA encryption takes no iv or ad"));
+    }
+    if alg.contains("CBC") && ad.is_some() {
+        return Err(err("AES-CBC takes no ad"));
+    }
+    Ok(())
+}
+
+/// AES or RSA encryption. AES takes mode `GCM` (the default; an optional 12-byte IV, random
+/// when absent, and optional associated data) or `CBC`/`CBCNOPAD` (an optional 16-byte IV);
+/// RSA takes an OAEP or PKCS#1 v1.5 mode.
 pub fn encrypt(
     m: &Material,
     aes_mode: Option<&str>,
@@ -269,9 +292,7 @@ pub fn encrypt(
     ad: Option<&[u8]>,
 ) -> Result<Encrypted, CryptoError> {
     let alg = encryption_alg(Shape::of(m), aes_mode, rsa_mode)?;
-    if obj_type_of(m) == ObjType::Rsa && (iv.is_some() || ad.is_some()) {
-        return Err(err("RSA encryption takes no iv or ad"));
-    }
+    check_inputs(alg, iv, ad)?;
     let s = m.encrypt(alg, plain, iv, ad)?;
     Ok(Encrypted {
         cipher: s.value,
@@ -378,7 +399,7 @@ pub fn unwrap(
 }
 
 /// The AES modes of encryption and of key wrapping (as the OpenAPI document lists them).
-pub const AES_CRYPT_MODES: [&str; 1] = ["GCM"];
+pub const AES_CRYPT_MODES: [&str; 3] = ["GCM", "CBC", "CBCNOPAD"];
 pub const AES_WRAP_MODES: [&str; 2] = ["KW", "KWP"];
 
 fn aes_wrap_alg(mode: Option<&str>) -> Result<&'static str, CryptoError> {
@@ -400,6 +421,14 @@ mod tests {
     fn the_listed_mode_names_are_accepted() {
         for name in RsaEncryptionMode::NAMES {
             assert!(RsaEncryptionMode::from_name(name).is_some(), "{name}");
+        }
+        for name in AES_CRYPT_MODES {
+            let shape = Shape {
+                obj_type: ObjType::Aes,
+                size: Some(128),
+                curve: None,
+            };
+            assert!(aes_alg(shape, Some(name)).is_ok(), "{name}");
         }
         for name in AES_WRAP_MODES {
             assert!(aes_wrap_alg(Some(name)).is_ok(), "{name}");

@@ -30,13 +30,15 @@ pub struct EncryptRequest {
     pub alg: String,
     #[schema(format = Byte)]
     pub plain: String,
-    /// AES: `GCM` (default). RSA: `{"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}` or
-    /// `{"PKCS1_V15": {}}`, or DSM's names `OAEP_MGF1_SHA1`, `OAEP_MGF1_SHA256`, `PKCS1_V15`
-    /// (default OAEP with SHA-1).
+    /// AES: `GCM` (default), `CBC` (PKCS#7 padding) or `CBCNOPAD` (whole blocks). RSA:
+    /// `{"OAEP": {"mgf": {"mgf1": {"hash": "SHA256"}}}}` or `{"PKCS1_V15": {}}`, or DSM's
+    /// names `OAEP_MGF1_SHA1`, `OAEP_MGF1_SHA256`, `PKCS1_V15` (default OAEP with SHA-1).
     #[schema(schema_with = super::schemas::crypt_mode)]
     pub mode: Option<Value>,
+    /// AES-GCM: 12 bytes; AES-CBC: 16 bytes. Random when absent (and answered).
     #[schema(format = Byte)]
     pub iv: Option<String>,
+    /// AES-GCM's associated data.
     #[schema(format = Byte)]
     pub ad: Option<String>,
     /// 128 (the only supported tag length).

@@ -55,6 +55,7 @@ impl KeyService {
                     p.aes_mode.as_deref(),
                     &p.rsa_mode,
                 )?;
+                crypto::check_inputs(alg, p.iv.as_deref(), p.ad.as_deref())?;
                 let (link, kref) = self.remote_of(&key.object).await?;
                 let r = self
                     .inner
