@@ -175,6 +175,18 @@ impl Client {
         Ok(g["name"].as_str().unwrap_or_default().to_string())
     }
 
+    /// The groups the application may use: id and name each.
+    pub fn groups(&self, token: &str) -> Result<Vec<(String, String)>, ClientError> {
+        #[derive(Deserialize)]
+        struct Group {
+            group_id: String,
+            name: String,
+        }
+        let groups: Vec<Group> = serde_json::from_value(self.get(token, "/sys/v1/groups")?)
+            .map_err(|e| ClientError::Daemon(200, format!("a group list: {e}")))?;
+        Ok(groups.into_iter().map(|g| (g.group_id, g.name)).collect())
+    }
+
     /// Every key of the group the application sees.
     pub fn keys(&self, token: &str, group: &str) -> Result<Vec<Key>, ClientError> {
         const PAGE: usize = 1000;
@@ -206,6 +218,27 @@ impl Client {
     pub fn create(&self, token: &str, body: Value) -> Result<Key, ClientError> {
         serde_json::from_value(self.post(token, "/crypto/v1/keys", body)?)
             .map_err(|e| ClientError::Daemon(201, format!("a key: {e}")))
+    }
+
+    /// `PUT /crypto/v1/keys`: an imported key.
+    pub fn import(&self, token: &str, body: Value) -> Result<Key, ClientError> {
+        let v = self.send(
+            self.http
+                .put(format!("{}/crypto/v1/keys", self.base))
+                .bearer_auth(token)
+                .json(&body),
+        )?;
+        serde_json::from_value(v).map_err(|e| ClientError::Daemon(201, format!("a key: {e}")))
+    }
+
+    /// `POST /crypto/v1/keys/{kek}/unwrapkey`: the key unwrapped and imported.
+    pub fn unwrap(&self, token: &str, kek: &str, body: Value) -> Result<Key, ClientError> {
+        serde_json::from_value(self.post(
+            token,
+            &format!("/crypto/v1/keys/{kek}/unwrapkey"),
+            body,
+        )?)
+        .map_err(|e| ClientError::Daemon(201, format!("a key: {e}")))
     }
 
     pub fn delete(&self, token: &str, kid: &str) -> Result<(), ClientError> {

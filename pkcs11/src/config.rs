@@ -12,6 +12,9 @@
 //! label = "payments"                         # optional: shown before login
 //! ```
 //!
+//! Without `[[slot]]`, and with `api_key_file`, every group the application may use is a
+//! slot, labelled with the group's name, as the daemon lists them at `C_Initialize`.
+//!
 //! Environment: `KEYWARD_PKCS11_ADDR`, `KEYWARD_PKCS11_CA`, `KEYWARD_PKCS11_APP_ID`,
 //! `KEYWARD_PKCS11_GROUPS` (group ids, comma-separated: one slot each),
 //! `KEYWARD_PKCS11_API_KEY_FILE`.
@@ -58,7 +61,7 @@ pub enum ConfigError {
     #[error("no daemon address: set `address` in KEYWARD_PKCS11_CONF or KEYWARD_PKCS11_ADDR")]
     NoAddress,
     #[error(
-        "no slots: add [[slot]] group_id = \"...\" to KEYWARD_PKCS11_CONF or set KEYWARD_PKCS11_GROUPS"
+        "no slots: add [[slot]] group_id = \"...\" to KEYWARD_PKCS11_CONF, set KEYWARD_PKCS11_GROUPS, or give api_key_file to use every group of the application"
     )]
     NoSlots,
 }
@@ -121,7 +124,8 @@ impl Config {
         if c.address.is_empty() {
             return Err(ConfigError::NoAddress);
         }
-        if c.slots.is_empty() {
+        // With the credential at hand the slots can be the application's groups.
+        if c.slots.is_empty() && c.api_key_file.is_none() {
             return Err(ConfigError::NoSlots);
         }
         Ok(c)

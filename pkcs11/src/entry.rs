@@ -1,6 +1,8 @@
-//! The C entry points: each checks its arguments as PKCS#11 says, calls into the module, and
-//! turns the outcome into a `CK_RV` (a panic becomes `CKR_GENERAL_ERROR`, never an unwind
-//! into the caller). Functions the module does not offer answer
+//! The C entry points of the module's frame: initialization, slots and tokens, sessions,
+//! login, objects and their attributes (`entry_crypto` has the cryptography, `entry_keys`
+//! making and moving keys). Each checks its arguments as PKCS#11 says, calls into the module,
+//! and turns the outcome into a `CK_RV` (a panic becomes `CKR_GENERAL_ERROR`, never an
+//! unwind into the caller). Functions the module does not offer answer
 //! `CKR_FUNCTION_NOT_SUPPORTED`.
 
 #![allow(non_snake_case)]
@@ -10,13 +12,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use cryptoki_sys::*;
 
-use crate::generate;
-use crate::mechanisms::{self, Purpose, SUPPORTED};
+use crate::mechanisms::SUPPORTED;
 use crate::module::{self, rv, with};
 use crate::objects::{self, Attr, Part};
-use crate::ops::{self, Out};
 
-fn guard(f: impl FnOnce() -> Result<(), CK_RV>) -> CK_RV {
+pub(crate) fn guard(f: impl FnOnce() -> Result<(), CK_RV>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(rv)) => rv,
@@ -25,7 +25,7 @@ fn guard(f: impl FnOnce() -> Result<(), CK_RV>) -> CK_RV {
 }
 
 /// `len` bytes at `ptr` (null allowed when `len` is 0).
-unsafe fn input<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], CK_RV> {
+pub(crate) unsafe fn input<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], CK_RV> {
     match (ptr.is_null(), len) {
         (_, 0) => Ok(&[]),
         (true, _) => Err(CKR_ARGUMENTS_BAD),
@@ -33,7 +33,7 @@ unsafe fn input<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], CK_RV> {
     }
 }
 
-unsafe fn set<T>(ptr: *mut T, v: T) -> Result<(), CK_RV> {
+pub(crate) unsafe fn set<T>(ptr: *mut T, v: T) -> Result<(), CK_RV> {
     if ptr.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
@@ -536,257 +536,5 @@ pub unsafe extern "C" fn C_DestroyObject(
             m.keys.remove(&key.kid);
             Ok(())
         })
-    })
-}
-
-/// Reads the caller's mechanism.
-unsafe fn mechanism(m: *mut CK_MECHANISM) -> Result<mechanisms::Mech, CK_RV> {
-    if m.is_null() {
-        return Err(CKR_ARGUMENTS_BAD);
-    }
-    unsafe { mechanisms::parse(&*m) }
-}
-
-macro_rules! init_fn {
-    ($name:ident, $purpose:expr) => {
-        pub unsafe extern "C" fn $name(
-            session: CK_SESSION_HANDLE,
-            mech: *mut CK_MECHANISM,
-            key: CK_OBJECT_HANDLE,
-        ) -> CK_RV {
-            guard(|| {
-                // A session is checked before its arguments (PKCS#11's order of errors).
-                with(|m| m.session(session).map(|_| ()))?;
-                ops::init(session, $purpose, unsafe { mechanism(mech)? }, key)
-            })
-        }
-    };
-}
-
-init_fn!(C_SignInit, Purpose::Sign);
-init_fn!(C_VerifyInit, Purpose::Verify);
-init_fn!(C_EncryptInit, Purpose::Encrypt);
-init_fn!(C_DecryptInit, Purpose::Decrypt);
-
-macro_rules! single_fn {
-    ($name:ident, $purpose:expr) => {
-        pub unsafe extern "C" fn $name(
-            session: CK_SESSION_HANDLE,
-            data: *mut CK_BYTE,
-            data_len: CK_ULONG,
-            out: *mut CK_BYTE,
-            out_len: *mut CK_ULONG,
-        ) -> CK_RV {
-            guard(|| {
-                let data = unsafe { input(data, data_len)? };
-                ops::finish(
-                    session,
-                    $purpose,
-                    Some(data),
-                    Out {
-                        buf: out,
-                        len: out_len,
-                    },
-                )
-            })
-        }
-    };
-}
-
-single_fn!(C_Sign, Purpose::Sign);
-single_fn!(C_Encrypt, Purpose::Encrypt);
-single_fn!(C_Decrypt, Purpose::Decrypt);
-
-pub unsafe extern "C" fn C_SignUpdate(
-    session: CK_SESSION_HANDLE,
-    part: *mut CK_BYTE,
-    len: CK_ULONG,
-) -> CK_RV {
-    guard(|| ops::update(session, Purpose::Sign, unsafe { input(part, len)? }))
-}
-
-pub unsafe extern "C" fn C_SignFinal(
-    session: CK_SESSION_HANDLE,
-    sig: *mut CK_BYTE,
-    sig_len: *mut CK_ULONG,
-) -> CK_RV {
-    guard(|| {
-        ops::finish(
-            session,
-            Purpose::Sign,
-            None,
-            Out {
-                buf: sig,
-                len: sig_len,
-            },
-        )
-    })
-}
-
-pub unsafe extern "C" fn C_Verify(
-    session: CK_SESSION_HANDLE,
-    data: *mut CK_BYTE,
-    data_len: CK_ULONG,
-    sig: *mut CK_BYTE,
-    sig_len: CK_ULONG,
-) -> CK_RV {
-    guard(|| {
-        let data = unsafe { input(data, data_len)? };
-        let sig = unsafe { input(sig, sig_len)? };
-        ops::verify(session, Some(data), sig)
-    })
-}
-
-pub unsafe extern "C" fn C_VerifyUpdate(
-    session: CK_SESSION_HANDLE,
-    part: *mut CK_BYTE,
-    len: CK_ULONG,
-) -> CK_RV {
-    guard(|| ops::update(session, Purpose::Verify, unsafe { input(part, len)? }))
-}
-
-pub unsafe extern "C" fn C_VerifyFinal(
-    session: CK_SESSION_HANDLE,
-    sig: *mut CK_BYTE,
-    sig_len: CK_ULONG,
-) -> CK_RV {
-    guard(|| ops::verify(session, None, unsafe { input(sig, sig_len)? }))
-}
-
-pub unsafe extern "C" fn C_GenerateRandom(
-    session: CK_SESSION_HANDLE,
-    out: *mut CK_BYTE,
-    len: CK_ULONG,
-) -> CK_RV {
-    guard(|| {
-        with(|m| m.session(session).map(|_| ()))?;
-        if out.is_null() && len > 0 {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        let buf = unsafe { std::slice::from_raw_parts_mut(out, len as usize) };
-        getrandom::fill(buf).map_err(|_| CKR_FUNCTION_FAILED)
-    })
-}
-
-pub unsafe extern "C" fn C_SeedRandom(
-    session: CK_SESSION_HANDLE,
-    _seed: *mut CK_BYTE,
-    _len: CK_ULONG,
-) -> CK_RV {
-    guard(|| {
-        with(|m| m.session(session).map(|_| ()))?;
-        Err(CKR_RANDOM_SEED_NOT_SUPPORTED)
-    })
-}
-
-pub unsafe extern "C" fn C_GetFunctionStatus(session: CK_SESSION_HANDLE) -> CK_RV {
-    guard(|| {
-        with(|m| m.session(session).map(|_| ()))?;
-        Err(CKR_FUNCTION_NOT_PARALLEL)
-    })
-}
-
-pub unsafe extern "C" fn C_CancelFunction(session: CK_SESSION_HANDLE) -> CK_RV {
-    unsafe { C_GetFunctionStatus(session) }
-}
-
-/// A caller's template, copied.
-unsafe fn template(t: *mut CK_ATTRIBUTE, count: CK_ULONG) -> Result<generate::Template, CK_RV> {
-    if count == 0 {
-        return Ok(vec![]);
-    }
-    if t.is_null() {
-        return Err(CKR_ARGUMENTS_BAD);
-    }
-    let mut out = Vec::new();
-    for a in unsafe { std::slice::from_raw_parts(t, count as usize) } {
-        out.push((
-            a.type_,
-            unsafe { input(a.pValue as *const u8, a.ulValueLen)? }.to_vec(),
-        ));
-    }
-    Ok(out)
-}
-
-/// Makes a key through the API in the session's group; its objects' handles.
-fn make(
-    session: CK_SESSION_HANDLE,
-    body: impl FnOnce(&str) -> Result<serde_json::Value, CK_RV>,
-) -> Result<Vec<CK_OBJECT_HANDLE>, CK_RV> {
-    let (client, token, group) = with(|m| {
-        let s = m.session(session)?;
-        if !s.rw {
-            return Err(CKR_SESSION_READ_ONLY);
-        }
-        let slot = s.slot;
-        let group = m.slots[slot].group_id.clone();
-        let (client, token) = m.token(session)?;
-        Ok((client, token, group))
-    })?;
-    let key = client.create(&token, body(&group)?).map_err(|e| match e {
-        crate::client::ClientError::Invalid(why) => {
-            eprintln!("keyward-pkcs11: {why}");
-            CKR_TEMPLATE_INCONSISTENT
-        }
-        e => rv(e, CKR_DEVICE_ERROR),
-    })?;
-    with(|m| {
-        let handles = objects::parts_of(&key)
-            .into_iter()
-            .map(|p| m.handle(&key.kid, p))
-            .collect();
-        m.keys.insert(key.kid.clone(), key);
-        Ok(handles)
-    })
-}
-
-pub unsafe extern "C" fn C_GenerateKey(
-    session: CK_SESSION_HANDLE,
-    mech: *mut CK_MECHANISM,
-    t: *mut CK_ATTRIBUTE,
-    count: CK_ULONG,
-    key: *mut CK_OBJECT_HANDLE,
-) -> CK_RV {
-    guard(|| {
-        if mech.is_null() || key.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        let mech = unsafe { (*mech).mechanism };
-        let t = unsafe { template(t, count)? };
-        let handles = make(session, |group| generate::secret_key(mech, &t, group))?;
-        unsafe { set(key, handles[0]) }
-    })
-}
-
-pub unsafe extern "C" fn C_GenerateKeyPair(
-    session: CK_SESSION_HANDLE,
-    mech: *mut CK_MECHANISM,
-    public: *mut CK_ATTRIBUTE,
-    public_count: CK_ULONG,
-    private: *mut CK_ATTRIBUTE,
-    private_count: CK_ULONG,
-    public_key: *mut CK_OBJECT_HANDLE,
-    private_key: *mut CK_OBJECT_HANDLE,
-) -> CK_RV {
-    guard(|| {
-        if mech.is_null() || public_key.is_null() || private_key.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        let mech = unsafe { (*mech).mechanism };
-        let public = unsafe { template(public, public_count)? };
-        let private = unsafe { template(private, private_count)? };
-        let handles = make(session, |group| {
-            generate::key_pair(mech, &public, &private, group)
-        })?;
-        let [private_h, public_h] = handles[..] else {
-            return Err(CKR_DEVICE_ERROR);
-        };
-        unsafe {
-            set(private_key, private_h)?;
-            set(public_key, public_h)
-        }
     })
 }

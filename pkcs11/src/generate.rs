@@ -1,8 +1,9 @@
 //! Making keys through the module: `C_GenerateKey` (AES) and `C_GenerateKeyPair` (RSA, EC)
-//! become `POST /crypto/v1/keys` in the session's group, so the daemon's rules and the
-//! group's policies decide as for any application's key. A template asks only what Keyward
-//! can give: a key that is not a token object, not sensitive, or with an id of the caller's
-//! choosing is refused, not made otherwise.
+//! become `POST /crypto/v1/keys` in the session's group, `C_CreateObject` an import
+//! (`PUT /crypto/v1/keys`) and `C_UnwrapKey` an unwrap under a key of the catalog, so the
+//! daemon's rules and the group's policies decide as for any application's key. A template
+//! asks only what Keyward can give: a key that is not a token object, not sensitive, or with
+//! an id of the caller's choosing is refused, not made otherwise.
 
 use cryptoki_sys::*;
 use serde_json::{Value, json};
@@ -170,6 +171,111 @@ pub fn key_pair(
             .push("EXPORT".into());
     }
     if let Some(o) = ops {
+        body["key_ops"] = json!(o);
+    }
+    Ok(body)
+}
+
+/// The class and type a template names (`CKR_TEMPLATE_INCOMPLETE` without them), as the
+/// API's `obj_type`.
+fn obj_type(t: &Template) -> Result<&'static str, CK_RV> {
+    let class = ulong(t, CKA_CLASS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+    let key_type = ulong(t, CKA_KEY_TYPE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+    match (class, key_type) {
+        (CKO_SECRET_KEY, CKK_AES) => Ok("AES"),
+        (CKO_PRIVATE_KEY, CKK_RSA) => Ok("RSA"),
+        (CKO_PRIVATE_KEY, CKK_EC) => Ok("EC"),
+        (CKO_SECRET_KEY | CKO_PRIVATE_KEY, _) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        // Keyward holds keys: public keys alone, certificates and data objects it does not.
+        _ => Err(CKR_TEMPLATE_INCONSISTENT),
+    }
+}
+
+/// The operations of a key made from one template: a private key's public half does what
+/// answers its private operations (verify, encrypt, wrap).
+fn single_template_ops(t: &Template, obj_type: &str) -> Result<Option<Vec<String>>, CK_RV> {
+    let mut ops = if obj_type == "AES" {
+        ops(&[
+            (t, CKA_ENCRYPT, "ENCRYPT"),
+            (t, CKA_DECRYPT, "DECRYPT"),
+            (t, CKA_WRAP, "WRAPKEY"),
+            (t, CKA_UNWRAP, "UNWRAPKEY"),
+        ])?
+    } else {
+        ops(&[
+            (t, CKA_SIGN, "SIGN"),
+            (t, CKA_SIGN, "VERIFY"),
+            (t, CKA_DECRYPT, "DECRYPT"),
+            (t, CKA_DECRYPT, "ENCRYPT"),
+            (t, CKA_UNWRAP, "UNWRAPKEY"),
+            (t, CKA_UNWRAP, "WRAPKEY"),
+        ])?
+    };
+    if exportable(t)? {
+        ops.get_or_insert_with(|| vec!["APPMANAGEABLE".into()])
+            .push("EXPORT".into());
+    }
+    Ok(ops)
+}
+
+fn required(t: &Template, a: CK_ATTRIBUTE_TYPE) -> Result<&[u8], CK_RV> {
+    find(t, a).ok_or(CKR_TEMPLATE_INCOMPLETE)
+}
+
+/// The material a `C_CreateObject` template carries, as the API imports it: raw AES bytes,
+/// or RSA and EC private keys from their components as PKCS#8 DER.
+fn material(t: &Template, obj_type: &str) -> Result<Vec<u8>, CK_RV> {
+    use keyward_crypto::{Kty, Material, b64url};
+    let jwk = match obj_type {
+        "AES" => return Ok(required(t, CKA_VALUE)?.to_vec()),
+        "RSA" => json!({
+            "n": b64url(required(t, CKA_MODULUS)?),
+            "e": b64url(required(t, CKA_PUBLIC_EXPONENT)?),
+            "d": b64url(required(t, CKA_PRIVATE_EXPONENT)?),
+            "p": b64url(required(t, CKA_PRIME_1)?),
+            "q": b64url(required(t, CKA_PRIME_2)?),
+        }),
+        _ => {
+            let params = required(t, CKA_EC_PARAMS)?;
+            let curve = ["NistP256", "NistP384", "NistP521"]
+                .into_iter()
+                .find(|c| objects::ec_params(c).as_deref() == Some(params))
+                .and_then(objects::curve_of)
+                .ok_or(CKR_CURVE_NOT_SUPPORTED)?;
+            json!({"crv": curve.name(), "d": b64url(required(t, CKA_VALUE)?)})
+        }
+    };
+    let kty = if obj_type == "RSA" { Kty::Rsa } else { Kty::Ec };
+    Material::from_jwk(kty, &jwk)
+        .map(|m| m.to_der())
+        .map_err(|e| {
+            eprintln!("keyward-pkcs11: {e}");
+            CKR_ATTRIBUTE_VALUE_INVALID
+        })
+}
+
+/// The request body of `C_CreateObject`: an import into the session's group.
+pub fn import(t: &Template, group: &str) -> Result<Value, CK_RV> {
+    common(t)?;
+    let obj_type = obj_type(t)?;
+    let value = material(t, obj_type)?;
+    let mut body = json!({"name": label(&[t])?, "group_id": group, "obj_type": obj_type,
+        "value": crate::client::b64(&value)});
+    if let Some(o) = single_template_ops(t, obj_type)? {
+        body["key_ops"] = json!(o);
+    }
+    Ok(body)
+}
+
+/// The new key's part of an unwrap request (`C_UnwrapKey`): type, name, group, operations.
+pub fn unwrapped(t: &Template, group: &str) -> Result<Value, CK_RV> {
+    common(t)?;
+    if find(t, CKA_VALUE).is_some() {
+        return Err(CKR_TEMPLATE_INCONSISTENT);
+    }
+    let obj_type = obj_type(t)?;
+    let mut body = json!({"name": label(&[t])?, "group_id": group, "obj_type": obj_type});
+    if let Some(o) = single_template_ops(t, obj_type)? {
         body["key_ops"] = json!(o);
     }
     Ok(body)

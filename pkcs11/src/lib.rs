@@ -12,6 +12,8 @@
 pub mod client;
 pub mod config;
 mod entry;
+mod entry_crypto;
+mod entry_keys;
 mod generate;
 pub mod mechanisms;
 mod module;
@@ -22,6 +24,8 @@ mod unsupported;
 pub use cryptoki_sys;
 use cryptoki_sys::*;
 use entry::*;
+use entry_crypto::*;
+use entry_keys::*;
 use unsupported::*;
 
 /// A function list of type `$list` and version `$major.$minor`: the 2.40 functions, and

@@ -101,6 +101,16 @@ pub enum Mech {
         iv: Vec<u8>,
         aad: Vec<u8>,
     },
+    /// `pad`: `CKM_AES_CBC_PAD` (PKCS#7), else `CKM_AES_CBC` (whole blocks).
+    AesCbc {
+        iv: Vec<u8>,
+        pad: bool,
+    },
+    /// Key wrapping: RFC 3394 (`CKM_AES_KEY_WRAP`) or, `pad`, RFC 5649
+    /// (`CKM_AES_KEY_WRAP_KWP`).
+    AesKeyWrap {
+        pad: bool,
+    },
 }
 
 /// What a mechanism is for.
@@ -110,13 +120,16 @@ pub enum Purpose {
     Verify,
     Encrypt,
     Decrypt,
+    Wrap,
+    Unwrap,
 }
 
 /// Every mechanism offered: type, key sizes (bits), what for.
-pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 17] = {
+pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 21] = {
     const RSA: (CK_ULONG, CK_ULONG) = (2048, 4096);
     const SIGN: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
     const CRYPT: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
+    const WRAP: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
     [
         (CKM_RSA_PKCS, RSA.0, RSA.1, SIGN | CRYPT),
         (CKM_SHA256_RSA_PKCS, RSA.0, RSA.1, SIGN),
@@ -126,7 +139,7 @@ pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 17] = {
         (CKM_SHA256_RSA_PKCS_PSS, RSA.0, RSA.1, SIGN),
         (CKM_SHA384_RSA_PKCS_PSS, RSA.0, RSA.1, SIGN),
         (CKM_SHA512_RSA_PKCS_PSS, RSA.0, RSA.1, SIGN),
-        (CKM_RSA_PKCS_OAEP, RSA.0, RSA.1, CRYPT),
+        (CKM_RSA_PKCS_OAEP, RSA.0, RSA.1, CRYPT | WRAP),
         (
             CKM_ECDSA,
             256,
@@ -153,6 +166,10 @@ pub const SUPPORTED: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 17] = {
         ),
         // AES key sizes in bytes, as PKCS#11 counts them.
         (CKM_AES_GCM, 16, 32, CRYPT),
+        (CKM_AES_CBC, 16, 32, CRYPT),
+        (CKM_AES_CBC_PAD, 16, 32, CRYPT),
+        (CKM_AES_KEY_WRAP, 16, 32, WRAP),
+        (CKM_AES_KEY_WRAP_KWP, 16, 32, WRAP),
         (CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
         (
             CKM_RSA_PKCS_KEY_PAIR_GEN,
@@ -245,6 +262,18 @@ pub unsafe fn parse(m: &CK_MECHANISM) -> Result<Mech, CK_RV> {
                 aad: unsafe { bytes(p.pAAD, p.ulAADLen)? },
             }
         }
+        CKM_AES_CBC | CKM_AES_CBC_PAD => {
+            let iv: [u8; 16] = unsafe { params(m)? };
+            Mech::AesCbc {
+                iv: iv.to_vec(),
+                pad: m.mechanism == CKM_AES_CBC_PAD,
+            }
+        }
+        // The default initial value only: the API takes no other.
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP if m.ulParameterLen == 0 => Mech::AesKeyWrap {
+            pad: m.mechanism == CKM_AES_KEY_WRAP_KWP,
+        },
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP => return Err(CKR_MECHANISM_PARAM_INVALID),
         _ => return Err(CKR_MECHANISM_INVALID),
     })
 }
@@ -252,22 +281,19 @@ pub unsafe fn parse(m: &CK_MECHANISM) -> Result<Mech, CK_RV> {
 impl Mech {
     /// Whether the mechanism serves `purpose` on keys of `obj_type`.
     pub fn fits(&self, purpose: Purpose, obj_type: &str) -> Result<(), CK_RV> {
+        let crypt = matches!(purpose, Purpose::Encrypt | Purpose::Decrypt);
+        let wrap = matches!(purpose, Purpose::Wrap | Purpose::Unwrap);
         let (ty, ok) = match self {
-            Mech::RsaPkcs => ("RSA", true),
+            Mech::RsaPkcs => ("RSA", !wrap),
             Mech::RsaPkcsHash(_) | Mech::RsaPss { .. } => {
                 ("RSA", matches!(purpose, Purpose::Sign | Purpose::Verify))
             }
-            Mech::RsaOaep(_) => (
-                "RSA",
-                matches!(purpose, Purpose::Encrypt | Purpose::Decrypt),
-            ),
+            Mech::RsaOaep(_) => ("RSA", crypt || wrap),
             Mech::Ecdsa | Mech::EcdsaHash(_) => {
                 ("EC", matches!(purpose, Purpose::Sign | Purpose::Verify))
             }
-            Mech::AesGcm { .. } => (
-                "AES",
-                matches!(purpose, Purpose::Encrypt | Purpose::Decrypt),
-            ),
+            Mech::AesGcm { .. } | Mech::AesCbc { .. } => ("AES", crypt),
+            Mech::AesKeyWrap { .. } => ("AES", wrap),
         };
         if !ok {
             return Err(CKR_MECHANISM_INVALID);
@@ -278,7 +304,9 @@ impl Mech {
         Ok(())
     }
 
-    /// Whether data may come in parts (the mechanism hashes it).
+    /// Whether data may come in parts: the mechanism hashes it, or is an AES cipher (whose
+    /// parts the module gathers and the daemon encrypts in one call at the end: an update
+    /// answers no output, the final call all of it).
     pub fn multipart(&self) -> bool {
         matches!(
             self,
@@ -288,6 +316,8 @@ impl Mech {
                     ..
                 }
                 | Mech::EcdsaHash(_)
+                | Mech::AesGcm { .. }
+                | Mech::AesCbc { .. }
         )
     }
 
@@ -334,7 +364,7 @@ impl Mech {
                 (h, ("hash", data), None)
             }
             Mech::EcdsaHash(h) => (*h, ("data", data), None),
-            Mech::RsaOaep(_) | Mech::AesGcm { .. } => return Err(CKR_MECHANISM_INVALID),
+            _ => return Err(CKR_MECHANISM_INVALID),
         };
         let mut body = json!({"hash_alg": hash.name(), input.0: b64(input.1)});
         if let Some(m) = mode {
@@ -376,6 +406,29 @@ impl Mech {
                 }
                 Ok(body)
             }
+            Mech::AesCbc { iv, pad } => {
+                if (decrypt || !pad) && !input.len().is_multiple_of(16) {
+                    return Err(if decrypt {
+                        CKR_ENCRYPTED_DATA_LEN_RANGE
+                    } else {
+                        CKR_DATA_LEN_RANGE
+                    });
+                }
+                let mode = if *pad { "CBC" } else { "CBCNOPAD" };
+                let field = if decrypt { "cipher" } else { "plain" };
+                Ok(json!({"alg": "AES", "mode": mode, "iv": b64(iv), field: b64(input)}))
+            }
+            _ => Err(CKR_MECHANISM_INVALID),
+        }
+    }
+
+    /// The API's `alg` and `mode` of a key wrap or unwrap with this mechanism.
+    pub fn wrap_mode(&self) -> Result<(&'static str, &'static str), CK_RV> {
+        match self {
+            Mech::AesKeyWrap { pad: false } => Ok(("AES", "KW")),
+            Mech::AesKeyWrap { pad: true } => Ok(("AES", "KWP")),
+            Mech::RsaOaep(OaepHash::Sha1) => Ok(("RSA", "OAEP_MGF1_SHA1")),
+            Mech::RsaOaep(OaepHash::Sha256) => Ok(("RSA", "OAEP_MGF1_SHA256")),
             _ => Err(CKR_MECHANISM_INVALID),
         }
     }
@@ -385,6 +438,8 @@ impl Mech {
         match (self, decrypt) {
             (Mech::AesGcm { .. }, false) => n + 16,
             (Mech::AesGcm { .. }, true) => n.saturating_sub(16),
+            (Mech::AesCbc { pad: true, .. }, false) => (n / 16 + 1) * 16,
+            (Mech::AesCbc { .. }, _) => n,
             _ => key.key_size.map_or(n, |b| b as usize / 8),
         }
     }

@@ -30,11 +30,21 @@ pub struct Op {
     pub answer: Option<Vec<u8>>,
 }
 
+/// A key wrap asked for: `C_WrapKey`'s length query keeps its answer for the call with the
+/// same arguments that takes it.
+#[derive(Clone, PartialEq)]
+pub struct Wrapped {
+    pub mech: Mech,
+    pub wrapping: CK_OBJECT_HANDLE,
+    pub key: CK_OBJECT_HANDLE,
+}
+
 pub struct Session {
     pub slot: usize,
     pub rw: bool,
     pub found: Option<Vec<CK_OBJECT_HANDLE>>,
     pub ops: HashMap<Purpose, Op>,
+    pub wrapped: Option<(Wrapped, Vec<u8>)>,
 }
 
 pub struct Module {
@@ -77,15 +87,19 @@ pub fn initialize() -> Result<(), CK_RV> {
         eprintln!("keyward-pkcs11: {e}");
         CKR_GENERAL_ERROR
     })?;
-    let slots = config
-        .slots
-        .iter()
-        .map(|s| Slot {
-            group_id: s.group_id.clone(),
-            label: s.label.clone().unwrap_or_else(|| s.group_id.clone()),
-            token: None,
-        })
-        .collect();
+    let slots = if config.slots.is_empty() {
+        discover(&config, &client)?
+    } else {
+        config
+            .slots
+            .iter()
+            .map(|s| Slot {
+                group_id: s.group_id.clone(),
+                label: s.label.clone().unwrap_or_else(|| s.group_id.clone()),
+                token: None,
+            })
+            .collect()
+    };
     *g = Some(Module {
         client: Arc::new(client),
         config,
@@ -97,6 +111,33 @@ pub fn initialize() -> Result<(), CK_RV> {
         keys: HashMap::new(),
     });
     Ok(())
+}
+
+/// One slot per group the application may use, named after the group: the configuration
+/// names none, and the credential is in `api_key_file`.
+fn discover(config: &Config, client: &Client) -> Result<Vec<Slot>, CK_RV> {
+    let api_key = match config.stored_key() {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            eprintln!("keyward-pkcs11: {e}");
+            return Err(CKR_GENERAL_ERROR);
+        }
+        None => return Err(CKR_GENERAL_ERROR),
+    };
+    let (token, _) = client
+        .login(&api_key)
+        .map_err(|e| rv(e, CKR_DEVICE_ERROR))?;
+    let groups = client.groups(&token);
+    let _ = client.logout(&token);
+    Ok(groups
+        .map_err(|e| rv(e, CKR_DEVICE_ERROR))?
+        .into_iter()
+        .map(|(group_id, label)| Slot {
+            group_id,
+            label,
+            token: None,
+        })
+        .collect())
 }
 
 pub fn finalize() -> Result<(), CK_RV> {
@@ -147,6 +188,7 @@ impl Module {
                 rw,
                 found: None,
                 ops: HashMap::new(),
+                wrapped: None,
             },
         );
         Ok(h)

@@ -13,12 +13,14 @@ use crate::module::{self, Op, rv, with};
 use crate::objects::{self, Part};
 
 /// The key operation a purpose needs.
-fn key_op(p: Purpose) -> &'static str {
+pub fn key_op(p: Purpose) -> &'static str {
     match p {
         Purpose::Sign => "SIGN",
         Purpose::Verify => "VERIFY",
         Purpose::Encrypt => "ENCRYPT",
         Purpose::Decrypt => "DECRYPT",
+        Purpose::Wrap => "WRAPKEY",
+        Purpose::Unwrap => "UNWRAPKEY",
     }
 }
 
@@ -187,7 +189,7 @@ fn end(session: CK_SESSION_HANDLE, purpose: Purpose) {
 /// A cryptographic call; one the group's quorum protects asks for approval as the
 /// application (the request's id in the module's log), and, when the configuration says to
 /// wait, waits for the reviewers and takes the approved operation's answer.
-fn operate_approved(
+pub fn operate_approved(
     client: &client::Client,
     token: &str,
     kid: &str,
@@ -269,6 +271,6 @@ fn compute(
                 Err(e) => Err(fail(e)),
             }
         }
-        Purpose::Verify => Err(CKR_FUNCTION_FAILED),
+        Purpose::Verify | Purpose::Wrap | Purpose::Unwrap => Err(CKR_FUNCTION_FAILED),
     }
 }

@@ -30,14 +30,9 @@ unsupported! {
     C_SetPIN(Session, *mut CK_UTF8CHAR, CK_ULONG, *mut CK_UTF8CHAR, CK_ULONG);
     C_GetOperationState(Session, Bytes, Len);
     C_SetOperationState(Session, Bytes, CK_ULONG, Object, Object);
-    C_CreateObject(Session, Template, CK_ULONG, *mut Object);
     C_CopyObject(Session, Object, Template, CK_ULONG, *mut Object);
     C_GetObjectSize(Session, Object, Len);
     C_SetAttributeValue(Session, Object, Template, CK_ULONG);
-    C_EncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
-    C_EncryptFinal(Session, Bytes, Len);
-    C_DecryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
-    C_DecryptFinal(Session, Bytes, Len);
     C_DigestInit(Session, Mechanism);
     C_Digest(Session, Bytes, CK_ULONG, Bytes, Len);
     C_DigestUpdate(Session, Bytes, CK_ULONG);
@@ -51,8 +46,6 @@ unsupported! {
     C_DecryptDigestUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
     C_SignEncryptUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
     C_DecryptVerifyUpdate(Session, Bytes, CK_ULONG, Bytes, Len);
-    C_WrapKey(Session, Mechanism, Object, Object, Bytes, Len);
-    C_UnwrapKey(Session, Mechanism, Object, Bytes, CK_ULONG, Template, CK_ULONG, *mut Object);
     C_DeriveKey(Session, Mechanism, Object, Template, CK_ULONG, *mut Object);
     C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut std::ffi::c_void);
     // PKCS#11 3.0.

@@ -245,6 +245,156 @@ impl Loaded {
         }
     }
 
+    /// C_GenerateKey with `t`; the new key's handle.
+    pub fn generate_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        t: &Attrs,
+    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        let mut m = Self::mechanism(mech);
+        let mut raw = t.raw();
+        let mut h = 0;
+        let rv = unsafe {
+            self.f.C_GenerateKey.unwrap()(
+                s,
+                &mut m,
+                raw.as_mut_ptr(),
+                raw.len() as CK_ULONG,
+                &mut h,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        Ok(h)
+    }
+
+    /// C_CreateObject with `t`.
+    pub fn create(&self, s: CK_SESSION_HANDLE, t: &Attrs) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        let mut raw = t.raw();
+        let mut h = 0;
+        let rv = unsafe {
+            self.f.C_CreateObject.unwrap()(s, raw.as_mut_ptr(), raw.len() as CK_ULONG, &mut h)
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        Ok(h)
+    }
+
+    /// C_WrapKey with the length query first.
+    pub fn wrap(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mut m: CK_MECHANISM,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<Vec<u8>, CK_RV> {
+        let wrap = self.f.C_WrapKey.unwrap();
+        let mut n = 0;
+        let rv = unsafe { wrap(s, &mut m, wrapping, key, null_mut(), &mut n) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut out = vec![0u8; n as usize];
+        let rv = unsafe { wrap(s, &mut m, wrapping, key, out.as_mut_ptr(), &mut n) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// C_UnwrapKey into a key as `t` says.
+    pub fn unwrap(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mut m: CK_MECHANISM,
+        kek: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        t: &Attrs,
+    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        let mut raw = t.raw();
+        let mut h = 0;
+        let rv = unsafe {
+            self.f.C_UnwrapKey.unwrap()(
+                s,
+                &mut m,
+                kek,
+                wrapped.as_ptr() as *mut _,
+                wrapped.len() as CK_ULONG,
+                raw.as_mut_ptr(),
+                raw.len() as CK_ULONG,
+                &mut h,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        Ok(h)
+    }
+
+    /// C_EncryptInit (or decrypt), C_EncryptUpdate per part (each answering no output yet),
+    /// and C_EncryptFinal with the length query first.
+    pub fn crypt_parts(
+        &self,
+        s: CK_SESSION_HANDLE,
+        decrypt: bool,
+        mut m: CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+        parts: &[&[u8]],
+    ) -> Result<Vec<u8>, CK_RV> {
+        let (init, update, finish) = if decrypt {
+            let f = self.f;
+            (
+                f.C_DecryptInit.unwrap(),
+                f.C_DecryptUpdate.unwrap(),
+                f.C_DecryptFinal.unwrap(),
+            )
+        } else {
+            let f = self.f;
+            (
+                f.C_EncryptInit.unwrap(),
+                f.C_EncryptUpdate.unwrap(),
+                f.C_EncryptFinal.unwrap(),
+            )
+        };
+        unsafe {
+            let rv = init(s, &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            for part in parts {
+                let mut out = [0u8; 64];
+                let mut n = out.len() as CK_ULONG;
+                let rv = update(
+                    s,
+                    part.as_ptr() as *mut _,
+                    part.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut n,
+                );
+                if rv != CKR_OK {
+                    return Err(rv);
+                }
+                assert_eq!(n, 0, "an update answers nothing yet");
+            }
+            let mut n = 0;
+            let rv = finish(s, null_mut(), &mut n);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            let mut out = vec![0u8; n as usize];
+            let rv = finish(s, out.as_mut_ptr(), &mut n);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            out.truncate(n as usize);
+            Ok(out)
+        }
+    }
+
     pub fn finalize(&self) -> CK_RV {
         unsafe { self.f.C_Finalize.unwrap()(null_mut()) }
     }
@@ -263,5 +413,38 @@ pub fn with_params<T>(m: CK_MECHANISM_TYPE, v: &mut T) -> CK_MECHANISM {
         mechanism: m,
         pParameter: v as *mut T as *mut c_void,
         ulParameterLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
+/// A template the test builds: attribute types and their values' bytes.
+#[derive(Default, Clone)]
+pub struct Attrs(Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>);
+
+impl Attrs {
+    pub fn flag(mut self, t: CK_ATTRIBUTE_TYPE, v: bool) -> Attrs {
+        self.0.push((t, vec![if v { CK_TRUE } else { CK_FALSE }]));
+        self
+    }
+
+    pub fn ulong(mut self, t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Attrs {
+        self.0.push((t, v.to_ne_bytes().to_vec()));
+        self
+    }
+
+    pub fn bytes(mut self, t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Attrs {
+        self.0.push((t, v.to_vec()));
+        self
+    }
+
+    /// The C template, pointing into `self`.
+    pub fn raw(&self) -> Vec<CK_ATTRIBUTE> {
+        self.0
+            .iter()
+            .map(|(t, v)| CK_ATTRIBUTE {
+                type_: *t,
+                pValue: v.as_ptr() as *mut c_void,
+                ulValueLen: v.len() as CK_ULONG,
+            })
+            .collect()
     }
 }

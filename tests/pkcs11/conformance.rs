@@ -312,11 +312,17 @@ async fn state_rules_error_codes_and_length_queries() {
                 Ok(32u64.to_ne_bytes().to_vec())
             );
             assert_eq!(m.attribute(rw, k, CKA_EXTRACTABLE), Ok(vec![CK_FALSE]));
-            // Functions the module does not offer say so.
+            // A key-generation mechanism does not wrap; functions the module does not
+            // offer say so.
             let mut wrapped = [0u8; 64];
             let mut wrapped_len = 64;
             assert_eq!(
                 f.C_WrapKey.unwrap()(rw, &mut mech, k, k, wrapped.as_mut_ptr(), &mut wrapped_len),
+                CKR_MECHANISM_INVALID
+            );
+            let mut copy = 0;
+            assert_eq!(
+                f.C_CopyObject.unwrap()(rw, k, null_mut(), 0, &mut copy),
                 CKR_FUNCTION_NOT_SUPPORTED
             );
             let mut random = [0u8; 32];

@@ -1,6 +1,8 @@
 //! The PKCS#11 module against a running daemon. `tools`: OpenSC's pkcs11-tool lists the
 //! slots and objects and signs, each signature checked by OpenSSL with the public key from
-//! the REST API. `refusals` and `conformance`: the module's C function list called directly,
+//! the REST API, and imports a key whose AES-CBC-PAD output OpenSSL matches. `transfer`:
+//! import, wrap and unwrap, multi-part encryption, and the export rules. `refusals` and
+//! `conformance`: the module's C function list called directly,
 //! as an application does (the promises: a key without SIGN, a destroyed key, a wrong PIN, a
 //! revoked application; PKCS#11's state rules, error codes and length queries).
 
@@ -8,6 +10,7 @@ mod capi;
 mod conformance;
 mod refusals;
 mod tools;
+mod transfer;
 
 use std::path::PathBuf;
 

@@ -165,8 +165,26 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
         ),
     )
     .unwrap();
+    // Without [[slot]] the application's groups are the slots, named after them.
+    let discovered = dir.path().join("discover.toml");
+    std::fs::write(
+        &discovered,
+        format!(
+            "address = \"{}\"\napi_key_file = \"{}\"\n",
+            w.d.url,
+            key_file.display()
+        ),
+    )
+    .unwrap();
     let dir_path = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
+        let slots = run(Command::new("pkcs11-tool")
+            .env("KEYWARD_PKCS11_CONF", &discovered)
+            .arg("--module")
+            .arg(module_path())
+            .arg("--list-slots"));
+        let slots = String::from_utf8_lossy(&slots.stdout);
+        assert!(slots.contains("Signing"), "{slots}");
         let ssh = run(Command::new("ssh-keygen")
             .env("KEYWARD_PKCS11_CONF", &conf)
             .arg("-D")
@@ -200,6 +218,149 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
             String::from_utf8_lossy(&checked.stderr)
         );
         assert!(said.contains("verify OK"), "{said}");
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs `cmd`, its standard output.
+fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    run(cmd).stdout
+}
+
+/// pkcs11-tool imports an AES key (C_CreateObject) and encrypts with AES-CBC-PAD what
+/// OpenSSL encrypts with the same key and iv, byte for byte; decrypts it back; makes an RSA
+/// key pair and decrypts (RSA-OAEP with SHA-256) what OpenSSL encrypted with the public key
+/// fetched through the REST API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_tool_imports_a_key_and_encrypts_as_openssl_does_and_decrypts_what_openssl_encrypted()
+ {
+    let w = std::sync::Arc::new(World::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let t = w.clone();
+    tokio::task::spawn_blocking(move || {
+        let w = &*t;
+        let dir = dir_path.as_path();
+        let data = dir.join("data");
+        // Not whole blocks: the padding shows.
+        std::fs::write(&data, b"a record of forty-three bytes to encrypt..").unwrap();
+        let key_hex = "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4";
+        let key_bytes: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).unwrap())
+            .collect();
+        std::fs::write(dir.join("key.bin"), &key_bytes).unwrap();
+        run(tool(w)
+            .args(["--login", "--pin", &w.api_key, "--write-object"])
+            .arg(dir.join("key.bin"))
+            .args(["--type", "secrkey", "--key-type", "AES:32"])
+            .args(["--label", "imported-aes", "--usage-decrypt", "--sensitive"]));
+        // pkcs11-tool picks a key for encryption by its id only.
+        let listed = stdout_of(tool(w).args(["--login", "--pin", &w.api_key, "--list-objects"]));
+        let listed = String::from_utf8_lossy(&listed);
+        let id = listed
+            .split("label:      imported-aes")
+            .nth(1)
+            .and_then(|rest| rest.split("ID:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("imported-aes in {listed}"))
+            .to_string();
+        let iv = "000102030405060708090a0b0c0d0e0f";
+        let ours = stdout_of(
+            tool(w)
+                .args([
+                    "--login",
+                    "--pin",
+                    &w.api_key,
+                    "--encrypt",
+                    "-m",
+                    "AES-CBC-PAD",
+                ])
+                .args(["--id", &id, "--iv", iv, "--input-file"])
+                .arg(&data),
+        );
+        let theirs = stdout_of(
+            Command::new("openssl")
+                .args(["enc", "-aes-256-cbc", "-K", key_hex, "-iv", iv, "-in"])
+                .arg(&data),
+        );
+        assert_eq!(ours.len(), 48);
+        assert_eq!(ours, theirs, "AES-CBC-PAD through the module is OpenSSL's");
+        std::fs::write(dir.join("enc"), &ours).unwrap();
+        let back = stdout_of(
+            tool(w)
+                .args([
+                    "--login",
+                    "--pin",
+                    &w.api_key,
+                    "--decrypt",
+                    "-m",
+                    "AES-CBC-PAD",
+                ])
+                .args(["--id", &id, "--iv", iv, "--input-file"])
+                .arg(dir.join("enc")),
+        );
+        assert_eq!(back, std::fs::read(&data).unwrap());
+
+        run(tool(w)
+            .args(["--login", "--pin", &w.api_key, "--keypairgen"])
+            .args([
+                "--key-type",
+                "rsa:2048",
+                "--label",
+                "made-rsa",
+                "--usage-decrypt",
+            ]));
+    })
+    .await
+    .unwrap();
+
+    let made = w
+        .admin
+        .ok(
+            reqwest::Method::GET,
+            &format!("/crypto/v1/keys?group_id={}&name=made-rsa", w.group),
+            None,
+        )
+        .await;
+    let made = made[0].clone();
+    let pem = w.public_pem(&made).await;
+    let t = w.clone();
+    let dir_path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let w = &*t;
+        let dir = dir_path.as_path();
+        std::fs::write(dir.join("rsa.pem"), &pem).unwrap();
+        run(Command::new("openssl")
+            .args(["pkeyutl", "-encrypt", "-pubin", "-inkey"])
+            .arg(dir.join("rsa.pem"))
+            .args(["-pkeyopt", "rsa_padding_mode:oaep"])
+            .args([
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+            ])
+            .arg("-in")
+            .arg(dir.join("data"))
+            .arg("-out")
+            .arg(dir.join("rsa.enc")));
+        let back = stdout_of(
+            tool(w)
+                .args([
+                    "--login",
+                    "--pin",
+                    &w.api_key,
+                    "--decrypt",
+                    "-m",
+                    "RSA-PKCS-OAEP",
+                ])
+                .args(["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"])
+                .args(["--id", &id_hex(&made), "--input-file"])
+                .arg(dir.join("rsa.enc")),
+        );
+        assert_eq!(back, std::fs::read(dir.join("data")).unwrap());
     })
     .await
     .unwrap();

@@ -178,21 +178,24 @@ fn modes(
     match (t, mode) {
         (_, None) => Ok((None, None)),
         (ObjType::Aes, Some(Value::String(m))) => Ok((Some(m.clone()), None)),
-        (ObjType::Rsa, Some(Value::String(name))) => match RsaEncryptionMode::from_name(name) {
-            Some(m) => Ok((None, Some(m))),
-            None => Err(ApiError::field(
+        (ObjType::Rsa, Some(m)) => Ok((None, Some(rsa_mode(m)?))),
+        _ => Err(ApiError::field("mode", "does not fit the key type")),
+    }
+}
+
+/// An RSA `mode`: DSM's object or one of its names.
+fn rsa_mode(mode: &Value) -> ApiResult<RsaEncryptionMode> {
+    match mode {
+        Value::String(name) => RsaEncryptionMode::from_name(name).ok_or_else(|| {
+            ApiError::field(
                 "mode",
                 format!(
                     "'{name}' is not an RSA mode (OAEP_MGF1_SHA1, OAEP_MGF1_SHA256 or PKCS1_V15)"
                 ),
-            )),
-        },
-        (ObjType::Rsa, Some(m)) => {
-            let m: RsaEncryptionMode = serde_json::from_value(m.clone())
-                .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}")))?;
-            Ok((None, Some(m)))
-        }
-        _ => Err(ApiError::field("mode", "does not fit the key type")),
+            )
+        }),
+        m => serde_json::from_value(m.clone())
+            .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}"))),
     }
 }
 
@@ -431,10 +434,7 @@ async fn do_unwrap(
     let mode = match (kek_object.obj_type, &req.mode) {
         (_, None) => None,
         (ObjType::Aes, Some(Value::String(m))) => Some(WrapMode::Aes(m.clone())),
-        (ObjType::Rsa, Some(m)) => Some(WrapMode::Rsa(
-            serde_json::from_value(m.clone())
-                .map_err(|e| ApiError::field("mode", format!("not an RSA mode: {e}")))?,
-        )),
+        (ObjType::Rsa, Some(m)) => Some(WrapMode::Rsa(rsa_mode(m)?)),
         _ => return Err(ApiError::field("mode", "does not fit the key type")),
     };
     let obj_type = ObjType::parse(&req.obj_type).ok_or_else(|| {
