@@ -20,9 +20,9 @@
 //! `KEYWARD_PKCS11_API_KEY_FILE`.
 //!
 //! With `api_key_file` the file is the application's credential (readable by whoever may use
-//! the keys, and nobody else): public keys show before login (what `ssh-keygen -D` and
-//! OpenSSH read) and `C_Login` takes any PIN, since many PKCS#11 front ends take no PIN
-//! longer than 32 characters and an API key is longer.
+//! the keys, and nobody else): the token needs no login (opening a session logs the slot in,
+//! as OpenSSH's `ssh -I` and `ssh-keygen -D` expect) and `C_Login` takes any PIN, since many
+//! PKCS#11 front ends take no PIN longer than 32 characters and an API key is longer.
 
 use std::path::PathBuf;
 

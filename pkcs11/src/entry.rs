@@ -151,14 +151,19 @@ pub unsafe extern "C" fn C_GetSlotInfo(slot: CK_SLOT_ID, info: *mut CK_SLOT_INFO
 
 pub unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) -> CK_RV {
     guard(|| {
-        let (label, group, sessions) = with(|m| {
+        let (label, group, sessions, stored_key) = with(|m| {
             let s = m.slot(slot)?;
             let open = m
                 .sessions
                 .values()
                 .filter(|x| x.slot == slot as usize)
                 .count();
-            Ok((s.label.clone(), s.group_id.clone(), open))
+            Ok((
+                s.label.clone(),
+                s.group_id.clone(),
+                open,
+                m.config.api_key_file.is_some(),
+            ))
         })?;
         let serial: String = group.chars().filter(|c| *c != '-').take(16).collect();
         unsafe {
@@ -169,10 +174,12 @@ pub unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_IN
                     manufacturerID: padded("Keyward"),
                     model: padded("Keyward group"),
                     serialNumber: padded(&serial),
-                    flags: CKF_LOGIN_REQUIRED
-                        | CKF_USER_PIN_INITIALIZED
+                    // With the credential in the configuration nobody logs in: opening a
+                    // session does.
+                    flags: CKF_USER_PIN_INITIALIZED
                         | CKF_TOKEN_INITIALIZED
-                        | CKF_RNG,
+                        | CKF_RNG
+                        | if stored_key { 0 } else { CKF_LOGIN_REQUIRED },
                     ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
                     ulSessionCount: sessions as CK_ULONG,
                     ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
@@ -242,7 +249,23 @@ pub unsafe extern "C" fn C_OpenSession(
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }
-        let h = with(|m| m.open(slot, flags & CKF_RW_SESSION != 0))?;
+        let (h, sign_in_now) = with(|m| {
+            let h = m.open(slot, flags & CKF_RW_SESSION != 0)?;
+            let slot = &m.slots[slot as usize];
+            Ok((h, slot.token.is_none() && m.config.api_key_file.is_some()))
+        })?;
+        // With the credential in the configuration the token needs no login: the first
+        // session logs the slot in (OpenSSH's `ssh -I` never logs in, nor can it ask for a
+        // PIN in batch mode).
+        if sign_in_now {
+            match sign_in(slot as usize, None) {
+                Ok(()) | Err(CKR_USER_ALREADY_LOGGED_IN) => {}
+                Err(e) => {
+                    let _ = with(|m| Ok(m.sessions.remove(&h)));
+                    return Err(e);
+                }
+            }
+        }
         unsafe { set(session, h) }
     })
 }
@@ -305,7 +328,7 @@ pub unsafe extern "C" fn C_Login(
     pin_len: CK_ULONG,
 ) -> CK_RV {
     guard(|| {
-        let (client, slot, group, app_id) = with(|m| {
+        let (slot, logged_in, stored) = with(|m| {
             let slot = m.session(session)?.slot;
             match user {
                 CKU_USER => {}
@@ -313,50 +336,69 @@ pub unsafe extern "C" fn C_Login(
                 CKU_CONTEXT_SPECIFIC => return Err(CKR_OPERATION_NOT_INITIALIZED),
                 _ => return Err(CKR_USER_TYPE_INVALID),
             }
-            if m.slots[slot].token.is_some() {
-                return Err(CKR_USER_ALREADY_LOGGED_IN);
-            }
             Ok((
-                m.client.clone(),
                 slot,
-                m.slots[slot].group_id.clone(),
-                m.config.app_id.clone(),
+                m.slots[slot].token.is_some(),
+                m.config.api_key_file.is_some(),
             ))
         })?;
-        let pin = unsafe { input(pin, pin_len)? };
-        let pin = match with(|m| Ok(m.config.stored_key()))? {
-            Some(Ok(key)) => key,
-            Some(Err(e)) => {
-                eprintln!("keyward-pkcs11: {e}");
-                return Err(CKR_DEVICE_ERROR);
+        match (logged_in, stored) {
+            // The configured credential logged the slot in when a session opened; a caller
+            // that logs in anyway (`pkcs11-tool --login`) finds it done.
+            (true, true) => Ok(()),
+            (true, false) => Err(CKR_USER_ALREADY_LOGGED_IN),
+            (false, true) => sign_in(slot, None),
+            (false, false) => {
+                let pin = unsafe { input(pin, pin_len)? };
+                let pin = std::str::from_utf8(pin).map_err(|_| CKR_PIN_INCORRECT)?;
+                sign_in(slot, Some(pin.trim()))
             }
-            None => std::str::from_utf8(pin)
-                .map_err(|_| CKR_PIN_INCORRECT)?
-                .trim()
-                .to_string(),
-        };
-        let (token, entity) = client.login(&pin).map_err(|e| match e {
-            crate::client::ClientError::Unauthenticated
-            | crate::client::ClientError::Invalid(_) => CKR_PIN_INCORRECT,
-            e => rv(e, CKR_PIN_INCORRECT),
-        })?;
-        if app_id.is_some_and(|a| a != entity) {
-            let _ = client.logout(&token);
-            return Err(CKR_PIN_INCORRECT);
         }
-        let label = client.group_name(&token, &group).ok();
-        with(|m| {
-            let s = &mut m.slots[slot];
-            if s.token.is_some() {
-                let _ = client.logout(&token);
-                return Err(CKR_USER_ALREADY_LOGGED_IN);
-            }
-            s.token = Some(token);
-            if let Some(l) = label.filter(|l| !l.is_empty()) {
-                s.label = l;
-            }
-            Ok(())
-        })
+    })
+}
+
+/// Logs the slot in as the application, with the PIN or, given none, the configured
+/// credential: a session with the daemon that every session of the slot uses.
+fn sign_in(slot: usize, pin: Option<&str>) -> Result<(), CK_RV> {
+    let (client, group, app_id, stored) = with(|m| {
+        Ok((
+            m.client.clone(),
+            m.slots[slot].group_id.clone(),
+            m.config.app_id.clone(),
+            m.config.stored_key(),
+        ))
+    })?;
+    let api_key = match (pin, stored) {
+        (Some(pin), _) => pin.to_string(),
+        (None, Some(Ok(key))) => key,
+        (None, Some(Err(e))) => {
+            eprintln!("keyward-pkcs11: {e}");
+            return Err(CKR_DEVICE_ERROR);
+        }
+        (None, None) => return Err(CKR_PIN_INCORRECT),
+    };
+    let (token, entity) = client.login(&api_key).map_err(|e| match e {
+        crate::client::ClientError::Unauthenticated | crate::client::ClientError::Invalid(_) => {
+            CKR_PIN_INCORRECT
+        }
+        e => rv(e, CKR_PIN_INCORRECT),
+    })?;
+    if app_id.is_some_and(|a| a != entity) {
+        let _ = client.logout(&token);
+        return Err(CKR_PIN_INCORRECT);
+    }
+    let label = client.group_name(&token, &group).ok();
+    with(|m| {
+        let s = &mut m.slots[slot];
+        if s.token.is_some() {
+            let _ = client.logout(&token);
+            return Err(CKR_USER_ALREADY_LOGGED_IN);
+        }
+        s.token = Some(token);
+        if let Some(l) = label.filter(|l| !l.is_empty()) {
+            s.label = l;
+        }
+        Ok(())
     })
 }
 

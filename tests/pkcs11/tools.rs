@@ -165,6 +165,16 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
         ),
     )
     .unwrap();
+    // OpenSSL 3's pkcs11-provider (Debian's, from bookworm-backports on Debian 12).
+    let provider = dir.path().join("provider.cnf");
+    std::fs::write(
+        &provider,
+        format!(
+            "openssl_conf = init\n[init]\nproviders = providers\n[providers]\ndefault = default_sect\npkcs11 = pkcs11_sect\n[default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = /usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so\npkcs11-module-path = {}\nactivate = 1\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
     // Without [[slot]] the application's groups are the slots, named after them.
     let discovered = dir.path().join("discover.toml");
     std::fs::write(
@@ -198,6 +208,17 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
             ssh.contains("ssh-rsa ") && ssh.contains("rsa-signer"),
             "{ssh}"
         );
+        let csr_verifies = |csr: &Path| {
+            let checked = run(Command::new("openssl")
+                .args(["req", "-noout", "-verify", "-in"])
+                .arg(csr));
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&checked.stdout),
+                String::from_utf8_lossy(&checked.stderr)
+            );
+            assert!(said.contains("verify OK"), "{said}");
+        };
         let csr = dir_path.join("ec.csr");
         run(Command::new("openssl")
             .env("KEYWARD_PKCS11_CONF", &conf)
@@ -209,15 +230,18 @@ async fn pkcs11_tool_ssh_keygen_and_openssl_use_the_keys_and_openssl_verifies_wh
             ])
             .args(["-subj", "/CN=ec-signer", "-out"])
             .arg(&csr));
-        let checked = run(Command::new("openssl")
-            .args(["req", "-noout", "-verify", "-in"])
-            .arg(&csr));
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
-        assert!(said.contains("verify OK"), "{said}");
+        csr_verifies(&csr);
+        for key in ["ec-signer", "rsa-signer"] {
+            let csr = dir_path.join(format!("{key}-provider.csr"));
+            run(Command::new("openssl")
+                .env("KEYWARD_PKCS11_CONF", &conf)
+                .env("OPENSSL_CONF", &provider)
+                .args(["req", "-new", "-key"])
+                .arg(format!("pkcs11:object={key};type=private?pin-value=unused"))
+                .args(["-subj", &format!("/CN={key}"), "-out"])
+                .arg(&csr));
+            csr_verifies(&csr);
+        }
     })
     .await
     .unwrap();
@@ -364,4 +388,113 @@ async fn pkcs11_tool_imports_a_key_and_encrypts_as_openssl_does_and_decrypts_wha
     })
     .await
     .unwrap();
+}
+
+/// OpenSSH logs in with a Keyward key: `ssh -I` with the module, against an sshd on loopback
+/// whose `authorized_keys` holds the line `ssh-keygen -D` printed for the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_logs_in_with_a_keyward_key_through_the_module() {
+    let w = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(d.join("app.key"), &w.api_key).unwrap();
+    std::fs::write(
+        d.join("pkcs11.toml"),
+        format!(
+            "address = \"{}\"\napi_key_file = \"{}\"\n[[slot]]\ngroup_id = \"{}\"\n",
+            w.d.url,
+            d.join("app.key").display(),
+            w.group
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let said = tokio::task::spawn_blocking(move || {
+        let conf = d.join("pkcs11.toml");
+        let listed = run(Command::new("ssh-keygen")
+            .env("KEYWARD_PKCS11_CONF", &conf)
+            .arg("-D")
+            .arg(module_path()));
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        let line = listed
+            .lines()
+            .find(|l| l.contains("ec-signer"))
+            .unwrap_or_else(|| panic!("ec-signer in {listed}"));
+        std::fs::write(d.join("authorized_keys"), format!("{line}\n")).unwrap();
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join("host")));
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+                d.join("host").display(),
+                d.join("authorized_keys").display(),
+                d.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd's privilege separation directory; /run is emptied at boot.
+        std::fs::create_dir_all("/run/sshd")
+            .expect("sshd needs /run/sshd: run the tests as root or create it");
+        let mut sshd = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .spawn()
+            .expect("sshd runs (tests/deps.sh installs openssh-server)");
+        let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut said = String::new();
+        // sshd takes a moment to listen.
+        for _ in 0..50 {
+            let out = Command::new("ssh")
+                .env("KEYWARD_PKCS11_CONF", &conf)
+                .arg("-I")
+                .arg(module_path())
+                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+                .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentityFile=none"])
+                .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1")])
+                .args(["echo", "signed-in-with-keyward"])
+                .output()
+                .unwrap();
+            said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() || !said.contains("Connection refused") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = sshd.kill();
+        let _ = sshd.wait();
+        said
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("signed-in-with-keyward"), "{said}");
+    // The signature was the daemon's: an audited use of the key by the application.
+    let kid = w.ec["kid"].as_str().unwrap();
+    let logs = w
+        .admin
+        .ok(
+            reqwest::Method::GET,
+            &format!("/sys/v1/logs?object_id={kid}"),
+            None,
+        )
+        .await;
+    let entries = keyward_tests::api::log_entries(&logs);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "key.sign" && e["actor_id"] == w.app_id.as_str()),
+        "the application's signature with the key is audited: {entries:?}"
+    );
 }
