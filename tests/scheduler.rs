@@ -436,46 +436,21 @@ async fn a_cron_job_syncs_a_group_on_time() {
 // ---------------------------------------------------------------------------------------
 // A daemon killed mid-rotation.
 
-const CHILD_DIR: &str = "KEYWARD_TEST_CHILD_DATA_DIR";
-
-/// Not a test: the body of the daemon process the crash test starts and kills (the test
-/// binary runs itself with this test selected and the data directory in the environment).
+/// Not a test: the body of the daemon process the crash test starts and kills.
 #[test]
 #[ignore = "run by the crash test as its child daemon"]
 fn child_daemon() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut config = DaemonConfig::new(&dir);
-        config.database = keyward_tests::postgres::location_for(Path::new(&dir)).await;
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.plugin_cache_dir = Some(keyward_tests::cache_dir());
+    keyward_tests::child::serve(|config| {
         config.scheduler.enabled = false;
         config.scheduler.lease_secs = 2;
         config.workflow_limits.lease_ttl = Duration::from_secs(2);
-        allow_local(&mut config);
-        let running = keyward::daemon::start(config, std::future::pending())
-            .await
-            .expect("the child daemon starts");
-        std::fs::write(Path::new(&dir).join("addr"), running.addr.to_string()).unwrap();
-        running.wait().await.unwrap();
+        allow_local(config);
     });
 }
 
 /// Starts the child daemon on `dir`; returns the process and its API.
 async fn spawn_child(dir: &Path) -> (std::process::Child, Endpoint) {
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_daemon", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_DIR, dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr_file = dir.join("addr");
-    let addr = eventually(120, || async { std::fs::read_to_string(&addr_file).ok() }).await;
-    (child, Endpoint::at(&format!("http://{addr}")))
+    keyward_tests::child::spawn(dir, "child_daemon").await
 }
 
 /// Another daemon on the child's catalog, with the child's short leases.

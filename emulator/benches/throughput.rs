@@ -1,6 +1,8 @@
 //! Emulator throughput and latency injection.
 //!
-//! Prints get-key and list-page requests per second with no injected latency, then measured
+//! Prints get-key and list-page requests per second with no injected latency, list pages
+//! again with 50,000 keys (a page costs its own 25 keys, not the HSM's: the ratio to the
+//! 100-key figure shows it) and a whole 50,000-key listing by `nextLink`, then measured
 //! against configured latency when latency (fixed plus jitter) is injected.
 //! Run with `cargo bench -p keyward-emulator --bench throughput`.
 
@@ -88,9 +90,54 @@ async fn main() {
         WINDOW.as_secs()
     );
     println!("  get key     {:>8.0} req/s", rps(&c, &token, &get).await);
+    let small = rps(&c, &token, &list).await;
+    println!("  list page   {small:>8.0} req/s  (25 keys per page, 100 keys)");
+
+    // 50,000 keys: the first page, a page from the middle, and the whole list.
+    c.post(format!("{}/admin/hsms/{}/seed", em.admin_url, demo::HSM))
+        .json(&serde_json::json!({"count": 50_000, "prefix": "many"}))
+        .send()
+        .await
+        .unwrap();
+    let first = rps(&c, &token, &list).await;
     println!(
-        "  list page   {:>8.0} req/s  (25 keys per page)",
-        rps(&c, &token, &list).await
+        "  list page   {first:>8.0} req/s  (first page of 50,100 keys: {:.2}x the 100-key rate)",
+        first / small
+    );
+    // A continuation from the middle of the names: the token is the folded name after which
+    // the page starts, as the emulator writes it.
+    let token_after = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        "many-25000",
+    );
+    let middle = format!("{base}keys?api-version=7.5&$skiptoken={token_after}&maxresults=25");
+    let mid = rps(&c, &token, &middle).await;
+    println!(
+        "  list page   {mid:>8.0} req/s  (page 1,000 of 2,004: {:.2}x the 100-key rate)",
+        mid / small
+    );
+    let started = Instant::now();
+    let (mut next, mut keys, mut pages) = (Some(list.clone()), 0usize, 0usize);
+    while let Some(url) = next {
+        let page: serde_json::Value = c
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        keys += page["value"].as_array().unwrap().len();
+        pages += 1;
+        next = page["nextLink"].as_str().map(str::to_string);
+    }
+    let whole = started.elapsed();
+    assert_eq!(keys, 50_100);
+    println!(
+        "  whole list  {:>8.2} s      ({keys} keys in {pages} pages by nextLink, one client: {:.2} ms per page)",
+        whole.as_secs_f64(),
+        whole.as_secs_f64() * 1e3 / pages as f64
     );
 
     for (fixed, jitter) in [(20u64, 0u64), (20, 10), (100, 50)] {

@@ -72,6 +72,22 @@ impl<V> NameMap<V> {
         self.entries.remove(&fold(name))
     }
 
+    /// (folded name, name as created, value) after the folded name `after` (from the start
+    /// without one), in folded-name order: a list page costs its own length, not the map's.
+    pub fn after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a V)> + use<'a, V> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.entries
+            .range((start, Bound::Unbounded))
+            .map(|(folded, (n, v))| (folded.as_str(), n.as_str(), v))
+    }
+
     /// (name as created, value), in folded-name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.entries.values().map(|(n, v)| (n.as_str(), v))

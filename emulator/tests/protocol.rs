@@ -1072,3 +1072,100 @@ async fn arm_serves_cloud_metadata_tenants_and_subscriptions() {
     .await;
     assert_eq!((s, one["state"].as_str()), (200, Some("Enabled")));
 }
+
+/// Key lists page by `nextLink` in case-insensitive name order, every key once, with what
+/// was created after a page was read showing on a later page; versions and deleted keys too.
+#[tokio::test]
+async fn key_lists_page_in_name_order_without_gaps_or_repeats() {
+    let em = emulator().await;
+    let t = hsm_token(&em).await;
+    admin(
+        &em,
+        Method::POST,
+        &format!("/admin/hsms/{HSM}/seed"),
+        json!({"count": 60, "prefix": "Paged"}),
+    )
+    .await;
+    let walk = |first: String| {
+        let (em, t) = (&em, &t);
+        async move {
+            let (mut next, mut names) = (Some(first), Vec::new());
+            while let Some(url) = next {
+                let (s, page) = call(em, t, Method::GET, &url, None).await;
+                assert_eq!(s, 200, "{page}");
+                for k in page["value"].as_array().unwrap() {
+                    let kid = k["kid"].as_str().unwrap();
+                    names.push(kid.rsplit('/').next().unwrap().to_string());
+                }
+                next = page["nextLink"].as_str().map(str::to_string);
+            }
+            names
+        }
+    };
+    let first = data_url(&em, HSM, &format!("/keys?{API}&maxresults=25"));
+    let (_, page1) = call(&em, &t, Method::GET, &first, None).await;
+    assert_eq!(page1["value"].as_array().unwrap().len(), 25);
+    // A key made after the first page, sorting after it, is on a later one.
+    call(
+        &em,
+        &t,
+        Method::POST,
+        &data_url(&em, HSM, &format!("/keys/paged-99999/create?{API}")),
+        Some(json!({"kty": "oct-HSM"})),
+    )
+    .await;
+    let rest = walk(page1["nextLink"].as_str().unwrap().to_string()).await;
+    assert!(rest.contains(&"paged-99999".to_string()), "{rest:?}");
+    let all = walk(first).await;
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|n| n.to_ascii_lowercase());
+    sorted.dedup();
+    assert_eq!(all, sorted, "every key once, in folded-name order");
+    assert!(all.len() >= 61, "{}", all.len());
+    assert!(
+        all.iter().any(|n| n == "Paged-00007"),
+        "names keep their case"
+    );
+
+    // Versions by position.
+    for _ in 0..2 {
+        call(
+            &em,
+            &t,
+            Method::POST,
+            &data_url(&em, HSM, &format!("/keys/paged-99999/rotate?{API}")),
+            None,
+        )
+        .await;
+    }
+    let versions = walk(data_url(
+        &em,
+        HSM,
+        &format!("/keys/paged-99999/versions?{API}&maxresults=1"),
+    ))
+    .await;
+    assert_eq!(versions.len(), 3);
+    let mut unique = versions.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "{versions:?}");
+
+    // Deleted keys by name.
+    for n in ["Paged-00001", "paged-00002", "PAGED-00003"] {
+        call(
+            &em,
+            &t,
+            Method::DELETE,
+            &data_url(&em, HSM, &format!("/keys/{n}?{API}")),
+            None,
+        )
+        .await;
+    }
+    let deleted = walk(data_url(
+        &em,
+        HSM,
+        &format!("/deletedkeys?{API}&maxresults=2"),
+    ))
+    .await;
+    assert_eq!(deleted, ["Paged-00001", "Paged-00002", "Paged-00003"]);
+}

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod azure;
+pub mod child;
 pub mod pkcs11;
 pub mod postgres;
 pub mod tls;

@@ -439,15 +439,15 @@ pub(super) async fn list_keys(
 ) -> Reply {
     let api = s.begin(&headers, &hsm, &q, Permission::List)?;
     s.with_hsm(&hsm, |h| {
-        let items = h
-            .keys
-            .iter()
-            // Continuation tokens are folded names: the order the map iterates in.
-            .map(|(name, r)| {
-                let item = key_item(&base, h, name, r.latest(), false);
-                (name.to_ascii_lowercase(), item)
+        // Continuation tokens are folded names: the order the map iterates in.
+        let items = |after: Option<&str>| {
+            h.keys.after(after).map(|(folded, name, r)| {
+                (
+                    folded.to_string(),
+                    key_item(&base, h, name, r.latest(), false),
+                )
             })
-            .collect();
+        };
         json(paged(&q, &base, "/keys", &api, items)?)
     })
 }
@@ -466,12 +466,17 @@ pub(super) async fn list_versions(
             .get(&name)
             .ok_or_else(|| AzureError::key_not_found(&name))?;
         // Continuation is by position, encoded so that tokens sort like positions.
-        let items = record
-            .versions
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("{i:08}"), key_item(&base, h, &name, v, true)))
-            .collect();
+        let items = |after: Option<&str>| {
+            let skip = after
+                .and_then(|a| a.parse::<usize>().ok())
+                .map_or(0, |a| a + 1);
+            record
+                .versions
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .map(|(i, v)| (format!("{i:08}"), key_item(&base, h, &name, v, true)))
+        };
         json(paged(
             &q,
             &base,
@@ -517,15 +522,13 @@ pub(super) async fn list_deleted(
 ) -> Reply {
     let api = s.begin(&headers, &hsm, &q, Permission::List)?;
     s.with_hsm(&hsm, |h| {
-        let items = h
-            .deleted
-            .iter()
-            .map(|(name, d)| {
+        let items = |after: Option<&str>| {
+            h.deleted.after(after).map(|(folded, name, d)| {
                 let mut item = key_item(&base, h, name, d.record.latest(), false);
                 deleted_fields(&base, name, d, &mut item);
-                (name.to_ascii_lowercase(), item)
+                (folded.to_string(), item)
             })
-            .collect();
+        };
         json(paged(&q, &base, "/deletedkeys", &api, items)?)
     })
 }

@@ -343,13 +343,15 @@ pub(super) fn deleted_fields(base: &str, name: &str, d: &DeletedKey, into: &mut 
     into["scheduledPurgeDate"] = json!(d.scheduled_purge);
 }
 
-/// A page of a list (`maxresults` 1..=25, continuation in `$skiptoken`).
-pub(super) fn paged(
+/// A page of a list (`maxresults` 1..=25, continuation in `$skiptoken`). `items` gives the
+/// (continuation key, item) pairs after a key, in key order, rendering each as it is taken,
+/// so that a page renders only its own items.
+pub(super) fn paged<I: Iterator<Item = (String, Value)>>(
     q: &HashMap<String, String>,
     base: &str,
     path: &str,
     api: &str,
-    items: Vec<(String, Value)>,
+    items: impl FnOnce(Option<&str>) -> I,
 ) -> Result<Value, AzureError> {
     let max = match q.get("maxresults") {
         None => 25,
@@ -372,10 +374,7 @@ pub(super) fn paged(
                 .ok_or_else(|| AzureError::bad_parameter("The $skiptoken is not valid."))?,
         ),
     };
-    let mut rest = items
-        .into_iter()
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
-        .peekable();
+    let mut rest = items(after.as_deref()).peekable();
     let mut value = Vec::new();
     let mut last = None;
     while value.len() < max {

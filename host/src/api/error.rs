@@ -309,6 +309,7 @@ impl From<KeyError> for ApiError {
             KeyError::Catalog(c) => ApiError::from(c),
             KeyError::Flow(f) => ApiError::from(f),
             KeyError::Kms(k) => ApiError::from(k),
+            KeyError::AuditUnavailable(a) => ApiError::Unavailable(a.to_string()),
             KeyError::Internal(m) => ApiError::Internal(m),
         }
     }

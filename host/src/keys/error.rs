@@ -53,6 +53,9 @@ pub enum KeyError {
     /// Status by the key manager's answer.
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// 503: the operation's audit event could not be committed; its answer is withheld.
+    #[error(transparent)]
+    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
     /// 500: a fault on our side.
     #[error("internal error: {0}")]
     Internal(String),

@@ -79,7 +79,7 @@ impl KeyService {
                 }
             }
         };
-        self.used(access, key, KeyOp::Encrypt, details).await;
+        self.used(access, key, KeyOp::Encrypt, details).await?;
         Ok(e)
     }
 
@@ -125,7 +125,7 @@ impl KeyService {
                     .value
             }
         };
-        self.used(access, key, KeyOp::Decrypt, details).await;
+        self.used(access, key, KeyOp::Decrypt, details).await?;
         Ok(plain)
     }
 
@@ -157,7 +157,7 @@ impl KeyService {
                     .signature
             }
         };
-        self.used(access, key, KeyOp::Sign, details).await;
+        self.used(access, key, KeyOp::Sign, details).await?;
         Ok(sig)
     }
 
@@ -189,7 +189,7 @@ impl KeyService {
             }
         };
         let details = json!({"hash_alg": p.hash, "result": result});
-        self.used(access, key, KeyOp::Verify, details).await;
+        self.used(access, key, KeyOp::Verify, details).await?;
         Ok(result)
     }
 
@@ -228,18 +228,26 @@ impl KeyService {
                     .value
             }
         };
-        self.used(access, key, KeyOp::WrapKey, details).await;
+        self.used(access, key, KeyOp::WrapKey, details).await?;
         Ok(wrapped)
     }
 
     /// The operation's audit event (queued: operations are many) and the key's last use.
-    async fn used(&self, access: &Access, key: &UsableKey, op: KeyOp, details: Value) {
+    /// Records the operation: its answer goes out only once the event is committed.
+    async fn used(
+        &self,
+        access: &Access,
+        key: &UsableKey,
+        op: KeyOp,
+        details: Value,
+    ) -> Result<()> {
         let now = self.now();
         let action = format!("key.{}", op.as_str().to_ascii_lowercase());
         self.inner
             .audit
-            .later(self.event(access, &action, &key.object.kid, details))
-            .await;
+            .record(self.event(access, &action, &key.object.kid, details))
+            .await?;
         self.inner.audit.key_used(&key.object.kid, now).await;
+        Ok(())
     }
 }

@@ -166,7 +166,9 @@ impl From<KeyError> for HostError {
             KeyError::State(_) | KeyError::NameTaken(_) | KeyError::Concurrent => {
                 HostError::new(HostErrorKind::Conflict, message)
             }
-            KeyError::PolicyUnavailable(_) => HostError::new(HostErrorKind::Unavailable, message),
+            KeyError::PolicyUnavailable(_) | KeyError::AuditUnavailable(_) => {
+                HostError::new(HostErrorKind::Unavailable, message)
+            }
             KeyError::Kms(k) => HostError::from(k),
             KeyError::Catalog(c) => HostError::from(c),
             KeyError::Flow(_) | KeyError::Internal(_) => {
