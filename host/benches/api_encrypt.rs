@@ -284,7 +284,7 @@ async fn main() {
         "  in-process (cached key, policy plugin, AES-GCM)              {in_process:>10.0} ops/s"
     );
     println!(
-        "  audit events written per second while measuring: SQLite {sqlite_audit:.0}, PostgreSQL {postgres_audit:.0} (batched by the audit writer)"
+        "  audit events written per second while measuring: SQLite {sqlite_audit:.0}, PostgreSQL {postgres_audit:.0} (each committed before its answer, concurrent ones sharing a transaction)"
     );
     println!(
         "  ratios: SQLite API/no-op {:.2}, API/in-process {:.3}; PostgreSQL/SQLite {:.2}; two daemons/one (PostgreSQL) {:.2}",

@@ -145,35 +145,10 @@ impl Loaded {
 
     /// C_Sign with the length query first.
     pub fn sign(&self, s: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let mut n = 0;
         let sign = self.f.C_Sign.unwrap();
-        let rv = unsafe {
-            sign(
-                s,
-                data.as_ptr() as *mut _,
-                data.len() as CK_ULONG,
-                null_mut(),
-                &mut n,
-            )
-        };
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n as usize];
-        let rv = unsafe {
-            sign(
-                s,
-                data.as_ptr() as *mut _,
-                data.len() as CK_ULONG,
-                out.as_mut_ptr(),
-                &mut n,
-            )
-        };
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        out.truncate(n as usize);
-        Ok(out)
+        two_calls(|out, n| unsafe {
+            sign(s, data.as_ptr() as *mut _, data.len() as CK_ULONG, out, n)
+        })
     }
 
     pub fn verify(
@@ -218,30 +193,7 @@ impl Loaded {
             if rv != CKR_OK {
                 return Err(rv);
             }
-            let mut n = 0;
-            let rv = call(
-                s,
-                input.as_ptr() as *mut _,
-                input.len() as CK_ULONG,
-                null_mut(),
-                &mut n,
-            );
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-            let mut out = vec![0u8; n as usize];
-            let rv = call(
-                s,
-                input.as_ptr() as *mut _,
-                input.len() as CK_ULONG,
-                out.as_mut_ptr(),
-                &mut n,
-            );
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-            out.truncate(n as usize);
-            Ok(out)
+            two_calls(|out, n| call(s, input.as_ptr() as *mut _, input.len() as CK_ULONG, out, n))
         }
     }
 
@@ -292,18 +244,7 @@ impl Loaded {
         key: CK_OBJECT_HANDLE,
     ) -> Result<Vec<u8>, CK_RV> {
         let wrap = self.f.C_WrapKey.unwrap();
-        let mut n = 0;
-        let rv = unsafe { wrap(s, &mut m, wrapping, key, null_mut(), &mut n) };
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n as usize];
-        let rv = unsafe { wrap(s, &mut m, wrapping, key, out.as_mut_ptr(), &mut n) };
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        out.truncate(n as usize);
-        Ok(out)
+        two_calls(|out, n| unsafe { wrap(s, &mut m, wrapping, key, out, n) })
     }
 
     /// C_UnwrapKey into a key as `t` says.
@@ -380,18 +321,7 @@ impl Loaded {
                 }
                 assert_eq!(n, 0, "an update answers nothing yet");
             }
-            let mut n = 0;
-            let rv = finish(s, null_mut(), &mut n);
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-            let mut out = vec![0u8; n as usize];
-            let rv = finish(s, out.as_mut_ptr(), &mut n);
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-            out.truncate(n as usize);
-            Ok(out)
+            two_calls(|out, n| finish(s, out, n))
         }
     }
 
@@ -447,4 +377,21 @@ impl Attrs {
             })
             .collect()
     }
+}
+
+/// PKCS#11's two-call output: the length query (a null buffer), then the call that fills a
+/// buffer of that length.
+pub fn two_calls(mut call: impl FnMut(*mut u8, *mut CK_ULONG) -> CK_RV) -> Result<Vec<u8>, CK_RV> {
+    let mut n = 0;
+    let rv = call(null_mut(), &mut n);
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut out = vec![0u8; n as usize];
+    let rv = call(out.as_mut_ptr(), &mut n);
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    out.truncate(n as usize);
+    Ok(out)
 }
