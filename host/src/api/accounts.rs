@@ -269,7 +269,7 @@ pub async fn update(
     let mut a = accounts::get(&mut tx, &account_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
-    let approved = caller.access.approval.is_some();
+    let approved = caller.access.approval.as_ref().is_some_and(|a| a.account);
     let policy_changes = req.approval_policy.is_some() || req.approval_request_expiry.is_some();
     if !approved
         && ((a.approval_policy.is_some() && policy_changes)

@@ -25,8 +25,27 @@ pub struct Access {
     /// Applications only: group id → what the application may do with its keys.
     pub app_groups: AppGroups,
     /// The approval request this call carries out, when a quorum approved it: protected
-    /// operations run only then.
-    pub approval: Option<String>,
+    /// operations run only then, and only those its quorums cover.
+    pub approval: Option<Approval>,
+}
+
+/// An approved request being carried out, and whose quorums approved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub request_id: String,
+    /// The group whose quorum approved it, if a group's policy was asked.
+    pub group_id: Option<String>,
+    /// Whether the account's quorum approved it.
+    pub account: bool,
+}
+
+impl Approval {
+    /// Whether the group's quorum approved it: an approval by one group's quorum lets
+    /// nothing through that another group's quorum protects (a rotation approved for the
+    /// source key does not rotate its copies in other protected groups).
+    pub fn covers_group(&self, group_id: &str) -> bool {
+        self.group_id.as_deref() == Some(group_id)
+    }
 }
 
 impl Access {

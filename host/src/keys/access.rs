@@ -82,8 +82,90 @@ pub fn may_export(access: &Access, o: &SObject, group: &Group) -> Result<()> {
 /// Refuses an operation the group's approval policy protects (`what`; `None`: a
 /// cryptographic operation) unless an approved request carries it out.
 pub fn approved(access: &Access, group: &Group, what: Option<Protected>) -> Result<()> {
-    if crate::quorum::required(group.approval_policy.as_ref(), what) && access.approval.is_none() {
+    let approved = access
+        .approval
+        .as_ref()
+        .is_some_and(|a| a.covers_group(&group.id));
+    if crate::quorum::required(group.approval_policy.as_ref(), what) && !approved {
         return Err(KeyError::ApprovalRequired);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::auth::access::Approval;
+    use crate::catalog::approvals::{GroupApprovalPolicy, QuorumPolicy};
+
+    fn group(id: &str) -> Group {
+        Group {
+            id: id.into(),
+            account_id: "acct".into(),
+            name: id.into(),
+            description: None,
+            created_at: 0,
+            created_by: "u".into(),
+            crypto_policy: None,
+            key_metadata_policy: None,
+            custom_policies: vec![],
+            link: None,
+            user_export: false,
+            approval_policy: Some(GroupApprovalPolicy {
+                policy: QuorumPolicy::User("reviewer".into()),
+                protect_permissions: vec![Protected::RotateSobjects],
+                protect_crypto_operations: false,
+                allow_self_approval: false,
+            }),
+        }
+    }
+
+    fn carrying(approval: Option<Approval>) -> Access {
+        Access {
+            principal: Principal::User {
+                user_id: "u".into(),
+                email: String::new(),
+            },
+            account_id: "acct".into(),
+            account_role: None,
+            group_roles: Default::default(),
+            app_groups: Default::default(),
+            approval,
+        }
+    }
+
+    /// An approval counts for the group whose quorum gave it, and for no other: a rotation
+    /// approved in the source key's group does not rotate a copy another quorum protects.
+    #[test]
+    fn an_approval_covers_only_the_group_whose_quorum_gave_it() {
+        let rotate = Some(Protected::RotateSobjects);
+        let (source, other) = (group("source"), group("other"));
+        assert!(matches!(
+            approved(&carrying(None), &source, rotate),
+            Err(KeyError::ApprovalRequired)
+        ));
+        let by_source = carrying(Some(Approval {
+            request_id: "r".into(),
+            group_id: Some("source".into()),
+            account: false,
+        }));
+        assert!(approved(&by_source, &source, rotate).is_ok());
+        assert!(matches!(
+            approved(&by_source, &other, rotate),
+            Err(KeyError::ApprovalRequired)
+        ));
+        // The account's quorum alone approves no group's protected operation.
+        let by_account = carrying(Some(Approval {
+            request_id: "r".into(),
+            group_id: None,
+            account: true,
+        }));
+        assert!(matches!(
+            approved(&by_account, &source, rotate),
+            Err(KeyError::ApprovalRequired)
+        ));
+        // What a group's policy does not protect needs nothing.
+        assert!(approved(&carrying(None), &other, Some(Protected::DeleteSobjects)).is_ok());
+    }
 }

@@ -36,7 +36,7 @@ use super::{ApiError, ApiResult, AppState};
 
 /// Marks the internal request that carries out an approved operation.
 #[derive(Debug, Clone)]
-pub struct CarriesApproval(pub String);
+pub struct CarriesApproval(pub crate::auth::access::Approval);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

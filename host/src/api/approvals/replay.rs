@@ -50,7 +50,11 @@ pub(super) async fn carry_out(state: &Arc<AppState>, r: &ApprovalRequest) -> Api
                 .map_err(|e| ApiError::Internal(format!("replaying the request: {e}")))?;
             request
                 .extensions_mut()
-                .insert(CarriesApproval(r.id.clone()));
+                .insert(CarriesApproval(crate::auth::access::Approval {
+                    request_id: r.id.clone(),
+                    group_id: r.group_id.clone(),
+                    account: r.account_policy,
+                }));
             let answer = super::super::router(state.clone(), axum::Router::new())
                 .oneshot(request)
                 .await
