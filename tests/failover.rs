@@ -74,7 +74,8 @@ async fn postgres_stopped_and_started_gives_fast_503s_then_both_daemons_serve_ag
     for (api, d) in [(&app_a, &p.a), (&app_b, &p.b)] {
         let started = Instant::now();
         // Sessions are read from PostgreSQL on every request, so this is a 503; were the
-        // session cached, the cached key could still encrypt (its audit event queued).
+        // session cached, the answer would still wait for its audit event's commit, and
+        // be a 503 after at most 10 s.
         let (s, body) = encrypt(api.clone()).await;
         match s {
             200 => assert!(body["cipher"].is_string(), "{body}"),
