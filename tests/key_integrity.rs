@@ -1077,7 +1077,11 @@ async fn an_audit_event_that_cannot_be_written_is_retried_and_nothing_is_answere
             Some(json!({"alg": "AES", "plain": b64(b"x")})),
         )
         .await;
-    assert_eq!((s, body["code"].as_str()), (503, Some("Unavailable")), "{body}");
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (503, Some("Unavailable")),
+        "{body}"
+    );
     assert!(body.get("cipher").is_none());
     // ... and a change cannot be made without its event.
     let (s, _) = app
